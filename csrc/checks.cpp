@@ -1,0 +1,145 @@
+#include "checks.h"
+
+#include <sstream>
+
+namespace fastwhisper {
+namespace {
+std::string shape_str(at::IntArrayRef s) {
+  std::ostringstream o;
+  o << s;
+  return o.str();
+}
+}  // namespace
+
+void check_on_device(const char* op, c10::DeviceType device, const at::Tensor& anchor, const char* anchor_name,
+                     std::initializer_list<std::pair<const char*, const at::Tensor*>> others) {
+  TORCH_CHECK(anchor.defined(), "fastwhisper.", op, ": ", anchor_name, " is an undefined tensor");
+  TORCH_CHECK(anchor.device().type() == device, "fastwhisper.", op, ": expected ", anchor_name, " on ",
+              c10::DeviceTypeName(device, true), " (where the other inputs are), got ", anchor.device());
+  for (const auto& [name, t] : others) {
+    TORCH_CHECK(t->defined(), "fastwhisper.", op, ": ", name, " is an undefined tensor");
+    TORCH_CHECK(t->device() == anchor.device(), "fastwhisper.", op, ": all inputs must be on one device; ",
+                anchor_name, " is on ", anchor.device(), " but ", name, " is on ", t->device());
+  }
+}
+
+void check_compute_dtype(const char* op, c10::DeviceType device, const at::Tensor& x, const char* name) {
+  const auto dt = x.scalar_type();
+  if (device == c10::DeviceType::CPU) {
+    TORCH_CHECK(dt == at::kFloat, "fastwhisper.", op, " on CPU supports float32 only, got ", name, " of dtype ", dt,
+                "; convert with .float() or run on CUDA");
+  } else {
+    TORCH_CHECK(dt == at::kFloat || dt == at::kHalf || dt == at::kBFloat16, "fastwhisper.", op,
+                " supports float32, float16 and bfloat16, got ", name, " of dtype ", dt);
+  }
+}
+
+void check_same_dtype(const char* op, const at::Tensor& t, const char* name, const at::Tensor& x) {
+  TORCH_CHECK(t.scalar_type() == x.scalar_type(), "fastwhisper.", op, ": ", name, " must have the input's dtype ",
+              x.scalar_type(), ", got ", t.scalar_type());
+}
+
+void check_param_dtype(const char* op, const at::Tensor& t, const char* name, const at::Tensor& x) {
+  TORCH_CHECK(t.scalar_type() == at::kFloat || t.scalar_type() == x.scalar_type(), "fastwhisper.", op, ": ", name,
+              " must be float32 or the input's dtype ", x.scalar_type(), ", got ", t.scalar_type());
+}
+
+void check_shape(const char* op, const at::Tensor& t, const char* name, at::IntArrayRef expected) {
+  TORCH_CHECK(t.sizes() == expected, "fastwhisper.", op, ": ", name, " must have shape ", shape_str(expected),
+              ", got ", shape_str(t.sizes()));
+}
+
+ConvStemDims check_conv_stem_args(c10::DeviceType device, const at::Tensor& mel, const at::Tensor& conv1_weight,
+                                  const at::Tensor& conv1_bias, const at::Tensor& conv2_weight,
+                                  const at::Tensor& conv2_bias, const at::Tensor& positional_embedding) {
+  const char* op = "conv_stem";
+  check_on_device(op, device, mel, "mel",
+                  {{"conv1_weight", &conv1_weight}, {"conv1_bias", &conv1_bias}, {"conv2_weight", &conv2_weight},
+                   {"conv2_bias", &conv2_bias}, {"positional_embedding", &positional_embedding}});
+  check_compute_dtype(op, device, mel, "mel");
+  TORCH_CHECK(mel.dim() == 3, "fastwhisper.conv_stem: mel must be 3-D [batch, n_mels, n_frames], got shape ",
+              shape_str(mel.sizes()));
+  TORCH_CHECK(conv1_weight.dim() == 3, "fastwhisper.conv_stem: conv1_weight must be 3-D [n_state, n_mels, 3], got ",
+              shape_str(conv1_weight.sizes()));
+  ConvStemDims d{mel.size(0), mel.size(1), mel.size(2), conv1_weight.size(0), 0};
+  TORCH_CHECK(d.n_frames >= 1, "fastwhisper.conv_stem: mel has no frames (shape ", shape_str(mel.sizes()), ")");
+  TORCH_CHECK(conv1_weight.size(1) == d.n_mels && conv1_weight.size(2) == 3,
+              "fastwhisper.conv_stem: conv1_weight must have shape [n_state, ", d.n_mels, ", 3] for a mel with ",
+              d.n_mels, " mel bins, got ", shape_str(conv1_weight.sizes()));
+  d.n_out = (d.n_frames - 1) / 2 + 1;
+  check_shape(op, conv1_bias, "conv1_bias", {d.n_state});
+  check_shape(op, conv2_weight, "conv2_weight", {d.n_state, d.n_state, 3});
+  check_shape(op, conv2_bias, "conv2_bias", {d.n_state});
+  TORCH_CHECK(positional_embedding.dim() == 2 && positional_embedding.size(0) == d.n_out &&
+                  positional_embedding.size(1) == d.n_state,
+              "fastwhisper.conv_stem: positional_embedding must have shape [", d.n_out, ", ", d.n_state, "] for ",
+              d.n_frames, " mel frames (incorrect audio shape?), got ", shape_str(positional_embedding.sizes()));
+  check_same_dtype(op, conv1_weight, "conv1_weight", mel);
+  check_same_dtype(op, conv1_bias, "conv1_bias", mel);
+  check_same_dtype(op, conv2_weight, "conv2_weight", mel);
+  check_same_dtype(op, conv2_bias, "conv2_bias", mel);
+  check_param_dtype(op, positional_embedding, "positional_embedding", mel);
+  return d;
+}
+
+void check_layer_norm_args(c10::DeviceType device, const at::Tensor& x, const at::Tensor& weight,
+                           const at::Tensor& bias, double eps) {
+  const char* op = "layer_norm";
+  check_on_device(op, device, x, "x", {{"weight", &weight}, {"bias", &bias}});
+  check_compute_dtype(op, device, x, "x");
+  TORCH_CHECK(x.dim() >= 1 && x.size(-1) > 0, "fastwhisper.layer_norm: x must have a non-empty last dimension, got ",
+              shape_str(x.sizes()));
+  check_shape(op, weight, "weight", {x.size(-1)});
+  check_shape(op, bias, "bias", {x.size(-1)});
+  check_param_dtype(op, weight, "weight", x);
+  check_param_dtype(op, bias, "bias", x);
+  TORCH_CHECK(weight.scalar_type() == bias.scalar_type(), "fastwhisper.layer_norm: weight and bias must share a dtype, got ",
+              weight.scalar_type(), " and ", bias.scalar_type());
+  TORCH_CHECK(eps > 0, "fastwhisper.layer_norm: eps must be positive, got ", eps);
+}
+
+void check_linear_args(c10::DeviceType device, const at::Tensor& x, const at::Tensor& weight,
+                       const std::optional<at::Tensor>& bias, const std::optional<at::Tensor>& residual) {
+  const char* op = "linear";
+  check_on_device(op, device, x, "x", {{"weight", &weight}});
+  check_compute_dtype(op, device, x, "x");
+  TORCH_CHECK(x.dim() >= 1, "fastwhisper.linear: x must have at least 1 dimension");
+  TORCH_CHECK(weight.dim() == 2, "fastwhisper.linear: weight must be 2-D [out_features, in_features], got ",
+              shape_str(weight.sizes()));
+  TORCH_CHECK(weight.size(1) == x.size(-1), "fastwhisper.linear: x has ", x.size(-1),
+              " features in its last dimension but weight expects ", weight.size(1), " (weight shape ",
+              shape_str(weight.sizes()), ")");
+  check_same_dtype(op, weight, "weight", x);
+  if (bias.has_value()) {
+    check_on_device(op, device, x, "x", {{"bias", &*bias}});
+    check_shape(op, *bias, "bias", {weight.size(0)});
+    check_same_dtype(op, *bias, "bias", x);
+  }
+  if (residual.has_value()) {
+    check_on_device(op, device, x, "x", {{"residual", &*residual}});
+    auto out_shape = x.sizes().vec();
+    out_shape.back() = weight.size(0);
+    check_shape(op, *residual, "residual", out_shape);
+    check_same_dtype(op, *residual, "residual", x);
+  }
+}
+
+void check_attention_args(c10::DeviceType device, const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                          int64_t n_head) {
+  const char* op = "attention";
+  check_on_device(op, device, q, "q", {{"k", &k}, {"v", &v}});
+  check_compute_dtype(op, device, q, "q");
+  TORCH_CHECK(q.dim() == 3, "fastwhisper.attention: q must be 3-D [batch, n_ctx, n_state], got ", shape_str(q.sizes()));
+  TORCH_CHECK(k.dim() == 3 && v.dim() == 3, "fastwhisper.attention: k and v must be 3-D [batch, n_ctx, n_state], got ",
+              shape_str(k.sizes()), " and ", shape_str(v.sizes()));
+  TORCH_CHECK(n_head >= 1, "fastwhisper.attention: n_head must be positive, got ", n_head);
+  TORCH_CHECK(q.size(2) % n_head == 0, "fastwhisper.attention: n_state ", q.size(2), " is not divisible by n_head ",
+              n_head);
+  TORCH_CHECK(k.size(1) >= 1, "fastwhisper.attention: k and v need at least one position");
+  check_shape(op, k, "k", {q.size(0), k.size(1), q.size(2)});
+  check_shape(op, v, "v", k.sizes());
+  check_same_dtype(op, k, "k", q);
+  check_same_dtype(op, v, "v", q);
+}
+
+}  // namespace fastwhisper

@@ -1,0 +1,35 @@
+// Argument validation shared by the CPU and CUDA implementations: every user-facing error
+// message of the ops comes from here, so both devices reject bad input the same way.
+#pragma once
+#include <ATen/ATen.h>
+
+#include <optional>
+
+namespace fastwhisper {
+
+// All tensors on `device` (the device the op was dispatched to), and on the same GPU as `anchor`.
+void check_on_device(const char* op, c10::DeviceType device, const at::Tensor& anchor, const char* anchor_name,
+                     std::initializer_list<std::pair<const char*, const at::Tensor*>> others);
+// x's dtype is one this device computes in: float32 on CPU; float32, float16, bfloat16 on CUDA.
+void check_compute_dtype(const char* op, c10::DeviceType device, const at::Tensor& x, const char* name);
+// t has exactly x's dtype.
+void check_same_dtype(const char* op, const at::Tensor& t, const char* name, const at::Tensor& x);
+// t (a LayerNorm weight or a positional embedding) is float32 or x's dtype.
+void check_param_dtype(const char* op, const at::Tensor& t, const char* name, const at::Tensor& x);
+// t has exactly the given shape.
+void check_shape(const char* op, const at::Tensor& t, const char* name, at::IntArrayRef expected);
+
+struct ConvStemDims {
+  int64_t batch, n_mels, n_frames, n_state, n_out;  // n_out = frames after the stride-2 conv
+};
+ConvStemDims check_conv_stem_args(c10::DeviceType device, const at::Tensor& mel, const at::Tensor& conv1_weight,
+                                  const at::Tensor& conv1_bias, const at::Tensor& conv2_weight,
+                                  const at::Tensor& conv2_bias, const at::Tensor& positional_embedding);
+void check_layer_norm_args(c10::DeviceType device, const at::Tensor& x, const at::Tensor& weight,
+                           const at::Tensor& bias, double eps);
+void check_linear_args(c10::DeviceType device, const at::Tensor& x, const at::Tensor& weight,
+                       const std::optional<at::Tensor>& bias, const std::optional<at::Tensor>& residual);
+void check_attention_args(c10::DeviceType device, const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                          int64_t n_head);
+
+}  // namespace fastwhisper

@@ -1,0 +1,135 @@
+"""Python entry points and fake (meta) implementations of the ``torch.ops.fastwhisper`` ops.
+
+The schemas live in csrc/ops.cpp; the CPU and CUDA kernels in csrc/cpu and csrc/cuda. The fakes
+here give torch.compile and ``torch.library.opcheck`` the output shape and dtype of each op.
+"""
+
+from typing import List, Optional
+
+import torch
+from torch import Tensor
+
+from . import _library  # noqa: F401  (registers the ops)
+
+_ops = torch.ops.fastwhisper
+
+# Names of the tensors of one residual block, in encoder_forward's block_weights order
+# (keys relative to ``blocks.<i>.`` in whisper.model.AudioEncoder's state_dict).
+BLOCK_PARAM_NAMES = (
+    "attn_ln.weight",
+    "attn_ln.bias",
+    "attn.query.weight",
+    "attn.query.bias",
+    "attn.key.weight",
+    "attn.value.weight",
+    "attn.value.bias",
+    "attn.out.weight",
+    "attn.out.bias",
+    "mlp_ln.weight",
+    "mlp_ln.bias",
+    "mlp.0.weight",
+    "mlp.0.bias",
+    "mlp.2.weight",
+    "mlp.2.bias",
+)
+
+
+def conv_stem(
+    mel: Tensor,
+    conv1_weight: Tensor,
+    conv1_bias: Tensor,
+    conv2_weight: Tensor,
+    conv2_bias: Tensor,
+    positional_embedding: Tensor,
+) -> Tensor:
+    """mel [B, n_mels, T] -> gelu(conv2(gelu(conv1(mel)))) as [B, ceil(T/2), d] + positional_embedding."""
+    return _ops.conv_stem(mel, conv1_weight, conv1_bias, conv2_weight, conv2_bias, positional_embedding)
+
+
+def layer_norm(x: Tensor, weight: Tensor, bias: Tensor, eps: float = 1e-5) -> Tensor:
+    """LayerNorm over the last dim with fp32 statistics; output in x's dtype."""
+    return _ops.layer_norm(x, weight, bias, eps)
+
+
+def linear(
+    x: Tensor,
+    weight: Tensor,
+    bias: Optional[Tensor] = None,
+    residual: Optional[Tensor] = None,
+    gelu: bool = False,
+) -> Tensor:
+    """(GELU)(x @ weight.T + bias) (+ residual)."""
+    return _ops.linear(x, weight, bias, residual, gelu)
+
+
+def attention(q: Tensor, k: Tensor, v: Tensor, n_head: int) -> Tensor:
+    """Non-causal multi-head attention; q [B, Tq, D], k/v [B, Tk, D] -> [B, Tq, D]."""
+    return _ops.attention(q, k, v, n_head)
+
+
+def encoder_forward(
+    mel: Tensor,
+    conv1_weight: Tensor,
+    conv1_bias: Tensor,
+    conv2_weight: Tensor,
+    conv2_bias: Tensor,
+    positional_embedding: Tensor,
+    block_weights: List[Tensor],
+    ln_post_weight: Tensor,
+    ln_post_bias: Tensor,
+    n_head: int,
+) -> Tensor:
+    """The whole audio encoder in one call; block_weights: 15 tensors per layer (BLOCK_PARAM_NAMES order)."""
+    return _ops.encoder_forward(
+        mel,
+        conv1_weight,
+        conv1_bias,
+        conv2_weight,
+        conv2_bias,
+        positional_embedding,
+        block_weights,
+        ln_post_weight,
+        ln_post_bias,
+        n_head,
+    )
+
+
+# ---- fake (meta) implementations: shapes and dtypes only -------------------------------------
+
+
+def _stem_out_frames(mel: Tensor) -> int:
+    torch._check(mel.dim() == 3, lambda: f"fastwhisper.conv_stem: mel must be 3-D, got {tuple(mel.shape)}")
+    return (mel.shape[2] - 1) // 2 + 1
+
+
+@torch.library.register_fake("fastwhisper::conv_stem")
+def _conv_stem_fake(mel, conv1_weight, conv1_bias, conv2_weight, conv2_bias, positional_embedding):
+    n_out = _stem_out_frames(mel)
+    torch._check(positional_embedding.shape[0] == n_out, lambda: "fastwhisper.conv_stem: incorrect audio shape")
+    return mel.new_empty((mel.shape[0], n_out, conv1_weight.shape[0]))
+
+
+@torch.library.register_fake("fastwhisper::layer_norm")
+def _layer_norm_fake(x, weight, bias, eps):
+    return torch.empty_like(x, memory_format=torch.contiguous_format)
+
+
+@torch.library.register_fake("fastwhisper::linear")
+def _linear_fake(x, weight, bias, residual, gelu):
+    torch._check(x.shape[-1] == weight.shape[1], lambda: "fastwhisper.linear: in_features mismatch")
+    return x.new_empty((*x.shape[:-1], weight.shape[0]))
+
+
+@torch.library.register_fake("fastwhisper::attention")
+def _attention_fake(q, k, v, n_head):
+    return q.new_empty(q.shape)
+
+
+@torch.library.register_fake("fastwhisper::encoder_forward")
+def _encoder_forward_fake(
+    mel, conv1_weight, conv1_bias, conv2_weight, conv2_bias, positional_embedding, block_weights,
+    ln_post_weight, ln_post_bias, n_head,
+):
+    n_out = _stem_out_frames(mel)
+    torch._check(positional_embedding.shape[0] == n_out, lambda: "fastwhisper.encoder_forward: incorrect audio shape")
+    return mel.new_empty((mel.shape[0], n_out, conv1_weight.shape[0]))
