@@ -1,0 +1,155 @@
+"""FastAudioEncoder against whisper.model.AudioEncoder (and a float64 reference), accelerate(), torch.compile."""
+
+import copy
+
+import pytest
+import torch
+import whisper
+from whisper.model import AudioEncoder, ModelDimensions, Whisper
+
+import fastwhisper
+from conftest import ENCODER_DIMS, HAS_CUDA, rel_err, requires_cuda
+from reference import encoder_reference
+
+FP32_TOL = 1e-5
+
+
+def random_encoder(dims, seed=0, cls=AudioEncoder):
+    """An encoder with random weights of real dims (LayerNorm parameters perturbed too)."""
+    torch.manual_seed(seed)
+    enc = cls(*dims)
+    with torch.no_grad():
+        for name, p in enc.named_parameters():
+            if "ln" in name:
+                p.add_(torch.randn_like(p) * 0.1)
+    return enc.eval()
+
+
+def random_mel(batch, n_mels, seed=1, device="cpu"):
+    g = torch.Generator().manual_seed(seed)
+    return (torch.randn(batch, n_mels, 3000, generator=g) * 0.5).to(device)
+
+
+def fast_copy(enc):
+    fast = fastwhisper.FastAudioEncoder(*dims_of(enc))
+    fast.load_state_dict(enc.state_dict())
+    return fast.eval().to(next(enc.parameters()).device)
+
+
+def dims_of(enc):
+    n_ctx, n_state = enc.positional_embedding.shape
+    return (enc.conv1.in_channels, n_ctx, n_state, enc.blocks[0].attn.n_head, len(enc.blocks))
+
+
+def test_reference_agrees_with_whisper():
+    enc = random_encoder(ENCODER_DIMS["tiny"])
+    mel = random_mel(1, 80)
+    with torch.no_grad():
+        assert rel_err(encoder_reference(enc, mel), enc(mel)) <= FP32_TOL
+
+
+def test_same_constructor_parameters_and_state_dict():
+    dims = ENCODER_DIMS["tiny"]
+    ref, fast = AudioEncoder(*dims), fastwhisper.FastAudioEncoder(*dims)
+    assert isinstance(fast, AudioEncoder)
+    assert list(ref.state_dict()) == list(fast.state_dict())
+    assert [(n, p.shape) for n, p in ref.named_parameters()] == [(n, p.shape) for n, p in fast.named_parameters()]
+    fast.load_state_dict(ref.state_dict(), strict=True)
+    ref.load_state_dict(fast.state_dict(), strict=True)
+
+
+@pytest.mark.parametrize("size", ["tiny", "base", "small"])
+def test_fp32_matches_whisper_cpu(size):
+    enc = random_encoder(ENCODER_DIMS[size])
+    fast = fast_copy(enc)
+    mel = random_mel(2 if size == "tiny" else 1, enc.conv1.in_channels)
+    with torch.no_grad():
+        expected, out = enc(mel), fast(mel)
+    assert out.shape == expected.shape and out.dtype == torch.float32
+    assert rel_err(out, expected) <= FP32_TOL
+
+
+@requires_cuda
+@pytest.mark.cuda
+@pytest.mark.parametrize("size", list(ENCODER_DIMS))
+def test_matches_whisper_cuda(size):
+    """fp32: <= 1e-5 of whisper's AudioEncoder; fp16/bf16 input (fp32 weights, as openai-whisper runs):
+    error against float64 no more than 2x whisper's own error in that dtype."""
+    enc = random_encoder(ENCODER_DIMS[size]).cuda()
+    fast = fastwhisper.FastAudioEncoder.from_audio_encoder(enc)
+    mel = random_mel(3 if size in ("tiny", "base") else 1, enc.conv1.in_channels, device="cuda")
+    with torch.no_grad():
+        expected32 = enc(mel)
+        assert rel_err(fast(mel), expected32) <= FP32_TOL
+        expected64 = encoder_reference(enc, mel)
+        for dtype in (torch.float16, torch.bfloat16):
+            out = fast(mel.to(dtype))
+            assert out.dtype == dtype
+            err, torch_err = rel_err(out, expected64), rel_err(enc(mel.to(dtype)), expected64)
+            assert err <= 2 * torch_err, f"{size} {dtype}: fastwhisper {err:.3e} vs whisper {torch_err:.3e}"
+        # fp16 weights too (model.half())
+        half = fast_copy(enc).half()
+        err, torch_err = rel_err(half(mel.half()), expected64), rel_err(enc(mel.half()), expected64)
+        assert err <= 2 * torch_err
+
+
+@requires_cuda
+@pytest.mark.cuda
+def test_cast_cache_follows_weight_updates():
+    enc = random_encoder(ENCODER_DIMS["tiny"]).cuda()
+    fast = fastwhisper.FastAudioEncoder.from_audio_encoder(enc)
+    mel = random_mel(1, 80, device="cuda").half()
+    with torch.no_grad():
+        before = fast(mel)
+        fast.blocks[1].mlp[0].weight.mul_(1.5)
+        after, expected = fast(mel), enc(mel)
+    assert rel_err(after, before) > 1e-3
+    assert rel_err(after, expected) < 1e-2
+
+
+def tiny_whisper(seed=0):
+    torch.manual_seed(seed)
+    dims = ModelDimensions(n_mels=80, n_audio_ctx=1500, n_audio_state=384, n_audio_head=6, n_audio_layer=4,
+                           n_vocab=51864, n_text_ctx=448, n_text_state=384, n_text_head=6, n_text_layer=4)
+    model = Whisper(dims).eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.normal_(0, 0.05)
+    return model
+
+
+def test_accelerate_swaps_encoder_in_place_and_decode_matches():
+    model = tiny_whisper()
+    reference = copy.deepcopy(model)
+    params_before = {n: p for n, p in model.encoder.named_parameters()}
+    assert fastwhisper.accelerate(model) is model
+    assert isinstance(model.encoder, fastwhisper.FastAudioEncoder)
+    assert all(p is params_before[n] for n, p in model.encoder.named_parameters())
+    assert list(model.state_dict()) == list(reference.state_dict())
+    mel = random_mel(2, 80)
+    with torch.no_grad():
+        assert rel_err(model.embed_audio(mel), reference.embed_audio(mel)) <= FP32_TOL
+    options = whisper.DecodingOptions(language="en", fp16=False, sample_len=24, without_timestamps=True)
+    ours, theirs = whisper.decode(model, mel, options), whisper.decode(reference, mel, options)
+    assert [r.tokens for r in ours] == [r.tokens for r in theirs]
+    assert len(ours[0].tokens) > 0
+    assert fastwhisper.accelerate(model).encoder is model.encoder  # idempotent
+
+
+def test_accelerate_rejects_non_whisper_model():
+    with pytest.raises(TypeError, match="openai-whisper model"):
+        fastwhisper.accelerate(torch.nn.Linear(2, 2))
+
+
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=[requires_cuda, pytest.mark.cuda])])
+def test_torch_compile_fullgraph(device):
+    fast = fast_copy(random_encoder(ENCODER_DIMS["tiny"])).to(device)
+    dtypes = [torch.float32] if device == "cpu" else [torch.float32, torch.float16]
+    for dtype in dtypes:
+        torch._dynamo.reset()
+        mel = random_mel(2, 80, device=device).to(dtype)
+        compiled = torch.compile(fast, fullgraph=True)
+        with torch.no_grad():
+            eager, traced = fast(mel), compiled(mel)
+        assert traced.dtype == dtype
+        assert rel_err(traced, eager) <= (FP32_TOL if dtype == torch.float32 else 1e-3)
