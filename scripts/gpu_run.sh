@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Run on the GPU machine (the device tool): build against its torch, run every test (the CUDA ones
+# included), then the encoder benchmark. Logs and results go to $OUT.
+# Usage: scripts/gpu_run.sh <commit> [benchmark args...]
+set -uo pipefail
+commit=${1:-unknown}
+shift || true
+OUT=${OUT:-/tmp/fastwhisper-out}
+mkdir -p "$OUT"
+export PYTHONUNBUFFERED=1
+if ls .whl/*.whl >/dev/null 2>&1; then  # openai-whisper and more-itertools, carried as wheels
+  python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .whl/*.whl && export PYTHONPATH=/tmp/site
+fi
+nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
+python3 -c "import torch; print('torch', torch.__version__, torch.cuda.get_device_name())"
+start=$(date +%s)
+python3 -m pip install --no-build-isolation --no-deps -q . >"$OUT/build.log" 2>&1 || { tail -40 "$OUT/build.log"; exit 1; }
+echo "build: $(( $(date +%s) - start )) s"
+python3 -m pytest tests -q -rs -p no:cacheprovider 2>&1 | tee "$OUT/pytest.log" | tail -25
+python3 benchmarks/encoder_bench.py --commit "$commit" --out "$OUT/encoder.json" "$@" 2>&1 | tee "$OUT/bench.log" | tail -45

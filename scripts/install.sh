@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Creates ./.venv (or $VENV) and installs everything fastwhisper needs, then builds it against that torch.
+# CUDA kernels are compiled when nvcc is on PATH (FASTWHISPER_CUDA=OFF skips them;
+# FASTWHISPER_CUDA_ARCHS picks the GPU architectures, default 9.0a).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PYTHON=${PYTHON:-python3}
+VENV=${VENV:-.venv}
+TORCH_SPEC=${TORCH_SPEC:-torch==2.11.0}
+
+if [ ! -x "$VENV/bin/python" ]; then
+  "$PYTHON" -m venv "$VENV"
+fi
+. "$VENV/bin/activate"
+python -m pip install -q --upgrade pip
+python -m pip install -q "$TORCH_SPEC"
+python -m pip install -q "scikit-build-core>=0.10" "pybind11>=2.12" "cmake>=3.26" ninja numpy
+python -m pip install -q openai-whisper "pytest>=8" tqdm
+if ! command -v nvcc >/dev/null 2>&1 && [ -x /usr/local/cuda/bin/nvcc ]; then
+  export PATH=/usr/local/cuda/bin:$PATH
+fi
+python -m pip install -q --no-build-isolation .
+python -c "import fastwhisper, torch; print(f'fastwhisper {fastwhisper.__version__} installed (torch {torch.__version__}, CUDA kernels built: {fastwhisper.WITH_CUDA})')"
