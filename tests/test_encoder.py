@@ -107,6 +107,16 @@ def test_cast_cache_follows_weight_updates():
     assert rel_err(after, expected) < 1e-2
 
 
+@requires_cuda
+@pytest.mark.cuda
+def test_encoder_built_under_inference_mode_casts_weights():
+    with torch.inference_mode():
+        enc = random_encoder(ENCODER_DIMS["tiny"]).cuda()
+        fast = fastwhisper.FastAudioEncoder.from_audio_encoder(enc)
+        mel = random_mel(1, 80, device="cuda").half()
+        assert rel_err(fast(mel), enc(mel)) < 1e-2
+
+
 def tiny_whisper(seed=0):
     torch.manual_seed(seed)
     dims = ModelDimensions(n_mels=80, n_audio_ctx=1500, n_audio_state=384, n_audio_head=6, n_audio_layer=4,

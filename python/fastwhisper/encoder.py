@@ -98,7 +98,11 @@ class FastAudioEncoder(AudioEncoder):
 
     def _weights_for(self, dtype: torch.dtype) -> List[Tensor]:
         raw = [t.detach() for t in self._raw_weights()]
-        if torch.compiler.is_compiling() or all(t.dtype == dtype for t in raw):
+        if (
+            torch.compiler.is_compiling()
+            or all(t.dtype == dtype for t in raw)
+            or any(t.is_inference() for t in raw)  # inference tensors have no version counter: no cache
+        ):
             return self._cast_weights(raw, dtype)
         signature = tuple((t.data_ptr(), t._version, t.dtype, t.device) for t in raw)
         cached = self._cast_cache.get(dtype)
