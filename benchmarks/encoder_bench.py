@@ -8,7 +8,8 @@ implementation in the same process on the same device:
 
   openai             whisper.model.AudioEncoder, fp32 weights, fp16 mel (how openai-whisper runs
                      on a GPU: its Linear/Conv1d cast the weights to the input dtype on every call)
-  torch-fp16         whisper.model.AudioEncoder ``.half()``, fp16 mel (plain PyTorch fp16)
+  torch-fp16         whisper.model.AudioEncoder ``.half()`` with LayerNorm in fp16 too, fp16 mel
+                     (plain PyTorch fp16)
   fastwhisper-fp32w  fastwhisper.FastAudioEncoder, fp32 weights, fp16 mel (fp16 casts cached)
   fastwhisper-fp16   fastwhisper.FastAudioEncoder ``.half()``, fp16 mel
 
@@ -44,6 +45,7 @@ ceilings and one record per row, with the same table next to it as ``.md``.
 import argparse
 import contextlib
 import datetime
+import functools
 import json
 import math
 import re
@@ -78,6 +80,18 @@ COPY_BYTES = 1 << 30
 MIB = 1 << 20
 
 
+class TorchFp16AudioEncoder(AudioEncoder):
+    """openai-whisper's AudioEncoder whose LayerNorms run in the input's dtype (torch.nn.LayerNorm's
+    own forward), so that ``.half()`` gives a plain PyTorch fp16 encoder: whisper's LayerNorm upcasts
+    x to fp32 but not its weights, which fails once the weights are fp16."""
+
+    def __init__(self, *dims):
+        super().__init__(*dims)
+        for module in self.modules():
+            if isinstance(module, whisper.model.LayerNorm):
+                module.forward = functools.partial(torch.nn.LayerNorm.forward, module)
+
+
 @dataclass(frozen=True)
 class Impl:
     name: str
@@ -88,7 +102,7 @@ class Impl:
 
 CUDA_IMPLS = [
     Impl("openai", AudioEncoder, torch.float32, torch.float16),
-    Impl("torch-fp16", AudioEncoder, torch.float16, torch.float16),
+    Impl("torch-fp16", TorchFp16AudioEncoder, torch.float16, torch.float16),
     Impl("fastwhisper-fp32w", fastwhisper.FastAudioEncoder, torch.float32, torch.float16),
     Impl("fastwhisper-fp16", fastwhisper.FastAudioEncoder, torch.float16, torch.float16),
 ]

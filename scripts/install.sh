@@ -14,7 +14,7 @@ fi
 . "$VENV/bin/activate"
 python -m pip install -q --upgrade pip
 python -m pip install -q "$TORCH_SPEC"
-python -m pip install -q "scikit-build-core>=0.10" "pybind11>=2.12" "cmake>=3.26" ninja numpy
+python -m pip install -q "scikit-build-core>=0.10" "cmake>=3.26" ninja numpy
 python -m pip install -q openai-whisper "pytest>=8" tqdm
 if ! command -v nvcc >/dev/null 2>&1 && [ -x /usr/local/cuda/bin/nvcc ]; then
   export PATH=/usr/local/cuda/bin:$PATH
