@@ -8,6 +8,10 @@ shift || true
 OUT=${OUT:-/tmp/fastwhisper-out}
 mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1
+# The GPU image sets CXX=/opt/gcc/bin/g++, which links libstdc++ statically into the extension: a
+# second libstdc++ beside torch's, whose iostreams segfault when an error message is formatted.
+# Build with the system compiler, which links libstdc++ dynamically like torch.
+export CC=/usr/bin/gcc CXX=/usr/bin/g++ CUDAHOSTCXX=/usr/bin/g++
 if ls .whl/*.whl >/dev/null 2>&1; then  # openai-whisper and more-itertools, carried as wheels
   python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .whl/*.whl && export PYTHONPATH=/tmp/site
 fi
@@ -16,5 +20,7 @@ python3 -c "import torch; print('torch', torch.__version__, torch.cuda.get_devic
 start=$(date +%s)
 python3 -m pip install --no-build-isolation --no-deps -q . >"$OUT/build.log" 2>&1 || { tail -40 "$OUT/build.log"; exit 1; }
 echo "build: $(( $(date +%s) - start )) s"
+so=$(python3 -c "import fastwhisper, glob, os; print(glob.glob(os.path.dirname(fastwhisper.__file__) + '/_C*.so')[0])")
+readelf -d "$so" | grep -q 'libstdc++' || echo "WARNING: $so does not link libstdc++ dynamically"
 python3 -m pytest tests -q -rs -p no:cacheprovider 2>&1 | tee "$OUT/pytest.log" | tail -25
 python3 benchmarks/encoder_bench.py --commit "$commit" --out "$OUT/encoder.json" "$@" 2>&1 | tee "$OUT/bench.log" | tail -45
