@@ -17,6 +17,7 @@ if ls .whl/*.whl >/dev/null 2>&1; then  # openai-whisper and more-itertools, car
 fi
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
 python3 -c "import torch; print('torch', torch.__version__, torch.cuda.get_device_name())"
+rm -rf build  # a kept CMake cache would keep the compiler of an earlier build
 start=$(date +%s)
 python3 -m pip install --no-build-isolation --no-deps -q . >"$OUT/build.log" 2>&1 || { tail -40 "$OUT/build.log"; exit 1; }
 echo "build: $(( $(date +%s) - start )) s"
