@@ -69,7 +69,7 @@ def test_ops_reject_mixed_devices():
     with pytest.raises(RuntimeError, match="one device"):
         ops.layer_norm(ln[0], ln[1].cpu(), ln[2], 1e-5)
     lin = linear_args((2, 5), 12, 7, True, False, False, "cuda")
-    with pytest.raises(RuntimeError, match="expected x on CUDA"):
+    with pytest.raises(RuntimeError, match="expected x on cuda"):
         ops.linear(lin[0].cpu(), *lin[1:])
     stem = conv_stem_args(1, 8, 20, 16, "cuda")
     with pytest.raises(RuntimeError, match="one device"):
