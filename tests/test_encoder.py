@@ -146,6 +146,19 @@ def test_accelerate_swaps_encoder_in_place_and_decode_matches():
     assert fastwhisper.accelerate(model).encoder is model.encoder  # idempotent
 
 
+def test_accelerate_then_transcribe_matches_openai_whisper():
+    """model.transcribe() runs unchanged on an accelerated model (hybrid mode) and gives the same result."""
+    model = tiny_whisper(seed=3)
+    reference = copy.deepcopy(model)
+    fastwhisper.accelerate(model)
+    audio = (torch.randn(16000 * 4, generator=torch.Generator().manual_seed(5)) * 0.1).numpy()
+    options = dict(language="en", temperature=0.0, fp16=False, condition_on_previous_text=False, verbose=None)
+    ours, theirs = model.transcribe(audio, **options), reference.transcribe(audio, **options)
+    assert [s["tokens"] for s in ours["segments"]] == [s["tokens"] for s in theirs["segments"]]
+    assert ours["text"] == theirs["text"]
+    assert sum(len(s["tokens"]) for s in ours["segments"]) > 0
+
+
 def test_accelerate_rejects_non_whisper_model():
     with pytest.raises(TypeError, match="openai-whisper model"):
         fastwhisper.accelerate(torch.nn.Linear(2, 2))
