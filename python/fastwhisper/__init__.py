@@ -1,14 +1,25 @@
 """fastwhisper: OpenAI Whisper with a C++/CUDA encoder registered as PyTorch ops.
 
     import fastwhisper
-    fastwhisper.accelerate(whisper_model)       # hybrid mode: fast encoder + stock decoder
-    enc = fastwhisper.FastAudioEncoder(80, 1500, 384, 6, 4)   # drop-in AudioEncoder
+    model = fastwhisper.load_model("tiny.en")   # openai name, .pt file, HF or CTranslate2 directory
+    result = model.transcribe("speech.flac")    # same result dict as openai-whisper
+    fastwhisper.accelerate(whisper_model)       # or: swap the encoder of an openai-whisper model
     torch.ops.fastwhisper.encoder_forward(...)  # the ops themselves (see fastwhisper.ops)
 """
 
 from . import ops
 from ._library import WITH_CUDA
+from .audio import load_audio
+from .decoding import decode
 from .encoder import FastAudioEncoder, accelerate
+from .errors import AudioLoadError, FastWhisperError, ModelLoadError
+from .loading import available_models, load_model, save_checkpoint
+from .model import FastWhisper
+from .transcribe import transcribe
 
 __version__ = "0.1.0"
-__all__ = ["FastAudioEncoder", "accelerate", "ops", "WITH_CUDA", "__version__"]
+__all__ = [
+    "FastAudioEncoder", "FastWhisper", "accelerate", "load_model", "save_checkpoint", "available_models",
+    "transcribe", "decode", "load_audio", "ops", "WITH_CUDA", "AudioLoadError", "ModelLoadError",
+    "FastWhisperError", "__version__",
+]

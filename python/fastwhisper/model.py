@@ -1,0 +1,44 @@
+"""FastWhisper: openai-whisper's Whisper model with the fast encoder and `decoder=` on transcribe/decode."""
+
+from typing import Optional
+
+import torch
+from whisper.decoding import DecodingOptions
+from whisper.model import Whisper
+
+from .encoder import FastAudioEncoder
+
+DECODERS = ("torch", "cpp")
+
+
+def check_decoder(decoder: str) -> None:
+    """Raise a clear error for a decoder fastwhisper does not provide (yet)."""
+    if decoder not in DECODERS:
+        raise ValueError(f"unknown decoder {decoder!r}: choose 'torch' (openai-whisper's decoder) or 'cpp'")
+    if decoder == "cpp":
+        raise NotImplementedError(
+            "decoder='cpp' (the C++ decoding loop) is not available in this version of fastwhisper; "
+            "use decoder='torch'"
+        )
+
+
+class FastWhisper(Whisper):
+    """A `whisper.model.Whisper` whose encoder is a FastAudioEncoder.
+
+    `transcribe` and `decode` take everything openai-whisper's do, plus `decoder=` ("torch": the
+    stock PyTorch decoder on fastwhisper's encoder output).
+    """
+
+    def __init__(self, dims):
+        super().__init__(dims)
+        self.encoder = FastAudioEncoder.from_audio_encoder(self.encoder)
+
+    def transcribe(self, audio, *, decoder: str = "torch", **options):
+        from .transcribe import transcribe
+
+        return transcribe(self, audio, decoder=decoder, **options)
+
+    def decode(self, mel: torch.Tensor, options: Optional[DecodingOptions] = None, *, decoder: str = "torch", **kw):
+        from .decoding import decode
+
+        return decode(self, mel, options if options is not None else DecodingOptions(), decoder=decoder, **kw)

