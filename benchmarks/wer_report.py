@@ -48,29 +48,37 @@ def main() -> int:
             continue
         versions = {p: importlib.metadata.version(p) for p in PACKAGES[name]}
         for sample in samples():
+            language = sample.get("language", "en")
+            if name.endswith(".en") and language != "en":
+                continue
             path = SAMPLES_DIR / sample["file"]
             audio = fastwhisper.load_audio(path)
+            # English clips: language given; other languages: detected by the model
+            options = dict(fp16=False, language="en" if language == "en" else None)
             torch.manual_seed(0)  # temperature fallback samples: the same generator state for both
-            ours = fast_model(name).transcribe(str(path), fp16=False, language="en")
+            ours = fast_model(name).transcribe(str(path), **options)
             torch.manual_seed(0)
-            theirs = whisper.transcribe(reference_model(name), audio, fp16=False, language="en")
+            theirs = whisper.transcribe(reference_model(name), audio, **options)
             row = {"model": name, "packages": versions, "file": sample["file"], "duration_s": sample["duration_s"],
-                   "wer_fastwhisper": normalized_wer(sample["text"], ours["text"]),
-                   "wer_openai_whisper": normalized_wer(sample["text"], theirs["text"]),
+                   "language": ours["language"],
+                   "wer_fastwhisper": normalized_wer(sample["text"], ours["text"], language),
+                   "wer_openai_whisper": normalized_wer(sample["text"], theirs["text"], language),
                    "identical_text": ours["text"] == theirs["text"],
                    "identical_tokens": [s["tokens"] for s in ours["segments"]] == [s["tokens"] for s in theirs["segments"]],
                    "text": ours["text"].strip()}
             rows.append(row)
             print(f"{name:8s} {sample['file']:28s} WER fastwhisper {row['wer_fastwhisper']:.3f}  "
                   f"openai-whisper {row['wer_openai_whisper']:.3f}  identical {row['identical_tokens']}", flush=True)
-    table = ["| model | sample | duration s | WER fastwhisper | WER openai-whisper | identical tokens |", "|---|---|---|---|---|---|"]
-    table += [f"| {r['model']} | {r['file']} | {r['duration_s']:.1f} | {r['wer_fastwhisper']:.3f} | "
+    table = ["| model | sample | language | duration s | WER fastwhisper | WER openai-whisper | identical tokens |",
+             "|---|---|---|---|---|---|---|"]
+    table += [f"| {r['model']} | {r['file']} | {r['language']} | {r['duration_s']:.1f} | {r['wer_fastwhisper']:.3f} | "
               f"{r['wer_openai_whisper']:.3f} | {r['identical_tokens']} |" for r in rows]
     print("\n".join(table))
     if args.out:
         meta = {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
                 "fastwhisper": fastwhisper.__version__, "openai_whisper": importlib.metadata.version("openai-whisper"),
-                "device": "cpu", "options": {"fp16": False, "language": "en"}}
+                "device": "cpu", "options": {"fp16": False, "language": "en for English clips, detected otherwise"},
+                "normalizer": "EnglishTextNormalizer (English), BasicTextNormalizer (others)"}
         out = Path(args.out)
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps({"meta": meta, "rows": rows}, indent=1) + "\n")

@@ -47,11 +47,12 @@ def reference_model(name: str) -> Whisper:
     return model.eval()
 
 
-def normalized_wer(reference: str, hypothesis: str) -> float:
-    """Word error rate after whisper's EnglishTextNormalizer (edit distance over words)."""
-    from whisper.normalizers import EnglishTextNormalizer
+def normalized_wer(reference: str, hypothesis: str, language: str = "en") -> float:
+    """Word error rate (edit distance over words) after whisper's EnglishTextNormalizer, or its
+    BasicTextNormalizer for other languages."""
+    from whisper.normalizers import BasicTextNormalizer, EnglishTextNormalizer
 
-    norm = EnglishTextNormalizer()
+    norm = EnglishTextNormalizer() if language == "en" else BasicTextNormalizer()
     ref, hyp = norm(reference).split(), norm(hypothesis).split()
     d = list(range(len(hyp) + 1))
     for i, r in enumerate(ref, 1):
