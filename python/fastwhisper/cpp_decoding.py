@@ -79,9 +79,16 @@ def decoder_session(decoder: TextDecoder):
 
 
 def _check_supported(options: DecodingOptions) -> None:
-    defaults = DecodingOptions()
     for f in dataclasses.fields(options):
-        if f.name not in _KNOWN_OPTIONS and getattr(options, f.name) != getattr(defaults, f.name):
+        if f.name in _KNOWN_OPTIONS:
+            continue
+        if f.default is not dataclasses.MISSING:
+            default = f.default
+        elif f.default_factory is not dataclasses.MISSING:
+            default = f.default_factory()
+        else:
+            default = dataclasses.MISSING
+        if getattr(options, f.name) != default:
             raise NotImplementedError(f"decode_cpp does not support the DecodingOptions field {f.name!r} yet")
 
 
