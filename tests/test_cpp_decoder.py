@@ -344,6 +344,8 @@ def test_decode_cpp_refuses_unknown_options(model, features):
     # a future field at its default is fine
     out = cd.decode_cpp(model, features, FutureOptions(language="en", fp16=False, sample_len=2))
     assert len(out) == 2
+    with pytest.raises(NotImplementedError, match="fp16=True on CPU"):
+        cd.decode_cpp(model, features, whisper.DecodingOptions(language="en"))
     with pytest.raises(TypeError, match="TextDecoder"):
         cd.decoder_session(model.encoder)
 

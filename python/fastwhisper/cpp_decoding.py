@@ -142,6 +142,12 @@ def decode_cpp(
     if single := mel.ndim == 2:
         mel = mel.unsqueeze(0)
     _check_supported(options)
+    if options.fp16 and mel.device.type == "cpu":
+        # whisper would compute in float16 on the CPU; DecoderSession computes float32 only there
+        raise NotImplementedError(
+            "decode_cpp does not support fp16=True on CPU (DecoderSession computes in float32 on CPU); "
+            "pass DecodingOptions(fp16=False), as whisper.transcribe does on CPU"
+        )
     task = DecodingTask(model, options)
     results = _run(task, model, mel, session, seed)
     return results[0] if single else results
