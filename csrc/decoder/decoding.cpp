@@ -1,0 +1,112 @@
+// The decoding loop: DecodingTask._main_loop of whisper/decoding.py on a DecoderSession.
+//   for i < sample_len: logits = step(tokens) -> (i == 0) no-speech prob at SOT -> logit filters
+//                       -> token decoder appends a token -> stop when completed or past n_text_ctx
+// Host syncs per token: one for the stop test (greedy); beam search ranks its candidates on the host.
+#include "decoder/decoding.h"
+
+#include <limits>
+
+#include "checks.h"
+#include "decoder/logit_filters.h"
+#include "decoder/token_decoders.h"
+
+namespace fastwhisper::decoder {
+namespace {
+
+void check_token_id(int64_t id, int64_t n_vocab, const char* name, bool optional) {
+  if (optional && id == -1) return;
+  TORCH_CHECK(id >= 0 && id < n_vocab, "fastwhisper decode: ", name, " must be a token id in [0, ", n_vocab, ")",
+              optional ? " or -1" : "", ", got ", id);
+}
+
+void check_token_ids(const std::vector<int64_t>& ids, int64_t n_vocab, const char* name) {
+  for (int64_t id : ids) check_token_id(id, n_vocab, name, false);
+}
+
+void check_options(const DecoderSession& s, const at::Tensor& initial_tokens, const DecodeOptions& o) {
+  TORCH_CHECK(s.has_audio(), "fastwhisper decode: call the session's set_audio(audio_features, group) first");
+  check_on_device("decode", s.device().type(), initial_tokens, "initial_tokens", {});
+  TORCH_CHECK(initial_tokens.device() == s.device(), "fastwhisper decode: initial_tokens must be on ", s.device(),
+              " (the session's device), got ", initial_tokens.device());
+  TORCH_CHECK(initial_tokens.scalar_type() == at::kLong, "fastwhisper decode: initial_tokens must be int64, got ",
+              initial_tokens.scalar_type());
+  TORCH_CHECK(initial_tokens.dim() == 2 && initial_tokens.size(0) == s.n_rows() &&
+                  initial_tokens.size(1) == o.sample_begin && o.sample_begin >= 1,
+              "fastwhisper decode: initial_tokens must have shape [", s.n_rows(), ", sample_begin = ", o.sample_begin,
+              "] (audio * group rows), got ", initial_tokens.sizes());
+  TORCH_CHECK(o.sample_begin <= s.n_text_ctx(), "fastwhisper decode: ", o.sample_begin,
+              " initial tokens do not fit in n_text_ctx = ", s.n_text_ctx());
+  TORCH_CHECK(o.sot_index >= 0 && o.sot_index < o.sample_begin, "fastwhisper decode: sot_index ", o.sot_index,
+              " is not a position of the ", o.sample_begin, " initial tokens");
+  TORCH_CHECK(o.sample_len >= 1, "fastwhisper decode: sample_len must be positive, got ", o.sample_len);
+  const int64_t v = s.n_vocab();
+  check_token_id(o.eot, v, "eot", false);
+  check_token_id(o.no_speech, v, "no_speech", true);
+  if (o.suppress_blank) check_token_ids(o.blank_tokens, v, "blank_tokens");
+  check_token_ids(o.suppress_tokens, v, "suppress_tokens");
+  if (o.timestamp_rules) {
+    check_token_id(o.timestamp_begin, v, "timestamp_begin", false);
+    check_token_id(o.no_timestamps, v, "no_timestamps", true);
+    TORCH_CHECK(o.eot < o.timestamp_begin, "fastwhisper decode: eot must come before timestamp_begin");
+    TORCH_CHECK(o.max_initial_timestamp_index >= -1, "fastwhisper decode: max_initial_timestamp_index must be >= 0 "
+                "or -1 (None), got ", o.max_initial_timestamp_index);
+  }
+  TORCH_CHECK(o.temperature >= 0, "fastwhisper decode: temperature must be >= 0, got ", o.temperature);
+  TORCH_CHECK(o.beam_size >= 0, "fastwhisper decode: beam_size must be >= 0 (0: greedy), got ", o.beam_size);
+  if (o.beam_size > 0) {
+    TORCH_CHECK(o.temperature == 0, "fastwhisper decode: beam search needs temperature 0, got ", o.temperature);
+    TORCH_CHECK(s.group() == o.beam_size, "fastwhisper decode: beam_size ", o.beam_size,
+                " must equal the group given to set_audio (", s.group(), ")");
+  }
+  const auto lo = initial_tokens.min().item<int64_t>(), hi = initial_tokens.max().item<int64_t>();
+  TORCH_CHECK(lo >= 0 && hi < v, "fastwhisper decode: initial token ids must be in [0, ", v, "), got values in [",
+              lo, ", ", hi, "]");
+}
+
+}  // namespace
+
+DecodeOutput decode(DecoderSession& session, const at::Tensor& initial_tokens, const DecodeOptions& o) {
+  check_options(session, initial_tokens, o);
+  at::NoGradGuard no_grad;
+  session.reset();
+  const int64_t n_rows = session.n_rows(), n_ctx = session.n_text_ctx(), n_vocab = session.n_vocab();
+  const auto device = session.device();
+  const auto filters = make_logit_filters(o, n_vocab, device);
+  auto token_decoder = make_token_decoder(o, session);
+
+  // whisper stops once the sequence is longer than n_text_ctx, so it never holds more than n_ctx + 1 tokens
+  const int64_t capacity = std::min(o.sample_begin + o.sample_len, n_ctx + 1);
+  at::Tensor buffer = at::empty({n_rows, capacity}, initial_tokens.options());  // [N, capacity]
+  buffer.narrow(1, 0, o.sample_begin).copy_(initial_tokens);
+  int64_t length = o.sample_begin;
+  at::Tensor sum_logprobs = at::zeros({n_rows}, initial_tokens.options().dtype(at::kFloat));
+  at::Tensor no_speech_probs = at::full({n_rows}, std::numeric_limits<double>::quiet_NaN(), sum_logprobs.options());
+
+  for (int64_t i = 0; i < o.sample_len; ++i) {
+    const at::Tensor tokens = buffer.narrow(1, 0, length);  // [N, length]
+    // the first step feeds every initial token; later ones only the newest (the rest is cached)
+    const at::Tensor fed = i == 0 ? tokens : tokens.narrow(1, length - 1, 1);
+    at::Tensor logits = session.forward(fed);  // [N, t, n_vocab] float32
+    if (i == 0 && o.no_speech >= 0) {
+      no_speech_probs = logits.select(1, o.sot_index).to(at::kFloat).softmax(-1).select(1, o.no_speech).clone();
+    }
+    logits = logits.select(1, fed.size(1) - 1);  // [N, n_vocab]: the last position only
+    for (const auto& filter : filters) filter->apply(logits, tokens);
+    const bool completed = token_decoder->update(buffer, length, logits, sum_logprobs);
+    ++length;
+    if (completed || length > n_ctx) break;
+  }
+
+  std::vector<at::Tensor> finished_tokens;
+  std::vector<double> finished_sums;
+  std::vector<int64_t> finished_audio;
+  for (auto& f : token_decoder->finished()) {
+    finished_tokens.push_back(at::tensor(f.tokens, at::kLong));
+    finished_sums.push_back(f.sum_logprob);
+    finished_audio.push_back(f.audio);
+  }
+  return {buffer.narrow(1, 0, length).clone(), sum_logprobs, no_speech_probs, std::move(finished_tokens),
+          std::move(finished_sums), std::move(finished_audio)};
+}
+
+}  // namespace fastwhisper::decoder

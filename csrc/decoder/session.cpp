@@ -1,0 +1,249 @@
+// DecoderSession: construction and input checks, audio set-up, the decoder forward step, cache reorder.
+#include "decoder/session.h"
+
+#include <string>
+
+#include "checks.h"
+#include "kernels.h"
+
+namespace fastwhisper::decoder {
+namespace {
+
+// Slots of one block's 24 tensors (DECODER_BLOCK_PARAM_NAMES order).
+enum Slot : int64_t {
+  kAttnLnW, kAttnLnB, kAttnQW, kAttnQB, kAttnKW, kAttnVW, kAttnVB, kAttnOutW, kAttnOutB,
+  kCrossLnW, kCrossLnB, kCrossQW, kCrossQB, kCrossKW, kCrossVW, kCrossVB, kCrossOutW, kCrossOutB,
+  kMlpLnW, kMlpLnB, kMlp0W, kMlp0B, kMlp2W, kMlp2B,
+};
+constexpr int64_t kNoBias = -1;
+
+const char* const kBlockParamNames[kTensorsPerBlock] = {
+    "attn_ln.weight",       "attn_ln.bias",        "attn.query.weight",       "attn.query.bias",
+    "attn.key.weight",      "attn.value.weight",   "attn.value.bias",         "attn.out.weight",
+    "attn.out.bias",        "cross_attn_ln.weight", "cross_attn_ln.bias",     "cross_attn.query.weight",
+    "cross_attn.query.bias", "cross_attn.key.weight", "cross_attn.value.weight", "cross_attn.value.bias",
+    "cross_attn.out.weight", "cross_attn.out.bias", "mlp_ln.weight",          "mlp_ln.bias",
+    "mlp.0.weight",         "mlp.0.bias",          "mlp.2.weight",            "mlp.2.bias"};
+
+constexpr const char* kOp = "DecoderSession";
+
+std::vector<int64_t> block_shape(int64_t slot, int64_t d) {
+  const int64_t n_mlp = 4 * d;
+  switch (slot) {
+    case kAttnQW: case kAttnKW: case kAttnVW: case kAttnOutW:
+    case kCrossQW: case kCrossKW: case kCrossVW: case kCrossOutW:
+      return {d, d};
+    case kMlp0W: return {n_mlp, d};
+    case kMlp0B: return {n_mlp};
+    case kMlp2W: return {d, n_mlp};
+    default: return {d};
+  }
+}
+
+// Every weight: defined, floating point, on the token embedding's device, of the right shape.
+void check_weights(const std::vector<at::Tensor>& w, int64_t n_head, int64_t n_text_ctx) {
+  TORCH_CHECK(w.size() >= kTensorsOutsideBlocks &&
+                  (w.size() - kTensorsOutsideBlocks) % kTensorsPerBlock == 0,
+              "fastwhisper.DecoderSession: weights must hold token_embedding.weight, positional_embedding, ",
+              kTensorsPerBlock, " tensors per block (fastwhisper.cpp_decoding.DECODER_BLOCK_PARAM_NAMES order), "
+              "ln.weight and ln.bias; got ", w.size(), " tensors");
+  const at::Tensor& emb = w[0];
+  TORCH_CHECK(emb.defined() && emb.dim() == 2 && emb.size(0) >= 1 && emb.size(1) >= 1,
+              "fastwhisper.DecoderSession: token_embedding.weight must be 2-D [n_vocab, n_state], got ",
+              emb.defined() ? emb.sizes() : at::IntArrayRef{});
+  const int64_t d = emb.size(1);
+  const auto device = emb.device().type();
+  auto check_one = [&](const at::Tensor& t, const std::string& name, at::IntArrayRef shape) {
+    check_on_device(kOp, device, emb, "token_embedding.weight", {{name.c_str(), &t}});
+    TORCH_CHECK(at::isFloatingType(t.scalar_type()), "fastwhisper.DecoderSession: ", name,
+                " must be a floating-point tensor, got ", t.scalar_type());
+    check_shape(kOp, t, name.c_str(), shape);
+  };
+  check_one(emb, "token_embedding.weight", emb.sizes());
+  check_one(w[1], "positional_embedding", {n_text_ctx, d});
+  const int64_t n_layer = (static_cast<int64_t>(w.size()) - kTensorsOutsideBlocks) / kTensorsPerBlock;
+  for (int64_t i = 0; i < n_layer * kTensorsPerBlock; ++i) {
+    const int64_t slot = i % kTensorsPerBlock;
+    check_one(w[2 + i], "blocks." + std::to_string(i / kTensorsPerBlock) + "." + kBlockParamNames[slot],
+              block_shape(slot, d));
+  }
+  check_one(w[w.size() - 2], "ln.weight", {d});
+  check_one(w[w.size() - 1], "ln.bias", {d});
+  TORCH_CHECK(n_head >= 1 && d % n_head == 0, "fastwhisper.DecoderSession: n_state ", d,
+              " is not divisible by n_head ", n_head);
+}
+
+}  // namespace
+
+DecoderSession::DecoderSession(std::vector<at::Tensor> weights, int64_t n_head, int64_t n_text_ctx)
+    : weights_(std::move(weights)), n_head_(n_head), n_text_ctx_(n_text_ctx) {
+  TORCH_CHECK(n_text_ctx >= 1, "fastwhisper.DecoderSession: n_text_ctx must be positive, got ", n_text_ctx);
+  check_weights(weights_, n_head, n_text_ctx);
+  n_layer_ = (static_cast<int64_t>(weights_.size()) - kTensorsOutsideBlocks) / kTensorsPerBlock;
+  n_state_ = weights_[0].size(1);
+}
+
+at::Tensor DecoderSession::cast(const at::Tensor& w) const {
+  return w.scalar_type() == dtype_ ? w : w.to(dtype_);
+}
+
+at::Tensor DecoderSession::layer_norm(const at::Tensor& x, int64_t layer, int64_t slot) const {
+  const at::Tensor& w = layer < 0 ? weights_[weights_.size() - 2] : block(layer, slot);
+  const at::Tensor& b = layer < 0 ? weights_[weights_.size() - 1] : block(layer, slot + 1);
+  // whisper's LayerNorm: F.layer_norm(x.float(), ...).type(x.dtype)
+  return at::layer_norm(x.to(at::kFloat), {n_state_}, w.to(at::kFloat), b.to(at::kFloat), kLayerNormEps)
+      .to(x.scalar_type());
+}
+
+at::Tensor DecoderSession::linear(const at::Tensor& x, int64_t layer, int64_t weight_slot, int64_t bias_slot) const {
+  const std::optional<at::Tensor> bias =
+      bias_slot == kNoBias ? std::nullopt : std::optional<at::Tensor>(cast(block(layer, bias_slot)));
+  return at::linear(x, cast(block(layer, weight_slot)), bias);
+}
+
+// [N, L, d] -> [N, H, L, Dh] view
+static at::Tensor heads(const at::Tensor& x, int64_t n_head) {
+  return x.view({x.size(0), x.size(1), n_head, x.size(2) / n_head}).transpose(1, 2);
+}
+// [N, H, L, Dh] -> [N, L, d]
+static at::Tensor merge_heads(const at::Tensor& x) {
+  return x.transpose(1, 2).flatten(2);
+}
+
+at::Tensor DecoderSession::self_attention(const at::Tensor& h, int64_t layer, int64_t t) {
+  at::Tensor q = linear(h, layer, kAttnQW, kAttnQB);  // [N, t, d]
+  at::Tensor k = linear(h, layer, kAttnKW, kNoBias);
+  at::Tensor v = linear(h, layer, kAttnVW, kAttnVB);
+  self_k_[layer].narrow(1, offset_, t).copy_(k);
+  self_v_[layer].narrow(1, offset_, t).copy_(v);
+  const int64_t n_kv = offset_ + t;
+  at::Tensor keys = self_k_[layer].narrow(1, 0, n_kv);  // [N, n_kv, d], row stride n_text_ctx * d
+  at::Tensor values = self_v_[layer].narrow(1, 0, n_kv);
+  std::optional<at::Tensor> mask;
+  bool is_causal = false;
+  if (t > 1 && offset_ == 0) {
+    is_causal = true;  // whisper: is_causal=True for a multi-token first call (top-left = bottom-right here)
+  } else if (t > 1) {
+    // several new tokens after cached ones: query i (position offset+i) sees keys 0 .. offset+i
+    auto rows = at::arange(t, h.options().dtype(at::kLong)).unsqueeze(1) + offset_;  // [t, 1]
+    auto cols = at::arange(n_kv, h.options().dtype(at::kLong)).unsqueeze(0);          // [1, n_kv]
+    mask = cols <= rows;                                                               // [t, n_kv] bool
+  }
+  at::Tensor a = at::scaled_dot_product_attention(heads(q, n_head_), heads(keys, n_head_), heads(values, n_head_),
+                                                  mask, 0.0, is_causal);  // [N, H, t, Dh]
+  return linear(merge_heads(a), layer, kAttnOutW, kAttnOutB);
+}
+
+at::Tensor DecoderSession::cross_attention(const at::Tensor& h, int64_t layer, int64_t t) const {
+  at::Tensor q = linear(h, layer, kCrossQW, kCrossQB);  // [N, t, d], N = n_audio * group
+  // The group rows of one audio share its K/V: fold them into the query length,
+  // [N, t, d] -> [n_audio, group * t, d] (no mask, so each query row is computed as before).
+  at::Tensor qa = q.reshape({n_audio_, group_ * t, n_state_});
+  at::Tensor a = at::scaled_dot_product_attention(heads(qa, n_head_), heads(cross_k_[layer], n_head_),
+                                                  heads(cross_v_[layer], n_head_), std::nullopt, 0.0, false);
+  at::Tensor o = merge_heads(a).reshape({n_rows_, t, n_state_});
+  return linear(o, layer, kCrossOutW, kCrossOutB);
+}
+
+void DecoderSession::set_audio(const at::Tensor& audio_features, int64_t group) {
+  const auto device = weights_[0].device().type();
+  check_on_device(kOp, device, weights_[0], "token_embedding.weight", {{"audio_features", &audio_features}});
+  check_compute_dtype("DecoderSession.set_audio", device, audio_features, "audio_features");
+  TORCH_CHECK(audio_features.dim() == 3 && audio_features.size(2) == n_state_ && audio_features.size(0) >= 1 &&
+                  audio_features.size(1) >= 1,
+              "fastwhisper.DecoderSession.set_audio: audio_features must have shape [batch, n_audio_ctx, ", n_state_,
+              "] (the encoder's output), got ", audio_features.sizes());
+  TORCH_CHECK(group >= 1, "fastwhisper.DecoderSession.set_audio: group (beams or samples per audio) must be >= 1, got ",
+              group);
+  at::NoGradGuard no_grad;
+  dtype_ = audio_features.scalar_type();
+  n_audio_ = audio_features.size(0);
+  group_ = group;
+  const int64_t rows = n_audio_ * group;
+  cross_k_.resize(n_layer_);
+  cross_v_.resize(n_layer_);
+  for (int64_t l = 0; l < n_layer_; ++l) {
+    cross_k_[l] = linear(audio_features, l, kCrossKW, kNoBias);  // [B, T_a, d]
+    cross_v_[l] = linear(audio_features, l, kCrossVW, kCrossVB);
+  }
+  const bool reuse = !self_k_.empty() && n_rows_ == rows && self_k_[0].scalar_type() == dtype_;
+  if (!reuse) {
+    self_k_.assign(n_layer_, at::Tensor());
+    self_v_.assign(n_layer_, at::Tensor());
+    for (int64_t l = 0; l < n_layer_; ++l) {
+      self_k_[l] = at::empty({rows, n_text_ctx_, n_state_}, audio_features.options());
+      self_v_[l] = at::empty({rows, n_text_ctx_, n_state_}, audio_features.options());
+    }
+  }
+  n_rows_ = rows;
+  offset_ = 0;
+  has_audio_ = true;
+}
+
+void DecoderSession::check_ready(const char* method) const {
+  TORCH_CHECK(has_audio_, "fastwhisper.DecoderSession.", method, ": call set_audio(audio_features, group) first");
+}
+
+at::Tensor DecoderSession::forward(const at::Tensor& tokens) {
+  at::NoGradGuard no_grad;
+  const int64_t t = tokens.size(1);
+  // token_embedding(x) + positional_embedding[offset : offset + t], in the weights' dtype, then .to(audio dtype)
+  at::Tensor x = at::embedding(weights_[0], tokens) + weights_[1].narrow(0, offset_, t);
+  x = x.to(dtype_);  // [N, t, d]
+  for (int64_t l = 0; l < n_layer_; ++l) {
+    x = x + self_attention(layer_norm(x, l, kAttnLnW), l, t);
+    x = x + cross_attention(layer_norm(x, l, kCrossLnW), l, t);
+    x = x + linear(at::gelu(linear(layer_norm(x, l, kMlpLnW), l, kMlp0W, kMlp0B)), l, kMlp2W, kMlp2B);
+  }
+  offset_ += t;
+  x = layer_norm(x, -1, 0);
+  return at::matmul(x, cast(weights_[0]).transpose(0, 1)).to(at::kFloat);  // [N, t, n_vocab]
+}
+
+at::Tensor DecoderSession::step(const at::Tensor& tokens) {
+  check_ready("step");
+  check_on_device("DecoderSession.step", weights_[0].device().type(), weights_[0], "the session's weights",
+                  {{"tokens", &tokens}});
+  TORCH_CHECK(tokens.scalar_type() == at::kLong, "fastwhisper.DecoderSession.step: tokens must be int64, got ",
+              tokens.scalar_type());
+  TORCH_CHECK(tokens.dim() == 2 && tokens.size(0) == n_rows_ && tokens.size(1) >= 1,
+              "fastwhisper.DecoderSession.step: tokens must have shape [", n_rows_,
+              ", t] (batch * group rows, t >= 1 new tokens), got ", tokens.sizes());
+  TORCH_CHECK(offset_ + tokens.size(1) <= n_text_ctx_, "fastwhisper.DecoderSession.step: ", tokens.size(1),
+              " tokens at offset ", offset_, " go beyond n_text_ctx = ", n_text_ctx_,
+              " positions; reset() or decode fewer tokens");
+  // range check (one host sync; the C++ decoding loop uses forward(), which skips it)
+  const auto lo = tokens.min().item<int64_t>(), hi = tokens.max().item<int64_t>();
+  TORCH_CHECK(lo >= 0 && hi < n_vocab(), "fastwhisper.DecoderSession.step: token ids must be in [0, ", n_vocab(),
+              "), got values in [", lo, ", ", hi, "]");
+  return forward(tokens);
+}
+
+at::Tensor DecoderSession::step_last(const at::Tensor& tokens) {
+  return step(tokens).narrow(1, tokens.size(1) - 1, 1);
+}
+
+void DecoderSession::reorder_unchecked(const at::Tensor& source_indices) {
+  at::NoGradGuard no_grad;
+  if (offset_ == 0) return;
+  for (int64_t l = 0; l < n_layer_; ++l) {
+    for (at::Tensor* cache : {&self_k_[l], &self_v_[l]}) {
+      at::Tensor used = cache->narrow(1, 0, offset_);  // [N, offset, d]
+      used.copy_(used.index_select(0, source_indices));
+    }
+  }
+}
+
+void DecoderSession::reorder(const at::Tensor& source_indices) {
+  check_ready("reorder");
+  TORCH_CHECK(source_indices.dim() == 1 && source_indices.size(0) == n_rows_ &&
+                  source_indices.scalar_type() == at::kLong,
+              "fastwhisper.DecoderSession.reorder: source_indices must be an int64 tensor of shape [", n_rows_,
+              "], got ", source_indices.scalar_type(), " of shape ", source_indices.sizes());
+  const auto lo = source_indices.min().item<int64_t>(), hi = source_indices.max().item<int64_t>();
+  TORCH_CHECK(lo >= 0 && hi < n_rows_, "fastwhisper.DecoderSession.reorder: source_indices must be in [0, ", n_rows_,
+              "), got values in [", lo, ", ", hi, "]");
+  reorder_unchecked(source_indices.to(weights_[0].device()));
+}
+
+}  // namespace fastwhisper::decoder

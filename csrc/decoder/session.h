@@ -1,0 +1,85 @@
+// DecoderSession: Whisper's TextDecoder forward with a preallocated self-attention KV cache and
+// cross-attention K/V computed once per audio window. Exposed to Python as
+// torch.classes.fastwhisper.DecoderSession (registered in decoder/register.cpp).
+//
+// The arithmetic follows whisper/model.py op by op (same ATen ops, same dtypes), so logits match
+// whisper.model.TextDecoder with its kv_cache hooks:
+//   x = (token_embedding[tokens] + positional_embedding[offset : offset + t]).to(activation dtype)
+//   per block: x += attn(attn_ln(x)) (causal, cached K/V); x += cross_attn(cross_attn_ln(x), audio);
+//              x += mlp.2(gelu(mlp.0(mlp_ln(x))))
+//   logits = (ln(x) @ token_embedding.T, in the activation dtype).float()
+// LayerNorms compute in fp32 and return the activation dtype (whisper's LayerNorm); Linear weights
+// are cast to the activation dtype at use, as whisper's Linear does (no cast when dtypes match).
+#pragma once
+#include <ATen/ATen.h>
+#include <torch/custom_class.h>
+
+#include <vector>
+
+namespace fastwhisper::decoder {
+
+// Tensors per residual block in the session's weight list, in DECODER_BLOCK_PARAM_NAMES order
+// (python/fastwhisper/cpp_decoding.py), keys relative to ``blocks.<i>.`` of whisper's TextDecoder.
+constexpr int64_t kTensorsPerBlock = 24;
+// The weight list: token_embedding.weight, positional_embedding, 24 tensors per block, ln.weight, ln.bias.
+constexpr int64_t kTensorsOutsideBlocks = 4;
+
+class DecoderSession : public torch::CustomClassHolder {
+ public:
+  // weights: the list above, held by reference (never copied); n_head: attention heads;
+  // n_text_ctx: positions of the KV cache (must equal positional_embedding.size(0)).
+  DecoderSession(std::vector<at::Tensor> weights, int64_t n_head, int64_t n_text_ctx);
+
+  // audio_features [B, T_a, d] -> cross-attention K/V of every layer ([B, T_a, d] each), computed once.
+  // The session then decodes N = B * group rows (row r belongs to audio r / group, as
+  // repeat_interleave orders them) and sets the activation dtype to audio_features' dtype.
+  // Allocates (or reuses) the self-attention cache [N, n_text_ctx, d] per layer; resets the offset.
+  void set_audio(const at::Tensor& audio_features, int64_t group);
+
+  // tokens [N, t] int64 -> logits [N, t, n_vocab] float32 for positions offset .. offset+t-1;
+  // appends their K/V to the cache and advances the offset by t. Checks its input.
+  at::Tensor step(const at::Tensor& tokens);
+  // Same as step, returning only the last position's logits [N, 1, n_vocab].
+  at::Tensor step_last(const at::Tensor& tokens);
+  // Unchecked step for the C++ decoding loop (tokens come from the loop itself).
+  at::Tensor forward(const at::Tensor& tokens);
+
+  // source_indices [N] int64: cache row i <- cache row source_indices[i], in place (beam search).
+  void reorder(const at::Tensor& source_indices);
+  // Unchecked reorder for the C++ loop; skips the identity permutation like whisper does.
+  void reorder_unchecked(const at::Tensor& source_indices);
+
+  // Forget the cached tokens (offset 0); the audio's cross-attention K/V stay valid.
+  void reset() { offset_ = 0; }
+
+  int64_t offset() const { return offset_; }
+  int64_t n_rows() const { return n_rows_; }
+  int64_t group() const { return group_; }
+  int64_t n_text_ctx() const { return n_text_ctx_; }
+  int64_t n_vocab() const { return weights_[0].size(0); }
+  bool has_audio() const { return has_audio_; }
+  c10::Device device() const { return weights_[0].device(); }
+  // The held weight tensors (the caller's own tensors: same storage, same data_ptr).
+  std::vector<at::Tensor> weights() const { return weights_; }
+
+ private:
+  const at::Tensor& block(int64_t layer, int64_t slot) const {
+    return weights_[2 + layer * kTensorsPerBlock + slot];
+  }
+  at::Tensor cast(const at::Tensor& w) const;               // w in the activation dtype
+  at::Tensor layer_norm(const at::Tensor& x, int64_t layer, int64_t slot) const;  // whisper's LayerNorm
+  at::Tensor linear(const at::Tensor& x, int64_t layer, int64_t weight_slot, int64_t bias_slot) const;
+  at::Tensor self_attention(const at::Tensor& h, int64_t layer, int64_t t);  // h [N, t, d] -> [N, t, d]
+  at::Tensor cross_attention(const at::Tensor& h, int64_t layer, int64_t t) const;
+  void check_ready(const char* method) const;
+
+  std::vector<at::Tensor> weights_;
+  int64_t n_head_, n_text_ctx_, n_layer_, n_state_;
+  bool has_audio_ = false;
+  at::ScalarType dtype_ = at::kFloat;  // activation dtype (the audio features')
+  int64_t n_audio_ = 0, group_ = 1, n_rows_ = 0, offset_ = 0;
+  std::vector<at::Tensor> cross_k_, cross_v_;  // per layer [B, T_a, d]
+  std::vector<at::Tensor> self_k_, self_v_;    // per layer [N, n_text_ctx, d]
+};
+
+}  // namespace fastwhisper::decoder

@@ -1,0 +1,153 @@
+// GreedyDecoder and BeamSearchDecoder, following whisper/decoding.py's update() step by step.
+#include "decoder/token_decoders.h"
+
+#include <algorithm>
+#include <cmath>
+#include <numeric>
+
+namespace fastwhisper::decoder {
+
+bool GreedyDecoder::update(at::Tensor& buffer, int64_t length, const at::Tensor& logits, at::Tensor& sum_logprobs) {
+  at::Tensor next;  // [N]
+  if (temperature_ == 0) {
+    next = logits.argmax(-1);
+  } else {
+    // Categorical(logits=logits / T).sample(): normalized logits -> softmax -> multinomial
+    at::Tensor scaled = logits / temperature_;
+    scaled = scaled - scaled.logsumexp(-1, /*keepdim=*/true);
+    next = at::multinomial(at::softmax(scaled, -1), 1, /*replacement=*/true, generator_).squeeze(1);
+  }
+  const at::Tensor logprobs = at::log_softmax(logits.to(at::kFloat), -1);
+  const at::Tensor current = logprobs.gather(1, next.unsqueeze(1)).squeeze(1);  // [N]
+  const at::Tensor not_finished = buffer.select(1, length - 1).ne(eot_);         // [N]
+  sum_logprobs.add_(current * not_finished);
+  next = at::where(not_finished, next, eot_);
+  buffer.select(1, length).copy_(next);
+  // Host sync, once per token: whether every row has reached EOT (the loop's stop test).
+  return next.eq(eot_).all().item<bool>();
+}
+
+BeamSearchDecoder::BeamSearchDecoder(int64_t beam_size, int64_t eot, double patience, int64_t n_audio,
+                                     DecoderSession& session)
+    : beam_size_(beam_size),
+      eot_(eot),
+      // Python's round(): ties to even, as nearbyint does in the default rounding mode
+      max_candidates_(static_cast<int64_t>(std::nearbyint(static_cast<double>(beam_size) * patience))),
+      session_(session),
+      finished_(n_audio) {
+  TORCH_CHECK(max_candidates_ > 0, "fastwhisper decode: invalid beam size (", beam_size, ") or patience (", patience,
+              ")");
+}
+
+bool BeamSearchDecoder::update(at::Tensor& buffer, int64_t length, const at::Tensor& logits,
+                               at::Tensor& sum_logprobs) {
+  const int64_t n_rows = buffer.size(0), n_audio = n_rows / beam_size_, k = beam_size_ + 1;
+  if (rows_.empty()) {  // first update: host copies of the initial tokens and sums
+    const at::Tensor host = buffer.narrow(1, 0, length).to(at::kCPU).contiguous();
+    const int64_t* p = host.data_ptr<int64_t>();
+    rows_.resize(n_rows);
+    for (int64_t r = 0; r < n_rows; ++r) rows_[r].assign(p + r * length, p + (r + 1) * length);
+    const at::Tensor sums = sum_logprobs.to(at::kCPU).contiguous();
+    sum_logprobs_.assign(sums.data_ptr<float>(), sums.data_ptr<float>() + n_rows);
+  }
+  // Host sync, once per token: the top beam_size + 1 log-probabilities of every row come to the
+  // host, where the candidates are ranked (as whisper does, with Python dicts).
+  const auto top = at::log_softmax(logits.to(at::kFloat), -1).topk(k);
+  const at::Tensor top_values = std::get<0>(top).to(at::kCPU).contiguous();   // [N, k]
+  const at::Tensor top_indices = std::get<1>(top).to(at::kCPU).contiguous();  // [N, k]
+  const float* values = top_values.data_ptr<float>();
+  const int64_t* indices = top_indices.data_ptr<int64_t>();
+
+  struct Candidate {
+    int64_t source, token;
+    float score;
+  };
+  std::vector<std::vector<int64_t>> next_rows;
+  std::vector<int64_t> sources;
+  std::vector<float> next_sums;
+  for (int64_t i = 0; i < n_audio; ++i) {
+    // STEP 1: cumulative log-probabilities of the candidates; a sequence seen twice (identical
+    // beams, at the first step) keeps its first position and takes the later source and score.
+    std::vector<Candidate> candidates;
+    for (int64_t j = 0; j < beam_size_; ++j) {
+      const int64_t idx = i * beam_size_ + j;
+      for (int64_t c = 0; c < k; ++c) {
+        const int64_t token = indices[idx * k + c];
+        const float score = sum_logprobs_[idx] + values[idx * k + c];  // float32 sum, like whisper's tensors
+        auto same = std::find_if(candidates.begin(), candidates.end(), [&](const Candidate& other) {
+          return other.token == token && rows_[other.source] == rows_[idx];
+        });
+        if (same != candidates.end()) {
+          same->source = idx;
+          same->score = score;
+        } else {
+          candidates.push_back({idx, token, score});
+        }
+      }
+    }
+    // STEP 2: keep the top beam_size unfinished sequences; finished ones (ending in EOT) are collected
+    std::vector<size_t> order(candidates.size());
+    std::iota(order.begin(), order.end(), 0);
+    std::stable_sort(order.begin(), order.end(),
+                     [&](size_t a, size_t b) { return candidates[a].score > candidates[b].score; });
+    std::vector<std::pair<std::vector<int64_t>, double>> newly_finished;  // already sorted by score
+    int64_t saved = 0;
+    for (size_t o : order) {
+      const Candidate& c = candidates[o];
+      std::vector<int64_t> sequence = rows_[c.source];
+      sequence.push_back(c.token);
+      if (c.token == eot_) {
+        newly_finished.emplace_back(std::move(sequence), c.score);
+      } else {
+        next_sums.push_back(c.score);
+        next_rows.push_back(std::move(sequence));
+        sources.push_back(c.source);
+        if (++saved == beam_size_) break;
+      }
+    }
+    for (auto& f : newly_finished) {
+      if (static_cast<int64_t>(finished_[i].size()) >= max_candidates_) break;  // the candidate list is full
+      finished_[i].push_back(std::move(f));
+    }
+  }
+
+  // the new sequences and sums go to the device; the KV cache follows the beams
+  rows_ = std::move(next_rows);
+  sum_logprobs_ = std::move(next_sums);
+  std::vector<int64_t> flat;
+  flat.reserve(n_rows * (length + 1));
+  for (const auto& r : rows_) flat.insert(flat.end(), r.begin(), r.end());
+  buffer.narrow(1, 0, length + 1).copy_(at::tensor(flat, at::kLong).view({n_rows, length + 1}));
+  sum_logprobs.copy_(at::tensor(sum_logprobs_, at::kFloat));
+  std::vector<int64_t> identity(n_rows);
+  std::iota(identity.begin(), identity.end(), 0);
+  if (sources != identity) {
+    session_.reorder_unchecked(at::tensor(sources, at::kLong).to(buffer.device()));
+  }
+  return std::all_of(finished_.begin(), finished_.end(), [&](const auto& f) {
+    return static_cast<int64_t>(f.size()) >= max_candidates_;
+  });
+}
+
+std::vector<FinishedSequence> BeamSearchDecoder::finished() const {
+  std::vector<FinishedSequence> out;
+  for (size_t i = 0; i < finished_.size(); ++i) {
+    for (const auto& [tokens, score] : finished_[i]) out.push_back({static_cast<int64_t>(i), tokens, score});
+  }
+  return out;
+}
+
+std::unique_ptr<TokenDecoder> make_token_decoder(const DecodeOptions& o, DecoderSession& session) {
+  if (o.beam_size > 0) {
+    return std::make_unique<BeamSearchDecoder>(o.beam_size, o.eot, o.patience, session.n_rows() / o.beam_size,
+                                               session);
+  }
+  std::optional<at::Generator> generator;
+  if (o.temperature > 0 && o.seed >= 0) {
+    generator = at::globalContext().defaultGenerator(session.device()).clone();
+    generator->set_current_seed(static_cast<uint64_t>(o.seed));
+  }
+  return std::make_unique<GreedyDecoder>(o.temperature, o.eot, std::move(generator));
+}
+
+}  // namespace fastwhisper::decoder

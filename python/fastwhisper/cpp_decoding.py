@@ -1,0 +1,212 @@
+"""decode_cpp: ``whisper.decode`` with the per-token loop in C++ (torch.classes.fastwhisper.DecoderSession).
+
+openai-whisper's ``DecodingTask`` still validates the options, builds the tokenizer, the initial tokens,
+the suppress list, detects the language and ranks the final candidates; the decoder forward passes
+(KV cache, cross-attention K/V computed once per audio window), the logit filters and the greedy or
+beam-search token selection run in C++. The results are whisper's own ``DecodingResult``.
+
+    import whisper, fastwhisper.cpp_decoding as cd
+    results = cd.decode_cpp(model, mel, whisper.DecodingOptions(language="en", fp16=False))
+"""
+
+import dataclasses
+from typing import List, Optional, Union
+
+import torch
+from torch import Tensor
+from whisper.audio import CHUNK_LENGTH
+from whisper.decoding import DecodingOptions, DecodingResult, DecodingTask
+from whisper.model import TextDecoder, Whisper
+from whisper.utils import compression_ratio
+
+from . import _library  # noqa: F401  (registers torch.classes.fastwhisper)
+
+# Names of the tensors of one decoder block, in DecoderSession's weight-list order
+# (keys relative to ``blocks.<i>.`` in whisper.model.TextDecoder's state_dict).
+DECODER_BLOCK_PARAM_NAMES = (
+    "attn_ln.weight",
+    "attn_ln.bias",
+    "attn.query.weight",
+    "attn.query.bias",
+    "attn.key.weight",
+    "attn.value.weight",
+    "attn.value.bias",
+    "attn.out.weight",
+    "attn.out.bias",
+    "cross_attn_ln.weight",
+    "cross_attn_ln.bias",
+    "cross_attn.query.weight",
+    "cross_attn.query.bias",
+    "cross_attn.key.weight",
+    "cross_attn.value.weight",
+    "cross_attn.value.bias",
+    "cross_attn.out.weight",
+    "cross_attn.out.bias",
+    "mlp_ln.weight",
+    "mlp_ln.bias",
+    "mlp.0.weight",
+    "mlp.0.bias",
+    "mlp.2.weight",
+    "mlp.2.bias",
+)
+
+# DecodingOptions fields decode_cpp understands; a field added by a later openai-whisper is refused
+# (NotImplementedError) unless it has its default value, so nothing decodes differently in silence.
+_KNOWN_OPTIONS = {
+    "task", "language", "temperature", "sample_len", "best_of", "beam_size", "patience", "length_penalty",
+    "prompt", "prefix", "suppress_tokens", "suppress_blank", "without_timestamps", "max_initial_timestamp", "fp16",
+}
+
+
+def decoder_weights(decoder: TextDecoder) -> List[Tensor]:
+    """The TextDecoder's own tensors (detached views, same storage) in DecoderSession order:
+    token_embedding.weight, positional_embedding, DECODER_BLOCK_PARAM_NAMES per block, ln.weight, ln.bias."""
+    if not isinstance(decoder, TextDecoder):
+        raise TypeError(f"expected a whisper.model.TextDecoder, got {type(decoder).__name__}")
+    params = dict(decoder.named_parameters())
+    names = ["token_embedding.weight", "positional_embedding"]
+    names += [f"blocks.{i}.{n}" for i in range(len(decoder.blocks)) for n in DECODER_BLOCK_PARAM_NAMES]
+    names += ["ln.weight", "ln.bias"]
+    return [params[n].detach() for n in names]
+
+
+def decoder_session(decoder: TextDecoder):
+    """A torch.classes.fastwhisper.DecoderSession holding ``decoder``'s weights by reference (no copies)."""
+    weights = decoder_weights(decoder)
+    n_head = decoder.blocks[0].attn.n_head if len(decoder.blocks) else 1
+    n_text_ctx = decoder.positional_embedding.shape[0]
+    return torch.classes.fastwhisper.DecoderSession(weights, n_head, n_text_ctx)
+
+
+def _check_supported(options: DecodingOptions) -> None:
+    for f in dataclasses.fields(options):
+        if f.name in _KNOWN_OPTIONS:
+            continue
+        if f.default is not dataclasses.MISSING:
+            default = f.default
+        elif f.default_factory is not dataclasses.MISSING:
+            default = f.default_factory()
+        else:
+            default = dataclasses.MISSING
+        if getattr(options, f.name) != default:
+            raise NotImplementedError(f"decode_cpp does not support the DecodingOptions field {f.name!r} yet")
+
+
+def _loop_options(task: DecodingTask) -> "torch.classes.fastwhisper.DecodeOptions":
+    """DecodeOptions for the C++ loop, taken from the DecodingTask's resolved settings and filters."""
+    from whisper.decoding import ApplyTimestampRules, BeamSearchDecoder, SuppressBlank, SuppressTokens
+
+    tok, opts = task.tokenizer, task.options
+    o = torch.classes.fastwhisper.DecodeOptions()
+    o.sample_begin = task.sample_begin
+    o.sot_index = task.sot_index
+    o.sample_len = task.sample_len
+    o.eot = tok.eot
+    o.no_speech = tok.no_speech if tok.no_speech is not None else -1
+    for f in task.logit_filters:
+        if isinstance(f, SuppressBlank):
+            o.suppress_blank = True
+            o.blank_tokens = list(tok.encode(" ")) + [tok.eot]
+        elif isinstance(f, SuppressTokens):
+            o.suppress_tokens = [int(t) for t in f.suppress_tokens]
+        elif isinstance(f, ApplyTimestampRules):
+            o.timestamp_rules = True
+            o.timestamp_begin = tok.timestamp_begin
+            o.no_timestamps = tok.no_timestamps if tok.no_timestamps is not None else -1
+            index = f.max_initial_timestamp_index
+            o.max_initial_timestamp_index = -1 if index is None else int(index)
+        else:  # pragma: no cover - a filter added by a later openai-whisper
+            raise NotImplementedError(f"decode_cpp does not support the logit filter {type(f).__name__}")
+    o.temperature = float(opts.temperature)
+    if isinstance(task.decoder, BeamSearchDecoder):
+        o.beam_size = int(task.decoder.beam_size)
+        o.patience = float(task.decoder.patience)
+    return o
+
+
+@torch.no_grad()
+def decode_cpp(
+    model: Whisper,
+    mel: Tensor,
+    options: DecodingOptions = DecodingOptions(),
+    session=None,
+    seed: Optional[int] = None,
+) -> Union[DecodingResult, List[DecodingResult]]:
+    """``whisper.decode(model, mel, options)`` with the decoding loop in C++; same results.
+
+    mel: [n_mels, 3000] or [batch, n_mels, 3000], or encoded audio features [batch, n_audio_ctx, d].
+    session: a DecoderSession from ``decoder_session(model.decoder)`` to reuse (one is made otherwise).
+    seed: for temperature sampling, seeds a private generator; None uses torch's default generator
+    (so ``torch.manual_seed`` gives the same samples as openai-whisper).
+    """
+    if single := mel.ndim == 2:
+        mel = mel.unsqueeze(0)
+    _check_supported(options)
+    if options.fp16 and mel.device.type == "cpu":
+        # whisper would compute in float16 on the CPU; DecoderSession computes float32 only there
+        raise NotImplementedError(
+            "decode_cpp does not support fp16=True on CPU (DecoderSession computes in float32 on CPU); "
+            "pass DecodingOptions(fp16=False), as whisper.transcribe does on CPU"
+        )
+    task = DecodingTask(model, options)
+    results = _run(task, model, mel, session, seed)
+    return results[0] if single else results
+
+
+def _run(task: DecodingTask, model: Whisper, mel: Tensor, session, seed: Optional[int]) -> List[DecodingResult]:
+    """DecodingTask.run with _main_loop replaced by DecoderSession.decode."""
+    task.decoder.reset()
+    tokenizer = task.tokenizer
+    n_audio = mel.shape[0]
+
+    audio_features = task._get_audio_features(mel)  # encoder forward pass
+    tokens = torch.tensor([task.initial_tokens]).repeat(n_audio, 1)
+    languages, language_probs = task._detect_language(audio_features, tokens)
+    if task.options.task == "lang_id":
+        return [
+            DecodingResult(audio_features=features, language=language, language_probs=probs)
+            for features, language, probs in zip(audio_features, languages, language_probs)
+        ]
+
+    n_group = task.n_group
+    tokens = tokens.repeat_interleave(n_group, dim=0).to(audio_features.device)
+    if session is None:
+        session = decoder_session(model.decoder)
+    session.set_audio(audio_features, n_group)  # cross-attention K/V, once for this audio window
+    loop_options = _loop_options(task)
+    if seed is not None:
+        loop_options.seed = int(seed)
+    tokens, sum_logprobs, no_speech_probs, fin_tokens, fin_sums, fin_audio = session.decode(tokens, loop_options)
+    no_speech_probs = no_speech_probs.tolist()[::n_group]
+
+    tokens = tokens.reshape(n_audio, n_group, -1)
+    sum_logprobs = sum_logprobs.reshape(n_audio, n_group)
+    if task.options.beam_size is not None:  # hand the C++ beam search's finished candidates to whisper's finalize
+        finished = [{} for _ in range(n_audio)]
+        for seq, score, audio in zip(fin_tokens, fin_sums, fin_audio):
+            finished[audio][tuple(seq.tolist())] = score
+        task.decoder.finished_sequences = finished
+    tokens, sum_logprobs = task.decoder.finalize(tokens, sum_logprobs)
+    tokens = [[t[task.sample_begin : (t == tokenizer.eot).nonzero()[0, 0]] for t in s] for s in tokens]
+
+    selected = task.sequence_ranker.rank(tokens, sum_logprobs)
+    tokens = [t[i].tolist() for i, t in zip(selected, tokens)]
+    texts = [tokenizer.decode(t).strip() for t in tokens]
+    sum_logprobs = [lp[i] for i, lp in zip(selected, sum_logprobs)]
+    avg_logprobs = [lp / (len(t) + 1) for t, lp in zip(tokens, sum_logprobs)]
+
+    return [
+        DecodingResult(
+            audio_features=features,
+            language=language,
+            tokens=toks,
+            text=text,
+            avg_logprob=avg_logprob,
+            no_speech_prob=no_speech_prob,
+            temperature=task.options.temperature,
+            compression_ratio=compression_ratio(text),
+        )
+        for text, language, toks, features, avg_logprob, no_speech_prob in zip(
+            texts, languages, tokens, audio_features, avg_logprobs, no_speech_probs
+        )
+    ]
