@@ -1,5 +1,6 @@
-"""Hybrid mode on real weights and real speech: fastwhisper's transcribe() gives openai-whisper's
-text, segments and tokens (CPU, fp32) on every bundled sample, long-form included."""
+"""Real weights and real speech: fastwhisper's transcribe() gives openai-whisper's text, segments and
+tokens (CPU, fp32) on every bundled sample, long-form included, in hybrid mode (decoder="torch") and
+with the C++ decoding loop (decoder="cpp")."""
 
 import pytest
 import torch
@@ -33,34 +34,36 @@ def test_samples_are_bundled():
     assert any(s["duration_s"] > 60 for s in SAMPLES), "a long (> 60 s) clip exercises long-form transcription"
 
 
+@pytest.mark.parametrize("decoder", ["torch", "cpp"])
 @pytest.mark.parametrize("name", ["tiny.en", "base"])
 @pytest.mark.parametrize("sample", ENGLISH, ids=[s["file"] for s in ENGLISH])
-def test_transcribe_matches_openai_whisper(name, sample):
+def test_transcribe_matches_openai_whisper(name, sample, decoder):
     require(name)
     path = SAMPLES_DIR / sample["file"]
     audio = fastwhisper.load_audio(path)
     options = dict(fp16=False, language="en")
     # temperature fallback samples with torch's global generator: give both runs the same one
     torch.manual_seed(0)
-    ours = fast_model(name).transcribe(str(path), **options)
+    ours = fast_model(name).transcribe(str(path), decoder=decoder, **options)
     torch.manual_seed(0)
     theirs = whisper.transcribe(reference_model(name), audio, **options)
     assert_same_result(ours, theirs)
     wer = normalized_wer(sample["text"], ours["text"])
-    print(f"{name} {sample['file']}: WER {wer:.3f}")
+    print(f"{name} {decoder} {sample['file']}: WER {wer:.3f}")
     assert wer <= MAX_WER["long" if sample["duration_s"] > 30 else "short"], f"{name} on {sample['file']}: WER {wer:.2f}: {ours['text']!r}"
     if sample["duration_s"] > 30:
         assert ours["segments"][-1]["end"] > 30.0, "long audio must be transcribed past the first window"
 
 
 @pytest.mark.parametrize("sample", OTHER_LANGUAGES, ids=[s["file"] for s in OTHER_LANGUAGES])
-def test_non_english_detect_and_transcribe_match_openai_whisper(sample):
+@pytest.mark.parametrize("decoder", ["torch", "cpp"])
+def test_non_english_detect_and_transcribe_match_openai_whisper(sample, decoder):
     """The multilingual model detects the language itself and transcribes as openai-whisper does."""
     require("base")
     path = SAMPLES_DIR / sample["file"]
     audio = fastwhisper.load_audio(path)
     torch.manual_seed(0)
-    ours = fast_model("base").transcribe(str(path), fp16=False)
+    ours = fast_model("base").transcribe(str(path), decoder=decoder, fp16=False)
     torch.manual_seed(0)
     theirs = whisper.transcribe(reference_model("base"), audio, fp16=False)
     assert_same_result(ours, theirs)
@@ -70,12 +73,13 @@ def test_non_english_detect_and_transcribe_match_openai_whisper(sample):
     assert wer <= 0.6, ours["text"]
 
 
-def test_word_timestamps_match_openai_whisper():
+@pytest.mark.parametrize("decoder", ["torch", "cpp"])
+def test_word_timestamps_match_openai_whisper(decoder):
     require("tiny.en")
     sample = SAMPLES[0]
     audio = fastwhisper.load_audio(SAMPLES_DIR / sample["file"])
     torch.manual_seed(0)
-    ours = fast_model("tiny.en").transcribe(audio, fp16=False, word_timestamps=True)
+    ours = fast_model("tiny.en").transcribe(audio, decoder=decoder, fp16=False, word_timestamps=True)
     torch.manual_seed(0)
     theirs = whisper.transcribe(reference_model("tiny.en"), audio, fp16=False, word_timestamps=True)
     assert_same_result(ours, theirs)

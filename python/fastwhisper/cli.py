@@ -61,7 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="dtype to store the weights in (LayerNorm stays float32); by default float32 weights, "
                    "computing in fp16 on GPU when --fp16 True, as openai-whisper does")
     g.add_argument("--decoder", choices=DECODERS, default="torch",
-                   help="decoding loop: 'torch' is openai-whisper's PyTorch decoder; 'cpp' is not available yet")
+                   help="decoding loop: 'torch' is openai-whisper's PyTorch decoder; 'cpp' is fastwhisper's C++ loop")
     g.add_argument("--threads", type=optional_int, default=0,
                    help="number of threads used by torch for CPU inference; supersedes MKL_NUM_THREADS/OMP_NUM_THREADS")
 

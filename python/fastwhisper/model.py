@@ -12,21 +12,18 @@ DECODERS = ("torch", "cpp")
 
 
 def check_decoder(decoder: str) -> None:
-    """Raise a clear error for a decoder fastwhisper does not provide (yet)."""
+    """Raise a clear error for a decoder name fastwhisper does not provide."""
     if decoder not in DECODERS:
-        raise ValueError(f"unknown decoder {decoder!r}: choose 'torch' (openai-whisper's decoder) or 'cpp'")
-    if decoder == "cpp":
-        raise NotImplementedError(
-            "decoder='cpp' (the C++ decoding loop) is not available in this version of fastwhisper; "
-            "use decoder='torch'"
+        raise ValueError(
+            f"unknown decoder {decoder!r}: choose 'torch' (openai-whisper's decoder) or 'cpp' (the C++ loop)"
         )
 
 
 class FastWhisper(Whisper):
     """A `whisper.model.Whisper` whose encoder is a FastAudioEncoder.
 
-    `transcribe` and `decode` take everything openai-whisper's do, plus `decoder=` ("torch": the
-    stock PyTorch decoder on fastwhisper's encoder output).
+    `transcribe` and `decode` take everything openai-whisper's do, plus `decoder=`: "torch" (the
+    stock PyTorch decoder on fastwhisper's encoder output) or "cpp" (the C++ decoding loop).
     """
 
     def __init__(self, dims):
