@@ -259,7 +259,7 @@ def test_missing_ffmpeg_is_named(tmp_path, no_ffmpeg):
         load_audio(path)
     fake_mp3 = tmp_path / "song.mp3"
     fake_mp3.write_bytes(b"ID3" + bytes(100) + b"not really an mp3" * 50)
-    with pytest.raises(AudioLoadError, match=r"song\.mp3.*ffmpeg.*not installed"):
+    with pytest.raises(AudioLoadError, match=r"song\.mp3.*needs ffmpeg.*not installed"):
         load_audio(fake_mp3)
 
 

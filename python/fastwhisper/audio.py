@@ -27,7 +27,7 @@ MAX_CHANNELS = 8  # a 2-D array is taken as multi-channel audio only with at mos
 
 # Extensions libsndfile decodes natively; a failure on one of these means a corrupt file, not a missing codec.
 _SNDFILE_EXTENSIONS = {".wav", ".wave", ".flac", ".ogg", ".oga", ".aif", ".aiff", ".aifc", ".au", ".snd",
-                       ".caf", ".w64", ".rf64", ".nist", ".sph", ".voc", ".mp3"}
+                       ".caf", ".w64", ".rf64", ".nist", ".sph", ".voc"}
 
 # ffmpeg time limit: generous, proportional to the file size, so that a stuck decoder cannot hang us.
 _FFMPEG_TIMEOUT_BASE_S = 60.0
