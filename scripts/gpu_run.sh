@@ -12,8 +12,8 @@ export PYTHONUNBUFFERED=1
 # second libstdc++ beside torch's, whose iostreams segfault when an error message is formatted.
 # Build with the system compiler, which links libstdc++ dynamically like torch.
 export CC=/usr/bin/gcc CXX=/usr/bin/g++ CUDAHOSTCXX=/usr/bin/g++
-if ls .whl/*.whl >/dev/null 2>&1; then  # openai-whisper and more-itertools, carried as wheels
-  python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .whl/*.whl && export PYTHONPATH=/tmp/site
+if ls .whl/*.whl >/dev/null 2>&1; then  # openai-whisper, more-itertools, soundfile (+cffi, pycparser), carried as wheels
+  python3 -m pip install -q --no-index --no-deps --no-compile --upgrade --target /tmp/site .whl/*.whl && export PYTHONPATH=/tmp/site
 fi
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
 python3 -c "import torch; print('torch', torch.__version__, torch.cuda.get_device_name())"
