@@ -28,3 +28,6 @@ if [ -z "${SKIP_BENCH:-}" ]; then  # SKIP_BENCH=1: tests only
   python3 benchmarks/encoder_bench.py --commit "$commit" --out "$OUT/encoder.json" "$@" 2>&1 | tee "$OUT/bench.log" | tail -45
   python3 benchmarks/encoder_parity.py --device cuda --out "$OUT/encoder-parity.json" 2>&1 | tee "$OUT/parity.log"
 fi
+if [ -n "${DECODER_BENCH:-}" ]; then  # DECODER_BENCH=1: decoder ms/token, openai-whisper vs the C++ loop
+  python3 benchmarks/decoder_bench.py --commit "$commit" --out "$OUT/decoder.json" 2>&1 | tee "$OUT/decoder.log" | tail -30
+fi

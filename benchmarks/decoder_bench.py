@@ -1,0 +1,142 @@
+"""Decoder speed: ms per token of openai-whisper's decoding loop and fastwhisper's C++ loop.
+
+For each model size (random weights of the real dims, seed 0) the same encoded audio window is
+decoded with a fixed token count: `whisper.decode` (openai-whisper's DecodingTask: PyTorch decoder
+with its kv-cache hooks; fastwhisper's hybrid mode runs exactly this decoder) and
+`fastwhisper.cpp_decoding.decode_cpp` (the C++ loop on a reused DecoderSession). The end-of-text token
+is suppressed so that every run decodes exactly `--tokens` tokens (greedy at batch 1, and beam search
+of 5); ms/token = median time of the whole decode call / tokens, so it includes the once-per-window
+work (cross-attention K/V, the first multi-token step). fp32 weights with fp16 activations on CUDA
+(as openai-whisper runs), fp32 on CPU. CUDA events, warm-up, median of repeats; both outputs are
+compared token for token, and a row whose tokens differ from openai-whisper's is reported as a
+failure, not a time.
+
+Floor per token: bytes the decoder must read per step (its weights in fp16 plus the cached cross
+K/V of every layer) / measured copy bandwidth.
+
+    python benchmarks/decoder_bench.py --out benchmarks/results/<gpu>-<date>-decoder.json
+"""
+
+import argparse
+import datetime
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+import whisper
+from whisper.model import ModelDimensions, Whisper
+
+import fastwhisper
+from fastwhisper.cpp_decoding import decode_cpp, decoder_session
+
+DIMS = {  # n_mels, n_audio_ctx, n_audio_state, n_audio_head, n_audio_layer, n_vocab, n_text_ctx, n_text_state, n_text_head, n_text_layer
+    "tiny": (80, 1500, 384, 6, 4, 51865, 448, 384, 6, 4),
+    "base": (80, 1500, 512, 8, 6, 51865, 448, 512, 8, 6),
+    "small": (80, 1500, 768, 12, 12, 51865, 448, 768, 12, 12),
+    "medium": (80, 1500, 1024, 16, 24, 51865, 448, 1024, 16, 24),
+    "large-v3": (128, 1500, 1280, 20, 32, 51866, 448, 1280, 20, 32),
+    "turbo": (128, 1500, 1280, 20, 32, 51866, 448, 1280, 20, 4),
+}
+
+
+def timed(fn, device, warmup, repeats):
+    for _ in range(warmup):
+        out = fn()
+    times = []
+    for _ in range(repeats):
+        if device == "cuda":
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            torch.cuda.synchronize()
+            start.record()
+            out = fn()
+            end.record()
+            torch.cuda.synchronize()
+            times.append(start.elapsed_time(end))
+        else:
+            t0 = time.perf_counter()
+            out = fn()
+            times.append((time.perf_counter() - t0) * 1e3)
+    return statistics.median(times), out
+
+
+def copy_bandwidth(device):
+    if device != "cuda":
+        return None
+    x = torch.empty(1 << 28, dtype=torch.float32, device=device)
+    ms, _ = timed(lambda: x.clone(), device, 3, 10)
+    return 2 * x.numel() * 4 / (ms * 1e-3)
+
+
+def run_model(name, args, bandwidth):
+    device = args.device
+    dims = ModelDimensions(*DIMS[name])
+    torch.manual_seed(0)
+    model = Whisper(dims)
+    with torch.no_grad():
+        for p in model.decoder.parameters():
+            p.normal_(0, 0.02)
+    model = model.to(device).eval()
+    act = torch.float16 if device == "cuda" else torch.float32
+    features = (torch.randn(1, dims.n_audio_ctx, dims.n_audio_state, device=device) * 0.5).to(act)
+    tokenizer = whisper.tokenizer.get_tokenizer(True, num_languages=model.num_languages, language="en", task="transcribe")
+    session = decoder_session(model.decoder)
+    decoder_bytes = 2 * sum(p.numel() for p in model.decoder.parameters())
+    cross_kv_bytes = 2 * 2 * dims.n_text_layer * dims.n_audio_ctx * dims.n_text_state
+    rows = []
+    for mode, extra in (("greedy", {}), ("beam5", {"beam_size": 5})):
+        options = whisper.DecodingOptions(language="en", without_timestamps=True, sample_len=args.tokens,
+                                          suppress_tokens=[-1, tokenizer.eot], fp16=device == "cuda", **extra)
+        with torch.inference_mode():
+            ref_ms, ref = timed(lambda: whisper.decode(model, features, options), device, args.warmup, args.repeats)
+            cpp_ms, ours = timed(lambda: decode_cpp(model, features, options, session=session), device,
+                                 args.warmup, args.repeats)
+        same = [r.tokens for r in ref] == [r.tokens for r in ours]
+        rows_per_step = 5 if mode == "beam5" else 1
+        floor_ms = (decoder_bytes + rows_per_step * cross_kv_bytes) / bandwidth * 1e3 if bandwidth else None
+        for impl, ms in (("openai-whisper / torch", ref_ms), ("fastwhisper cpp", cpp_ms)):
+            ok = same or impl.startswith("openai")
+            rows.append({"model": name, "mode": mode, "impl": impl, "tokens": args.tokens,
+                         "ms_per_token": ms / args.tokens if ok else None, "floor_ms_per_token": floor_ms,
+                         "status": "ok" if ok else "tokens differ from openai-whisper", "tokens_decoded": len(ref[0].tokens)})
+        print(f"{name:9s} {mode:6s} openai {ref_ms / args.tokens:7.3f} ms/tok  cpp {cpp_ms / args.tokens:7.3f} ms/tok  "
+              f"same tokens {same}  floor {floor_ms if floor_ms is None else round(floor_ms, 3)}", flush=True)
+    del model, session
+    if device == "cuda":
+        torch.cuda.empty_cache()
+    return rows
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--models", default=",".join(DIMS))
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--tokens", type=int, default=100)
+    parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--commit", default="unknown")
+    parser.add_argument("--out", default=None)
+    args = parser.parse_args()
+    bandwidth = copy_bandwidth(args.device)
+    rows = [row for name in args.models.split(",") for row in run_model(name, args, bandwidth)]
+    table = ["| model | mode | impl | ms/token | floor ms/token | status |", "|---|---|---|---|---|---|"]
+    for r in rows:
+        ms = "-" if r["ms_per_token"] is None else f"{r['ms_per_token']:.3f}"
+        floor = "-" if r["floor_ms_per_token"] is None else f"{r['floor_ms_per_token']:.3f}"
+        table.append(f"| {r['model']} | {r['mode']} | {r['impl']} | {ms} | {floor} | {r['status']} |")
+    print("\n".join(table))
+    if args.out:
+        meta = {"commit": args.commit, "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+                "device": torch.cuda.get_device_name() if args.device == "cuda" else "cpu", "torch": torch.__version__,
+                "copy_bandwidth_bytes_per_s": bandwidth, "tokens": args.tokens, "warmup": args.warmup,
+                "repeats": args.repeats}
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(json.dumps({"meta": meta, "rows": rows}, indent=1) + "\n")
+        Path(args.out).with_suffix(".md").write_text("\n".join(table) + "\n")
+    return 0 if all(r["status"] == "ok" for r in rows) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
