@@ -20,34 +20,14 @@ from whisper.model import TextDecoder, Whisper
 from whisper.utils import compression_ratio
 
 from . import _library  # noqa: F401  (registers torch.classes.fastwhisper)
+from .ops import MLP_PARAM_NAMES, attention_param_names, layer_norm_param_names
 
 # Names of the tensors of one decoder block, in DecoderSession's weight-list order
 # (keys relative to ``blocks.<i>.`` in whisper.model.TextDecoder's state_dict).
 DECODER_BLOCK_PARAM_NAMES = (
-    "attn_ln.weight",
-    "attn_ln.bias",
-    "attn.query.weight",
-    "attn.query.bias",
-    "attn.key.weight",
-    "attn.value.weight",
-    "attn.value.bias",
-    "attn.out.weight",
-    "attn.out.bias",
-    "cross_attn_ln.weight",
-    "cross_attn_ln.bias",
-    "cross_attn.query.weight",
-    "cross_attn.query.bias",
-    "cross_attn.key.weight",
-    "cross_attn.value.weight",
-    "cross_attn.value.bias",
-    "cross_attn.out.weight",
-    "cross_attn.out.bias",
-    "mlp_ln.weight",
-    "mlp_ln.bias",
-    "mlp.0.weight",
-    "mlp.0.bias",
-    "mlp.2.weight",
-    "mlp.2.bias",
+    layer_norm_param_names("attn_ln") + attention_param_names("attn")
+    + layer_norm_param_names("cross_attn_ln") + attention_param_names("cross_attn")
+    + layer_norm_param_names("mlp_ln") + MLP_PARAM_NAMES
 )
 
 # DecodingOptions fields decode_cpp understands; a field added by a later openai-whisper is refused

@@ -64,23 +64,7 @@ class FastAudioEncoder(AudioEncoder):
             self.positional_embedding,
         ]
         for block in self.blocks:
-            tensors += [
-                block.attn_ln.weight,
-                block.attn_ln.bias,
-                block.attn.query.weight,
-                block.attn.query.bias,
-                block.attn.key.weight,
-                block.attn.value.weight,
-                block.attn.value.bias,
-                block.attn.out.weight,
-                block.attn.out.bias,
-                block.mlp_ln.weight,
-                block.mlp_ln.bias,
-                block.mlp[0].weight,
-                block.mlp[0].bias,
-                block.mlp[2].weight,
-                block.mlp[2].bias,
-            ]
+            tensors += [block.get_parameter(name) for name in ops.BLOCK_PARAM_NAMES]
         tensors += [self.ln_post.weight, self.ln_post.bias]
         return tensors
 

@@ -13,24 +13,23 @@ from . import _library  # noqa: F401  (registers the ops)
 
 _ops = torch.ops.fastwhisper
 
-# Names of the tensors of one residual block, in encoder_forward's block_weights order
-# (keys relative to ``blocks.<i>.`` in whisper.model.AudioEncoder's state_dict).
+# Tensor names of the pieces of a residual block (keys relative to ``blocks.<i>.`` in openai-whisper's
+# state_dict): a LayerNorm, an attention (key without bias), the MLP.
+def layer_norm_param_names(prefix: str) -> tuple:
+    return (f"{prefix}.weight", f"{prefix}.bias")
+
+
+def attention_param_names(prefix: str) -> tuple:
+    names = ("query.weight", "query.bias", "key.weight", "value.weight", "value.bias", "out.weight", "out.bias")
+    return tuple(f"{prefix}.{n}" for n in names)
+
+
+MLP_PARAM_NAMES = ("mlp.0.weight", "mlp.0.bias", "mlp.2.weight", "mlp.2.bias")
+
+# One encoder block, in encoder_forward's block_weights order.
 BLOCK_PARAM_NAMES = (
-    "attn_ln.weight",
-    "attn_ln.bias",
-    "attn.query.weight",
-    "attn.query.bias",
-    "attn.key.weight",
-    "attn.value.weight",
-    "attn.value.bias",
-    "attn.out.weight",
-    "attn.out.bias",
-    "mlp_ln.weight",
-    "mlp_ln.bias",
-    "mlp.0.weight",
-    "mlp.0.bias",
-    "mlp.2.weight",
-    "mlp.2.bias",
+    layer_norm_param_names("attn_ln") + attention_param_names("attn") + layer_norm_param_names("mlp_ln")
+    + MLP_PARAM_NAMES
 )
 
 
