@@ -247,7 +247,10 @@ def test_multilingual_language_detection(features):
     lang_id = whisper.DecodingOptions(fp16=False, task="lang_id")
     expected, out = whisper.decode(multi, features, lang_id), cd.decode_cpp(multi, features, lang_id)
     assert [r.language for r in out] == [r.language for r in expected]
-    assert [r.language_probs for r in out] == [r.language_probs for r in expected]
+    for o, e in zip(out, expected):  # the C++ step and a softmax over the language tokens alone
+        assert o.language_probs.keys() == e.language_probs.keys()
+        assert max(abs(o.language_probs[c] - p) for c, p in e.language_probs.items()) <= 1e-6
+        assert abs(sum(o.language_probs.values()) - 1) <= 1e-4
 
 
 def test_reusing_a_session(model, features):
@@ -355,26 +358,36 @@ def test_decode_cpp_refuses_unknown_options(model, features):
 
 @requires_cuda
 @pytest.mark.cuda
+@pytest.mark.parametrize("graphs", [True, False], ids=["graphs", "eager"])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
-def test_step_matches_text_decoder_cuda(dtype):
+def test_step_matches_text_decoder_cuda(dtype, graphs):
+    """150 one-token steps (three CUDA-graph buckets of 64 keys), then a second audio window in the
+    same session (the graphs read the new cross-attention K/V from the same buffers)."""
     model = random_model(device="cuda")
-    features = random_audio_features(model, batch=2).to(dtype)
     session = cd.decoder_session(model.decoder)
-    session.set_audio(features, 1)
-    cache, hooks = model.install_kv_cache_hooks()
+    session.set_cuda_graphs(graphs)
+    assert session.cuda_graphs() == graphs
     tol = LOGIT_TOL if dtype == torch.float32 else 5e-2
-    try:
-        tokens = torch.tensor([[50257, 50362, 440, 257], [50257, 50362, 1002, 11]], device="cuda")
-        for step in range(4):
-            fed = tokens if step == 0 else tokens[:, -1:]
-            expected = whisper_step(model, fed, features, cache)
-            out = session.step(fed)
-            assert out.dtype == torch.float32
-            assert (out - expected).abs().max().item() <= tol, f"step {step}"
-            tokens = torch.cat([tokens, expected[:, -1].argmax(-1, keepdim=True)], dim=1)
-    finally:
-        for h in hooks:
-            h.remove()
+    for window in range(2):
+        features = random_audio_features(model, batch=2, seed=10 + window).to(dtype)
+        session.set_audio(features, 1)
+        cache, hooks = model.install_kv_cache_hooks()
+        try:
+            tokens = torch.tensor([[50257, 50362, 440, 257], [50257, 50362, 1002, 11]], device="cuda")
+            kept = None
+            for step in range(150):
+                fed = tokens if step == 0 else tokens[:, -1:]
+                expected = whisper_step(model, fed, features, cache)
+                out = session.step(fed)
+                assert out.dtype == torch.float32
+                assert (out - expected).abs().max().item() <= tol, f"window {window} step {step}"
+                if step == 1:
+                    kept, kept_value = out, out.clone()
+                tokens = torch.cat([tokens, expected[:, -1].argmax(-1, keepdim=True)], dim=1)
+            assert torch.equal(kept, kept_value), "a step's logits must not change with later steps"
+        finally:
+            for h in hooks:
+                h.remove()
 
 
 @requires_cuda
@@ -385,6 +398,23 @@ def test_decode_matches_whisper_cuda(opts):
     features = random_audio_features(model, batch=1 if "beam_size" in opts else 2)
     options = whisper.DecodingOptions(language="en", fp16=False, sample_len=40, **opts)
     assert_same_results(whisper.decode(model, features, options), cd.decode_cpp(model, features, options))
+
+
+@requires_cuda
+@pytest.mark.cuda
+@pytest.mark.parametrize("opts", [dict(), dict(beam_size=3), dict(temperature=0.7)], ids=str)
+def test_graphs_and_eager_decode_alike_cuda(opts):
+    """The CUDA-graph path and the eager path of the C++ loop give the same tokens, long runs included."""
+    model = random_model(device="cuda")
+    features = random_audio_features(model, batch=1 if "beam_size" in opts else 2)
+    options = whisper.DecodingOptions(language="en", fp16=False, sample_len=200, **opts)
+    results = []
+    for graphs in (True, False):
+        session = cd.decoder_session(model.decoder)
+        session.set_cuda_graphs(graphs)
+        results.append(cd.decode_cpp(model, features, options, session=session, seed=3))
+    assert [r.tokens for r in results[0]] == [r.tokens for r in results[1]]
+    assert [r.avg_logprob for r in results[0]] == pytest.approx([r.avg_logprob for r in results[1]], abs=1e-4)
 
 
 @requires_cuda

@@ -1,10 +1,16 @@
 // The decoding loop: DecodingTask._main_loop of whisper/decoding.py on a DecoderSession.
 //   for i < sample_len: logits = step(tokens) -> (i == 0) no-speech prob at SOT -> logit filters
 //                       -> token decoder appends a token -> stop when completed or past n_text_ctx
-// Host syncs per token: one for the stop test (greedy); beam search ranks its candidates on the host.
+// Host syncs per token: none for greedy decoding on a GPU (its stop test reads the flag of the step
+// before, see StopTest); beam search ranks its candidates on the host.
 #include "decoder/decoding.h"
 
+#include <c10/core/Event.h>
+#include <c10/core/impl/VirtualGuardImpl.h>
+
+#include <array>
 #include <limits>
+#include <optional>
 
 #include "checks.h"
 #include "decoder/logit_filters.h"
@@ -63,6 +69,43 @@ void check_options(const DecoderSession& s, const at::Tensor& initial_tokens, co
               lo, ", ", hi, "]");
 }
 
+// whisper's `if completed: break`, without making the GPU wait for the host. A flag on the host (beam
+// search, or any decoder on the CPU) is read at once. A flag on the device is copied to pinned host
+// memory behind its step and read after the next step has been queued, so the device always has a
+// step of work while the host waits. That next step, run after completion, only appends EOT (rows
+// that reached EOT keep it and their sums), and the loop drops its column.
+class StopTest {
+ public:
+  explicit StopTest(c10::Device device) : device_(device) {}
+
+  // The completed flag of the step that produced `length` tokens. Returns the length to stop at, if any.
+  std::optional<int64_t> check(const at::Tensor& completed, int64_t length) {
+    if (completed.is_cpu()) {
+      if (completed.item<bool>()) return length;
+      return std::nullopt;
+    }
+    if (!host_.defined()) {
+      host_ = at::empty({2}, at::TensorOptions().dtype(at::kBool).pinned_memory(true));
+      for (auto& e : events_) e.emplace(device_.type());
+    }
+    const c10::Stream stream = c10::impl::VirtualGuardImpl(device_.type()).getStream(device_);
+    const int slot = static_cast<int>(steps_ % 2);
+    host_.select(0, slot).copy_(completed, /*non_blocking=*/true);
+    events_[slot]->record(stream);
+    ++steps_;
+    if (steps_ < 2) return std::nullopt;
+    events_[1 - slot]->synchronize();  // the previous step's flag has arrived
+    if (host_.data_ptr<bool>()[1 - slot]) return length - 1;
+    return std::nullopt;
+  }
+
+ private:
+  c10::Device device_;
+  at::Tensor host_;  // [2] bool, pinned
+  std::array<std::optional<c10::Event>, 2> events_;
+  int64_t steps_ = 0;
+};
+
 }  // namespace
 
 DecodeOutput decode(DecoderSession& session, const at::Tensor& initial_tokens, const DecodeOptions& o) {
@@ -82,7 +125,9 @@ DecodeOutput decode(DecoderSession& session, const at::Tensor& initial_tokens, c
   at::Tensor sum_logprobs = at::zeros({n_rows}, initial_tokens.options().dtype(at::kFloat));
   at::Tensor no_speech_probs = at::full({n_rows}, std::numeric_limits<double>::quiet_NaN(), sum_logprobs.options());
 
-  for (int64_t i = 0; i < o.sample_len; ++i) {
+  StopTest stop_test(device);
+  std::optional<int64_t> stop;
+  for (int64_t i = 0; i < o.sample_len && !stop; ++i) {
     const at::Tensor tokens = buffer.narrow(1, 0, length);  // [N, length]
     // the first step feeds every initial token; later ones only the newest (the rest is cached)
     const at::Tensor fed = i == 0 ? tokens : tokens.narrow(1, length - 1, 1);
@@ -92,10 +137,12 @@ DecodeOutput decode(DecoderSession& session, const at::Tensor& initial_tokens, c
     }
     logits = logits.select(1, fed.size(1) - 1);  // [N, n_vocab]: the last position only
     for (const auto& filter : filters) filter->apply(logits, tokens);
-    const bool completed = token_decoder->update(buffer, length, logits, sum_logprobs);
+    const at::Tensor completed = token_decoder->update(buffer, length, logits, sum_logprobs);
     ++length;
-    if (completed || length > n_ctx) break;
+    stop = stop_test.check(completed, length);
+    if (!stop && length > n_ctx) stop = length;
   }
+  if (stop) length = *stop;
 
   std::vector<at::Tensor> finished_tokens;
   std::vector<double> finished_sums;

@@ -52,6 +52,13 @@ TORCH_LIBRARY_FRAGMENT(fastwhisper, m) {
       .def("offset", [](const Session& s) { return s->offset(); })
       .def("n_rows", [](const Session& s) { return s->n_rows(); })
       .def("weights", [](const Session& s) { return s->weights(); })
+      // sot, language_tokens [n_lang] int64 -> (language token [n_audio], probabilities [n_audio, n_lang])
+      .def("detect_language", [](const Session& s, int64_t sot, const at::Tensor& language_tokens) {
+        return s->detect_language(sot, language_tokens);
+      })
+      // CUDA graphs for one-token steps on CUDA (default on)
+      .def("set_cuda_graphs", [](const Session& s, bool enabled) { s->set_cuda_graphs(enabled); })
+      .def("cuda_graphs", [](const Session& s) { return s->cuda_graphs(); })
       // initial_tokens [N, sample_begin] int64 -> (tokens [N, L], sum_logprobs [N], no_speech_probs [N],
       // finished_tokens, finished_sum_logprobs, finished_audio)
       .def("decode", [](const Session& s, const at::Tensor& initial_tokens, const Options& options) {

@@ -81,24 +81,54 @@ DecoderSession::DecoderSession(std::vector<at::Tensor> weights, int64_t n_head, 
   check_weights(weights_, n_head, n_text_ctx);
   n_layer_ = (static_cast<int64_t>(weights_.size()) - kTensorsOutsideBlocks) / kTensorsPerBlock;
   n_state_ = weights_[0].size(1);
+  graphs_ = make_step_graphs(weights_[0].device());
 }
 
-at::Tensor DecoderSession::cast(const at::Tensor& w) const {
-  return w.scalar_type() == dtype_ ? w : w.to(dtype_);
+int64_t DecoderSession::weights_version() const {
+  int64_t sum = 0;
+  for (const auto& w : weights_) sum += static_cast<int64_t>(w.unsafeGetTensorImpl()->version_counter().current_version());
+  return sum;
+}
+
+void DecoderSession::invalidate_graphs() {
+  if (graphs_) graphs_->clear();
+}
+
+void DecoderSession::prepare_compute_weights() {
+  const int64_t version = weights_version();
+  if (compute_dtype_ == dtype_ && compute_version_ == version) return;
+  const auto n = static_cast<int64_t>(weights_.size());
+  compute_.assign(n, at::Tensor());
+  for (int64_t i = 0; i < n; ++i) {
+    const int64_t slot = (i - 2) % kTensorsPerBlock;
+    const bool layer_norm = i >= n - 2 || (i >= 2 && i < n - 2 &&
+                                           (slot == kAttnLnW || slot == kAttnLnB || slot == kCrossLnW ||
+                                            slot == kCrossLnB || slot == kMlpLnW || slot == kMlpLnB));
+    const at::ScalarType want = i == 1 ? weights_[1].scalar_type() : layer_norm ? at::kFloat : dtype_;
+    compute_[i] = weights_[i].scalar_type() == want ? weights_[i] : weights_[i].to(want);
+  }
+  compute_dtype_ = dtype_;
+  compute_version_ = version;
+  invalidate_graphs();
+}
+
+void DecoderSession::set_cuda_graphs(bool enabled) {
+  use_graphs_ = enabled;
+  if (!enabled) invalidate_graphs();
 }
 
 at::Tensor DecoderSession::layer_norm(const at::Tensor& x, int64_t layer, int64_t slot) const {
-  const at::Tensor& w = layer < 0 ? weights_[weights_.size() - 2] : block(layer, slot);
-  const at::Tensor& b = layer < 0 ? weights_[weights_.size() - 1] : block(layer, slot + 1);
+  const auto n = compute_.size();
+  const at::Tensor& w = layer < 0 ? compute_[n - 2] : compute_block(layer, slot);
+  const at::Tensor& b = layer < 0 ? compute_[n - 1] : compute_block(layer, slot + 1);
   // whisper's LayerNorm: F.layer_norm(x.float(), ...).type(x.dtype)
-  return at::layer_norm(x.to(at::kFloat), {n_state_}, w.to(at::kFloat), b.to(at::kFloat), kLayerNormEps)
-      .to(x.scalar_type());
+  return at::layer_norm(x.to(at::kFloat), {n_state_}, w, b, kLayerNormEps).to(x.scalar_type());
 }
 
 at::Tensor DecoderSession::linear(const at::Tensor& x, int64_t layer, int64_t weight_slot, int64_t bias_slot) const {
   const std::optional<at::Tensor> bias =
-      bias_slot == kNoBias ? std::nullopt : std::optional<at::Tensor>(cast(block(layer, bias_slot)));
-  return at::linear(x, cast(block(layer, weight_slot)), bias);
+      bias_slot == kNoBias ? std::nullopt : std::optional<at::Tensor>(compute_block(layer, bias_slot));
+  return at::linear(x, compute_block(layer, weight_slot), bias);
 }
 
 // [N, L, d] -> [N, H, L, Dh] view
@@ -134,6 +164,20 @@ at::Tensor DecoderSession::self_attention(const at::Tensor& h, int64_t layer, in
   return linear(merge_heads(a), layer, kAttnOutW, kAttnOutB);
 }
 
+at::Tensor DecoderSession::self_attention_static(const at::Tensor& h, int64_t layer, const at::Tensor& visible) {
+  at::Tensor q = linear(h, layer, kAttnQW, kAttnQB);  // [N, 1, d]
+  at::Tensor k = linear(h, layer, kAttnKW, kNoBias);
+  at::Tensor v = linear(h, layer, kAttnVW, kAttnVB);
+  self_k_[layer].index_copy_(1, step_position_, k);  // cache position <- this token's K/V
+  self_v_[layer].index_copy_(1, step_position_, v);
+  const int64_t n_kv = visible.size(0);
+  at::Tensor keys = self_k_[layer].narrow(1, 0, n_kv);  // [N, n_kv, d]; positions past the token are masked
+  at::Tensor values = self_v_[layer].narrow(1, 0, n_kv);
+  at::Tensor a = at::scaled_dot_product_attention(heads(q, n_head_), heads(keys, n_head_), heads(values, n_head_),
+                                                  visible.view({1, 1, 1, n_kv}), 0.0, false);  // [N, H, 1, Dh]
+  return linear(merge_heads(a), layer, kAttnOutW, kAttnOutB);
+}
+
 at::Tensor DecoderSession::cross_attention(const at::Tensor& h, int64_t layer, int64_t t) const {
   at::Tensor q = linear(h, layer, kCrossQW, kCrossQB);  // [N, t, d], N = n_audio * group
   // The group rows of one audio share its K/V: fold them into the query length,
@@ -157,23 +201,44 @@ void DecoderSession::set_audio(const at::Tensor& audio_features, int64_t group) 
               group);
   at::NoGradGuard no_grad;
   dtype_ = audio_features.scalar_type();
-  n_audio_ = audio_features.size(0);
-  group_ = group;
-  const int64_t rows = n_audio_ * group;
-  cross_k_.resize(n_layer_);
-  cross_v_.resize(n_layer_);
-  for (int64_t l = 0; l < n_layer_; ++l) {
-    cross_k_[l] = linear(audio_features, l, kCrossKW, kNoBias);  // [B, T_a, d]
-    cross_v_[l] = linear(audio_features, l, kCrossVW, kCrossVB);
+  prepare_compute_weights();
+  const int64_t rows = audio_features.size(0) * group;
+  // Cross-attention K/V of every layer, written into the same buffers window after window (the
+  // CUDA graphs read them there); new buffers only when the shape or dtype changes.
+  const bool same_audio_shape = !cross_k_.empty() && cross_k_[0].sizes() == audio_features.sizes() &&
+                                cross_k_[0].scalar_type() == dtype_;
+  if (!same_audio_shape) {
+    cross_k_.assign(n_layer_, at::Tensor());
+    cross_v_.assign(n_layer_, at::Tensor());
+    invalidate_graphs();
   }
+  for (int64_t l = 0; l < n_layer_; ++l) {
+    at::Tensor k = linear(audio_features, l, kCrossKW, kNoBias);  // [B, T_a, d]
+    at::Tensor v = linear(audio_features, l, kCrossVW, kCrossVB);
+    if (same_audio_shape) {
+      cross_k_[l].copy_(k);
+      cross_v_[l].copy_(v);
+    } else {
+      cross_k_[l] = k;
+      cross_v_[l] = v;
+    }
+  }
+  n_audio_ = audio_features.size(0);
+  if (group != group_) invalidate_graphs();  // the cross-attention fold depends on it
+  group_ = group;
   const bool reuse = !self_k_.empty() && n_rows_ == rows && self_k_[0].scalar_type() == dtype_;
   if (!reuse) {
     self_k_.assign(n_layer_, at::Tensor());
     self_v_.assign(n_layer_, at::Tensor());
+    // zeros, not empty: the one-token graphs read masked positions past the token, and masking
+    // (score - inf) only hides finite values; uninitialized memory may hold NaN
     for (int64_t l = 0; l < n_layer_; ++l) {
-      self_k_[l] = at::empty({rows, n_text_ctx_, n_state_}, audio_features.options());
-      self_v_[l] = at::empty({rows, n_text_ctx_, n_state_}, audio_features.options());
+      self_k_[l] = at::zeros({rows, n_text_ctx_, n_state_}, audio_features.options());
+      self_v_[l] = at::zeros({rows, n_text_ctx_, n_state_}, audio_features.options());
     }
+    step_token_ = at::zeros({rows, 1}, audio_features.options().dtype(at::kLong));
+    step_position_ = at::zeros({1}, audio_features.options().dtype(at::kLong));
+    invalidate_graphs();
   }
   n_rows_ = rows;
   offset_ = 0;
@@ -184,20 +249,70 @@ void DecoderSession::check_ready(const char* method) const {
   TORCH_CHECK(has_audio_, "fastwhisper.DecoderSession.", method, ": call set_audio(audio_features, group) first");
 }
 
-at::Tensor DecoderSession::forward(const at::Tensor& tokens) {
-  at::NoGradGuard no_grad;
-  const int64_t t = tokens.size(1);
-  // token_embedding(x) + positional_embedding[offset : offset + t], in the weights' dtype, then .to(audio dtype)
-  at::Tensor x = at::embedding(weights_[0], tokens) + weights_[1].narrow(0, offset_, t);
-  x = x.to(dtype_);  // [N, t, d]
+template <typename SelfAttention>
+at::Tensor DecoderSession::blocks_and_logits(at::Tensor x, SelfAttention attend) {
+  const int64_t t = x.size(1);
   for (int64_t l = 0; l < n_layer_; ++l) {
-    x = x + self_attention(layer_norm(x, l, kAttnLnW), l, t);
+    x = x + attend(layer_norm(x, l, kAttnLnW), l);
     x = x + cross_attention(layer_norm(x, l, kCrossLnW), l, t);
     x = x + linear(at::gelu(linear(layer_norm(x, l, kMlpLnW), l, kMlp0W, kMlp0B)), l, kMlp2W, kMlp2B);
   }
-  offset_ += t;
   x = layer_norm(x, -1, 0);
-  return at::matmul(x, cast(weights_[0]).transpose(0, 1)).to(at::kFloat);  // [N, t, n_vocab]
+  return at::matmul(x, compute_[0].transpose(0, 1)).to(at::kFloat);  // [N, t, n_vocab]
+}
+
+at::Tensor DecoderSession::forward_eager(const at::Tensor& tokens) {
+  const int64_t t = tokens.size(1);
+  // token_embedding(x) + positional_embedding[offset : offset + t], in the weights' dtype, then .to(audio dtype)
+  at::Tensor x = (at::embedding(weights_[0], tokens) + weights_[1].narrow(0, offset_, t)).to(dtype_);  // [N, t, d]
+  return blocks_and_logits(x, [&](const at::Tensor& h, int64_t l) { return self_attention(h, l, t); });
+}
+
+at::Tensor DecoderSession::forward_static(int64_t n_kv) {
+  at::Tensor x = (at::embedding(weights_[0], step_token_) + weights_[1].index_select(0, step_position_))
+                     .to(dtype_);  // [N, 1, d]
+  const at::Tensor visible = at::arange(n_kv, step_position_.options()).le(step_position_);  // [n_kv] bool
+  return blocks_and_logits(x, [&](const at::Tensor& h, int64_t l) { return self_attention_static(h, l, visible); });
+}
+
+at::Tensor DecoderSession::forward(const at::Tensor& tokens) {
+  at::NoGradGuard no_grad;
+  const int64_t t = tokens.size(1);
+  at::Tensor logits;
+  if (t == 1 && graphs_ && use_graphs_) {
+    step_token_.copy_(tokens);
+    step_position_.fill_(offset_);
+    const int64_t n_kv = std::min(n_text_ctx_, (offset_ / kKvBucket + 1) * kKvBucket);
+    logits = graphs_->run(n_kv, [this, n_kv] { return forward_static(n_kv); });
+  } else {
+    logits = forward_eager(tokens);
+  }
+  offset_ += t;
+  return logits;
+}
+
+std::tuple<at::Tensor, at::Tensor> DecoderSession::detect_language(int64_t sot, const at::Tensor& language_tokens) {
+  check_ready("detect_language");
+  TORCH_CHECK(sot >= 0 && sot < n_vocab(), "fastwhisper.DecoderSession.detect_language: sot must be a token id in [0, ",
+              n_vocab(), "), got ", sot);
+  TORCH_CHECK(language_tokens.dim() == 1 && language_tokens.size(0) >= 1 &&
+                  language_tokens.scalar_type() == at::kLong,
+              "fastwhisper.DecoderSession.detect_language: language_tokens must be a non-empty 1-D int64 tensor, got ",
+              language_tokens.scalar_type(), " of shape ", language_tokens.sizes());
+  const at::Tensor ids = language_tokens.to(device());
+  const auto lo = ids.min().item<int64_t>(), hi = ids.max().item<int64_t>();
+  TORCH_CHECK(lo >= 0 && hi < n_vocab(), "fastwhisper.DecoderSession.detect_language: language token ids must be in [0, ",
+              n_vocab(), "), got values in [", lo, ", ", hi, "]");
+  at::NoGradGuard no_grad;
+  reset();
+  const at::Tensor sot_tokens = at::full({n_rows_, 1}, sot, ids.options());
+  // every row of an audio gives the same logits: keep the first row of each group
+  const at::Tensor logits = forward_eager(sot_tokens).select(1, 0).slice(0, 0, n_rows_, group_);  // [n_audio, V]
+  reset();
+  // whisper masks every other token with -inf, then argmax and softmax over the vocabulary: the same
+  // as both over the language tokens alone (their ids increase, so ties still go to the first)
+  const at::Tensor language_logits = logits.index_select(1, ids);  // [n_audio, n_lang]
+  return {ids.index_select(0, language_logits.argmax(-1)), language_logits.softmax(-1)};
 }
 
 at::Tensor DecoderSession::step(const at::Tensor& tokens) {
@@ -216,7 +331,8 @@ at::Tensor DecoderSession::step(const at::Tensor& tokens) {
   const auto lo = tokens.min().item<int64_t>(), hi = tokens.max().item<int64_t>();
   TORCH_CHECK(lo >= 0 && hi < n_vocab(), "fastwhisper.DecoderSession.step: token ids must be in [0, ", n_vocab(),
               "), got values in [", lo, ", ", hi, "]");
-  return forward(tokens);
+  // a copy: the CUDA graph's output buffer is overwritten by the next step
+  return forward(tokens).clone();
 }
 
 at::Tensor DecoderSession::step_last(const at::Tensor& tokens) {

@@ -9,12 +9,22 @@
 //              x += mlp.2(gelu(mlp.0(mlp_ln(x))))
 //   logits = (ln(x) @ token_embedding.T, in the activation dtype).float()
 // LayerNorms compute in fp32 and return the activation dtype (whisper's LayerNorm); Linear weights
-// are cast to the activation dtype at use, as whisper's Linear does (no cast when dtypes match).
+// are used in the activation dtype, as whisper's Linear casts them. The cast copies are made once per
+// activation dtype (none when the dtypes match) and remade by set_audio when a weight changed in place.
+//
+// On CUDA a one-token step (every step after the first) runs as a CUDA graph: the token and its
+// position are copied into static device buffers, the new K/V are written at that position, and
+// self-attention reads the first n_kv cache positions (n_kv: the position rounded up to kKvBucket)
+// with a mask hiding those past the position. One graph per bucket, captured on first use.
 #pragma once
 #include <ATen/ATen.h>
 #include <torch/custom_class.h>
 
+#include <memory>
+#include <tuple>
 #include <vector>
+
+#include "decoder/step_graphs.h"
 
 namespace fastwhisper::decoder {
 
@@ -23,6 +33,8 @@ namespace fastwhisper::decoder {
 constexpr int64_t kTensorsPerBlock = 24;
 // The weight list: token_embedding.weight, positional_embedding, 24 tensors per block, ln.weight, ln.bias.
 constexpr int64_t kTensorsOutsideBlocks = 4;
+// Self-attention key lengths of the one-token CUDA graphs are multiples of this.
+constexpr int64_t kKvBucket = 64;
 
 class DecoderSession : public torch::CustomClassHolder {
  public:
@@ -41,8 +53,18 @@ class DecoderSession : public torch::CustomClassHolder {
   at::Tensor step(const at::Tensor& tokens);
   // Same as step, returning only the last position's logits [N, 1, n_vocab].
   at::Tensor step_last(const at::Tensor& tokens);
-  // Unchecked step for the C++ decoding loop (tokens come from the loop itself).
+  // Unchecked step for the C++ decoding loop (tokens come from the loop itself). For t = 1 on CUDA
+  // the result is the CUDA graph's output buffer, overwritten by the next one-token step.
   at::Tensor forward(const at::Tensor& tokens);
+
+  // whisper's detect_language on this audio: one step of <|startoftranscript|> (sot) at position 0,
+  // logits restricted to language_tokens [n_lang] int64. Returns (language token [n_audio] int64,
+  // probabilities [n_audio, n_lang] float32 on the session's device). Leaves the session reset.
+  std::tuple<at::Tensor, at::Tensor> detect_language(int64_t sot, const at::Tensor& language_tokens);
+
+  // CUDA graphs for one-token steps on CUDA (on by default; no effect on CPU).
+  void set_cuda_graphs(bool enabled);
+  bool cuda_graphs() const { return use_graphs_; }
 
   // source_indices [N] int64: cache row i <- cache row source_indices[i], in place (beam search).
   void reorder(const at::Tensor& source_indices);
@@ -66,11 +88,25 @@ class DecoderSession : public torch::CustomClassHolder {
   const at::Tensor& block(int64_t layer, int64_t slot) const {
     return weights_[2 + layer * kTensorsPerBlock + slot];
   }
-  at::Tensor cast(const at::Tensor& w) const;               // w in the activation dtype
+  // weight i as the computation uses it (compute_: activation dtype, or fp32 for LayerNorm parameters)
+  const at::Tensor& compute_block(int64_t layer, int64_t slot) const {
+    return compute_[2 + layer * kTensorsPerBlock + slot];
+  }
+  void prepare_compute_weights();  // (re)make compute_ for dtype_ when stale
+  int64_t weights_version() const;  // sum of the weights' in-place version counters
+  void invalidate_graphs();
   at::Tensor layer_norm(const at::Tensor& x, int64_t layer, int64_t slot) const;  // whisper's LayerNorm
   at::Tensor linear(const at::Tensor& x, int64_t layer, int64_t weight_slot, int64_t bias_slot) const;
+  // x [N, t, d] through every residual block and ln, then the logits [N, t, n_vocab] float32;
+  // attend(h, layer) is the self-attention of one layer.
+  template <typename SelfAttention>
+  at::Tensor blocks_and_logits(at::Tensor x, SelfAttention attend);
   at::Tensor self_attention(const at::Tensor& h, int64_t layer, int64_t t);  // h [N, t, d] -> [N, t, d]
+  // One-token self-attention on the static buffers: h [N, 1, d], visible [n_kv] bool -> [N, 1, d]
+  at::Tensor self_attention_static(const at::Tensor& h, int64_t layer, const at::Tensor& visible);
   at::Tensor cross_attention(const at::Tensor& h, int64_t layer, int64_t t) const;
+  at::Tensor forward_eager(const at::Tensor& tokens);  // any t, at offset_
+  at::Tensor forward_static(int64_t n_kv);  // step_token_ at step_position_, the graph's body
   void check_ready(const char* method) const;
 
   std::vector<at::Tensor> weights_;
@@ -80,6 +116,14 @@ class DecoderSession : public torch::CustomClassHolder {
   int64_t n_audio_ = 0, group_ = 1, n_rows_ = 0, offset_ = 0;
   std::vector<at::Tensor> cross_k_, cross_v_;  // per layer [B, T_a, d]
   std::vector<at::Tensor> self_k_, self_v_;    // per layer [N, n_text_ctx, d]
+  std::vector<at::Tensor> compute_;            // weights_ in the dtypes the computation uses
+  at::ScalarType compute_dtype_ = at::ScalarType::Undefined;
+  int64_t compute_version_ = -1;
+  // one-token steps on CUDA
+  bool use_graphs_ = true;
+  std::unique_ptr<StepGraphs> graphs_;  // null on CPU or in a CPU-only build
+  at::Tensor step_token_;     // [N, 1] int64
+  at::Tensor step_position_;  // [1] int64: the token's position (the offset)
 };
 
 }  // namespace fastwhisper::decoder

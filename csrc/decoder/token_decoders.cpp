@@ -7,7 +7,7 @@
 
 namespace fastwhisper::decoder {
 
-bool GreedyDecoder::update(at::Tensor& buffer, int64_t length, const at::Tensor& logits, at::Tensor& sum_logprobs) {
+at::Tensor GreedyDecoder::update(at::Tensor& buffer, int64_t length, const at::Tensor& logits, at::Tensor& sum_logprobs) {
   at::Tensor next;  // [N]
   if (temperature_ == 0) {
     next = logits.argmax(-1);
@@ -23,8 +23,8 @@ bool GreedyDecoder::update(at::Tensor& buffer, int64_t length, const at::Tensor&
   sum_logprobs.add_(current * not_finished);
   next = at::where(not_finished, next, eot_);
   buffer.select(1, length).copy_(next);
-  // Host sync, once per token: whether every row has reached EOT (the loop's stop test).
-  return next.eq(eot_).all().item<bool>();
+  return next.eq(eot_).all();  // every row has reached EOT: the loop's stop test reads it
+
 }
 
 BeamSearchDecoder::BeamSearchDecoder(int64_t beam_size, int64_t eot, double patience, int64_t n_audio,
@@ -39,7 +39,7 @@ BeamSearchDecoder::BeamSearchDecoder(int64_t beam_size, int64_t eot, double pati
               ")");
 }
 
-bool BeamSearchDecoder::update(at::Tensor& buffer, int64_t length, const at::Tensor& logits,
+at::Tensor BeamSearchDecoder::update(at::Tensor& buffer, int64_t length, const at::Tensor& logits,
                                at::Tensor& sum_logprobs) {
   const int64_t n_rows = buffer.size(0), n_audio = n_rows / beam_size_, k = beam_size_ + 1;
   if (rows_.empty()) {  // first update: host copies of the initial tokens and sums
@@ -124,9 +124,10 @@ bool BeamSearchDecoder::update(at::Tensor& buffer, int64_t length, const at::Ten
   if (sources != identity) {
     session_.reorder_unchecked(at::tensor(sources, at::kLong).to(buffer.device()));
   }
-  return std::all_of(finished_.begin(), finished_.end(), [&](const auto& f) {
-    return static_cast<int64_t>(f.size()) >= max_candidates_;
-  });
+  return at::scalar_tensor(std::all_of(finished_.begin(), finished_.end(), [&](const auto& f) {
+                              return static_cast<int64_t>(f.size()) >= max_candidates_;
+                            }),
+                            at::kBool);
 }
 
 std::vector<FinishedSequence> BeamSearchDecoder::finished() const {

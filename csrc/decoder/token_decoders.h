@@ -25,8 +25,9 @@ class TokenDecoder {
   virtual ~TokenDecoder() = default;
   // buffer [N, capacity] int64 holds the sequences in columns [0, length); logits [N, n_vocab] float32 (filtered);
   // sum_logprobs [N] float32, updated in place. Writes column `length` (the next token of every row),
-  // possibly reordering rows first (beam search). Returns whisper's `completed`.
-  virtual bool update(at::Tensor& buffer, int64_t length, const at::Tensor& logits, at::Tensor& sum_logprobs) = 0;
+  // possibly reordering rows first (beam search). Returns whisper's `completed` as a 0-dim bool tensor:
+  // on the host for beam search, on the logits' device for the greedy decoder (no sync here).
+  virtual at::Tensor update(at::Tensor& buffer, int64_t length, const at::Tensor& logits, at::Tensor& sum_logprobs) = 0;
   // Beam search's finished candidates, per audio in whisper's insertion order (empty for greedy).
   virtual std::vector<FinishedSequence> finished() const { return {}; }
 };
@@ -35,7 +36,7 @@ class GreedyDecoder : public TokenDecoder {
  public:
   GreedyDecoder(double temperature, int64_t eot, std::optional<at::Generator> generator)
       : temperature_(temperature), eot_(eot), generator_(std::move(generator)) {}
-  bool update(at::Tensor& buffer, int64_t length, const at::Tensor& logits, at::Tensor& sum_logprobs) override;
+  at::Tensor update(at::Tensor& buffer, int64_t length, const at::Tensor& logits, at::Tensor& sum_logprobs) override;
 
  private:
   double temperature_;
@@ -47,7 +48,7 @@ class BeamSearchDecoder : public TokenDecoder {
  public:
   // session: its KV cache is reordered with the beams (whisper's inference.rearrange_kv_cache).
   BeamSearchDecoder(int64_t beam_size, int64_t eot, double patience, int64_t n_audio, DecoderSession& session);
-  bool update(at::Tensor& buffer, int64_t length, const at::Tensor& logits, at::Tensor& sum_logprobs) override;
+  at::Tensor update(at::Tensor& buffer, int64_t length, const at::Tensor& logits, at::Tensor& sum_logprobs) override;
   std::vector<FinishedSequence> finished() const override;
 
  private:

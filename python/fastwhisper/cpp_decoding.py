@@ -101,6 +101,7 @@ def _loop_options(task: DecodingTask) -> "torch.classes.fastwhisper.DecodeOption
     if isinstance(task.decoder, BeamSearchDecoder):
         o.beam_size = int(task.decoder.beam_size)
         o.patience = float(task.decoder.patience)
+        o.temperature = 0.0  # whisper's beam search ignores the temperature (results still report it)
     return o
 
 
@@ -133,6 +134,26 @@ def decode_cpp(
     return results[0] if single else results
 
 
+def _detect_language(task: DecodingTask, session, tokens: Tensor):
+    """DecodingTask._detect_language with the decoder step in C++ (DecoderSession.detect_language)."""
+    n_audio = tokens.shape[0]
+    languages = [task.options.language] * n_audio
+    language_probs = None
+    if task.options.language is None or task.options.task == "lang_id":
+        tokenizer = task.tokenizer
+        if tokenizer.language is None or tokenizer.language_token not in tokenizer.sot_sequence:
+            raise ValueError("This model doesn't have language tokens so it can't perform lang id")
+        codes = tokenizer.all_language_codes
+        ids = torch.tensor(tokenizer.all_language_tokens, dtype=torch.long)
+        language_tokens, probs = session.detect_language(tokenizer.sot, ids)
+        probs = probs.cpu().tolist()
+        language_probs = [dict(zip(codes, row)) for row in probs]
+        languages = [max(p, key=p.get) for p in language_probs]
+        if task.options.language is None:
+            tokens[:, task.sot_index + 1] = language_tokens.cpu()  # write the language tokens
+    return languages, language_probs
+
+
 def _run(task: DecodingTask, model: Whisper, mel: Tensor, session, seed: Optional[int]) -> List[DecodingResult]:
     """DecodingTask.run with _main_loop replaced by DecoderSession.decode."""
     task.decoder.reset()
@@ -140,19 +161,20 @@ def _run(task: DecodingTask, model: Whisper, mel: Tensor, session, seed: Optiona
     n_audio = mel.shape[0]
 
     audio_features = task._get_audio_features(mel)  # encoder forward pass
+    n_group = task.n_group
+    if session is None:
+        session = decoder_session(model.decoder)
+    # cross-attention K/V, once for this audio window; each audio gets n_group rows
+    session.set_audio(audio_features, 1 if task.options.task == "lang_id" else n_group)
     tokens = torch.tensor([task.initial_tokens]).repeat(n_audio, 1)
-    languages, language_probs = task._detect_language(audio_features, tokens)
+    languages, language_probs = _detect_language(task, session, tokens)
     if task.options.task == "lang_id":
         return [
             DecodingResult(audio_features=features, language=language, language_probs=probs)
             for features, language, probs in zip(audio_features, languages, language_probs)
         ]
 
-    n_group = task.n_group
     tokens = tokens.repeat_interleave(n_group, dim=0).to(audio_features.device)
-    if session is None:
-        session = decoder_session(model.decoder)
-    session.set_audio(audio_features, n_group)  # cross-attention K/V, once for this audio window
     loop_options = _loop_options(task)
     if seed is not None:
         loop_options.seed = int(seed)

@@ -1,0 +1,76 @@
+// StepGraphs on CUDA (at::cuda::CUDAGraph); a build without CUDA has none.
+#include "decoder/step_graphs.h"
+
+#include <map>
+
+#ifdef FASTWHISPER_WITH_CUDA
+#include <ATen/cuda/CUDAContext.h>
+#include <ATen/cuda/CUDAEvent.h>
+#include <ATen/cuda/CUDAGraph.h>
+#include <c10/cuda/CUDAGuard.h>
+#endif
+
+namespace fastwhisper::decoder {
+
+#ifdef FASTWHISPER_WITH_CUDA
+namespace {
+
+class CudaStepGraphs : public StepGraphs {
+ public:
+  explicit CudaStepGraphs(c10::Device device) : device_(device) {}
+
+  at::Tensor run(int64_t bucket, const std::function<at::Tensor()>& step) override {
+    c10::cuda::CUDAGuard device_guard(device_);
+    auto it = graphs_.find(bucket);
+    if (it == graphs_.end()) it = graphs_.emplace(bucket, capture(step)).first;
+    it->second.graph->replay();
+    return it->second.output;
+  }
+
+  void clear() override { graphs_.clear(); }
+
+ private:
+  struct Captured {
+    std::unique_ptr<at::cuda::CUDAGraph> graph;
+    at::Tensor output;
+  };
+
+  // Capture on a side stream (a graph cannot be captured on the legacy default stream), ordered
+  // after the work already queued on the current stream. One eager run first warms up the
+  // libraries (cuBLAS handles and workspaces); the step is idempotent for a given input.
+  Captured capture(const std::function<at::Tensor()>& step) {
+    const auto current = at::cuda::getCurrentCUDAStream(device_.index());
+    auto side = at::cuda::getStreamFromPool(false, device_.index());
+    at::cuda::CUDAEvent ready;
+    ready.record(current);
+    ready.block(side);
+    Captured c;
+    {
+      c10::cuda::CUDAStreamGuard stream_guard(side);
+      step();
+      c.graph = std::make_unique<at::cuda::CUDAGraph>();
+      c.graph->capture_begin();
+      c.output = step();
+      c.graph->capture_end();
+    }
+    at::cuda::CUDAEvent done;
+    done.record(side);
+    done.block(current);
+    return c;
+  }
+
+  c10::Device device_;
+  std::map<int64_t, Captured> graphs_;
+};
+
+}  // namespace
+
+std::unique_ptr<StepGraphs> make_step_graphs(c10::Device device) {
+  if (!device.is_cuda()) return nullptr;
+  return std::make_unique<CudaStepGraphs>(device);
+}
+#else
+std::unique_ptr<StepGraphs> make_step_graphs(c10::Device /*device*/) { return nullptr; }
+#endif
+
+}  // namespace fastwhisper::decoder
