@@ -34,17 +34,17 @@ def require(name: str) -> None:
 
 
 @functools.lru_cache(maxsize=None)
-def fast_model(name: str) -> fastwhisper.FastWhisper:
-    return fastwhisper.load_model(name, device="cpu", download_root="/nonexistent-whisper-cache")
+def fast_model(name: str, device: str = "cpu") -> fastwhisper.FastWhisper:
+    return fastwhisper.load_model(name, device=device, download_root="/nonexistent-whisper-cache")
 
 
 @functools.lru_cache(maxsize=None)
-def reference_model(name: str) -> Whisper:
+def reference_model(name: str, device: str = "cpu") -> Whisper:
     ckpt = BUNDLED[name][1]()
     model = Whisper(ckpt.dims)
     model.load_state_dict(ckpt.state_dict)
     model.set_alignment_heads(whisper._ALIGNMENT_HEADS[name])
-    return model.eval()
+    return model.eval().to(device)
 
 
 def normalized_wer(reference: str, hypothesis: str, language: str = "en") -> float:

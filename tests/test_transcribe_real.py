@@ -7,6 +7,7 @@ import torch
 import whisper
 
 import fastwhisper
+from conftest import requires_cuda
 from real_models import SAMPLES_DIR, fast_model, normalized_wer, reference_model, require, samples
 
 SAMPLES = samples()
@@ -96,3 +97,44 @@ def test_language_detection_matches_openai_whisper():
     assert max(ours, key=ours.get) == max(theirs, key=theirs.get) == "en"
     for lang in theirs:
         assert ours[lang] == pytest.approx(theirs[lang], abs=1e-4)
+
+
+# ---- CUDA (the H100 run; CI has no GPU) ----------------------------------------------------------
+
+
+def transcribe_pair(sample, decoder, fp16):
+    path = SAMPLES_DIR / sample["file"]
+    audio = fastwhisper.load_audio(path)
+    options = dict(fp16=fp16, language="en")
+    torch.manual_seed(0)
+    ours = fast_model("tiny.en", "cuda").transcribe(str(path), decoder=decoder, **options)
+    torch.manual_seed(0)
+    theirs = whisper.transcribe(reference_model("tiny.en", "cuda"), audio, **options)
+    return ours, theirs, audio
+
+
+@requires_cuda
+@pytest.mark.cuda
+@pytest.mark.parametrize("decoder", ["torch", "cpp"])
+@pytest.mark.parametrize("sample", ENGLISH, ids=[s["file"] for s in ENGLISH])
+def test_transcribe_cuda_fp32_matches_openai_whisper(sample, decoder):
+    require("tiny.en")
+    ours, theirs, _ = transcribe_pair(sample, decoder, fp16=False)
+    assert_same_result(ours, theirs)
+
+
+@requires_cuda
+@pytest.mark.cuda
+@pytest.mark.parametrize("decoder", ["torch", "cpp"])
+@pytest.mark.parametrize("sample", ENGLISH, ids=[s["file"] for s in ENGLISH])
+def test_transcribe_cuda_fp16_matches_openai_whisper(sample, decoder):
+    """fp16 (openai-whisper's GPU default): the same transcript as openai-whisper fp16, or a different
+    one only where openai-whisper's own fp16 and fp32 transcripts differ."""
+    require("tiny.en")
+    ours, theirs, audio = transcribe_pair(sample, decoder, fp16=True)
+    if ours["text"] != theirs["text"]:
+        torch.manual_seed(0)
+        theirs32 = whisper.transcribe(reference_model("tiny.en", "cuda"), audio, fp16=False, language="en")
+        assert theirs["text"] != theirs32["text"], (ours["text"], theirs["text"])
+    wer = normalized_wer(sample["text"], ours["text"])
+    assert wer <= MAX_WER["long" if sample["duration_s"] > 30 else "short"], ours["text"]
