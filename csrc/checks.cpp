@@ -142,4 +142,76 @@ void check_attention_args(c10::DeviceType device, const at::Tensor& q, const at:
   check_same_dtype(op, v, "v", q);
 }
 
+void check_decoder_linear_args(c10::DeviceType device, const at::Tensor& x, const std::optional<at::Tensor>& ln_weight,
+                               const std::optional<at::Tensor>& ln_bias, const std::vector<at::Tensor>& weights,
+                               const std::vector<std::optional<at::Tensor>>& biases,
+                               const std::optional<at::Tensor>& residual) {
+  const char* op = "decoder_linear";
+  check_on_device(op, device, x, "x", {});
+  check_compute_dtype(op, device, x, "x");
+  TORCH_CHECK(x.dim() == 2 && x.size(0) >= 1 && x.size(0) <= kDecoderMaxRows && x.size(1) >= 1,
+              "fastwhisper.decoder_linear: x must be 2-D [rows, features] with 1 to ", kDecoderMaxRows,
+              " rows, got ", shape_str(x.sizes()));
+  TORCH_CHECK(x.is_contiguous(), "fastwhisper.decoder_linear: x must be contiguous");
+  const int64_t k = x.size(1);
+  TORCH_CHECK(ln_weight.has_value() == ln_bias.has_value(),
+              "fastwhisper.decoder_linear: give both ln_weight and ln_bias, or neither");
+  if (ln_weight.has_value()) {
+    check_on_device(op, device, x, "x", {{"ln_weight", &*ln_weight}, {"ln_bias", &*ln_bias}});
+    for (const auto* p : {&*ln_weight, &*ln_bias}) {
+      TORCH_CHECK(p->scalar_type() == at::kFloat && p->is_contiguous(),
+                  "fastwhisper.decoder_linear: ln_weight and ln_bias must be contiguous float32, got ", p->scalar_type());
+      check_shape(op, *p, "ln_weight/ln_bias", {k});
+    }
+  }
+  TORCH_CHECK(!weights.empty() && weights.size() <= 3,
+              "fastwhisper.decoder_linear: weights must hold 1 to 3 tensors, got ", weights.size());
+  TORCH_CHECK(biases.size() == weights.size(), "fastwhisper.decoder_linear: biases must have one entry (or None) per "
+              "weight: ", weights.size(), " weights, ", biases.size(), " biases");
+  int64_t n = 0;
+  for (size_t i = 0; i < weights.size(); ++i) {
+    const at::Tensor& w = weights[i];
+    check_on_device(op, device, x, "x", {{"weights[i]", &w}});
+    TORCH_CHECK(w.dim() == 2 && w.size(1) == k && w.size(0) >= 1 && w.is_contiguous(),
+                "fastwhisper.decoder_linear: weights[", i, "] must be contiguous [out_features, ", k, "], got ",
+                shape_str(w.sizes()));
+    check_same_dtype(op, w, "weights[i]", x);
+    if (biases[i].has_value()) {
+      check_on_device(op, device, x, "x", {{"biases[i]", &*biases[i]}});
+      check_shape(op, *biases[i], "biases[i]", {w.size(0)});
+      check_same_dtype(op, *biases[i], "biases[i]", x);
+      TORCH_CHECK(biases[i]->is_contiguous(), "fastwhisper.decoder_linear: biases must be contiguous");
+    }
+    n += w.size(0);
+  }
+  if (residual.has_value()) {
+    check_on_device(op, device, x, "x", {{"residual", &*residual}});
+    check_shape(op, *residual, "residual", {x.size(0), n});
+    check_same_dtype(op, *residual, "residual", x);
+    TORCH_CHECK(residual->is_contiguous(), "fastwhisper.decoder_linear: residual must be contiguous");
+  }
+}
+
+void check_decoder_self_attention_args(c10::DeviceType device, const at::Tensor& qkv, const at::Tensor& k_cache,
+                                       const at::Tensor& v_cache, const at::Tensor& position, int64_t n_head) {
+  const char* op = "decoder_self_attention";
+  check_on_device(op, device, qkv, "qkv", {{"k_cache", &k_cache}, {"v_cache", &v_cache}, {"position", &position}});
+  check_compute_dtype(op, device, qkv, "qkv");
+  TORCH_CHECK(k_cache.dim() == 3 && k_cache.size(1) >= 1,
+              "fastwhisper.decoder_self_attention: k_cache must be 3-D [rows, n_ctx, n_state], got ",
+              shape_str(k_cache.sizes()));
+  const int64_t rows = k_cache.size(0), d = k_cache.size(2);
+  check_shape(op, qkv, "qkv", {rows, 3 * d});
+  check_shape(op, v_cache, "v_cache", k_cache.sizes());
+  check_same_dtype(op, k_cache, "k_cache", qkv);
+  check_same_dtype(op, v_cache, "v_cache", qkv);
+  TORCH_CHECK(qkv.is_contiguous() && k_cache.is_contiguous() && v_cache.is_contiguous(),
+              "fastwhisper.decoder_self_attention: qkv, k_cache and v_cache must be contiguous");
+  TORCH_CHECK(position.scalar_type() == at::kLong && position.numel() == 1,
+              "fastwhisper.decoder_self_attention: position must be a one-element int64 tensor, got ",
+              position.scalar_type(), " of shape ", shape_str(position.sizes()));
+  TORCH_CHECK(n_head >= 1 && d % n_head == 0, "fastwhisper.decoder_self_attention: n_state ", d,
+              " is not divisible by n_head ", n_head);
+}
+
 }  // namespace fastwhisper

@@ -4,6 +4,7 @@
 #include <ATen/ATen.h>
 
 #include <optional>
+#include <vector>
 
 namespace fastwhisper {
 
@@ -31,5 +32,14 @@ void check_linear_args(c10::DeviceType device, const at::Tensor& x, const at::Te
                        const std::optional<at::Tensor>& bias, const std::optional<at::Tensor>& residual);
 void check_attention_args(c10::DeviceType device, const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
                           int64_t n_head);
+
+// Rows a decoder_linear call takes at most (one position per decoded sequence).
+constexpr int64_t kDecoderMaxRows = 8;
+void check_decoder_linear_args(c10::DeviceType device, const at::Tensor& x, const std::optional<at::Tensor>& ln_weight,
+                               const std::optional<at::Tensor>& ln_bias, const std::vector<at::Tensor>& weights,
+                               const std::vector<std::optional<at::Tensor>>& biases,
+                               const std::optional<at::Tensor>& residual);
+void check_decoder_self_attention_args(c10::DeviceType device, const at::Tensor& qkv, const at::Tensor& k_cache,
+                                       const at::Tensor& v_cache, const at::Tensor& position, int64_t n_head);
 
 }  // namespace fastwhisper

@@ -17,4 +17,17 @@ TORCH_LIBRARY(fastwhisper, m) {
   m.def("encoder_forward(Tensor mel, Tensor conv1_weight, Tensor conv1_bias, Tensor conv2_weight, "
         "Tensor conv2_bias, Tensor positional_embedding, Tensor[] block_weights, Tensor ln_post_weight, "
         "Tensor ln_post_bias, int n_head) -> Tensor");
+
+  // Decoder one-token step (M <= 8 rows, one position each).
+  // x [M, K] -> h = LayerNorm(x) with fp32 ln_weight/ln_bias [K] (fp32 statistics, h in x's dtype; both
+  // None: h = x) -> h @ cat(weights)^T with weights[i] [N_i, K] (+ biases[i] [N_i]; None: no bias), each
+  // output rounded to x's dtype (then GELU) (+ residual [M, N]) -> [M, N = sum N_i] in x's dtype, or
+  // float32 when float_output.
+  m.def("decoder_linear(Tensor x, Tensor? ln_weight, Tensor? ln_bias, Tensor[] weights, Tensor?[] biases, "
+        "Tensor? residual, bool gelu, bool float_output) -> Tensor");
+  // qkv [R, 3d] (q | k | v of one new position per row), k_cache/v_cache [R, n_ctx, d], position [1] int64:
+  // writes k and v at cache position p = position[0], returns softmax(q k^T / sqrt(Dh)) v per head over
+  // cache positions 0..p -> [R, d].
+  m.def("decoder_self_attention(Tensor qkv, Tensor(a!) k_cache, Tensor(b!) v_cache, Tensor position, "
+        "int n_head) -> Tensor");
 }

@@ -59,6 +59,10 @@ TORCH_LIBRARY_FRAGMENT(fastwhisper, m) {
       // CUDA graphs for one-token steps on CUDA (default on)
       .def("set_cuda_graphs", [](const Session& s, bool enabled) { s->set_cuda_graphs(enabled); })
       .def("cuda_graphs", [](const Session& s) { return s->cuda_graphs(); })
+      // one-token steps: 0 auto (step ops for fp16/bf16 on CUDA), 1 step ops, 2 ATen ops
+      .def("set_step_kernels", [](const Session& s, int64_t mode) { s->set_step_kernels(mode); })
+      .def("step_kernels", [](const Session& s) { return s->step_kernels(); })
+      .def("uses_step_ops", [](const Session& s) { return s->uses_step_ops(); })
       // initial_tokens [N, sample_begin] int64 -> (tokens [N, L], sum_logprobs [N], no_speech_probs [N],
       // finished_tokens, finished_sum_logprobs, finished_audio)
       .def("decode", [](const Session& s, const at::Tensor& initial_tokens, const Options& options) {

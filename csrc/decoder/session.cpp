@@ -3,6 +3,8 @@
 
 #include <string>
 
+#include <ATen/core/dispatch/Dispatcher.h>
+
 #include "checks.h"
 #include "kernels.h"
 
@@ -275,15 +277,105 @@ at::Tensor DecoderSession::forward_static(int64_t n_kv) {
   return blocks_and_logits(x, [&](const at::Tensor& h, int64_t l) { return self_attention_static(h, l, visible); });
 }
 
+namespace {
+
+at::Tensor call_decoder_linear(const at::Tensor& x, const std::optional<at::Tensor>& ln_weight,
+                               const std::optional<at::Tensor>& ln_bias, at::TensorList weights,
+                               const c10::List<std::optional<at::Tensor>>& biases,
+                               const std::optional<at::Tensor>& residual, bool gelu, bool float_output) {
+  static auto op = c10::Dispatcher::singleton()
+                       .findSchemaOrThrow("fastwhisper::decoder_linear", "")
+                       .typed<at::Tensor(const at::Tensor&, const std::optional<at::Tensor>&,
+                                         const std::optional<at::Tensor>&, at::TensorList,
+                                         const c10::List<std::optional<at::Tensor>>&,
+                                         const std::optional<at::Tensor>&, bool, bool)>();
+  return op.call(x, ln_weight, ln_bias, weights, biases, residual, gelu, float_output);
+}
+
+at::Tensor call_decoder_self_attention(const at::Tensor& qkv, at::Tensor& k_cache, at::Tensor& v_cache,
+                                       const at::Tensor& position, int64_t n_head) {
+  static auto op = c10::Dispatcher::singleton()
+                       .findSchemaOrThrow("fastwhisper::decoder_self_attention", "")
+                       .typed<at::Tensor(const at::Tensor&, at::Tensor&, at::Tensor&, const at::Tensor&, int64_t)>();
+  return op.call(qkv, k_cache, v_cache, position, n_head);
+}
+
+c10::List<std::optional<at::Tensor>> bias_list(std::initializer_list<std::optional<at::Tensor>> biases) {
+  c10::List<std::optional<at::Tensor>> list;
+  for (const auto& b : biases) list.push_back(b);
+  return list;
+}
+
+}  // namespace
+
+void DecoderSession::set_step_kernels(int64_t mode) {
+  TORCH_CHECK(mode >= 0 && mode <= 2, "fastwhisper.DecoderSession.set_step_kernels: mode must be 0 (auto), "
+              "1 (step ops) or 2 (ATen ops), got ", mode);
+  step_kernels_ = static_cast<StepKernels>(mode);
+  invalidate_graphs();
+}
+
+bool DecoderSession::uses_step_ops() const {
+  if (step_kernels_ == StepKernels::kAten || n_rows_ > kDecoderMaxRows || n_rows_ < 1) return false;
+  const int64_t head_dim = n_state_ / n_head_;
+  if (n_state_ % 8 != 0 || 256 % head_dim != 0) return false;
+  if (step_kernels_ == StepKernels::kStepOps) return true;
+  return weights_[0].is_cuda() && (dtype_ == at::kHalf || dtype_ == at::kBFloat16);
+}
+
+// One token per row at step_position_ through the step ops: per layer a LayerNorm+QKV kernel, the
+// self-attention kernel (which appends K/V), the out projection with the residual, a LayerNorm+query
+// kernel, cross-attention (SDPA over the cached K/V), its out projection, and the two MLP kernels.
+at::Tensor DecoderSession::forward_step_ops() {
+  const int64_t rows = n_rows_, d = n_state_;
+  at::Tensor x = (at::embedding(weights_[0], step_token_) + weights_[1].index_select(0, step_position_))
+                     .to(dtype_)
+                     .view({rows, d});  // [R, d]
+  auto w = [&](int64_t l, int64_t slot) { return compute_block(l, slot); };
+  for (int64_t l = 0; l < n_layer_; ++l) {
+    const at::Tensor qkv = call_decoder_linear(x, w(l, kAttnLnW), w(l, kAttnLnB), {w(l, kAttnQW), w(l, kAttnKW), w(l, kAttnVW)},
+                                               bias_list({w(l, kAttnQB), std::nullopt, w(l, kAttnVB)}), std::nullopt,
+                                               false, false);  // [R, 3d]
+    const at::Tensor a = call_decoder_self_attention(qkv, self_k_[l], self_v_[l], step_position_, n_head_);  // [R, d]
+    x = call_decoder_linear(a, std::nullopt, std::nullopt, {w(l, kAttnOutW)}, bias_list({w(l, kAttnOutB)}), x, false,
+                            false);
+    const at::Tensor q = call_decoder_linear(x, w(l, kCrossLnW), w(l, kCrossLnB), {w(l, kCrossQW)},
+                                             bias_list({w(l, kCrossQB)}), std::nullopt, false, false);
+    const at::Tensor qa = q.view({n_audio_, group_, d});  // the group rows of one audio share its K/V
+    const at::Tensor c = merge_heads(at::scaled_dot_product_attention(heads(qa, n_head_), heads(cross_k_[l], n_head_),
+                                                                      heads(cross_v_[l], n_head_)))
+                             .reshape({rows, d});
+    x = call_decoder_linear(c, std::nullopt, std::nullopt, {w(l, kCrossOutW)}, bias_list({w(l, kCrossOutB)}), x, false,
+                            false);
+    const at::Tensor hidden = call_decoder_linear(x, w(l, kMlpLnW), w(l, kMlpLnB), {w(l, kMlp0W)},
+                                                  bias_list({w(l, kMlp0B)}), std::nullopt, true, false);  // [R, 4d]
+    x = call_decoder_linear(hidden, std::nullopt, std::nullopt, {w(l, kMlp2W)}, bias_list({w(l, kMlp2B)}), x, false,
+                            false);
+  }
+  const auto n = compute_.size();
+  return call_decoder_linear(x, compute_[n - 2], compute_[n - 1], {compute_[0]}, bias_list({std::nullopt}),
+                             std::nullopt, false, true)
+      .view({rows, 1, n_vocab()});  // [R, 1, n_vocab] float32
+}
+
 at::Tensor DecoderSession::forward(const at::Tensor& tokens) {
   at::NoGradGuard no_grad;
   const int64_t t = tokens.size(1);
   at::Tensor logits;
-  if (t == 1 && graphs_ && use_graphs_) {
+  const bool step_ops = t == 1 && uses_step_ops();
+  if (t == 1 && (step_ops || graphs_)) {
     step_token_.copy_(tokens);
     step_position_.fill_(offset_);
-    const int64_t n_kv = std::min(n_text_ctx_, (offset_ / kKvBucket + 1) * kKvBucket);
-    logits = graphs_->run(n_kv, [this, n_kv] { return forward_static(n_kv); });
+  }
+  if (t == 1 && graphs_ && use_graphs_) {
+    if (step_ops) {  // no key-length buckets: the attention kernel reads the position itself
+      logits = graphs_->run(-1, [this] { return forward_step_ops(); });
+    } else {
+      const int64_t n_kv = std::min(n_text_ctx_, (offset_ / kKvBucket + 1) * kKvBucket);
+      logits = graphs_->run(n_kv, [this, n_kv] { return forward_static(n_kv); });
+    }
+  } else if (step_ops) {
+    logits = forward_step_ops();
   } else {
     logits = forward_eager(tokens);
   }

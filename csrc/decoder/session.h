@@ -66,6 +66,16 @@ class DecoderSession : public torch::CustomClassHolder {
   void set_cuda_graphs(bool enabled);
   bool cuda_graphs() const { return use_graphs_; }
 
+  // How one-token steps compute: the step ops (decoder_linear with the LayerNorm and epilogues fused,
+  // decoder_self_attention) or whisper's ATen ops one by one.
+  enum class StepKernels : int64_t { kAuto = 0, kStepOps = 1, kAten = 2 };
+  // kAuto: step ops for float16/bfloat16 on CUDA with at most 8 rows, ATen otherwise (float32 keeps
+  // whisper's exact op sequence). kStepOps: wherever their shapes allow (the CPU runs their reference).
+  void set_step_kernels(int64_t mode);
+  int64_t step_kernels() const { return static_cast<int64_t>(step_kernels_); }
+  // Whether the next one-token step runs through the step ops.
+  bool uses_step_ops() const;
+
   // source_indices [N] int64: cache row i <- cache row source_indices[i], in place (beam search).
   void reorder(const at::Tensor& source_indices);
   // Unchecked reorder for the C++ loop; skips the identity permutation like whisper does.
@@ -107,6 +117,7 @@ class DecoderSession : public torch::CustomClassHolder {
   at::Tensor cross_attention(const at::Tensor& h, int64_t layer, int64_t t) const;
   at::Tensor forward_eager(const at::Tensor& tokens);  // any t, at offset_
   at::Tensor forward_static(int64_t n_kv);  // step_token_ at step_position_, the graph's body
+  at::Tensor forward_step_ops();            // the same through decoder_linear / decoder_self_attention
   void check_ready(const char* method) const;
 
   std::vector<at::Tensor> weights_;
@@ -121,6 +132,7 @@ class DecoderSession : public torch::CustomClassHolder {
   int64_t compute_version_ = -1;
   // one-token steps on CUDA
   bool use_graphs_ = true;
+  StepKernels step_kernels_ = StepKernels::kAuto;
   std::unique_ptr<StepGraphs> graphs_;  // null on CPU or in a CPU-only build
   at::Tensor step_token_;     // [N, 1] int64
   at::Tensor step_position_;  // [1] int64: the token's position (the offset)

@@ -93,6 +93,26 @@ def encoder_forward(
     )
 
 
+def decoder_linear(
+    x: Tensor,
+    weights: List[Tensor],
+    biases: List[Optional[Tensor]],
+    ln_weight: Optional[Tensor] = None,
+    ln_bias: Optional[Tensor] = None,
+    residual: Optional[Tensor] = None,
+    gelu: bool = False,
+    float_output: bool = False,
+) -> Tensor:
+    """Decoder step linear for at most 8 rows: (GELU)(LayerNorm(x) @ cat(weights).T + cat(biases)) (+ residual).
+    x [M, K]; weights[i] [N_i, K]; ln_weight/ln_bias fp32 [K] or None (no LayerNorm)."""
+    return _ops.decoder_linear(x, ln_weight, ln_bias, weights, biases, residual, gelu, float_output)
+
+
+def decoder_self_attention(qkv: Tensor, k_cache: Tensor, v_cache: Tensor, position: Tensor, n_head: int) -> Tensor:
+    """Writes qkv's k/v [R, 3d] into the caches [R, n_ctx, d] at position[0]; returns attention over 0..position."""
+    return _ops.decoder_self_attention(qkv, k_cache, v_cache, position, n_head)
+
+
 # ---- fake (meta) implementations: shapes and dtypes only -------------------------------------
 
 
@@ -132,3 +152,15 @@ def _encoder_forward_fake(
     n_out = _stem_out_frames(mel)
     torch._check(positional_embedding.shape[0] == n_out, lambda: "fastwhisper.encoder_forward: incorrect audio shape")
     return mel.new_empty((mel.shape[0], n_out, conv1_weight.shape[0]))
+
+
+@torch.library.register_fake("fastwhisper::decoder_linear")
+def _decoder_linear_fake(x, ln_weight, ln_bias, weights, biases, residual, gelu, float_output):
+    torch._check(x.dim() == 2, lambda: "fastwhisper.decoder_linear: x must be 2-D")
+    n = sum(w.shape[0] for w in weights)
+    return x.new_empty((x.shape[0], n), dtype=torch.float32 if float_output else x.dtype)
+
+
+@torch.library.register_fake("fastwhisper::decoder_self_attention")
+def _decoder_self_attention_fake(qkv, k_cache, v_cache, position, n_head):
+    return qkv.new_empty((k_cache.shape[0], k_cache.shape[2]))

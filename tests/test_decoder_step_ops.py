@@ -1,0 +1,212 @@
+"""The decoder step ops (decoder_linear, decoder_self_attention) against float64 references, opcheck,
+bad input, and the DecoderSession running its one-token steps through them."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+import whisper
+
+import fastwhisper.cpp_decoding as cd
+from fastwhisper import ops
+from conftest import DEVICES, requires_cuda, rel_err
+from test_cpp_decoder import assert_same_results, random_audio_features, random_model
+
+TOL = {torch.float32: 1e-5, torch.float16: 1e-2, torch.bfloat16: 6e-2}
+DTYPES = [torch.float32, pytest.param(torch.float16, marks=requires_cuda), pytest.param(torch.bfloat16, marks=requires_cuda)]
+
+
+def linear_case(rows, k, outs, biases, ln, residual, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(rows, k, generator=g)
+    weights = [torch.randn(n, k, generator=g) / k**0.5 for n in outs]
+    bs = [torch.randn(n, generator=g) if b else None for n, b in zip(outs, biases)]
+    ln_w = ln_b = None
+    if ln:
+        ln_w, ln_b = 1 + 0.1 * torch.randn(k, generator=g), 0.1 * torch.randn(k, generator=g)
+    res = torch.randn(rows, sum(outs), generator=g) if residual else None
+    return x, weights, bs, ln_w, ln_b, res
+
+
+def linear_reference(x, weights, biases, ln_w, ln_b, residual, gelu):
+    h = x.double()
+    if ln_w is not None:
+        h = F.layer_norm(h, (h.shape[1],), ln_w.double(), ln_b.double(), 1e-5)
+    y = torch.cat([F.linear(h, w.double(), None if b is None else b.double()) for w, b in zip(weights, biases)], 1)
+    if gelu:
+        y = F.gelu(y)
+    return y if residual is None else y + residual.double()
+
+
+LINEAR_CASES = {
+    "qkv-ln-1row": (1, 64, [64, 64, 64], [True, False, True], True, False, False),
+    "out-residual-3rows": (3, 96, [40], [True], False, True, False),
+    "mlp0-ln-gelu-5rows": (5, 64, [256], [True], True, False, True),
+    "mlp2-residual-8rows": (8, 256, [64], [True], False, True, False),
+    "logits-no-bias-2rows": (2, 64, [1001], [False], True, False, False),
+    "two-segments-odd-n": (4, 32, [7, 9], [False, True], False, True, True),
+}
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("case", list(LINEAR_CASES))
+def test_decoder_linear_matches_float64(case, device, dtype):
+    if device == "cpu" and dtype != torch.float32:
+        pytest.skip("the CPU computes in float32")
+    rows, k, outs, biases, ln, residual, gelu = LINEAR_CASES[case]
+    x, weights, bs, ln_w, ln_b, res = linear_case(rows, k, outs, biases, ln, residual)
+    expected = linear_reference(x, weights, bs, ln_w, ln_b, res, gelu)
+    cast = lambda t: None if t is None else t.to(device, dtype)  # noqa: E731
+    ln_args = [None if t is None else t.to(device) for t in (ln_w, ln_b)]  # LayerNorm parameters stay fp32
+    for float_output in (False, True):
+        out = ops.decoder_linear(cast(x), [cast(w) for w in weights], [cast(b) for b in bs], *ln_args,
+                                 residual=cast(res), gelu=gelu, float_output=float_output)
+        assert out.shape == (rows, sum(outs))
+        assert out.dtype == (torch.float32 if float_output else dtype)
+        assert rel_err(out, expected) <= TOL[dtype], case
+
+
+def attention_case(rows, n_ctx, d, position, seed=1):
+    g = torch.Generator().manual_seed(seed)
+    qkv = torch.randn(rows, 3 * d, generator=g)
+    k_cache = torch.randn(rows, n_ctx, d, generator=g)
+    v_cache = torch.randn(rows, n_ctx, d, generator=g)
+    return qkv, k_cache, v_cache, torch.tensor([position])
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("rows,n_head,position", [(1, 2, 0), (3, 4, 37), (5, 1, 63)])
+def test_decoder_self_attention_matches_float64(rows, n_head, position, device, dtype):
+    if device == "cpu" and dtype != torch.float32:
+        pytest.skip("the CPU computes in float32")
+    d, n_ctx = 64, 64
+    qkv, k_cache, v_cache, pos = attention_case(rows, n_ctx, d, position)
+    kc, vc = k_cache.to(device, dtype), v_cache.to(device, dtype)
+    untouched = [i for i in range(n_ctx) if i != position]
+    before_k = kc[:, untouched].clone()
+    out = ops.decoder_self_attention(qkv.to(device, dtype), kc, vc, pos.to(device), n_head)
+    # the caches got this position's k and v, nothing else changed
+    assert torch.equal(kc[:, position].cpu(), qkv[:, d : 2 * d].to(dtype))
+    assert torch.equal(vc[:, position].cpu(), qkv[:, 2 * d :].to(dtype))
+    assert torch.equal(kc[:, untouched], before_k)
+    keys, values = k_cache.double().clone(), v_cache.double().clone()
+    keys[:, position], values[:, position] = qkv[:, d : 2 * d].double(), qkv[:, 2 * d :].double()
+    heads = lambda t: t.reshape(rows, t.shape[1], n_head, d // n_head).transpose(1, 2)  # noqa: E731
+    q = qkv[:, :d].double().reshape(rows, 1, d)
+    expected = F.scaled_dot_product_attention(heads(q), heads(keys[:, : position + 1]), heads(values[:, : position + 1]))
+    expected = expected.transpose(1, 2).reshape(rows, d)
+    assert out.shape == (rows, d) and out.dtype == dtype
+    assert rel_err(out, expected) <= TOL[dtype]
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_opcheck_decoder_step_ops(device):
+    x, weights, bs, ln_w, ln_b, res = linear_case(3, 64, [64, 32], [True, False], True, True)
+    to = lambda t: None if t is None else t.to(device)  # noqa: E731
+    torch.library.opcheck(torch.ops.fastwhisper.decoder_linear,
+                          (to(x), to(ln_w), to(ln_b), [to(w) for w in weights], [to(b) for b in bs], to(res), True, False))
+    qkv, k_cache, v_cache, pos = attention_case(2, 16, 64, 5)
+    torch.library.opcheck(torch.ops.fastwhisper.decoder_self_attention,
+                          (to(qkv), to(k_cache), to(v_cache), to(pos), 4))
+
+
+def test_decoder_step_ops_reject_bad_input():
+    x, weights, bs, ln_w, ln_b, res = linear_case(2, 64, [32], [True], True, True)
+    with pytest.raises(RuntimeError, match="1 to 8 rows"):
+        ops.decoder_linear(torch.randn(9, 64), weights, bs)
+    with pytest.raises(RuntimeError, match=r"weights\[0\] must be contiguous \[out_features, 64\]"):
+        ops.decoder_linear(x, [torch.randn(32, 63)], bs)
+    with pytest.raises(RuntimeError, match="one entry \\(or None\\) per weight"):
+        ops.decoder_linear(x, weights, [])
+    with pytest.raises(RuntimeError, match="both ln_weight and ln_bias"):
+        ops.decoder_linear(x, weights, bs, ln_weight=ln_w)
+    with pytest.raises(RuntimeError, match="must be contiguous float32"):
+        ops.decoder_linear(x, weights, bs, ln_weight=ln_w.double(), ln_bias=ln_b)
+    with pytest.raises(RuntimeError, match="residual must have shape"):
+        ops.decoder_linear(x, weights, bs, residual=torch.randn(2, 33))
+    with pytest.raises(RuntimeError, match="float32"):
+        ops.decoder_linear(x.half(), [w.half() for w in weights], [None])
+    qkv, k_cache, v_cache, pos = attention_case(2, 16, 64, 5)
+    with pytest.raises(RuntimeError, match="one-element int64 tensor"):
+        ops.decoder_self_attention(qkv, k_cache, v_cache, pos.int(), 4)
+    with pytest.raises(RuntimeError, match=r"position must be in \[0, 16\)"):
+        ops.decoder_self_attention(qkv, k_cache, v_cache, torch.tensor([16]), 4)
+    with pytest.raises(RuntimeError, match="qkv must have shape"):
+        ops.decoder_self_attention(qkv[:, :100].contiguous(), k_cache, v_cache, pos, 4)
+    with pytest.raises(RuntimeError, match="not divisible by n_head"):
+        ops.decoder_self_attention(qkv, k_cache, v_cache, pos, 5)
+
+
+# ---- DecoderSession through the step ops ----------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def model():
+    return random_model()
+
+
+def test_session_step_ops_match_text_decoder(model):
+    """Forced onto the step ops (their CPU reference), one-token steps with groups and a reorder give
+    whisper's logits."""
+    features = random_audio_features(model, batch=2)
+    session = cd.decoder_session(model.decoder)
+    session.set_step_kernels(1)
+    session.set_audio(features, 2)  # 4 rows
+    assert session.uses_step_ops()
+    feats = features.repeat_interleave(2, dim=0)
+    cache, hooks = model.install_kv_cache_hooks()
+    kv_modules = [b.attn.key for b in model.decoder.blocks] + [b.attn.value for b in model.decoder.blocks]
+    try:
+        tokens = torch.tensor([[50257, 50362, 440]] * 4)
+        for step in range(6):
+            fed = tokens if step == 0 else tokens[:, -1:]
+            with torch.no_grad():
+                expected = model.decoder(fed, feats, kv_cache=cache)
+            out = session.step(fed)
+            assert (out - expected).abs().max().item() <= 1e-5, step
+            if step == 3:
+                source = [1, 0, 3, 3]
+                for module in kv_modules:
+                    cache[module] = cache[module][source]
+                session.reorder(torch.tensor(source))
+                tokens = tokens[source]
+            tokens = torch.cat([tokens, expected[:, -1].argmax(-1, keepdim=True)[[0, 1, 2, 3]]], dim=1)
+    finally:
+        for h in hooks:
+            h.remove()
+    with pytest.raises(RuntimeError, match="mode must be 0"):
+        session.set_step_kernels(3)
+
+
+@pytest.mark.parametrize("opts", [dict(), dict(beam_size=3), dict(without_timestamps=True)], ids=str)
+def test_decode_through_step_ops_matches_whisper(model, opts):
+    features = random_audio_features(model, batch=1 if "beam_size" in opts else 2)
+    session = cd.decoder_session(model.decoder)
+    session.set_step_kernels(1)
+    options = whisper.DecodingOptions(language="en", fp16=False, sample_len=25, **opts)
+    assert_same_results(whisper.decode(model, features, options),
+                        cd.decode_cpp(model, features, options, session=session))
+
+
+@requires_cuda
+@pytest.mark.cuda
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_session_step_ops_cuda_match_aten_steps(dtype):
+    """fp16/bf16 on CUDA use the step kernels by default (in CUDA graphs); their logits stay within
+    low-precision rounding of the ATen step's, over 120 steps."""
+    model = random_model(device="cuda")
+    features = random_audio_features(model, batch=2).to(dtype)
+    fast, aten = cd.decoder_session(model.decoder), cd.decoder_session(model.decoder)
+    aten.set_step_kernels(2)
+    for s in (fast, aten):
+        s.set_audio(features, 2)
+    assert fast.uses_step_ops() and not aten.uses_step_ops()
+    tokens = torch.tensor([[50257, 50362, 440]] * 4, device="cuda")
+    worst = 0.0
+    for step in range(120):
+        fed = tokens if step == 0 else tokens[:, -1:]
+        a, b = fast.step(fed), aten.step(fed)
+        worst = max(worst, ((a - b).abs().max() / b.abs().max()).item())
+        tokens = torch.cat([tokens, b[:, -1].argmax(-1, keepdim=True)], dim=1)
+    assert worst <= (2e-2 if dtype == torch.float16 else 6e-2), worst
