@@ -22,7 +22,7 @@ namespace fastwhisper::cuda {
 namespace {
 
 constexpr int kMaxSegments = 3;
-constexpr int kLinearWarps = 4;
+constexpr int kLinearWarps = 8;  // >= kDecoderMaxRows: one warp normalizes each input row
 
 template <typename T>
 struct Segments {
@@ -65,95 +65,106 @@ __device__ float block_reduce(float v, float* red) {
 }
 
 template <typename T, int kMaxRows, int kCols>
-__global__ void decoder_linear_kernel(const T* __restrict__ x,           // [rows, K]
-                                      const float* __restrict__ ln_w,    // [K] or nullptr (no LayerNorm)
-                                      const float* __restrict__ ln_b,    // [K]
-                                      Segments<T> seg,                   // weights [N_i, K], biases [N_i]
-                                      const T* __restrict__ residual,    // [rows, N] or nullptr
-                                      T* __restrict__ out,               // [rows, N] (out_float == nullptr)
-                                      float* __restrict__ out_float,     // [rows, N] or nullptr
-                                      int rows, int64_t K, int64_t N, bool apply_gelu) {
+__global__ void __launch_bounds__(kLinearWarps * 32)
+    decoder_linear_kernel(const T* __restrict__ x,           // [rows, K]
+                          const float* __restrict__ ln_w,    // [K] or nullptr (no LayerNorm)
+                          const float* __restrict__ ln_b,    // [K]
+                          const Segments<T> seg,             // weights [N_i, K], biases [N_i]
+                          const T* __restrict__ residual,    // [rows, N] or nullptr
+                          T* __restrict__ out,               // [rows, N] (out_float == nullptr)
+                          float* __restrict__ out_float,     // [rows, N] or nullptr
+                          int rows, int64_t K, int64_t N, bool apply_gelu) {
   extern __shared__ __align__(16) unsigned char smem_raw[];
   T* h = reinterpret_cast<T*>(smem_raw);  // [rows, K]: the (normalized) input rows
-  __shared__ float red[32];
+  const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
 
-  // 1. input rows into shared memory, through whisper's LayerNorm when given (fp32 statistics)
-  for (int m = 0; m < rows; ++m) {
-    const T* row = x + m * K;
+  // 1. input rows into shared memory; warp m takes row m (rows <= warps), through whisper's
+  //    LayerNorm when given: fp32 mean and variance (two passes), output rounded to T
+  if (warp < rows) {
+    const T* row = x + warp * K;
+    T* dst = h + warp * K;
     if (ln_w != nullptr) {
       float s = 0.f;
-      for (int64_t k = threadIdx.x; k < K; k += blockDim.x) s += static_cast<float>(row[k]);
-      const float mean = block_reduce<false>(s, red) / static_cast<float>(K);
+      for (int64_t k = lane; k < K; k += 32) s += static_cast<float>(row[k]);
+      const float mean = warp_sum(s) / static_cast<float>(K);
       float ss = 0.f;
-      for (int64_t k = threadIdx.x; k < K; k += blockDim.x) {
+      for (int64_t k = lane; k < K; k += 32) {
         const float dv = static_cast<float>(row[k]) - mean;
         ss += dv * dv;
       }
-      const float rstd = rsqrtf(block_reduce<false>(ss, red) / static_cast<float>(K) + 1e-5f);
-      for (int64_t k = threadIdx.x; k < K; k += blockDim.x) {
-        h[m * K + k] = static_cast<T>((static_cast<float>(row[k]) - mean) * rstd * ln_w[k] + ln_b[k]);
+      const float rstd = rsqrtf(warp_sum(ss) / static_cast<float>(K) + 1e-5f);
+      for (int64_t k = lane; k < K; k += 32) {
+        dst[k] = static_cast<T>((static_cast<float>(row[k]) - mean) * rstd * ln_w[k] + ln_b[k]);
       }
     } else {
-      for (int64_t k = threadIdx.x; k < K; k += blockDim.x) h[m * K + k] = row[k];
+      for (int64_t k = lane; k < K; k += 32) dst[k] = row[k];
     }
   }
   __syncthreads();
 
-  // 2. each warp: kCols output columns, each a dot product of a weight row with every input row
-  const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
+  // 2. each warp: kCols output columns; its lanes stream the weight rows in 16-byte vectors,
+  //    kUnroll vectors per column in flight, and multiply them with every input row
   const int64_t col0 = (static_cast<int64_t>(blockIdx.x) * kLinearWarps + warp) * kCols;
   const T* wrow[kCols];
-  const T* brow[kCols];
+  float bias[kCols];
 #pragma unroll
   for (int c = 0; c < kCols; ++c) {
     const int64_t n = col0 + c;
     wrow[c] = nullptr;
-    brow[c] = nullptr;
+    bias[c] = 0.f;
     if (n < N) {
       int i = 0;
-      while (n >= seg.end[i]) ++i;
+      while (i + 1 < seg.count && n >= seg.end[i]) ++i;
       const int64_t local = n - (i == 0 ? 0 : seg.end[i - 1]);
       wrow[c] = seg.weight[i] + local * K;
-      brow[c] = seg.bias[i] == nullptr ? nullptr : seg.bias[i] + local;
+      if (seg.bias[i] != nullptr) bias[c] = static_cast<float>(seg.bias[i][local]);
     }
   }
   constexpr int V = Pack<T>::kSize;
+  constexpr int kUnroll = 4;
   float acc[kCols][kMaxRows];
 #pragma unroll
   for (int c = 0; c < kCols; ++c)
 #pragma unroll
     for (int m = 0; m < kMaxRows; ++m) acc[c][m] = 0.f;
 
-#pragma unroll 2
-  for (int64_t k = static_cast<int64_t>(lane) * V; k < K; k += 32 * V) {
-    Pack<T> w[kCols];
+  for (int64_t k0 = static_cast<int64_t>(lane) * V; k0 < K; k0 += 32 * V * kUnroll) {
+    Pack<T> w[kUnroll][kCols];
 #pragma unroll
-    for (int c = 0; c < kCols; ++c) {
-      if (wrow[c] != nullptr) w[c] = *reinterpret_cast<const Pack<T>*>(wrow[c] + k);
+    for (int u = 0; u < kUnroll; ++u) {
+      const int64_t k = k0 + static_cast<int64_t>(u) * 32 * V;
+#pragma unroll
+      for (int c = 0; c < kCols; ++c) {
+        if (k < K && wrow[c] != nullptr) w[u][c] = *reinterpret_cast<const Pack<T>*>(wrow[c] + k);
+      }
     }
 #pragma unroll
-    for (int m = 0; m < kMaxRows; ++m) {
-      if (m < rows) {
-        const Pack<T> hv = *reinterpret_cast<const Pack<T>*>(h + m * K + k);
+    for (int u = 0; u < kUnroll; ++u) {
+      const int64_t k = k0 + static_cast<int64_t>(u) * 32 * V;
+      if (k >= K) break;
 #pragma unroll
-        for (int c = 0; c < kCols; ++c) {
+      for (int m = 0; m < kMaxRows; ++m) {
+        if (m < rows) {
+          const Pack<T> hv = *reinterpret_cast<const Pack<T>*>(h + m * K + k);
 #pragma unroll
-          for (int j = 0; j < V; ++j) acc[c][m] += static_cast<float>(w[c].v[j]) * static_cast<float>(hv.v[j]);
+          for (int c = 0; c < kCols; ++c) {
+#pragma unroll
+            for (int j = 0; j < V; ++j) acc[c][m] += static_cast<float>(w[u][c].v[j]) * static_cast<float>(hv.v[j]);
+          }
         }
       }
     }
   }
 
-  // 3. reduce over the warp; lane m stores row m of each column
+  // 3. reduce over the warp; lane m applies the epilogue to row m and stores it
 #pragma unroll
   for (int c = 0; c < kCols; ++c) {
+    const int64_t n = col0 + c;
 #pragma unroll
     for (int m = 0; m < kMaxRows; ++m) {
       const float total = warp_sum(acc[c][m]);
-      const int64_t n = col0 + c;
       if (lane == m && m < rows && n < N) {
-        float v = total + (brow[c] != nullptr ? static_cast<float>(*brow[c]) : 0.f);
-        T y = static_cast<T>(v);  // the Linear's output
+        T y = static_cast<T>(total + bias[c]);  // the Linear's output
         if (apply_gelu) y = static_cast<T>(gelu(static_cast<float>(y)));
         if (residual != nullptr) y = static_cast<T>(static_cast<float>(residual[m * N + n]) + static_cast<float>(y));
         if (out_float != nullptr) {
@@ -289,9 +300,9 @@ at::Tensor decoder_linear(const at::Tensor& x, const std::optional<at::Tensor>& 
     scalar_t* o = float_output ? nullptr : out.data_ptr<scalar_t>();
     float* of = float_output ? out.data_ptr<float>() : nullptr;
     if (n >= 16384) {  // the vocabulary projection: more columns per warp, fewer LayerNorm recomputations
-      launch_linear_rows<scalar_t, 8>(x, ln_w, ln_b, seg, res, o, of, n, gelu_act);
-    } else {
-      launch_linear_rows<scalar_t, 2>(x, ln_w, ln_b, seg, res, o, of, n, gelu_act);
+      launch_linear_rows<scalar_t, 4>(x, ln_w, ln_b, seg, res, o, of, n, gelu_act);
+    } else {  // one column per warp: the most warps streaming weights
+      launch_linear_rows<scalar_t, 1>(x, ln_w, ln_b, seg, res, o, of, n, gelu_act);
     }
   });
   return out;

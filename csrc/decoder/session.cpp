@@ -232,11 +232,13 @@ void DecoderSession::set_audio(const at::Tensor& audio_features, int64_t group) 
   if (!reuse) {
     self_k_.assign(n_layer_, at::Tensor());
     self_v_.assign(n_layer_, at::Tensor());
-    // zeros, not empty: the one-token graphs read masked positions past the token, and masking
-    // (score - inf) only hides finite values; uninitialized memory may hold NaN
+    // One tensor for every layer's K and V, so a beam reorder is one gather. Zeros, not empty: the
+    // one-token graphs read masked positions past the token, and masking (score - inf) only hides
+    // finite values; uninitialized memory may hold NaN.
+    kv_cache_ = at::zeros({n_layer_, 2, rows, n_text_ctx_, n_state_}, audio_features.options());
     for (int64_t l = 0; l < n_layer_; ++l) {
-      self_k_[l] = at::zeros({rows, n_text_ctx_, n_state_}, audio_features.options());
-      self_v_[l] = at::zeros({rows, n_text_ctx_, n_state_}, audio_features.options());
+      self_k_[l] = kv_cache_.select(0, l).select(0, 0);  // [rows, n_text_ctx, d], contiguous
+      self_v_[l] = kv_cache_.select(0, l).select(0, 1);
     }
     step_token_ = at::zeros({rows, 1}, audio_features.options().dtype(at::kLong));
     step_position_ = at::zeros({1}, audio_features.options().dtype(at::kLong));
@@ -434,12 +436,8 @@ at::Tensor DecoderSession::step_last(const at::Tensor& tokens) {
 void DecoderSession::reorder_unchecked(const at::Tensor& source_indices) {
   at::NoGradGuard no_grad;
   if (offset_ == 0) return;
-  for (int64_t l = 0; l < n_layer_; ++l) {
-    for (at::Tensor* cache : {&self_k_[l], &self_v_[l]}) {
-      at::Tensor used = cache->narrow(1, 0, offset_);  // [N, offset, d]
-      used.copy_(used.index_select(0, source_indices));
-    }
-  }
+  at::Tensor used = kv_cache_.narrow(3, 0, offset_);  // [n_layer, 2, N, offset, d]
+  used.copy_(used.index_select(2, source_indices));
 }
 
 void DecoderSession::reorder(const at::Tensor& source_indices) {

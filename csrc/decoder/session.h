@@ -126,7 +126,8 @@ class DecoderSession : public torch::CustomClassHolder {
   at::ScalarType dtype_ = at::kFloat;  // activation dtype (the audio features')
   int64_t n_audio_ = 0, group_ = 1, n_rows_ = 0, offset_ = 0;
   std::vector<at::Tensor> cross_k_, cross_v_;  // per layer [B, T_a, d]
-  std::vector<at::Tensor> self_k_, self_v_;    // per layer [N, n_text_ctx, d]
+  at::Tensor kv_cache_;                        // [n_layer, 2 (K, V), N, n_text_ctx, d]
+  std::vector<at::Tensor> self_k_, self_v_;    // per layer [N, n_text_ctx, d]: views into kv_cache_
   std::vector<at::Tensor> compute_;            // weights_ in the dtypes the computation uses
   at::ScalarType compute_dtype_ = at::ScalarType::Undefined;
   int64_t compute_version_ = -1;
