@@ -214,4 +214,72 @@ void check_decoder_self_attention_args(c10::DeviceType device, const at::Tensor&
               " is not divisible by n_head ", n_head);
 }
 
+void check_decoder_cross_attention_args(c10::DeviceType device, const at::Tensor& q, const at::Tensor& k,
+                                        const at::Tensor& v, int64_t n_head) {
+  const char* op = "decoder_cross_attention";
+  check_on_device(op, device, q, "q", {{"k", &k}, {"v", &v}});
+  check_compute_dtype(op, device, q, "q");
+  TORCH_CHECK(q.dim() == 2 && q.size(0) >= 1 && q.size(1) >= 1,
+              "fastwhisper.decoder_cross_attention: q must be 2-D [rows, n_state], got ", shape_str(q.sizes()));
+  const int64_t rows = q.size(0), d = q.size(1);
+  TORCH_CHECK(k.dim() == 3 && k.size(0) >= 1 && k.size(1) >= 1 && k.size(2) == d,
+              "fastwhisper.decoder_cross_attention: k must be 3-D [windows, n_audio_ctx, ", d, "], got ",
+              shape_str(k.sizes()));
+  check_shape(op, v, "v", k.sizes());
+  TORCH_CHECK(rows % k.size(0) == 0, "fastwhisper.decoder_cross_attention: the ", rows,
+              " rows of q must be a multiple of the ", k.size(0), " audio windows of k (rows per window)");
+  check_same_dtype(op, k, "k", q);
+  check_same_dtype(op, v, "v", q);
+  TORCH_CHECK(q.is_contiguous() && k.is_contiguous() && v.is_contiguous(),
+              "fastwhisper.decoder_cross_attention: q, k and v must be contiguous");
+  TORCH_CHECK(n_head >= 1 && d % n_head == 0, "fastwhisper.decoder_cross_attention: n_state ", d,
+              " is not divisible by n_head ", n_head);
+}
+
+void check_decoder_greedy_update_args(c10::DeviceType device, const at::Tensor& logits, const at::Tensor& tokens,
+                                      const at::Tensor& sum_logprobs, int64_t length, int64_t eot) {
+  const char* op = "decoder_greedy_update";
+  check_on_device(op, device, logits, "logits", {{"tokens", &tokens}, {"sum_logprobs", &sum_logprobs}});
+  TORCH_CHECK(logits.dim() == 2 && logits.size(0) >= 1 && logits.size(1) >= 1 && logits.scalar_type() == at::kFloat,
+              "fastwhisper.decoder_greedy_update: logits must be a 2-D float32 tensor [rows, n_vocab], got ",
+              logits.scalar_type(), " of shape ", shape_str(logits.sizes()));
+  const int64_t rows = logits.size(0);
+  TORCH_CHECK(tokens.dim() == 2 && tokens.size(0) == rows && tokens.scalar_type() == at::kLong && tokens.is_contiguous(),
+              "fastwhisper.decoder_greedy_update: tokens must be a contiguous int64 tensor [", rows,
+              ", capacity], got ", tokens.scalar_type(), " of shape ", shape_str(tokens.sizes()));
+  TORCH_CHECK(length >= 1 && length < tokens.size(1), "fastwhisper.decoder_greedy_update: length must be in [1, ",
+              tokens.size(1), ") (a token so far, and room for the next), got ", length);
+  TORCH_CHECK(sum_logprobs.dim() == 1 && sum_logprobs.size(0) == rows && sum_logprobs.scalar_type() == at::kFloat &&
+                  sum_logprobs.is_contiguous(),
+              "fastwhisper.decoder_greedy_update: sum_logprobs must be a contiguous float32 tensor [", rows, "], got ",
+              sum_logprobs.scalar_type(), " of shape ", shape_str(sum_logprobs.sizes()));
+  TORCH_CHECK(eot >= 0 && eot < logits.size(1), "fastwhisper.decoder_greedy_update: eot must be a token id in [0, ",
+              logits.size(1), "), got ", eot);
+}
+
+void check_decoder_timestamp_rules_args(c10::DeviceType device, const at::Tensor& logits, const at::Tensor& tokens,
+                                        int64_t sample_begin, int64_t timestamp_begin, int64_t eot,
+                                        int64_t no_timestamps, int64_t max_initial_timestamp_index) {
+  const char* op = "decoder_timestamp_rules";
+  check_on_device(op, device, logits, "logits", {{"tokens", &tokens}});
+  TORCH_CHECK(logits.dim() == 2 && logits.size(0) >= 1 && logits.size(1) >= 1 && logits.scalar_type() == at::kFloat &&
+                  logits.stride(1) == 1,
+              "fastwhisper.decoder_timestamp_rules: logits must be a 2-D float32 tensor [rows, n_vocab] with "
+              "contiguous rows, got ", logits.scalar_type(), " of shape ", shape_str(logits.sizes()));
+  const int64_t rows = logits.size(0), n_vocab = logits.size(1);
+  TORCH_CHECK(tokens.dim() == 2 && tokens.size(0) == rows && tokens.scalar_type() == at::kLong &&
+                  (tokens.size(1) <= 1 || tokens.stride(1) == 1),
+              "fastwhisper.decoder_timestamp_rules: tokens must be an int64 tensor [", rows,
+              ", length] with contiguous rows, got ", tokens.scalar_type(), " of shape ", shape_str(tokens.sizes()));
+  TORCH_CHECK(sample_begin >= 0 && sample_begin <= tokens.size(1), "fastwhisper.decoder_timestamp_rules: sample_begin ",
+              sample_begin, " must be in [0, ", tokens.size(1), "] (the tokens so far)");
+  TORCH_CHECK(eot >= 0 && eot < timestamp_begin && timestamp_begin < n_vocab,
+              "fastwhisper.decoder_timestamp_rules: need 0 <= eot < timestamp_begin < n_vocab = ", n_vocab, ", got eot ",
+              eot, ", timestamp_begin ", timestamp_begin);
+  TORCH_CHECK(no_timestamps >= -1 && no_timestamps < n_vocab,
+              "fastwhisper.decoder_timestamp_rules: no_timestamps must be a token id or -1, got ", no_timestamps);
+  TORCH_CHECK(max_initial_timestamp_index >= -1, "fastwhisper.decoder_timestamp_rules: max_initial_timestamp_index "
+              "must be >= 0 or -1 (no limit), got ", max_initial_timestamp_index);
+}
+
 }  // namespace fastwhisper

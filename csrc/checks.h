@@ -41,5 +41,12 @@ void check_decoder_linear_args(c10::DeviceType device, const at::Tensor& x, cons
                                const std::optional<at::Tensor>& residual);
 void check_decoder_self_attention_args(c10::DeviceType device, const at::Tensor& qkv, const at::Tensor& k_cache,
                                        const at::Tensor& v_cache, const at::Tensor& position, int64_t n_head);
+void check_decoder_cross_attention_args(c10::DeviceType device, const at::Tensor& q, const at::Tensor& k,
+                                        const at::Tensor& v, int64_t n_head);
+void check_decoder_timestamp_rules_args(c10::DeviceType device, const at::Tensor& logits, const at::Tensor& tokens,
+                                        int64_t sample_begin, int64_t timestamp_begin, int64_t eot,
+                                        int64_t no_timestamps, int64_t max_initial_timestamp_index);
+void check_decoder_greedy_update_args(c10::DeviceType device, const at::Tensor& logits, const at::Tensor& tokens,
+                                      const at::Tensor& sum_logprobs, int64_t length, int64_t eot);
 
 }  // namespace fastwhisper

@@ -30,4 +30,21 @@ TORCH_LIBRARY(fastwhisper, m) {
   // cache positions 0..p -> [R, d].
   m.def("decoder_self_attention(Tensor qkv, Tensor(a!) k_cache, Tensor(b!) v_cache, Tensor position, "
         "int n_head) -> Tensor");
+  // q [R, d] (one position per row), k/v [B, T, d] (cross-attention K/V of B audio windows), R = B * group:
+  // row r attends to window r / group (rows of one window are adjacent) -> softmax(q k^T / sqrt(Dh)) v per
+  // head -> [R, d].
+  m.def("decoder_cross_attention(Tensor q, Tensor k, Tensor v, int n_head) -> Tensor");
+  // Greedy decoding's token choice (whisper's GreedyDecoder.update at temperature 0): logits [N, V] float32
+  // (filtered), tokens [N, capacity] int64 holding each sequence in columns [0, length), sum_logprobs [N]
+  // float32. next = argmax (first on ties); rows whose last token is eot get eot and keep their sum, the
+  // others add log_softmax(logits)[next]; writes next into column `length`. Returns whether every row's
+  // new token is eot (0-dim bool, on the logits' device).
+  m.def("decoder_greedy_update(Tensor logits, Tensor(a!) tokens, Tensor(b!) sum_logprobs, int length, int eot) "
+        "-> Tensor");
+  // whisper's ApplyTimestampRules on logits [N, V] float32 in place, tokens [N, L] int64 the sequences so far
+  // (sampled tokens from column sample_begin): <|notimestamps|> suppressed (no_timestamps >= 0), timestamps
+  // in pairs and non-decreasing, the first sampled token a timestamp at most max_initial_timestamp_index
+  // (-1: no limit), and text suppressed where the timestamps' total probability beats every text token.
+  m.def("decoder_timestamp_rules(Tensor(a!) logits, Tensor tokens, int sample_begin, int timestamp_begin, int eot, "
+        "int no_timestamps, int max_initial_timestamp_index) -> ()");
 }

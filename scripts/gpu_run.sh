@@ -3,7 +3,9 @@
 # included), then the encoder benchmark. Logs and results go to $OUT.
 # Usage: scripts/gpu_run.sh <commit> [benchmark args...]
 # Env: SKIP_BENCH=1 (no encoder benchmark), DECODER_BENCH=1 (decoder ms/token), SKIP_BUILD=1 (reuse
-# the build of an earlier call on the same warm machine), PYTEST_ARGS (default: tests).
+# the build of an earlier call on the same warm machine), PYTEST_ARGS (default: tests; "none": no
+# tests), PROFILE=models (per-kernel profile of encoder and decoder, benchmarks/profile_kernels.py),
+# DECODER_BENCH_ARGS (extra decoder_bench.py arguments).
 set -uo pipefail
 commit=${1:-unknown}
 shift || true
@@ -42,11 +44,17 @@ else
 fi
 so=$(python3 -c "import fastwhisper, glob, os; print(glob.glob(os.path.dirname(fastwhisper.__file__) + '/_C*.so')[0])")
 readelf -d "$so" | grep -q 'libstdc++' || echo "WARNING: $so does not link libstdc++ dynamically"
-python3 -m pytest ${PYTEST_ARGS:-tests} -q -rs -p no:cacheprovider 2>&1 | tee "$OUT/pytest.log" | tail -25
+if [ "${PYTEST_ARGS:-}" != "none" ]; then
+  python3 -m pytest ${PYTEST_ARGS:-tests} -q -rs -p no:cacheprovider 2>&1 | tee "$OUT/pytest.log" | tail -25
+fi
+if [ -n "${PROFILE:-}" ]; then
+  python3 benchmarks/profile_kernels.py --models "$PROFILE" --out "$OUT/profile.json" > "$OUT/profile.log" 2>&1
+  grep -E "^## " "$OUT/profile.log"
+fi
 if [ -z "${SKIP_BENCH:-}" ]; then  # SKIP_BENCH=1: tests only
   python3 benchmarks/encoder_bench.py --commit "$commit" --out "$OUT/encoder.json" "$@" 2>&1 | tee "$OUT/bench.log" | tail -45
   python3 benchmarks/encoder_parity.py --device cuda --out "$OUT/encoder-parity.json" 2>&1 | tee "$OUT/parity.log"
 fi
 if [ -n "${DECODER_BENCH:-}" ]; then  # DECODER_BENCH=1: decoder ms/token, openai-whisper vs the C++ loop
-  python3 benchmarks/decoder_bench.py --commit "$commit" --out "$OUT/decoder.json" 2>&1 | tee "$OUT/decoder.log" | tail -30
+  python3 benchmarks/decoder_bench.py --commit "$commit" --out "$OUT/decoder.json" ${DECODER_BENCH_ARGS:-} 2>&1 | tee "$OUT/decoder.log" | tail -40
 fi

@@ -44,6 +44,11 @@ LINEAR_CASES = {
     "mlp2-residual-8rows": (8, 256, [64], [True], False, True, False),
     "logits-no-bias-2rows": (2, 64, [1001], [False], True, False, False),
     "two-segments-odd-n": (4, 32, [7, 9], [False, True], False, True, True),
+    # long rows: split over several warps (fp16 above 2048 features, fp32 above 1024)
+    "mlp2-split-k-2rows": (2, 5120, [48], [True], False, True, False),
+    "split-k-ln-1row": (1, 2560, [24, 8], [True, False], True, False, False),
+    # the vocabulary projection's kernel (several columns per warp from 16384 columns)
+    "vocab-columns-3rows": (3, 64, [16500], [False], True, False, False),
 }
 
 

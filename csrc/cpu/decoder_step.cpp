@@ -1,7 +1,9 @@
-// CPU reference of the decoder step ops (decoder_linear, decoder_self_attention): the ATen ops
-// whisper/model.py runs, in its order and dtypes. The CUDA kernels (cuda/decoder_step.cu) are checked
-// against these.
+// CPU reference of the decoder step ops (decoder_linear, decoder_self_attention,
+// decoder_cross_attention, decoder_greedy_update): the ATen ops whisper/model.py and whisper/decoding.py
+// run, in their order and dtypes. The CUDA kernels (cuda/decoder_*.cu) are checked against these.
 #include <torch/library.h>
+
+#include <limits>
 
 #include "checks.h"
 #include "kernels.h"
@@ -43,9 +45,82 @@ at::Tensor decoder_self_attention(const at::Tensor& qkv, at::Tensor& k_cache, at
   return a.transpose(1, 2).reshape({rows, d});
 }
 
+at::Tensor decoder_cross_attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, int64_t n_head) {
+  check_decoder_cross_attention_args(c10::DeviceType::CPU, q, k, v, n_head);
+  const int64_t rows = q.size(0), d = q.size(1), windows = k.size(0), dh = d / n_head;
+  // [W, L, d] -> [W, H, L, Dh]; the rows of one window become its query positions
+  auto heads = [&](const at::Tensor& t) { return t.reshape({windows, -1, n_head, dh}).transpose(1, 2); };
+  const at::Tensor a = at::scaled_dot_product_attention(heads(q), heads(k), heads(v));  // [W, H, R / W, Dh]
+  return a.transpose(1, 2).reshape({rows, d});
+}
+
+at::Tensor decoder_greedy_update(const at::Tensor& logits, at::Tensor& tokens, at::Tensor& sum_logprobs,
+                                 int64_t length, int64_t eot) {
+  check_decoder_greedy_update_args(c10::DeviceType::CPU, logits, tokens, sum_logprobs, length, eot);
+  at::Tensor next = logits.argmax(-1);  // [N]
+  const at::Tensor logprobs = at::log_softmax(logits, -1);
+  const at::Tensor current = logprobs.gather(1, next.unsqueeze(1)).squeeze(1);  // [N]
+  const at::Tensor not_finished = tokens.select(1, length - 1).ne(eot);          // [N]
+  sum_logprobs.add_(current * not_finished);
+  next = at::where(not_finished, next, eot);
+  tokens.select(1, length).copy_(next);
+  return next.eq(eot).all();
+}
+
+void decoder_timestamp_rules(at::Tensor& logits, const at::Tensor& tokens, int64_t sample_begin, int64_t timestamp_begin,
+                             int64_t eot, int64_t no_timestamps, int64_t max_initial_timestamp_index) {
+  check_decoder_timestamp_rules_args(c10::DeviceType::CPU, logits, tokens, sample_begin, timestamp_begin, eot,
+                                     no_timestamps, max_initial_timestamp_index);
+  constexpr double kNegInf = -std::numeric_limits<double>::infinity();
+  const int64_t n_vocab = logits.size(1), tb = timestamp_begin;
+  const at::Tensor columns = at::arange(n_vocab, tokens.options()).unsqueeze(0);  // [1, V]
+  // suppress <|notimestamps|>, which is handled by without_timestamps
+  if (no_timestamps >= 0) logits.select(1, no_timestamps).fill_(kNegInf);
+
+  // timestamps have to appear in pairs, except directly before EOT; and must not decrease
+  const int64_t n_sampled = tokens.size(1) - sample_begin;
+  if (n_sampled >= 1) {
+    const at::Tensor seq = tokens.narrow(1, sample_begin, n_sampled);  // [N, n_sampled]
+    const at::Tensor is_ts = seq.ge(tb);
+    const at::Tensor last = is_ts.select(1, n_sampled - 1);                                          // [N]
+    const at::Tensor penultimate = n_sampled < 2 ? at::ones_like(last) : is_ts.select(1, n_sampled - 2);  // [N]
+    const at::Tensor pair_open = last.logical_and(penultimate.logical_not());  // last was a lone timestamp
+    // last timestamp token of each row (rows without one are masked out by has_ts)
+    const at::Tensor positions = at::arange(n_sampled, tokens.options()).unsqueeze(0);  // [1, n_sampled]
+    const at::Tensor last_pos = at::where(is_ts, positions, -1).amax(1, /*keepdim=*/true).clamp_min(0);  // [N, 1]
+    const at::Tensor ts_last = seq.gather(1, last_pos);                                              // [N, 1]
+    const at::Tensor has_ts = is_ts.any(1, /*keepdim=*/true);                                         // [N, 1]
+    const at::Tensor cutoff = at::where(pair_open.unsqueeze(1), ts_last, ts_last + 1);                // [N, 1]
+    const at::Tensor is_ts_col = columns.ge(tb);                                                     // [1, V]
+    at::Tensor mask = last.logical_and(penultimate).unsqueeze(1).logical_and(is_ts_col);  // has to be text
+    mask.logical_or_(pair_open.unsqueeze(1).logical_and(columns.lt(eot)));              // cannot be text
+    mask.logical_or_(has_ts.logical_and(is_ts_col).logical_and(columns.lt(cutoff)));    // no going back
+    logits.masked_fill_(mask, kNegInf);
+  }
+
+  if (n_sampled == 0) {
+    // suppress generating non-timestamp tokens at the beginning
+    logits.narrow(1, 0, tb).fill_(kNegInf);
+    // apply the max_initial_timestamp option
+    if (max_initial_timestamp_index >= 0) {
+      const int64_t first_banned = tb + max_initial_timestamp_index + 1;
+      if (first_banned < n_vocab) logits.narrow(1, first_banned, n_vocab - first_banned).fill_(kNegInf);
+    }
+  }
+
+  // if the total probability of the timestamps is above any text token's, sample a timestamp
+  const at::Tensor logprobs = at::log_softmax(logits, -1);
+  const at::Tensor timestamp_logprob = logprobs.narrow(1, tb, n_vocab - tb).logsumexp(-1);  // [N]
+  const at::Tensor max_text_logprob = logprobs.narrow(1, 0, tb).amax(-1);                    // [N]
+  logits.masked_fill_(timestamp_logprob.gt(max_text_logprob).unsqueeze(1).logical_and(columns.lt(tb)), kNegInf);
+}
+
 TORCH_LIBRARY_IMPL(fastwhisper, CPU, m) {
   m.impl("decoder_linear", &decoder_linear);
   m.impl("decoder_self_attention", &decoder_self_attention);
+  m.impl("decoder_cross_attention", &decoder_cross_attention);
+  m.impl("decoder_greedy_update", &decoder_greedy_update);
+  m.impl("decoder_timestamp_rules", &decoder_timestamp_rules);
 }
 
 }  // namespace fastwhisper::cpu

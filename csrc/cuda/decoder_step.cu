@@ -1,20 +1,25 @@
 // CUDA kernels of the decoder's one-token step (CPU reference: cpu/decoder_step.cpp).
 //
 // decoder_linear: a matrix-vector product for at most 8 rows. A GEMM library tiles for large M; at
-// M <= 8 the step is a pass over the weights, so each warp streams whole weight rows with 16-byte
-// loads and keeps every input row in shared memory. The optional LayerNorm of the input runs in the
-// same kernel (each block normalizes the few input rows itself), and bias, GELU and the residual add
-// are applied to the accumulator before the single store. Rounding follows whisper's ops: the
-// LayerNorm output, the linear output (bias added in fp32), the GELU output and the residual sum are
-// each rounded to the activation dtype.
+// M <= 8 the step is a pass over the weights, so each warp streams weight rows with 16-byte loads
+// and keeps every input row in shared memory. A kernel issues its first weight loads before it waits
+// for the kernel that produces its input (PDL, see device_utils.cuh), so the weights stream while the
+// previous kernel finishes. Long rows are split over up to 8 warps (their partial sums meet in shared
+// memory) so that every row's loads are in flight at once. The optional LayerNorm of the input runs
+// in the same kernel (each block normalizes the few input rows itself), and bias, GELU and the
+// residual add are applied to the accumulator before the single store. Rounding follows whisper's
+// ops: the LayerNorm output, the linear output (bias added in fp32), the GELU output and the residual
+// sum are each rounded to the activation dtype.
 //
 // decoder_self_attention: one block per (row, head) writes the new K/V at the position read from
-// device memory (so a CUDA graph can replay it for every position) and attends over positions 0..p.
+// device memory (so a CUDA graph can replay it for every position) and attends over positions 0..p:
+// one key per thread (16-byte loads), then the value sum with one 16-byte slice of the head per thread.
 #include <torch/library.h>
 
 #include <cmath>
 
 #include "checks.h"
+#include "cuda/device_utils.cuh"
 #include "gelu.h"
 #include "launch.cuh"
 
@@ -23,6 +28,7 @@ namespace {
 
 constexpr int kMaxSegments = 3;
 constexpr int kLinearWarps = 8;  // >= kDecoderMaxRows: one warp normalizes each input row
+constexpr int kMaxSplit = 8;     // warps sharing one weight row at most (kLinearWarps)
 
 template <typename T>
 struct Segments {
@@ -32,39 +38,57 @@ struct Segments {
   int count;
 };
 
-// 16 bytes of T, loaded and stored as one vector.
+// Input rows -> shared memory h [rows, K], through whisper's LayerNorm when ln_w is given (fp32
+// statistics, two passes, output rounded to T). Warp m normalizes row m; a plain copy uses every thread.
 template <typename T>
-struct alignas(16) Pack {
-  static constexpr int kSize = 16 / sizeof(T);
-  T v[kSize];
-};
-
-__device__ __forceinline__ float warp_sum(float v) {
+__device__ void load_input_rows(const T* __restrict__ x, const float* __restrict__ ln_w,
+                                const float* __restrict__ ln_b, T* h, int rows, int64_t K) {
+  constexpr int V = Pack<T>::kSize;
+  const int64_t n_vec = K / V;  // K % V == 0 (checked on the host)
+  const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
+  if (ln_w == nullptr) {
+    const auto* src = reinterpret_cast<const Pack<T>*>(x);
+    auto* dst = reinterpret_cast<Pack<T>*>(h);
+    for (int64_t i = threadIdx.x; i < rows * n_vec; i += blockDim.x) dst[i] = src[i];
+    return;
+  }
+  if (warp >= rows) return;
+  const auto* row = reinterpret_cast<const Pack<T>*>(x + warp * K);
+  float s = 0.f;
+  for (int64_t i = lane; i < n_vec; i += 32) {
+    const Pack<T> p = row[i];
 #pragma unroll
-  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
-  return v;
-}
-
-__device__ __forceinline__ float warp_max(float v) {
+    for (int j = 0; j < V; ++j) s += static_cast<float>(p.v[j]);
+  }
+  const float mean = warp_sum(s) / static_cast<float>(K);
+  float ss = 0.f;
+  for (int64_t i = lane; i < n_vec; i += 32) {
+    const Pack<T> p = row[i];
 #pragma unroll
-  for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
-  return v;
+    for (int j = 0; j < V; ++j) {
+      const float d = static_cast<float>(p.v[j]) - mean;
+      ss += d * d;
+    }
+  }
+  const float rstd = rsqrtf(warp_sum(ss) / static_cast<float>(K) + 1e-5f);
+  auto* dst = reinterpret_cast<Pack<T>*>(h + warp * K);
+  for (int64_t i = lane; i < n_vec; i += 32) {
+    const Pack<T> p = row[i];
+    Pack<T> o;
+#pragma unroll
+    for (int j = 0; j < V; ++j) {
+      const int64_t k = i * V + j;
+      o.v[j] = static_cast<T>((static_cast<float>(p.v[j]) - mean) * rstd * ln_w[k] + ln_b[k]);
+    }
+    dst[i] = o;
+  }
 }
 
-// Sum (or max) over the block; red: shared scratch of 32 floats. Every thread gets the result.
-template <bool kMax>
-__device__ float block_reduce(float v, float* red) {
-  const int lane = threadIdx.x % 32, warp = threadIdx.x / 32, n_warps = blockDim.x / 32;
-  v = kMax ? warp_max(v) : warp_sum(v);
-  __syncthreads();  // red may still be read by an earlier call
-  if (lane == 0) red[warp] = v;
-  __syncthreads();
-  float r = red[0];
-  for (int i = 1; i < n_warps; ++i) r = kMax ? fmaxf(r, red[i]) : r + red[i];
-  return r;
-}
-
-template <typename T, int kMaxRows, int kCols>
+// Block of kLinearWarps warps; `split` warps share each group of kCols output columns, each taking
+// a contiguous K / split slice of the weight rows; the block covers (kLinearWarps / split) * kCols
+// columns. kVecs: 16-byte vectors per lane and column loaded per round (the first round is issued
+// before the wait for the producer of x).
+template <typename T, int kMaxRows, int kCols, int kVecs>
 __global__ void __launch_bounds__(kLinearWarps * 32)
     decoder_linear_kernel(const T* __restrict__ x,           // [rows, K]
                           const float* __restrict__ ln_w,    // [K] or nullptr (no LayerNorm)
@@ -73,75 +97,62 @@ __global__ void __launch_bounds__(kLinearWarps * 32)
                           const T* __restrict__ residual,    // [rows, N] or nullptr
                           T* __restrict__ out,               // [rows, N] (out_float == nullptr)
                           float* __restrict__ out_float,     // [rows, N] or nullptr
-                          int rows, int64_t K, int64_t N, bool apply_gelu) {
+                          int rows, int64_t K, int64_t N, int split, bool apply_gelu) {
   extern __shared__ __align__(16) unsigned char smem_raw[];
   T* h = reinterpret_cast<T*>(smem_raw);  // [rows, K]: the (normalized) input rows
+  __shared__ float partial[kLinearWarps][kCols][kMaxRows];
+  constexpr int V = Pack<T>::kSize;
   const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
+  const int part = warp % split;
+  const int64_t col0 = (static_cast<int64_t>(blockIdx.x) * (kLinearWarps / split) + warp / split) * kCols;
+  const int64_t k_len = K / split;  // K % (split * V) == 0 (host)
+  const int64_t k_begin = part * k_len, k_end = k_begin + k_len;
 
-  // 1. input rows into shared memory; warp m takes row m (rows <= warps), through whisper's
-  //    LayerNorm when given: fp32 mean and variance (two passes), output rounded to T
-  if (warp < rows) {
-    const T* row = x + warp * K;
-    T* dst = h + warp * K;
-    if (ln_w != nullptr) {
-      float s = 0.f;
-      for (int64_t k = lane; k < K; k += 32) s += static_cast<float>(row[k]);
-      const float mean = warp_sum(s) / static_cast<float>(K);
-      float ss = 0.f;
-      for (int64_t k = lane; k < K; k += 32) {
-        const float dv = static_cast<float>(row[k]) - mean;
-        ss += dv * dv;
-      }
-      const float rstd = rsqrtf(warp_sum(ss) / static_cast<float>(K) + 1e-5f);
-      for (int64_t k = lane; k < K; k += 32) {
-        dst[k] = static_cast<T>((static_cast<float>(row[k]) - mean) * rstd * ln_w[k] + ln_b[k]);
-      }
-    } else {
-      for (int64_t k = lane; k < K; k += 32) dst[k] = row[k];
-    }
-  }
-  __syncthreads();
-
-  // 2. each warp: kCols output columns; its lanes stream the weight rows in 16-byte vectors,
-  //    kUnroll vectors per column in flight, and multiply them with every input row
-  const int64_t col0 = (static_cast<int64_t>(blockIdx.x) * kLinearWarps + warp) * kCols;
+  // 1. weight rows of this warp's columns (bias read later, after the wait: it is a weight too, but
+  //    reading it early buys nothing)
   const T* wrow[kCols];
-  float bias[kCols];
 #pragma unroll
   for (int c = 0; c < kCols; ++c) {
     const int64_t n = col0 + c;
     wrow[c] = nullptr;
-    bias[c] = 0.f;
     if (n < N) {
       int i = 0;
       while (i + 1 < seg.count && n >= seg.end[i]) ++i;
-      const int64_t local = n - (i == 0 ? 0 : seg.end[i - 1]);
-      wrow[c] = seg.weight[i] + local * K;
-      if (seg.bias[i] != nullptr) bias[c] = static_cast<float>(seg.bias[i][local]);
+      wrow[c] = seg.weight[i] + (n - (i == 0 ? 0 : seg.end[i - 1])) * K;
     }
   }
-  constexpr int V = Pack<T>::kSize;
-  constexpr int kUnroll = 4;
+  // 2. the first round of weight vectors, before the input exists
+  Pack<T> w[kVecs][kCols];
+  auto load_round = [&](int64_t base) {
+#pragma unroll
+    for (int u = 0; u < kVecs; ++u) {
+      const int64_t k = base + (static_cast<int64_t>(u) * 32 + lane) * V;
+#pragma unroll
+      for (int c = 0; c < kCols; ++c) {
+        if (k < k_end && wrow[c] != nullptr) w[u][c] = *reinterpret_cast<const Pack<T>*>(wrow[c] + k);
+      }
+    }
+  };
+  load_round(k_begin);
+  wait_for_producers();
+  allow_dependents();
+
+  // 3. input rows into shared memory
+  load_input_rows(x, ln_w, ln_b, h, rows, K);
+  __syncthreads();
+
+  // 4. multiply the weight vectors with every input row; load the next round
   float acc[kCols][kMaxRows];
 #pragma unroll
   for (int c = 0; c < kCols; ++c)
 #pragma unroll
     for (int m = 0; m < kMaxRows; ++m) acc[c][m] = 0.f;
-
-  for (int64_t k0 = static_cast<int64_t>(lane) * V; k0 < K; k0 += 32 * V * kUnroll) {
-    Pack<T> w[kUnroll][kCols];
+  for (int64_t base = k_begin; base < k_end; base += 32 * V * kVecs) {
+    if (base != k_begin) load_round(base);
 #pragma unroll
-    for (int u = 0; u < kUnroll; ++u) {
-      const int64_t k = k0 + static_cast<int64_t>(u) * 32 * V;
-#pragma unroll
-      for (int c = 0; c < kCols; ++c) {
-        if (k < K && wrow[c] != nullptr) w[u][c] = *reinterpret_cast<const Pack<T>*>(wrow[c] + k);
-      }
-    }
-#pragma unroll
-    for (int u = 0; u < kUnroll; ++u) {
-      const int64_t k = k0 + static_cast<int64_t>(u) * 32 * V;
-      if (k >= K) break;
+    for (int u = 0; u < kVecs; ++u) {
+      const int64_t k = base + (static_cast<int64_t>(u) * 32 + lane) * V;
+      if (k >= k_end) break;
 #pragma unroll
       for (int m = 0; m < kMaxRows; ++m) {
         if (m < rows) {
@@ -156,22 +167,35 @@ __global__ void __launch_bounds__(kLinearWarps * 32)
     }
   }
 
-  // 3. reduce over the warp; lane m applies the epilogue to row m and stores it
+  // 5. reduce over the warp, then over the `split` warps of a column group; lane m of the group's
+  //    first warp applies the epilogue to row m and stores it
 #pragma unroll
-  for (int c = 0; c < kCols; ++c) {
-    const int64_t n = col0 + c;
+  for (int c = 0; c < kCols; ++c)
 #pragma unroll
     for (int m = 0; m < kMaxRows; ++m) {
       const float total = warp_sum(acc[c][m]);
-      if (lane == m && m < rows && n < N) {
-        T y = static_cast<T>(total + bias[c]);  // the Linear's output
-        if (apply_gelu) y = static_cast<T>(gelu(static_cast<float>(y)));
-        if (residual != nullptr) y = static_cast<T>(static_cast<float>(residual[m * N + n]) + static_cast<float>(y));
-        if (out_float != nullptr) {
-          out_float[m * N + n] = static_cast<float>(y);
-        } else {
-          out[m * N + n] = y;
-        }
+      if (lane == 0) partial[warp][c][m] = total;
+    }
+  __syncthreads();
+  if (part != 0) return;
+#pragma unroll
+  for (int c = 0; c < kCols; ++c) {
+    const int64_t n = col0 + c;
+    const int m = lane;
+    if (m < rows && n < N) {
+      float total = 0.f;
+      for (int s = 0; s < split; ++s) total += partial[warp + s][c][m];
+      int i = 0;
+      while (i + 1 < seg.count && n >= seg.end[i]) ++i;
+      const T* bias = seg.bias[i];
+      const float b = bias == nullptr ? 0.f : static_cast<float>(bias[n - (i == 0 ? 0 : seg.end[i - 1])]);
+      T y = static_cast<T>(total + b);  // the Linear's output
+      if (apply_gelu) y = static_cast<T>(gelu(static_cast<float>(y)));
+      if (residual != nullptr) y = static_cast<T>(static_cast<float>(residual[m * N + n]) + static_cast<float>(y));
+      if (out_float != nullptr) {
+        out_float[m * N + n] = static_cast<float>(y);
+      } else {
+        out[m * N + n] = y;
       }
     }
   }
@@ -184,13 +208,17 @@ __global__ void decoder_self_attention_kernel(const T* __restrict__ qkv,        
                                               const int64_t* __restrict__ position, // [1]
                                               T* __restrict__ out,                  // [R, d]
                                               int64_t n_ctx, int64_t d, int head_dim, float scale) {
-  extern __shared__ float sm[];  // q [head_dim], scores [n_ctx], partial sums [blockDim.x]
+  extern __shared__ float sm[];  // q [head_dim], scores [n_ctx], partial sums [blockDim.x / vecs][head_dim]
   __shared__ float red[32];
+  constexpr int V = Pack<T>::kSize;
+  const int vecs = head_dim / V;  // 16-byte slices of one head (head_dim % V == 0, host)
   float* q = sm;
   float* scores = sm + head_dim;
   float* partial = scores + n_ctx;
   const int64_t r = blockIdx.x;
   const int head = blockIdx.y;
+  wait_for_producers();
+  allow_dependents();
   const int64_t p = *position;
   T* o = out + r * d + static_cast<int64_t>(head) * head_dim;
   if (p < 0 || p >= n_ctx) {  // no sync possible inside a graph: make the error visible in the output
@@ -201,18 +229,22 @@ __global__ void decoder_self_attention_kernel(const T* __restrict__ qkv,        
   T* kc = k_cache + r * n_ctx * d + static_cast<int64_t>(head) * head_dim;
   T* vc = v_cache + r * n_ctx * d + static_cast<int64_t>(head) * head_dim;
   for (int i = threadIdx.x; i < head_dim; i += blockDim.x) {
-    q[i] = static_cast<float>(src[i]);
+    q[i] = static_cast<float>(src[i]) * scale;
     kc[p * d + i] = src[d + i];
     vc[p * d + i] = src[2 * d + i];
   }
-  __syncthreads();
+  __syncthreads();  // the new K/V and q are visible to the whole block
 
+  // scores: one key per thread, read as 16-byte slices
   float local_max = -INFINITY;
   for (int64_t t = threadIdx.x; t <= p; t += blockDim.x) {
-    const T* key = kc + t * d;
+    const auto* key = reinterpret_cast<const Pack<T>*>(kc + t * d);
     float s = 0.f;
-    for (int i = 0; i < head_dim; ++i) s += q[i] * static_cast<float>(key[i]);
-    s *= scale;
+    for (int i = 0; i < vecs; ++i) {
+      const Pack<T> kv = key[i];
+#pragma unroll
+      for (int j = 0; j < V; ++j) s += q[i * V + j] * static_cast<float>(kv.v[j]);
+    }
     scores[t] = s;
     local_max = fmaxf(local_max, s);
   }
@@ -225,43 +257,63 @@ __global__ void decoder_self_attention_kernel(const T* __restrict__ qkv,        
   }
   const float sum = block_reduce<false>(local_sum, red);  // its barriers also publish scores[]
 
-  const int i = threadIdx.x % head_dim, group = threadIdx.x / head_dim, n_groups = blockDim.x / head_dim;
-  float acc = 0.f;
-  for (int64_t t = group; t <= p; t += n_groups) acc += scores[t] * static_cast<float>(vc[t * d + i]);
-  partial[threadIdx.x] = acc;
+  // weighted values: thread = (slice i of the head, key group g)
+  const int i = threadIdx.x % vecs, g = threadIdx.x / vecs, n_groups = blockDim.x / vecs;
+  float acc[V];
+#pragma unroll
+  for (int j = 0; j < V; ++j) acc[j] = 0.f;
+  for (int64_t t = g; t <= p; t += n_groups) {
+    const Pack<T> vv = reinterpret_cast<const Pack<T>*>(vc + t * d)[i];
+    const float e = scores[t];
+#pragma unroll
+    for (int j = 0; j < V; ++j) acc[j] += e * static_cast<float>(vv.v[j]);
+  }
+#pragma unroll
+  for (int j = 0; j < V; ++j) partial[g * head_dim + i * V + j] = acc[j];
   __syncthreads();
-  if (group == 0) {
+  for (int c = threadIdx.x; c < head_dim; c += blockDim.x) {
     float total = 0.f;
-    for (int g = 0; g < n_groups; ++g) total += partial[g * head_dim + i];
-    o[i] = static_cast<T>(total / sum);
+    for (int gg = 0; gg < n_groups; ++gg) total += partial[gg * head_dim + c];
+    o[c] = static_cast<T>(total / sum);
   }
 }
 
-template <typename T, int kMaxRows, int kCols>
+// Warps sharing one weight row (at most max_split): enough that each warp's slice fits one round of
+// kVecs vectors per lane, where K allows an even split into 16-byte vectors.
+int linear_split(int64_t k, int64_t vec, int vecs_per_round, int max_split) {
+  int split = 1;
+  while (split < max_split && k / split > 32 * vec * vecs_per_round && k % (2 * split * vec) == 0) split *= 2;
+  return split;
+}
+
+template <typename T, int kMaxRows, int kCols, int kVecs>
 void launch_linear(const at::Tensor& x, const float* ln_w, const float* ln_b, const Segments<T>& seg,
                    const T* residual, T* out, float* out_float, int64_t n, bool apply_gelu) {
   const int64_t k = x.size(1);
   const size_t smem = static_cast<size_t>(x.size(0) * k) * sizeof(T);
-  auto kernel = decoder_linear_kernel<T, kMaxRows, kCols>;
+  auto kernel = decoder_linear_kernel<T, kMaxRows, kCols, kVecs>;
   static size_t smem_allowed = 48 * 1024;  // raised once per kernel (the eager warm-up runs before any graph capture)
   if (smem > smem_allowed) {
     C10_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem)));
     smem_allowed = smem;
   }
-  const auto blocks = static_cast<unsigned int>(ceil_div(n, static_cast<int64_t>(kLinearWarps) * kCols));
-  kernel<<<blocks, kLinearWarps * 32, smem, at::cuda::getCurrentCUDAStream()>>>(
-      x.data_ptr<T>(), ln_w, ln_b, seg, residual, out, out_float, static_cast<int>(x.size(0)), k, n, apply_gelu);
-  C10_CUDA_KERNEL_LAUNCH_CHECK();
+  // several columns per warp (the vocabulary projection): whole rows per warp, so that each block
+  // normalizes its input once for kLinearWarps * kCols columns
+  const int split = linear_split(k, Pack<T>::kSize, kVecs, kCols == 1 ? kMaxSplit : 1);
+  const int64_t cols_per_block = static_cast<int64_t>(kLinearWarps / split) * kCols;
+  const auto blocks = static_cast<unsigned int>(ceil_div(n, cols_per_block));
+  launch_pdl(kernel, dim3(blocks), dim3(kLinearWarps * 32), smem, x.data_ptr<T>(), ln_w, ln_b, seg, residual, out,
+             out_float, static_cast<int>(x.size(0)), k, n, split, apply_gelu);
 }
 
-template <typename T, int kCols>
+template <typename T, int kCols, int kVecs>
 void launch_linear_rows(const at::Tensor& x, const float* ln_w, const float* ln_b, const Segments<T>& seg,
                         const T* residual, T* out, float* out_float, int64_t n, bool apply_gelu) {
   const int64_t rows = x.size(0);
-  if (rows <= 1) return launch_linear<T, 1, kCols>(x, ln_w, ln_b, seg, residual, out, out_float, n, apply_gelu);
-  if (rows <= 2) return launch_linear<T, 2, kCols>(x, ln_w, ln_b, seg, residual, out, out_float, n, apply_gelu);
-  if (rows <= 4) return launch_linear<T, 4, kCols>(x, ln_w, ln_b, seg, residual, out, out_float, n, apply_gelu);
-  return launch_linear<T, kDecoderMaxRows, kCols>(x, ln_w, ln_b, seg, residual, out, out_float, n, apply_gelu);
+  if (rows <= 1) return launch_linear<T, 1, kCols, kVecs>(x, ln_w, ln_b, seg, residual, out, out_float, n, apply_gelu);
+  if (rows <= 2) return launch_linear<T, 2, kCols, kVecs>(x, ln_w, ln_b, seg, residual, out, out_float, n, apply_gelu);
+  if (rows <= 4) return launch_linear<T, 4, kCols, kVecs>(x, ln_w, ln_b, seg, residual, out, out_float, n, apply_gelu);
+  return launch_linear<T, kDecoderMaxRows, kCols, kVecs>(x, ln_w, ln_b, seg, residual, out, out_float, n, apply_gelu);
 }
 
 }  // namespace
@@ -300,9 +352,9 @@ at::Tensor decoder_linear(const at::Tensor& x, const std::optional<at::Tensor>& 
     scalar_t* o = float_output ? nullptr : out.data_ptr<scalar_t>();
     float* of = float_output ? out.data_ptr<float>() : nullptr;
     if (n >= 16384) {  // the vocabulary projection: more columns per warp, fewer LayerNorm recomputations
-      launch_linear_rows<scalar_t, 4>(x, ln_w, ln_b, seg, res, o, of, n, gelu_act);
-    } else {  // one column per warp: the most warps streaming weights
-      launch_linear_rows<scalar_t, 1>(x, ln_w, ln_b, seg, res, o, of, n, gelu_act);
+      launch_linear_rows<scalar_t, 4, 2>(x, ln_w, ln_b, seg, res, o, of, n, gelu_act);
+    } else {  // one column per warp (or per `split` warps): the most warps streaming weights
+      launch_linear_rows<scalar_t, 1, 8>(x, ln_w, ln_b, seg, res, o, of, n, gelu_act);
     }
   });
   return out;
@@ -313,19 +365,22 @@ at::Tensor decoder_self_attention(const at::Tensor& qkv, at::Tensor& k_cache, at
   check_decoder_self_attention_args(c10::DeviceType::CUDA, qkv, k_cache, v_cache, position, n_head);
   const int64_t rows = k_cache.size(0), n_ctx = k_cache.size(1), d = k_cache.size(2), head_dim = d / n_head;
   constexpr int kThreads = 256;
-  TORCH_CHECK(head_dim <= kThreads && kThreads % head_dim == 0, "fastwhisper.decoder_self_attention (CUDA): head "
-              "size ", head_dim, " must divide ", kThreads);
+  const int64_t vec = 16 / qkv.element_size();
+  TORCH_CHECK(head_dim % vec == 0 && kThreads % (head_dim / vec) == 0, "fastwhisper.decoder_self_attention (CUDA): "
+              "head size ", head_dim, " must be a multiple of ", vec, " whose ", vec, "-element slices divide ", kThreads);
+  TORCH_CHECK(reinterpret_cast<uintptr_t>(k_cache.data_ptr()) % 16 == 0 &&
+                  reinterpret_cast<uintptr_t>(v_cache.data_ptr()) % 16 == 0,
+              "fastwhisper.decoder_self_attention (CUDA): k_cache and v_cache must start at 16-byte aligned addresses");
   const c10::cuda::CUDAGuard guard(qkv.device());
   at::Tensor out = at::empty({rows, d}, qkv.options());
-  const size_t smem = static_cast<size_t>(head_dim + n_ctx + kThreads) * sizeof(float);
+  const size_t smem = static_cast<size_t>(head_dim + n_ctx + kThreads * vec) * sizeof(float);
   TORCH_CHECK(smem <= 48 * 1024, "fastwhisper.decoder_self_attention (CUDA): n_ctx ", n_ctx, " is too long");
   const dim3 grid(static_cast<unsigned int>(rows), static_cast<unsigned int>(n_head));
   const float scale = 1.0f / std::sqrt(static_cast<float>(head_dim));
   FASTWHISPER_DISPATCH_FLOATS(qkv.scalar_type(), "fastwhisper_decoder_self_attention", [&] {
-    decoder_self_attention_kernel<scalar_t><<<grid, kThreads, smem, at::cuda::getCurrentCUDAStream()>>>(
-        qkv.data_ptr<scalar_t>(), k_cache.data_ptr<scalar_t>(), v_cache.data_ptr<scalar_t>(),
-        position.data_ptr<int64_t>(), out.data_ptr<scalar_t>(), n_ctx, d, static_cast<int>(head_dim), scale);
-    C10_CUDA_KERNEL_LAUNCH_CHECK();
+    launch_pdl(decoder_self_attention_kernel<scalar_t>, grid, dim3(kThreads), smem, qkv.data_ptr<scalar_t>(),
+               k_cache.data_ptr<scalar_t>(), v_cache.data_ptr<scalar_t>(), position.data_ptr<int64_t>(),
+               out.data_ptr<scalar_t>(), n_ctx, d, static_cast<int>(head_dim), scale);
   });
   return out;
 }

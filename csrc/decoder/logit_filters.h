@@ -43,12 +43,11 @@ class SuppressTokens : public LogitFilter {
 // timestamp forced when the timestamps' total probability beats every text token.
 class ApplyTimestampRules : public LogitFilter {
  public:
-  ApplyTimestampRules(const DecodeOptions& options, int64_t n_vocab, c10::Device device);
-  void apply(at::Tensor& logits, const at::Tensor& tokens) const override;
+  explicit ApplyTimestampRules(const DecodeOptions& options);
+  void apply(at::Tensor& logits, const at::Tensor& tokens) const override;  // the decoder_timestamp_rules op
 
  private:
   int64_t eot_, timestamp_begin_, no_timestamps_, sample_begin_, max_initial_timestamp_index_;
-  at::Tensor columns_;  // [1, n_vocab] int64: 0 .. n_vocab-1
 };
 
 // The filters options ask for, in whisper's order.

@@ -302,6 +302,13 @@ at::Tensor call_decoder_self_attention(const at::Tensor& qkv, at::Tensor& k_cach
   return op.call(qkv, k_cache, v_cache, position, n_head);
 }
 
+at::Tensor call_decoder_cross_attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, int64_t n_head) {
+  static auto op = c10::Dispatcher::singleton()
+                       .findSchemaOrThrow("fastwhisper::decoder_cross_attention", "")
+                       .typed<at::Tensor(const at::Tensor&, const at::Tensor&, const at::Tensor&, int64_t)>();
+  return op.call(q, k, v, n_head);
+}
+
 c10::List<std::optional<at::Tensor>> bias_list(std::initializer_list<std::optional<at::Tensor>> biases) {
   c10::List<std::optional<at::Tensor>> list;
   for (const auto& b : biases) list.push_back(b);
@@ -320,14 +327,16 @@ void DecoderSession::set_step_kernels(int64_t mode) {
 bool DecoderSession::uses_step_ops() const {
   if (step_kernels_ == StepKernels::kAten || n_rows_ > kDecoderMaxRows || n_rows_ < 1) return false;
   const int64_t head_dim = n_state_ / n_head_;
-  if (n_state_ % 8 != 0 || 256 % head_dim != 0) return false;
+  // the kernels' 16-byte slices of a head (8 fp16/bf16 or 4 fp32 values) must tile their blocks
+  if (n_state_ % 8 != 0 || head_dim % 8 != 0 || 256 % head_dim != 0 || 128 % (head_dim / 4) != 0) return false;
   if (step_kernels_ == StepKernels::kStepOps) return true;
   return weights_[0].is_cuda() && (dtype_ == at::kHalf || dtype_ == at::kBFloat16);
 }
 
 // One token per row at step_position_ through the step ops: per layer a LayerNorm+QKV kernel, the
 // self-attention kernel (which appends K/V), the out projection with the residual, a LayerNorm+query
-// kernel, cross-attention (SDPA over the cached K/V), its out projection, and the two MLP kernels.
+// kernel, cross-attention over the cached K/V (split over key chunks, then combined), its out
+// projection, and the two MLP kernels.
 at::Tensor DecoderSession::forward_step_ops() {
   const int64_t rows = n_rows_, d = n_state_;
   at::Tensor x = (at::embedding(weights_[0], step_token_) + weights_[1].index_select(0, step_position_))
@@ -343,10 +352,8 @@ at::Tensor DecoderSession::forward_step_ops() {
                             false);
     const at::Tensor q = call_decoder_linear(x, w(l, kCrossLnW), w(l, kCrossLnB), {w(l, kCrossQW)},
                                              bias_list({w(l, kCrossQB)}), std::nullopt, false, false);
-    const at::Tensor qa = q.view({n_audio_, group_, d});  // the group rows of one audio share its K/V
-    const at::Tensor c = merge_heads(at::scaled_dot_product_attention(heads(qa, n_head_), heads(cross_k_[l], n_head_),
-                                                                      heads(cross_v_[l], n_head_)))
-                             .reshape({rows, d});
+    // the group rows of one audio share its K/V
+    const at::Tensor c = call_decoder_cross_attention(q, cross_k_[l], cross_v_[l], n_head_);  // [R, d]
     x = call_decoder_linear(c, std::nullopt, std::nullopt, {w(l, kCrossOutW)}, bias_list({w(l, kCrossOutB)}), x, false,
                             false);
     const at::Tensor hidden = call_decoder_linear(x, w(l, kMlpLnW), w(l, kMlpLnB), {w(l, kMlp0W)},

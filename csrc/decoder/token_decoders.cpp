@@ -5,18 +5,21 @@
 #include <cmath>
 #include <numeric>
 
+#include <ATen/core/dispatch/Dispatcher.h>
+
 namespace fastwhisper::decoder {
 
 at::Tensor GreedyDecoder::update(at::Tensor& buffer, int64_t length, const at::Tensor& logits, at::Tensor& sum_logprobs) {
-  at::Tensor next;  // [N]
-  if (temperature_ == 0) {
-    next = logits.argmax(-1);
-  } else {
-    // Categorical(logits=logits / T).sample(): normalized logits -> softmax -> multinomial
-    at::Tensor scaled = logits / temperature_;
-    scaled = scaled - scaled.logsumexp(-1, /*keepdim=*/true);
-    next = at::multinomial(at::softmax(scaled, -1), 1, /*replacement=*/true, generator_).squeeze(1);
+  if (temperature_ == 0) {  // argmax and the bookkeeping below in one op (one kernel on CUDA)
+    static auto op = c10::Dispatcher::singleton()
+                         .findSchemaOrThrow("fastwhisper::decoder_greedy_update", "")
+                         .typed<at::Tensor(const at::Tensor&, at::Tensor&, at::Tensor&, int64_t, int64_t)>();
+    return op.call(logits, buffer, sum_logprobs, length, eot_);
   }
+  // Categorical(logits=logits / T).sample(): normalized logits -> softmax -> multinomial
+  at::Tensor scaled = logits / temperature_;
+  scaled = scaled - scaled.logsumexp(-1, /*keepdim=*/true);
+  at::Tensor next = at::multinomial(at::softmax(scaled, -1), 1, /*replacement=*/true, generator_).squeeze(1);  // [N]
   const at::Tensor logprobs = at::log_softmax(logits.to(at::kFloat), -1);
   const at::Tensor current = logprobs.gather(1, next.unsqueeze(1)).squeeze(1);  // [N]
   const at::Tensor not_finished = buffer.select(1, length - 1).ne(eot_);         // [N]
@@ -24,7 +27,6 @@ at::Tensor GreedyDecoder::update(at::Tensor& buffer, int64_t length, const at::T
   next = at::where(not_finished, next, eot_);
   buffer.select(1, length).copy_(next);
   return next.eq(eot_).all();  // every row has reached EOT: the loop's stop test reads it
-
 }
 
 BeamSearchDecoder::BeamSearchDecoder(int64_t beam_size, int64_t eot, double patience, int64_t n_audio,

@@ -113,6 +113,26 @@ def decoder_self_attention(qkv: Tensor, k_cache: Tensor, v_cache: Tensor, positi
     return _ops.decoder_self_attention(qkv, k_cache, v_cache, position, n_head)
 
 
+def decoder_cross_attention(q: Tensor, k: Tensor, v: Tensor, n_head: int) -> Tensor:
+    """One query per row q [R, d] against the cached audio K/V [W, T, d] (R = W * rows per window) -> [R, d]."""
+    return _ops.decoder_cross_attention(q, k, v, n_head)
+
+
+def decoder_greedy_update(logits: Tensor, tokens: Tensor, sum_logprobs: Tensor, length: int, eot: int) -> Tensor:
+    """whisper's GreedyDecoder.update at temperature 0, in place: tokens[:, length] <- argmax (EOT for rows that
+    ended), sum_logprobs += its log-probability; returns whether every row now ends in EOT (0-dim bool)."""
+    return _ops.decoder_greedy_update(logits, tokens, sum_logprobs, length, eot)
+
+
+def decoder_timestamp_rules(
+    logits: Tensor, tokens: Tensor, sample_begin: int, timestamp_begin: int, eot: int,
+    no_timestamps: int = -1, max_initial_timestamp_index: int = -1,
+) -> None:
+    """whisper's ApplyTimestampRules on logits [N, V] float32, in place; tokens [N, L] the sequences so far."""
+    _ops.decoder_timestamp_rules(logits, tokens, sample_begin, timestamp_begin, eot, no_timestamps,
+                                 max_initial_timestamp_index)
+
+
 # ---- fake (meta) implementations: shapes and dtypes only -------------------------------------
 
 
@@ -164,3 +184,19 @@ def _decoder_linear_fake(x, ln_weight, ln_bias, weights, biases, residual, gelu,
 @torch.library.register_fake("fastwhisper::decoder_self_attention")
 def _decoder_self_attention_fake(qkv, k_cache, v_cache, position, n_head):
     return qkv.new_empty((k_cache.shape[0], k_cache.shape[2]))
+
+
+@torch.library.register_fake("fastwhisper::decoder_cross_attention")
+def _decoder_cross_attention_fake(q, k, v, n_head):
+    return q.new_empty(q.shape)
+
+
+@torch.library.register_fake("fastwhisper::decoder_greedy_update")
+def _decoder_greedy_update_fake(logits, tokens, sum_logprobs, length, eot):
+    return logits.new_empty((), dtype=torch.bool)
+
+
+@torch.library.register_fake("fastwhisper::decoder_timestamp_rules")
+def _decoder_timestamp_rules_fake(logits, tokens, sample_begin, timestamp_begin, eot, no_timestamps,
+                                  max_initial_timestamp_index):
+    return None

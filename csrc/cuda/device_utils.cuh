@@ -1,0 +1,92 @@
+// Device helpers of the decoder step kernels: 16-byte vectors, warp/block reductions, and programmatic
+// dependent launch (PDL), which lets a kernel start (and stream its weights) while the kernel before
+// it in the stream is still finishing.
+//
+// PDL contract of every kernel launched with launch_pdl: before wait_for_producers() it reads only
+// data no kernel of the step writes (weights, biases); it writes nothing before that call. Then the
+// chain stays correct however early it starts: the wait returns once the preceding grid has finished
+// and its writes are visible, and that grid itself waited for its own predecessor.
+#pragma once
+#include <cuda_runtime.h>
+
+#include <cstdlib>
+#include <utility>
+
+#include <ATen/cuda/CUDAContext.h>
+#include <c10/cuda/CUDAException.h>
+
+namespace fastwhisper::cuda {
+
+// 16 bytes of T, loaded and stored as one vector.
+template <typename T>
+struct alignas(16) Pack {
+  static constexpr int kSize = 16 / sizeof(T);
+  T v[kSize];
+};
+
+__device__ __forceinline__ float warp_sum(float v) {
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+  return v;
+}
+
+__device__ __forceinline__ float warp_max(float v) {
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
+  return v;
+}
+
+// Sum (or max) over the block; red: shared scratch of 32 floats. Every thread gets the result.
+template <bool kMax>
+__device__ float block_reduce(float v, float* red) {
+  const int lane = threadIdx.x % 32, warp = threadIdx.x / 32, n_warps = blockDim.x / 32;
+  v = kMax ? warp_max(v) : warp_sum(v);
+  __syncthreads();  // red may still be read by an earlier call
+  if (lane == 0) red[warp] = v;
+  __syncthreads();
+  float r = red[0];
+  for (int i = 1; i < n_warps; ++i) r = kMax ? fmaxf(r, red[i]) : r + red[i];
+  return r;
+}
+
+// Waits until the grid before this one in the stream has finished and its writes are visible
+// (a no-op without PDL or before sm_90).
+__device__ __forceinline__ void wait_for_producers() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.wait;" ::: "memory");
+#endif
+}
+
+// Lets the next grid in the stream be scheduled (it still waits for this one in wait_for_producers).
+__device__ __forceinline__ void allow_dependents() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
+#endif
+}
+
+// Whether kernels on the current device launch with PDL: sm_90 or newer, unless FASTWHISPER_PDL=0.
+inline bool pdl_enabled() {
+  static const bool env_off = [] {
+    const char* v = std::getenv("FASTWHISPER_PDL");
+    return v != nullptr && v[0] == '0';
+  }();
+  return !env_off && at::cuda::getCurrentDeviceProperties()->major >= 9;
+}
+
+// kernel<<<grid, block, smem, current stream>>>(args...), with the PDL attribute where enabled.
+template <typename... KernelArgs, typename... Args>
+void launch_pdl(void (*kernel)(KernelArgs...), dim3 grid, dim3 block, size_t smem, Args&&... args) {
+  cudaLaunchConfig_t config = {};
+  config.gridDim = grid;
+  config.blockDim = block;
+  config.dynamicSmemBytes = smem;
+  config.stream = at::cuda::getCurrentCUDAStream();
+  cudaLaunchAttribute attribute[1];
+  attribute[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+  attribute[0].val.programmaticStreamSerializationAllowed = 1;
+  config.attrs = attribute;
+  config.numAttrs = pdl_enabled() ? 1 : 0;
+  C10_CUDA_CHECK(cudaLaunchKernelEx(&config, kernel, std::forward<Args>(args)...));
+}
+
+}  // namespace fastwhisper::cuda

@@ -1,0 +1,204 @@
+"""decoder_cross_attention and decoder_greedy_update: against float64 / whisper's own ops, opcheck, bad input."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from fastwhisper import ops
+from conftest import DEVICES, requires_cuda, rel_err
+
+TOL = {torch.float32: 1e-5, torch.float16: 1e-2, torch.bfloat16: 6e-2}
+DTYPES = [torch.float32, pytest.param(torch.float16, marks=requires_cuda), pytest.param(torch.bfloat16, marks=requires_cuda)]
+
+
+def cross_case(windows, group, n_keys, d, seed=2):
+    g = torch.Generator().manual_seed(seed)
+    q = torch.randn(windows * group, d, generator=g)
+    k = torch.randn(windows, n_keys, d, generator=g)
+    v = torch.randn(windows, n_keys, d, generator=g)
+    return q, k, v
+
+
+def cross_reference(q, k, v, n_head):
+    """Each row against its own window's K/V, one row at a time, in float64."""
+    windows, n_keys, d = k.shape
+    group = q.shape[0] // windows
+    heads = lambda t: t.reshape(t.shape[0], n_head, d // n_head).transpose(0, 1)  # noqa: E731  [L, d] -> [H, L, Dh]
+    rows = []
+    for r in range(q.shape[0]):
+        w = r // group
+        a = F.scaled_dot_product_attention(heads(q[r : r + 1].double()), heads(k[w].double()), heads(v[w].double()))
+        rows.append(a.transpose(0, 1).reshape(d))
+    return torch.stack(rows)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("windows,group,n_keys,n_head", [(1, 1, 1500, 4), (2, 5, 37, 2), (3, 2, 300, 1), (1, 8, 129, 4)])
+def test_decoder_cross_attention_matches_float64(windows, group, n_keys, n_head, device, dtype):
+    if device == "cpu" and dtype != torch.float32:
+        pytest.skip("the CPU computes in float32")
+    q, k, v = cross_case(windows, group, n_keys, 64 * n_head)
+    expected = cross_reference(q, k, v, n_head)
+    out = ops.decoder_cross_attention(q.to(device, dtype), k.to(device, dtype), v.to(device, dtype), n_head)
+    assert out.shape == q.shape and out.dtype == dtype
+    assert rel_err(out, expected) <= TOL[dtype]
+
+
+def greedy_case(rows, n_vocab, eot, length, finished_rows, seed=3):
+    g = torch.Generator().manual_seed(seed)
+    logits = torch.randn(rows, n_vocab, generator=g) * 3
+    tokens = torch.randint(0, n_vocab, (rows, length + 4), generator=g)
+    tokens[tokens == eot] = 0
+    for r in finished_rows:
+        tokens[r, length - 1] = eot
+    sums = torch.randn(rows, generator=g)
+    return logits, tokens, sums
+
+
+def greedy_reference(logits, tokens, sums, length, eot):
+    """whisper's GreedyDecoder.update at temperature 0, in float64 for the sum."""
+    next_tokens = logits.argmax(-1)
+    current = F.log_softmax(logits.double(), -1).gather(1, next_tokens[:, None])[:, 0]
+    ended = tokens[:, length - 1] == eot
+    new_sums = sums.double() + current * (~ended)
+    next_tokens = torch.where(ended, torch.full_like(next_tokens, eot), next_tokens)
+    out = tokens.clone()
+    out[:, length] = next_tokens
+    return out, new_sums, bool((next_tokens == eot).all())
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("rows,finished", [(1, []), (4, [1, 3]), (3, [0, 1, 2]), (6, [0])])
+def test_decoder_greedy_update_matches_whisper(rows, finished, device):
+    n_vocab, eot, length = 51865, 50256, 5
+    logits, tokens, sums = greedy_case(rows, n_vocab, eot, length, finished)
+    if rows >= 4:  # a tie: the first index wins, as torch.argmax
+        top = logits[2].max()
+        logits[2, 7], logits[2, 9] = top + 1, top + 1
+    if rows >= 6:  # a row where eot itself is the argmax: it completes
+        logits[5, eot] = logits[5].max() + 5
+    exp_tokens, exp_sums, exp_done = greedy_reference(logits, tokens, sums, length, eot)
+    t, s = tokens.to(device), sums.to(device)
+    done = ops.decoder_greedy_update(logits.to(device), t, s, length, eot)
+    assert done.dtype == torch.bool and done.dim() == 0 and done.device.type == device
+    assert torch.equal(t.cpu(), exp_tokens)
+    assert (s.cpu().double() - exp_sums).abs().max().item() <= 1e-5
+    assert bool(done) == exp_done
+
+
+@requires_cuda
+@pytest.mark.cuda
+def test_decoder_greedy_update_strided_logits_and_all_finished():
+    """Logits given as a column of a [N, t, V] step output (a strided view), and every row ending."""
+    n_vocab, eot, length = 1000, 7, 3
+    g = torch.Generator().manual_seed(0)
+    step_logits = torch.randn(2, 3, n_vocab, generator=g)
+    logits = step_logits[:, -1]
+    tokens = torch.full((2, 6), 1, dtype=torch.long)
+    tokens[:, length - 1] = eot
+    sums = torch.zeros(2)
+    exp_tokens, exp_sums, exp_done = greedy_reference(logits, tokens, sums, length, eot)
+    t, s = tokens.cuda(), sums.cuda()
+    done = ops.decoder_greedy_update(step_logits.cuda()[:, -1], t, s, length, eot)
+    assert torch.equal(t.cpu(), exp_tokens) and torch.equal(s.cpu(), exp_sums.float()) and bool(done) and exp_done
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_opcheck_cross_attention_and_greedy(device):
+    q, k, v = cross_case(2, 3, 40, 128)
+    torch.library.opcheck(torch.ops.fastwhisper.decoder_cross_attention, (q.to(device), k.to(device), v.to(device), 2))
+    logits, tokens, sums = greedy_case(3, 500, 11, 4, [1])
+    torch.library.opcheck(torch.ops.fastwhisper.decoder_greedy_update,
+                          (logits.to(device), tokens.to(device), sums.to(device), 4, 11))
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_attention_greedy_ops_reject_bad_input(device):
+    q, k, v = (t.to(device) for t in cross_case(2, 3, 40, 128))
+    with pytest.raises(RuntimeError, match="multiple of the 2 audio windows"):
+        ops.decoder_cross_attention(q[:5].contiguous(), k, v, 2)
+    with pytest.raises(RuntimeError, match="k must be 3-D"):
+        ops.decoder_cross_attention(q, k[0], v, 2)
+    with pytest.raises(RuntimeError, match="not divisible by n_head"):
+        ops.decoder_cross_attention(q, k, v, 3)
+    with pytest.raises(RuntimeError, match="v must have shape"):
+        ops.decoder_cross_attention(q, k, v[:, :10].contiguous(), 2)
+    logits, tokens, sums = (t.to(device) for t in greedy_case(3, 500, 11, 4, []))
+    with pytest.raises(RuntimeError, match=r"length must be in \[1, 8\)"):
+        ops.decoder_greedy_update(logits, tokens, sums, 8, 11)
+    with pytest.raises(RuntimeError, match="2-D float32"):
+        ops.decoder_greedy_update(logits.double(), tokens, sums, 4, 11)
+    with pytest.raises(RuntimeError, match="contiguous int64"):
+        ops.decoder_greedy_update(logits, tokens.int(), sums, 4, 11)
+    with pytest.raises(RuntimeError, match="sum_logprobs must be a contiguous float32"):
+        ops.decoder_greedy_update(logits, tokens, sums[:2], 4, 11)
+    with pytest.raises(RuntimeError, match=r"eot must be a token id in \[0, 500\)"):
+        ops.decoder_greedy_update(logits, tokens, sums, 4, 500)
+
+
+@requires_cuda
+@pytest.mark.cuda
+def test_cross_attention_cuda_rejects_large_groups():
+    q, k, v = (t.cuda().half() for t in cross_case(1, 9, 40, 128))
+    with pytest.raises(RuntimeError, match="at most 8 rows per audio window"):
+        ops.decoder_cross_attention(q, k, v, 2)
+
+
+# ---- decoder_timestamp_rules: the CUDA kernel against the CPU op (whisper's rules as ATen ops) ----------
+
+TB, EOT, NO_TS, V = 50364, 50257, 50363, 51865
+
+
+def timestamp_case(sampled, seed):
+    """3 rows of logits, and token rows of 3 initial tokens followed by `sampled` (one list per row)."""
+    g = torch.Generator().manual_seed(seed)
+    logits = torch.randn(3, V, generator=g) * 2
+    logits[1, TB:] += 4  # row 1: the timestamps' total probability beats every text token
+    tokens = torch.tensor([[50258, 50259, 50359] + s for s in sampled])
+    return logits, tokens
+
+
+TIMESTAMP_CASES = {
+    "first-token": [[], [], []],
+    "text-then-lone-timestamp": [[TB + 3, 440, TB + 10], [TB, 100, TB + 2], [TB + 5, 200, 300]],
+    "closed-pair": [[TB + 3, 440, TB + 10, TB + 10], [440, 441, TB + 1, TB + 1], [500, 501, TB + 7, TB + 7]],
+    "lone-first-timestamp": [[TB + 50], [TB], [TB + 1499]],
+}
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("case", list(TIMESTAMP_CASES))
+@pytest.mark.parametrize("max_initial", [-1, 50])
+def test_decoder_timestamp_rules(case, max_initial, device):
+    logits, tokens = timestamp_case(TIMESTAMP_CASES[case], seed=len(case))
+    expected = logits.clone()
+    ops.decoder_timestamp_rules(expected, tokens, 3, TB, EOT, NO_TS, max_initial)  # the CPU op
+    # the rules took effect (so that the comparison below can fail)
+    assert torch.isinf(expected[:, NO_TS]).all()
+    if case == "first-token":
+        assert torch.isinf(expected[:, :TB]).all()
+        assert torch.isinf(expected[:, TB + 51 :]).all() == (max_initial == 50)
+    if case == "closed-pair":
+        assert torch.isinf(expected[0, TB:]).all()
+    if case == "text-then-lone-timestamp":
+        assert torch.isinf(expected[0, :EOT]).all() and torch.isinf(expected[0, TB : TB + 10]).all()
+    out = logits.to(device)
+    ops.decoder_timestamp_rules(out, tokens.to(device), 3, TB, EOT, NO_TS, max_initial)
+    assert torch.equal(torch.isinf(out.cpu()), torch.isinf(expected))
+    assert torch.equal(out.cpu()[~torch.isinf(expected)], expected[~torch.isinf(expected)])
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_timestamp_rules_opcheck_and_bad_input(device):
+    logits, tokens = timestamp_case(TIMESTAMP_CASES["closed-pair"], seed=0)
+    logits, tokens = logits.to(device), tokens[:, :5].to(device)
+    torch.library.opcheck(torch.ops.fastwhisper.decoder_timestamp_rules, (logits, tokens, 3, TB, EOT, NO_TS, -1))
+    with pytest.raises(RuntimeError, match="eot < timestamp_begin"):
+        ops.decoder_timestamp_rules(logits, tokens, 3, EOT, TB, NO_TS, -1)
+    with pytest.raises(RuntimeError, match=r"sample_begin 6 must be in \[0, 5\]"):
+        ops.decoder_timestamp_rules(logits, tokens, 6, TB, EOT, NO_TS, -1)
+    with pytest.raises(RuntimeError, match="tokens must be an int64"):
+        ops.decoder_timestamp_rules(logits, tokens[:2], 3, TB, EOT, NO_TS, -1)
+    with pytest.raises(RuntimeError, match="2-D float32"):
+        ops.decoder_timestamp_rules(logits.half(), tokens, 3, TB, EOT, NO_TS, -1)
