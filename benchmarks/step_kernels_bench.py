@@ -1,0 +1,111 @@
+"""Decoder step kernels one at a time: us per call and achieved bandwidth, against ATen/cuBLAS doing the same.
+
+Each kernel runs back to back over `--copies` distinct weight sets (more bytes than the 50 MB L2, so
+every call reads its weights from HBM, as in a decoder step), timed with CUDA events after a warm-up;
+median of repeats. The floor of a call is its bytes / measured copy bandwidth. Shapes are large-v3's
+(d = 1280, 20 heads, 1500 audio positions) unless --d / --heads say otherwise. fp16.
+
+    python benchmarks/step_kernels_bench.py            # on the H100
+    FASTWHISPER_PDL=0 python benchmarks/step_kernels_bench.py   # the same without programmatic dependent launch
+"""
+
+import argparse
+import statistics
+import sys
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+sys.path.insert(0, str(Path(__file__).parent))
+from decoder_bench import copy_bandwidth  # noqa: E402
+
+from fastwhisper import ops  # noqa: E402
+
+
+def per_call_us(fns, warmup=3, repeats=7):
+    """Median over repeats of (time to run every fn once) / len(fns), in microseconds."""
+    for _ in range(warmup):
+        for fn in fns:
+            fn()
+    times = []
+    for _ in range(repeats):
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        torch.cuda.synchronize()
+        start.record()
+        for fn in fns:
+            fn()
+        end.record()
+        torch.cuda.synchronize()
+        times.append(start.elapsed_time(end) * 1e3 / len(fns))
+    return statistics.median(times)
+
+
+def row(name, us, nbytes, bandwidth, ref_us=None):
+    floor = nbytes / bandwidth * 1e6
+    ref = "" if ref_us is None else f"{ref_us:8.2f}"
+    print(f"| {name:44s} | {us:8.2f} | {ref:>8s} | {floor:6.2f} | {nbytes / us / 1e3:7.0f} |", flush=True)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--d", type=int, default=1280)
+    parser.add_argument("--heads", type=int, default=20)
+    parser.add_argument("--copies", type=int, default=24)
+    parser.add_argument("--rows", default="1,5")
+    args = parser.parse_args()
+    dev, dt, d = "cuda", torch.float16, args.d
+    bandwidth = copy_bandwidth(dev)
+    print(f"copy bandwidth {bandwidth / 1e12:.2f} TB/s, d={d}, heads={args.heads}")
+    print("| kernel | us/call | ATen us/call | floor us | GB/s |\n|---|---|---|---|---|")
+    g = torch.Generator(device=dev).manual_seed(0)
+    ln_w, ln_b = torch.ones(d, device=dev), torch.zeros(d, device=dev)
+    with torch.inference_mode():
+        for rows in map(int, args.rows.split(",")):
+            for label, n, k, ln, gelu in (("qkv+LN", 3 * d, d, True, False), ("out+residual", d, d, False, False),
+                                          ("mlp0+LN+GELU", 4 * d, d, True, True), ("mlp2+residual", d, 4 * d, False, False),
+                                          ("vocab+LN", 51866, d, True, False)):
+                copies = max(1, min(args.copies, int(150e6 // (n * k * 2))))
+                ws = [torch.randn(n, k, device=dev, dtype=dt, generator=g) * 0.02 for _ in range(copies)]
+                x = torch.randn(rows, k, device=dev, dtype=dt, generator=g)
+                res = torch.randn(rows, n, device=dev, dtype=dt, generator=g) if "residual" in label else None
+                lw, lb = (ln_w[:k], ln_b[:k]) if ln else (None, None)
+                float_out = label.startswith("vocab")
+                ours = [lambda w=w: ops.decoder_linear(x, [w], [None], lw, lb, residual=res, gelu=gelu,
+                                                       float_output=float_out) for w in ws]
+                aten = [lambda w=w: F.linear(x, w) for w in ws]  # cuBLAS GEMV alone (no LN/epilogue)
+                row(f"decoder_linear {label} rows={rows} [{n}x{k}]", per_call_us(ours), n * k * 2, bandwidth,
+                    per_call_us(aten))
+                del ws
+            n_keys, heads = 1500, args.heads
+            kvs = [(torch.randn(1, n_keys, d, device=dev, dtype=dt, generator=g),
+                    torch.randn(1, n_keys, d, device=dev, dtype=dt, generator=g)) for _ in range(args.copies)]
+            q = torch.randn(rows, d, device=dev, dtype=dt, generator=g)
+            ours = [lambda k=k, v=v: ops.decoder_cross_attention(q, k, v, heads) for k, v in kvs]
+
+            def sdpa(k, v):
+                h = lambda t: t.view(1, -1, heads, d // heads).transpose(1, 2)  # noqa: E731
+                return F.scaled_dot_product_attention(h(q.view(1, rows, d)), h(k), h(v))
+
+            aten = [lambda k=k, v=v: sdpa(k, v) for k, v in kvs]
+            row(f"decoder_cross_attention rows={rows} T={n_keys}", per_call_us(ours), 2 * n_keys * d * 2, bandwidth,
+                per_call_us(aten))
+            caches = [(torch.randn(rows, 448, d, device=dev, dtype=dt, generator=g),
+                       torch.randn(rows, 448, d, device=dev, dtype=dt, generator=g)) for _ in range(8)]
+            qkv = torch.randn(rows, 3 * d, device=dev, dtype=dt, generator=g)
+            for p in (50, 200):
+                pos = torch.tensor([p], device=dev)
+                ours = [lambda c=c: ops.decoder_self_attention(qkv, c[0], c[1], pos, heads) for c in caches]
+                row(f"decoder_self_attention rows={rows} p={p}", per_call_us(ours), 2 * rows * (p + 1) * d * 2,
+                    bandwidth)
+            logits = torch.randn(rows, 51866, device=dev, generator=g)
+            tokens = torch.zeros(rows, 64, dtype=torch.long, device=dev)
+            sums = torch.zeros(rows, device=dev)
+            ours = [lambda: ops.decoder_greedy_update(logits, tokens, sums, 10, 50257)]
+            aten = [lambda: (logits.argmax(-1), F.log_softmax(logits, -1))]
+            row(f"decoder_greedy_update rows={rows}", per_call_us(ours * 20), rows * 51866 * 4, bandwidth,
+                per_call_us(aten * 20))
+
+
+if __name__ == "__main__":
+    main()
