@@ -1,8 +1,9 @@
 """Decoder step kernels one at a time: us per call and achieved bandwidth, against ATen/cuBLAS doing the same.
 
 Each kernel runs back to back over `--copies` distinct weight sets (more bytes than the 50 MB L2, so
-every call reads its weights from HBM, as in a decoder step), timed with CUDA events after a warm-up;
-median of repeats. The floor of a call is its bytes / measured copy bandwidth. Shapes are large-v3's
+every call reads its weights from HBM, as in a decoder step), captured in one CUDA graph (as the
+decoder step runs, so host launch cost is not what is measured), timed with CUDA events after a
+warm-up; median of repeats. The floor of a call is its bytes / measured copy bandwidth. Shapes are large-v3's
 (d = 1280, 20 heads, 1500 audio positions) unless --d / --heads say otherwise. fp16.
 
     python benchmarks/step_kernels_bench.py            # on the H100
@@ -24,17 +25,22 @@ from fastwhisper import ops  # noqa: E402
 
 
 def per_call_us(fns, warmup=3, repeats=7):
-    """Median over repeats of (time to run every fn once) / len(fns), in microseconds."""
+    """Median over repeats of (time to replay a CUDA graph running every fn once) / len(fns), in microseconds."""
     for _ in range(warmup):
         for fn in fns:
             fn()
+    torch.cuda.synchronize()
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        for fn in fns:
+            fn()
+    graph.replay()
     times = []
     for _ in range(repeats):
         start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
         torch.cuda.synchronize()
         start.record()
-        for fn in fns:
-            fn()
+        graph.replay()
         end.record()
         torch.cuda.synchronize()
         times.append(start.elapsed_time(end) * 1e3 / len(fns))

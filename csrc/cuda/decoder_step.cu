@@ -29,6 +29,7 @@ namespace {
 constexpr int kMaxSegments = 3;
 constexpr int kLinearWarps = 8;  // >= kDecoderMaxRows: one warp normalizes each input row
 constexpr int kMaxSplit = 8;     // warps sharing one weight row at most (kLinearWarps)
+constexpr int kLinearBlocksPerSm = 4;  // resident blocks per SM the register budget is capped for (one wave)
 
 template <typename T>
 struct Segments {
@@ -72,24 +73,32 @@ __device__ void load_input_rows(const T* __restrict__ x, const float* __restrict
   }
   const float rstd = rsqrtf(warp_sum(ss) / static_cast<float>(K) + 1e-5f);
   auto* dst = reinterpret_cast<Pack<T>*>(h + warp * K);
+  const auto* wv = reinterpret_cast<const float4*>(ln_w);  // [K / 4]: V is a multiple of 4
+  const auto* bv = reinterpret_cast<const float4*>(ln_b);
   for (int64_t i = lane; i < n_vec; i += 32) {
     const Pack<T> p = row[i];
     Pack<T> o;
 #pragma unroll
-    for (int j = 0; j < V; ++j) {
-      const int64_t k = i * V + j;
-      o.v[j] = static_cast<T>((static_cast<float>(p.v[j]) - mean) * rstd * ln_w[k] + ln_b[k]);
+    for (int j4 = 0; j4 < V / 4; ++j4) {
+      const float4 g = wv[i * (V / 4) + j4], b = bv[i * (V / 4) + j4];
+      const float gs[4] = {g.x, g.y, g.z, g.w}, bs[4] = {b.x, b.y, b.z, b.w};
+#pragma unroll
+      for (int j = 0; j < 4; ++j) {
+        o.v[j4 * 4 + j] = static_cast<T>((static_cast<float>(p.v[j4 * 4 + j]) - mean) * rstd * gs[j] + bs[j]);
+      }
     }
     dst[i] = o;
   }
 }
 
 // Block of kLinearWarps warps; `split` warps share each group of kCols output columns, each taking
-// a contiguous K / split slice of the weight rows; the block covers (kLinearWarps / split) * kCols
-// columns. kVecs: 16-byte vectors per lane and column loaded per round (the first round is issued
-// before the wait for the producer of x).
+// a contiguous K / split slice of the weight rows; a block tile is (kLinearWarps / split) * kCols
+// columns. The grid is at most one resident wave (kLinearBlocksPerSm blocks per SM) and each block
+// loops over tiles, so the input rows are normalized once per block and no block waits for a second
+// wave. kVecs: 16-byte vectors per lane and column loaded per round (the first round of the first
+// tile is issued before the wait for the producer of x).
 template <typename T, int kMaxRows, int kCols, int kVecs>
-__global__ void __launch_bounds__(kLinearWarps * 32)
+__global__ void __launch_bounds__(kLinearWarps * 32, kLinearBlocksPerSm)
     decoder_linear_kernel(const T* __restrict__ x,           // [rows, K]
                           const float* __restrict__ ln_w,    // [K] or nullptr (no LayerNorm)
                           const float* __restrict__ ln_b,    // [K]
@@ -104,25 +113,28 @@ __global__ void __launch_bounds__(kLinearWarps * 32)
   constexpr int V = Pack<T>::kSize;
   const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
   const int part = warp % split;
-  const int64_t col0 = (static_cast<int64_t>(blockIdx.x) * (kLinearWarps / split) + warp / split) * kCols;
+  const int64_t tile_cols = static_cast<int64_t>(kLinearWarps / split) * kCols;
+  const int64_t n_tiles = (N + tile_cols - 1) / tile_cols;
   const int64_t k_len = K / split;  // K % (split * V) == 0 (host)
   const int64_t k_begin = part * k_len, k_end = k_begin + k_len;
 
-  // 1. weight rows of this warp's columns (bias read later, after the wait: it is a weight too, but
-  //    reading it early buys nothing)
   const T* wrow[kCols];
-#pragma unroll
-  for (int c = 0; c < kCols; ++c) {
-    const int64_t n = col0 + c;
-    wrow[c] = nullptr;
-    if (n < N) {
-      int i = 0;
-      while (i + 1 < seg.count && n >= seg.end[i]) ++i;
-      wrow[c] = seg.weight[i] + (n - (i == 0 ? 0 : seg.end[i - 1])) * K;
-    }
-  }
-  // 2. the first round of weight vectors, before the input exists
   Pack<T> w[kVecs][kCols];
+  // weight rows of this warp's columns in a tile
+  auto find_rows = [&](int64_t tile) {
+    const int64_t col0 = tile * tile_cols + (warp / split) * kCols;
+#pragma unroll
+    for (int c = 0; c < kCols; ++c) {
+      const int64_t n = col0 + c;
+      wrow[c] = nullptr;
+      if (n < N) {
+        int i = 0;
+        while (i + 1 < seg.count && n >= seg.end[i]) ++i;
+        wrow[c] = seg.weight[i] + (n - (i == 0 ? 0 : seg.end[i - 1])) * K;
+      }
+    }
+    return col0;
+  };
   auto load_round = [&](int64_t base) {
 #pragma unroll
     for (int u = 0; u < kVecs; ++u) {
@@ -133,71 +145,82 @@ __global__ void __launch_bounds__(kLinearWarps * 32)
       }
     }
   };
+
+  // 1. the first tile's first round of weights, before the input exists
+  int64_t tile = blockIdx.x;
+  int64_t col0 = find_rows(tile);
   load_round(k_begin);
   wait_for_producers();
   allow_dependents();
 
-  // 3. input rows into shared memory
+  // 2. input rows into shared memory
   load_input_rows(x, ln_w, ln_b, h, rows, K);
   __syncthreads();
 
-  // 4. multiply the weight vectors with every input row; load the next round
-  float acc[kCols][kMaxRows];
+  // 3. per tile: multiply the weight vectors with every input row (loading the next rounds), reduce
+  //    over the warp and then over the `split` warps of a column group; lane m of the group's first
+  //    warp applies the epilogue to row m and stores it. Every warp of the block runs every tile.
+  for (; tile < n_tiles; tile += gridDim.x) {
+    if (tile != blockIdx.x) {
+      col0 = find_rows(tile);
+      load_round(k_begin);
+    }
+    float acc[kCols][kMaxRows];
 #pragma unroll
-  for (int c = 0; c < kCols; ++c)
+    for (int c = 0; c < kCols; ++c)
 #pragma unroll
-    for (int m = 0; m < kMaxRows; ++m) acc[c][m] = 0.f;
-  for (int64_t base = k_begin; base < k_end; base += 32 * V * kVecs) {
-    if (base != k_begin) load_round(base);
+      for (int m = 0; m < kMaxRows; ++m) acc[c][m] = 0.f;
+    for (int64_t base = k_begin; base < k_end; base += 32 * V * kVecs) {
+      if (base != k_begin) load_round(base);
 #pragma unroll
-    for (int u = 0; u < kVecs; ++u) {
-      const int64_t k = base + (static_cast<int64_t>(u) * 32 + lane) * V;
-      if (k >= k_end) break;
+      for (int u = 0; u < kVecs; ++u) {
+        const int64_t k = base + (static_cast<int64_t>(u) * 32 + lane) * V;
+        if (k >= k_end) break;
 #pragma unroll
-      for (int m = 0; m < kMaxRows; ++m) {
-        if (m < rows) {
-          const Pack<T> hv = *reinterpret_cast<const Pack<T>*>(h + m * K + k);
+        for (int m = 0; m < kMaxRows; ++m) {
+          if (m < rows) {
+            const Pack<T> hv = *reinterpret_cast<const Pack<T>*>(h + m * K + k);
 #pragma unroll
-          for (int c = 0; c < kCols; ++c) {
+            for (int c = 0; c < kCols; ++c) {
 #pragma unroll
-            for (int j = 0; j < V; ++j) acc[c][m] += static_cast<float>(w[u][c].v[j]) * static_cast<float>(hv.v[j]);
+              for (int j = 0; j < V; ++j) acc[c][m] += static_cast<float>(w[u][c].v[j]) * static_cast<float>(hv.v[j]);
+            }
           }
         }
       }
     }
-  }
-
-  // 5. reduce over the warp, then over the `split` warps of a column group; lane m of the group's
-  //    first warp applies the epilogue to row m and stores it
 #pragma unroll
-  for (int c = 0; c < kCols; ++c)
+    for (int c = 0; c < kCols; ++c)
 #pragma unroll
-    for (int m = 0; m < kMaxRows; ++m) {
-      const float total = warp_sum(acc[c][m]);
-      if (lane == 0) partial[warp][c][m] = total;
-    }
-  __syncthreads();
-  if (part != 0) return;
+      for (int m = 0; m < kMaxRows; ++m) {
+        const float total = warp_sum(acc[c][m]);
+        if (lane == 0) partial[warp][c][m] = total;
+      }
+    __syncthreads();
+    if (part == 0) {
 #pragma unroll
-  for (int c = 0; c < kCols; ++c) {
-    const int64_t n = col0 + c;
-    const int m = lane;
-    if (m < rows && n < N) {
-      float total = 0.f;
-      for (int s = 0; s < split; ++s) total += partial[warp + s][c][m];
-      int i = 0;
-      while (i + 1 < seg.count && n >= seg.end[i]) ++i;
-      const T* bias = seg.bias[i];
-      const float b = bias == nullptr ? 0.f : static_cast<float>(bias[n - (i == 0 ? 0 : seg.end[i - 1])]);
-      T y = static_cast<T>(total + b);  // the Linear's output
-      if (apply_gelu) y = static_cast<T>(gelu(static_cast<float>(y)));
-      if (residual != nullptr) y = static_cast<T>(static_cast<float>(residual[m * N + n]) + static_cast<float>(y));
-      if (out_float != nullptr) {
-        out_float[m * N + n] = static_cast<float>(y);
-      } else {
-        out[m * N + n] = y;
+      for (int c = 0; c < kCols; ++c) {
+        const int64_t n = col0 + c;
+        const int m = lane;
+        if (m < rows && n < N) {
+          float total = 0.f;
+          for (int s = 0; s < split; ++s) total += partial[warp + s][c][m];
+          int i = 0;
+          while (i + 1 < seg.count && n >= seg.end[i]) ++i;
+          const T* bias = seg.bias[i];
+          const float b = bias == nullptr ? 0.f : static_cast<float>(bias[n - (i == 0 ? 0 : seg.end[i - 1])]);
+          T y = static_cast<T>(total + b);  // the Linear's output
+          if (apply_gelu) y = static_cast<T>(gelu(static_cast<float>(y)));
+          if (residual != nullptr) y = static_cast<T>(static_cast<float>(residual[m * N + n]) + static_cast<float>(y));
+          if (out_float != nullptr) {
+            out_float[m * N + n] = static_cast<float>(y);
+          } else {
+            out[m * N + n] = y;
+          }
+        }
       }
     }
+    __syncthreads();  // partial[] is reused by the next tile
   }
 }
 
@@ -301,7 +324,15 @@ void launch_linear(const at::Tensor& x, const float* ln_w, const float* ln_b, co
   // normalizes its input once for kLinearWarps * kCols columns
   const int split = linear_split(k, Pack<T>::kSize, kVecs, kCols == 1 ? kMaxSplit : 1);
   const int64_t cols_per_block = static_cast<int64_t>(kLinearWarps / split) * kCols;
-  const auto blocks = static_cast<unsigned int>(ceil_div(n, cols_per_block));
+  static int per_sm = 0;  // resident blocks per SM at the shared memory size last asked about
+  static size_t per_sm_smem = 0;
+  if (per_sm == 0 || per_sm_smem != smem) {
+    C10_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, kLinearWarps * 32, smem));
+    per_sm = std::max(per_sm, 1);
+    per_sm_smem = smem;
+  }
+  const int64_t wave = static_cast<int64_t>(at::cuda::getCurrentDeviceProperties()->multiProcessorCount) * per_sm;
+  const auto blocks = static_cast<unsigned int>(std::min(ceil_div(n, cols_per_block), wave));
   launch_pdl(kernel, dim3(blocks), dim3(kLinearWarps * 32), smem, x.data_ptr<T>(), ln_w, ln_b, seg, residual, out,
              out_float, static_cast<int>(x.size(0)), k, n, split, apply_gelu);
 }
@@ -346,6 +377,9 @@ at::Tensor decoder_linear(const at::Tensor& x, const std::optional<at::Tensor>& 
       end += w[i].size(0);
       seg.end[i] = end;
     }
+    TORCH_CHECK(!ln_weight.has_value() || (reinterpret_cast<uintptr_t>(ln_weight->data_ptr()) % 16 == 0 &&
+                                           reinterpret_cast<uintptr_t>(ln_bias->data_ptr()) % 16 == 0),
+                "fastwhisper.decoder_linear (CUDA): ln_weight and ln_bias must start at 16-byte aligned addresses");
     const float* ln_w = ln_weight.has_value() ? ln_weight->data_ptr<float>() : nullptr;
     const float* ln_b = ln_bias.has_value() ? ln_bias->data_ptr<float>() : nullptr;
     const scalar_t* res = residual.has_value() ? residual->data_ptr<scalar_t>() : nullptr;
