@@ -39,56 +39,76 @@ struct Segments {
   int count;
 };
 
-// Input rows -> shared memory h [rows, K], through whisper's LayerNorm when ln_w is given (fp32
-// statistics, two passes, output rounded to T). Warp m normalizes row m; a plain copy uses every thread.
-template <typename T>
+// Input rows -> shared memory h [rows, K] (16-byte copies by every thread), then, when ln_w is given,
+// whisper's LayerNorm of each row in place: fp32 mean, then fp32 variance around it (two passes over
+// shared memory, every thread taking a share of every row), output rounded to T. Ends with a barrier.
+template <typename T, int kMaxRows>
 __device__ void load_input_rows(const T* __restrict__ x, const float* __restrict__ ln_w,
                                 const float* __restrict__ ln_b, T* h, int rows, int64_t K) {
   constexpr int V = Pack<T>::kSize;
+  __shared__ float red[kLinearWarps][kMaxRows];
+  __shared__ float stat[kMaxRows];
   const int64_t n_vec = K / V;  // K % V == 0 (checked on the host)
   const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
-  if (ln_w == nullptr) {
-    const auto* src = reinterpret_cast<const Pack<T>*>(x);
-    auto* dst = reinterpret_cast<Pack<T>*>(h);
-    for (int64_t i = threadIdx.x; i < rows * n_vec; i += blockDim.x) dst[i] = src[i];
-    return;
-  }
-  if (warp >= rows) return;
-  const auto* row = reinterpret_cast<const Pack<T>*>(x + warp * K);
-  float s = 0.f;
-  for (int64_t i = lane; i < n_vec; i += 32) {
-    const Pack<T> p = row[i];
+  auto* hv = reinterpret_cast<Pack<T>*>(h);
+  const auto* src = reinterpret_cast<const Pack<T>*>(x);
+  for (int64_t i = threadIdx.x; i < rows * n_vec; i += blockDim.x) hv[i] = src[i];
+  __syncthreads();
+  if (ln_w == nullptr) return;
+  // per row: the block's sum of f(value), f = value (mean) or (value - mean)^2 (variance)
+  auto row_sums = [&](bool centered, float* result) {
+    float s[kMaxRows];
 #pragma unroll
-    for (int j = 0; j < V; ++j) s += static_cast<float>(p.v[j]);
-  }
-  const float mean = warp_sum(s) / static_cast<float>(K);
-  float ss = 0.f;
-  for (int64_t i = lane; i < n_vec; i += 32) {
-    const Pack<T> p = row[i];
+    for (int m = 0; m < kMaxRows; ++m) {
+      s[m] = 0.f;
+      if (m < rows) {
+        const float mean = centered ? stat[m] : 0.f;
+        for (int64_t i = threadIdx.x; i < n_vec; i += blockDim.x) {
+          const Pack<T> p = hv[m * n_vec + i];
 #pragma unroll
-    for (int j = 0; j < V; ++j) {
-      const float d = static_cast<float>(p.v[j]) - mean;
-      ss += d * d;
+          for (int j = 0; j < V; ++j) {
+            const float v = static_cast<float>(p.v[j]) - mean;
+            s[m] += centered ? v * v : v;
+          }
+        }
+      }
+      s[m] = warp_sum(s[m]);
+      if (lane == 0) red[warp][m] = s[m];
     }
-  }
-  const float rstd = rsqrtf(warp_sum(ss) / static_cast<float>(K) + 1e-5f);
-  auto* dst = reinterpret_cast<Pack<T>*>(h + warp * K);
+    __syncthreads();
+    if (threadIdx.x < rows) {
+      float total = 0.f;
+      for (int w = 0; w < kLinearWarps; ++w) total += red[w][threadIdx.x];
+      result[threadIdx.x] = total;
+    }
+    __syncthreads();
+  };
+  __shared__ float mean_of[kMaxRows], var_of[kMaxRows];
+  row_sums(false, mean_of);
+  if (threadIdx.x < rows) stat[threadIdx.x] = mean_of[threadIdx.x] / static_cast<float>(K);
+  __syncthreads();
+  row_sums(true, var_of);
+  if (threadIdx.x < rows) var_of[threadIdx.x] = rsqrtf(var_of[threadIdx.x] / static_cast<float>(K) + 1e-5f);
+  __syncthreads();
   const auto* wv = reinterpret_cast<const float4*>(ln_w);  // [K / 4]: V is a multiple of 4
   const auto* bv = reinterpret_cast<const float4*>(ln_b);
-  for (int64_t i = lane; i < n_vec; i += 32) {
-    const Pack<T> p = row[i];
-    Pack<T> o;
+  for (int64_t idx = threadIdx.x; idx < rows * n_vec; idx += blockDim.x) {
+    const int m = static_cast<int>(idx / n_vec);
+    const int64_t i = idx % n_vec;
+    const float mean = stat[m], rstd = var_of[m];
+    Pack<T> p = hv[idx];
 #pragma unroll
     for (int j4 = 0; j4 < V / 4; ++j4) {
       const float4 g = wv[i * (V / 4) + j4], b = bv[i * (V / 4) + j4];
       const float gs[4] = {g.x, g.y, g.z, g.w}, bs[4] = {b.x, b.y, b.z, b.w};
 #pragma unroll
       for (int j = 0; j < 4; ++j) {
-        o.v[j4 * 4 + j] = static_cast<T>((static_cast<float>(p.v[j4 * 4 + j]) - mean) * rstd * gs[j] + bs[j]);
+        p.v[j4 * 4 + j] = static_cast<T>((static_cast<float>(p.v[j4 * 4 + j]) - mean) * rstd * gs[j] + bs[j]);
       }
     }
-    dst[i] = o;
+    hv[idx] = p;
   }
+  __syncthreads();
 }
 
 // Block of kLinearWarps warps; `split` warps share each group of kCols output columns, each taking
@@ -154,17 +174,12 @@ __global__ void __launch_bounds__(kLinearWarps * 32, kLinearBlocksPerSm)
   allow_dependents();
 
   // 2. input rows into shared memory
-  load_input_rows(x, ln_w, ln_b, h, rows, K);
-  __syncthreads();
+  load_input_rows<T, kMaxRows>(x, ln_w, ln_b, h, rows, K);
 
   // 3. per tile: multiply the weight vectors with every input row (loading the next rounds), reduce
   //    over the warp and then over the `split` warps of a column group; lane m of the group's first
   //    warp applies the epilogue to row m and stores it. Every warp of the block runs every tile.
   for (; tile < n_tiles; tile += gridDim.x) {
-    if (tile != blockIdx.x) {
-      col0 = find_rows(tile);
-      load_round(k_begin);
-    }
     float acc[kCols][kMaxRows];
 #pragma unroll
     for (int c = 0; c < kCols; ++c)
@@ -189,6 +204,12 @@ __global__ void __launch_bounds__(kLinearWarps * 32, kLinearBlocksPerSm)
         }
       }
     }
+    // the next tile's first round streams while this tile is reduced and stored
+    const int64_t this_col0 = col0;
+    if (tile + gridDim.x < n_tiles) {
+      col0 = find_rows(tile + gridDim.x);
+      load_round(k_begin);
+    }
 #pragma unroll
     for (int c = 0; c < kCols; ++c)
 #pragma unroll
@@ -200,7 +221,7 @@ __global__ void __launch_bounds__(kLinearWarps * 32, kLinearBlocksPerSm)
     if (part == 0) {
 #pragma unroll
       for (int c = 0; c < kCols; ++c) {
-        const int64_t n = col0 + c;
+        const int64_t n = this_col0 + c;
         const int m = lane;
         if (m < rows && n < N) {
           float total = 0.f;
