@@ -26,76 +26,32 @@ import datetime
 import json
 import statistics
 import sys
-import time
 from pathlib import Path
 
 import torch
 import whisper
-from whisper.model import ModelDimensions, Whisper
 
-import fastwhisper
-from fastwhisper.cpp_decoding import decode_cpp, decoder_session
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import DIMS, common_prefix, decoder_floor, measure_ceilings, random_whisper, time_calls_keep  # noqa: E402
 
-DIMS = {  # n_mels, n_audio_ctx, n_audio_state, n_audio_head, n_audio_layer, n_vocab, n_text_ctx, n_text_state, n_text_head, n_text_layer
-    "tiny": (80, 1500, 384, 6, 4, 51865, 448, 384, 6, 4),
-    "base": (80, 1500, 512, 8, 6, 51865, 448, 512, 8, 6),
-    "small": (80, 1500, 768, 12, 12, 51865, 448, 768, 12, 12),
-    "medium": (80, 1500, 1024, 16, 24, 51865, 448, 1024, 16, 24),
-    "large-v3": (128, 1500, 1280, 20, 32, 51866, 448, 1280, 20, 32),
-    "turbo": (128, 1500, 1280, 20, 32, 51866, 448, 1280, 20, 4),
-}
+from fastwhisper.cpp_decoding import decode_cpp, decoder_session  # noqa: E402
 
 
 def timed(fn, device, warmup, repeats):
-    for _ in range(warmup):
-        out = fn()
-    times = []
-    for _ in range(repeats):
-        if device == "cuda":
-            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            torch.cuda.synchronize()
-            start.record()
-            out = fn()
-            end.record()
-            torch.cuda.synchronize()
-            times.append(start.elapsed_time(end))
-        else:
-            t0 = time.perf_counter()
-            out = fn()
-            times.append((time.perf_counter() - t0) * 1e3)
+    """(median ms, last output) of ``repeats`` timed calls after ``warmup`` untimed ones."""
+    times, out = time_calls_keep(fn, device, warmup, repeats)
     return statistics.median(times), out
 
 
-def common_prefix(a, b):
-    n = 0
-    while n < min(len(a), len(b)) and a[n] == b[n]:
-        n += 1
-    return n
-
-
-def copy_bandwidth(device):
-    if device != "cuda":
-        return None
-    x = torch.empty(1 << 28, dtype=torch.float32, device=device)
-    ms, _ = timed(lambda: x.clone(), device, 3, 10)
-    return 2 * x.numel() * 4 / (ms * 1e-3)
-
-
-def run_model(name, args, bandwidth):
+def run_model(name, args, ceilings):
     device = args.device
-    dims = ModelDimensions(*DIMS[name])
-    torch.manual_seed(0)
-    model = Whisper(dims)
-    with torch.no_grad():
-        for p in model.decoder.parameters():
-            p.normal_(0, 0.02)
-    model = model.to(device).eval()
+    model = random_whisper(name).to(device)
+    dims = model.dims
     act = torch.float16 if device == "cuda" else torch.float32
     features = (torch.randn(1, dims.n_audio_ctx, dims.n_audio_state, device=device) * 0.5).to(act)
     tokenizer = whisper.tokenizer.get_tokenizer(True, num_languages=model.num_languages, language="en", task="transcribe")
     session = decoder_session(model.decoder)
-    decoder_bytes = 2 * sum(p.numel() for p in model.decoder.parameters())
-    cross_kv_bytes = 2 * 2 * dims.n_text_layer * dims.n_audio_ctx * dims.n_text_state
+    decoder_params = sum(p.numel() for p in model.decoder.parameters())
     eager_session = decoder_session(model.decoder)
     eager_session.set_cuda_graphs(False)
     rows = []
@@ -111,8 +67,7 @@ def run_model(name, args, bandwidth):
                                  args.warmup, args.repeats)
             eager_ms, eager = timed(lambda: decode_cpp(model, features, options, session=eager_session), device,
                                     args.warmup, args.repeats)
-        rows_per_step = 5 if mode == "beam5" else 1
-        floor_ms = (decoder_bytes + rows_per_step * cross_kv_bytes) / bandwidth * 1e3 if bandwidth else None
+        floor_ms = decoder_floor(dims, decoder_params, 5 if mode == "beam5" else 1, ceilings)["floor_ms"]
         for impl, ms, out in (("openai-whisper / torch", ref_ms, ref), ("fastwhisper cpp", cpp_ms, ours),
                               ("fastwhisper cpp, no CUDA graphs", eager_ms, eager)):
             ok = fp32_same or impl.startswith("openai")
@@ -141,8 +96,9 @@ def main():
     parser.add_argument("--commit", default="unknown")
     parser.add_argument("--out", default=None)
     args = parser.parse_args()
-    bandwidth = copy_bandwidth(args.device)
-    rows = [row for name in args.models.split(",") for row in run_model(name, args, bandwidth)]
+    ceilings = measure_ceilings(args.device) if args.device == "cuda" else None
+    bandwidth = ceilings["copy_gb_per_s"] * 1e9 if ceilings else None
+    rows = [row for name in args.models.split(",") for row in run_model(name, args, ceilings)]
     table = ["| model | mode | impl | ms/token | floor ms/token | fp16 tokens equal to openai-whisper's | status |",
              "|---|---|---|---|---|---|---|"]
     for r in rows:

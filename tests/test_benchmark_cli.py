@@ -1,0 +1,200 @@
+"""benchmarks/run.py, the benchmark CLI: a small CPU run end to end (random weights of tiny's dims,
+a few tokens, one timed run), its JSON schema, markdown and PNG, a deliberately broken implementation
+recorded as a failure without a time, and (with the tiny.en weights package installed) a real-weight
+transcribe() row whose text equals openai-whisper's. Plus in-process checks of the row runner."""
+
+import importlib.util
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from real_models import PACKAGE_MODULES, SAMPLES_DIR
+
+BENCH_DIR = Path(__file__).resolve().parents[1] / "benchmarks"
+RUN = BENCH_DIR / "run.py"
+COMMIT = "0123456789abcdef-test-commit"
+STATUSES = {"ok", "failure", "not available", "skipped"}
+HAS_TRANSFORMERS = importlib.util.find_spec("transformers") is not None
+HAS_TINY_EN = all(importlib.util.find_spec(m) for m in PACKAGE_MODULES["tiny.en"])
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def impls():
+    names = ["openai-whisper", "fastwhisper", "fastwhisper-hybrid", "fastwhisper-cpp"]
+    return names + (["hf-sdpa"] if HAS_TRANSFORMERS else [])
+
+
+@pytest.fixture(scope="module")
+def cpu_run(tmp_path_factory):
+    """One quick CPU run; fastwhisper-hybrid made to return empty output (the --inject-failure hook)."""
+    out = tmp_path_factory.mktemp("bench")
+    argv = [sys.executable, str(RUN), "--device", "cpu", "--models", "tiny", "--quick",
+            "--sections", "encoder,decoder,longform", "--impls", ",".join(impls()),
+            "--batch-sizes", "1", "--encoder-repeats", "1", "--warmup", "1", "--repeats", "1",
+            "--tokens", "2", "--check-tokens", "2", "--longform-seconds", "30", "--longform-tokens", "2",
+            "--longform-batch", "2", "--longform-rows",
+            "single:openai-whisper,fastwhisper-hybrid;batched:fastwhisper-cpp",
+            "--real-audio", str(SAMPLES_DIR / "pocketsphinx_goforward.flac"),
+            "--inject-failure", "fastwhisper-hybrid=empty", "--threads", "1",
+            "--out-dir", str(out), "--name", "smoke", "--commit", COMMIT]
+    proc = subprocess.run(argv, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    data = json.loads((out / "smoke.json").read_text())
+    return out, data, proc
+
+
+def rows_where(data, **fields):
+    return [r for r in data["rows"] if all(r.get(k) == v for k, v in fields.items())]
+
+
+def test_json_schema(cpu_run):
+    _, data, _ = cpu_run
+    meta, rows = data["meta"], data["rows"]
+    assert meta["commit"] == COMMIT
+    assert meta["ceilings"]["gemm_tflops"] > 0 and meta["ceilings"]["copy_gb_per_s"] > 0
+    assert meta["png"] == "smoke.png"
+    assert {r["section"] for r in rows} == {"encoder", "decoder", "longform"}
+    for r in rows:
+        assert r["status"] in STATUSES, r
+        assert r["device"] == "cpu" and r["model"] == "tiny"
+        if r["status"] == "ok":
+            assert r["value"] > 0 and r["median_ms"] > 0 and len(r["times_ms"]) >= 1, r
+            assert r["floor"] is not None and r["floor"] > 0, r  # the CPU's ceilings define every floor
+            assert r["x_floor"] > 0, r
+        else:
+            assert r["error"], r
+            for key in ("value", "median_ms", "times_ms", "x_floor", "speedup_vs_openai"):
+                assert r.get(key) is None, (key, r)
+
+
+def test_every_section_timed(cpu_run):
+    _, data, _ = cpu_run
+    for impl in ("openai-whisper", "fastwhisper"):
+        assert [r["status"] for r in rows_where(data, section="encoder", impl=impl)] == ["ok"]
+    for impl in ("openai-whisper", "fastwhisper-cpp") + (("hf-sdpa",) if HAS_TRANSFORMERS else ()):
+        decoder = rows_where(data, section="decoder", impl=impl)
+        assert sorted(r["mode"] for r in decoder) == ["beam5", "greedy"]
+        assert all(r["status"] == "ok" and r["tokens"] == 2 for r in decoder), decoder
+    cpp = rows_where(data, section="decoder", impl="fastwhisper-cpp")
+    assert all(r["check"]["fp32_tokens_equal_to_openai"] for r in cpp)
+    assert all(r["speedup_vs_openai"] > 0 for r in cpp)
+    random_long = rows_where(data, section="longform", weights="random")
+    assert rows_where(data, section="longform", weights="random", impl="openai-whisper", mode="single")[0]["status"] == "ok"
+    batched = rows_where(data, section="longform", weights="random", impl="fastwhisper-cpp", mode="batched")[0]
+    assert batched["status"] == "ok" and batched["audio_s"] == 30 and batched["tokens_per_window"] == 2
+    assert "fixed" in batched["budget"]
+    assert rows_where(data, section="longform", weights="random", impl="openai-whisper",
+                      mode="batched")[0]["status"] == "not available"
+    assert all(r["metric"] == "RTFx" for r in random_long)
+
+
+def test_broken_implementation_is_a_failure_without_time(cpu_run):
+    _, data, _ = cpu_run
+    broken = rows_where(data, impl="fastwhisper-hybrid")
+    assert broken and all(r["status"] == "failure" for r in broken if r["mode"] == "single"), broken
+    for r in broken:
+        if r["status"] == "failure":
+            assert "wrong output" in r["error"]
+            assert r["value"] is None and r["times_ms"] is None
+
+
+@pytest.mark.skipif(not HAS_TINY_EN, reason="weights package for tiny.en is not installed")
+def test_real_weights_text_identical_to_openai(cpu_run):
+    _, data, _ = cpu_run
+    openai = rows_where(data, weights="tiny.en", impl="openai-whisper", mode="single")[0]
+    cpp = rows_where(data, weights="tiny.en", impl="fastwhisper-cpp", mode="single")[0]
+    assert openai["status"] == "ok" and cpp["status"] == "ok", (openai, cpp)
+    assert cpp["check"]["text"] == "identical" and cpp["text"] == openai["text"]
+    assert "forward" in openai["text"].lower()
+    assert cpp["floor"] > 0 and cpp["tokens"] > 0
+    hybrid = rows_where(data, weights="tiny.en", impl="fastwhisper-hybrid", mode="single")[0]
+    assert hybrid["status"] == "failure"  # injected: empty transcript
+
+
+def test_markdown_and_png(cpu_run, tmp_path):
+    out, data, proc = cpu_run
+    md = (out / "smoke.md").read_text()
+    assert COMMIT in md and "### Encoder, ms per 30-s window" in md and "FIXED BUDGET of 2 tokens" in md
+    assert "| FAIL |" in md and "### Failures" in md
+    png = (out / "smoke.png").read_bytes()
+    assert png.startswith(PNG_SIGNATURE) and len(png) > 10_000
+    assert COMMIT.encode() in png  # in the PNG's text metadata
+    # --render rewrites the .md and .png of a result file without measuring
+    (tmp_path / "copy.json").write_text(json.dumps(data))
+    subprocess.run([sys.executable, str(RUN), "--render", str(tmp_path / "copy.json")], check=True, timeout=300,
+                   capture_output=True)
+    assert (tmp_path / "copy.md").read_text().count("|") == md.count("|")
+    assert (tmp_path / "copy.png").read_bytes().startswith(PNG_SIGNATURE)
+
+
+# -- in process -----------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def run_module():
+    sys.path.insert(0, str(BENCH_DIR))
+    import run
+
+    return run
+
+
+def test_runner_records_exceptions_and_wrong_outputs(run_module, tmp_path):
+    run = run_module
+    args = run.parse_args(["--device", "cpu", "--out-dir", str(tmp_path), "--inject-failure", "hf-sdpa=raise"])
+    runner = run.Runner(args, {})
+
+    def raises(row):
+        row.update(value=1.0, median_ms=1.0, times_ms=[1.0])
+        raise ValueError("boom")
+
+    def wrong(row):
+        row.update(value=1.0, times_ms=[1.0])
+        raise run.WrongOutput("wrong output: empty transcript")
+
+    def fine(row):
+        row.update(value=2.0, median_ms=2.0, times_ms=[2.0])
+
+    a = runner.run(run.new_row("encoder", "tiny", run.OPENAI, "cpu", batch=1), raises)
+    b = runner.run(run.new_row("decoder", "tiny", run.CPP, "cpu", mode="greedy"), wrong)
+    c = runner.run(run.new_row("decoder", "tiny", run.CPP, "cpu", mode="beam5"), fine)
+    d = runner.run(run.new_row("decoder", "tiny", run.HF, "cpu", mode="beam5"), fine, "build failed: x")
+    assert (a["status"], a["error"], a["value"], a["times_ms"]) == ("failure", "error: ValueError: boom", None, None)
+    assert (b["status"], b["error"], b["value"]) == ("failure", "wrong output: empty transcript", None)
+    assert (c["status"], c["value"]) == ("ok", 2.0)
+    assert (d["status"], d["error"], d["value"]) == ("failure", "build failed: x", None)
+    with pytest.raises(RuntimeError, match="injected failure"):
+        runner.inject(run.HF, lambda: 1)()
+    assert runner.inject(run.CPP, lambda: 1)() == 1
+
+
+def test_emptied_outputs_and_slugs(run_module):
+    import torch
+
+    run = run_module
+    assert run.emptied(torch.ones(2, 3, 4)).shape == (2, 3, 0)
+    assert run.emptied({"text": "hi", "segments": [1], "language": "en"}) == {"text": "", "segments": [], "language": "en"}
+    assert run.emptied([[1, 2], [3]]) == [[], []]
+    assert run.name_slug("NVIDIA H100 80GB HBM3") == "h100"
+    assert run.name_slug("NVIDIA A100-SXM4-80GB") == "a100"
+    assert run.name_slug("NVIDIA GeForce RTX 4090") == "rtx-4090"
+    assert run.sig(1532.7) == "1533" and run.sig(0.01234) == "0.0123" and run.sig(24.19) == "24.2"
+
+
+def test_append_replaces_only_the_rows_this_run_measures(run_module, tmp_path):
+    run = run_module
+    gpu_run = run.Runner(run.parse_args(["--device", "cpu", "--sections", "cpu", "--models", "tiny,large-v3",
+                                         "--out-dir", str(tmp_path)]), {})
+    assert gpu_run.args.cpu_models == ["tiny"]
+    assert gpu_run.planned(run.new_row("encoder", "tiny", run.OPENAI, "cpu"))
+    assert not gpu_run.planned(run.new_row("encoder", "large-v3", run.OPENAI, "cpu"))
+    encoder_only = run.Runner(run.parse_args(["--device", "cpu", "--sections", "encoder", "--models", "tiny",
+                                              "--out-dir", str(tmp_path)]), {})
+    assert encoder_only.planned(run.new_row("encoder", "tiny", run.FAST, "cpu"))
+    assert not encoder_only.planned(run.new_row("decoder", "tiny", run.CPP, "cpu"))
+    real_only = run.Runner(run.parse_args(["--device", "cpu", "--sections", "longform", "--real-weights-only",
+                                           "--out-dir", str(tmp_path)]), {})
+    assert real_only.planned(run.new_row("longform", "tiny", run.CPP, "cpu", weights="tiny.en"))
+    assert not real_only.planned(run.new_row("longform", "tiny", run.CPP, "cpu"))
