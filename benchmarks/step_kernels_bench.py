@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).parent))
-from decoder_bench import copy_bandwidth  # noqa: E402
+from common import measure_ceilings  # noqa: E402
 
 from fastwhisper import ops  # noqa: E402
 
@@ -61,7 +61,7 @@ def main():
     parser.add_argument("--rows", default="1,5")
     args = parser.parse_args()
     dev, dt, d = "cuda", torch.float16, args.d
-    bandwidth = copy_bandwidth(dev)
+    bandwidth = measure_ceilings(dev)["copy_gb_per_s"] * 1e9
     print(f"copy bandwidth {bandwidth / 1e12:.2f} TB/s, d={d}, heads={args.heads}")
     print("| kernel | us/call | ATen us/call | floor us | GB/s |\n|---|---|---|---|---|")
     g = torch.Generator(device=dev).manual_seed(0)
