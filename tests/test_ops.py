@@ -252,3 +252,36 @@ def test_linear_fp32_follows_tf32_setting_cuda():
     torch.backends.cuda.matmul.allow_tf32 = True  # restored by the _strict_fp32 fixture
     assert rel_err(ops.linear(*args), expected) <= 5e-3
 
+
+# ---- CUDA LayerNorm: vectorized register kernel and scalar fallback ---------------------------------------
+
+# d: multiples of 8 (vectorized), 33 and 1283 (not: fallback), 4104 (fp16 rows too long for registers)
+LN_SHAPES = [(1, 1280), (3, 5, 384), (7, 1024), (2, 2048), (4, 33), (2, 1283), (3, 4104), (1500, 1280)]
+
+
+@requires_cuda
+@pytest.mark.cuda
+@pytest.mark.parametrize("dtype", [torch.float32] + LOW_PRECISION)
+@pytest.mark.parametrize("shape", LN_SHAPES)
+def test_layer_norm_vectorized_and_fallback_cuda(shape, dtype):
+    for pdtype in {torch.float32, dtype}:
+        gen = torch.Generator().manual_seed(shape[-1])
+        args = layer_norm_args(shape, "cuda", dtype=dtype, param_dtype=pdtype, gen=gen)
+        out = ops.layer_norm(*args)
+        expected = reference_of("layer_norm", args)
+        err, torch_err = rel_err(out, expected), rel_err(torch_low_precision("layer_norm", args), expected)
+        assert out.dtype == dtype and out.shape == expected.shape
+        assert err <= max(2 * torch_err, FP32_TOL), f"{shape} {dtype}/{pdtype}: {err:.3e} vs torch {torch_err:.3e}"
+
+
+@requires_cuda
+@pytest.mark.cuda
+@pytest.mark.parametrize("dtype", [torch.float32] + LOW_PRECISION)
+def test_layer_norm_vectorized_matches_scalar_path_cuda(dtype):
+    """The same rows through the register kernel (aligned) and the scalar kernel (x off 16-byte alignment)."""
+    x, w, b, eps = layer_norm_args((300, 1280), "cuda", dtype=dtype, gen=torch.Generator().manual_seed(5))
+    unaligned = torch.empty(x.numel() + 1, device="cuda", dtype=dtype)[1:].view(x.shape)
+    unaligned.copy_(x)
+    fast, scalar = ops.layer_norm(x, w, b, eps), ops.layer_norm(unaligned, w, b, eps)
+    tol = 1e-6 if dtype == torch.float32 else (1e-3 if dtype == torch.float16 else 8e-3)
+    assert rel_err(fast, scalar) <= tol
