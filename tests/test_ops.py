@@ -188,3 +188,100 @@ def test_opcheck(name, device):
     for dtype in dtypes:
         args = encoder_sample(device, dtype) if name == "encoder_forward" else OPCHECK_SAMPLES[name](device, dtype)
         torch.library.opcheck(getattr(torch.ops.fastwhisper, name), tuple(args))
+
+
+# ---- CUDA linear: cuBLASLt epilogues (bias, beta=1 residual) and the vectorized fallback epilogue ----------
+
+# (lead, K, N): rows 1, 3 and 1501 take cuBLASLt (K, N multiples of 8); N = 13 and K = 36 take the fallback.
+FUSED_LINEAR_SHAPES = [((1,), 64, 48), ((3,), 40, 24), ((1501,), 384, 1536), ((2, 7), 64, 13), ((5,), 36, 16)]
+# name: (bias, residual, gelu)
+FUSED_LINEAR_EPILOGUES = {"plain": (False, False, False), "bias": (True, False, False),
+                          "bias_residual": (True, True, False), "bias_gelu": (True, False, True),
+                          "residual": (False, True, False), "all": (True, True, True)}
+
+
+def check_linear_cuda(args, dtype):
+    out = ops.linear(*args)
+    expected = reference_of("linear", args)
+    assert out.dtype == dtype and out.shape == expected.shape
+    if dtype == torch.float32:
+        assert rel_err(out, expected) <= FP32_TOL
+    else:  # one rounding (fused) instead of torch's two: within 2x torch's own error
+        err, torch_err = rel_err(out, expected), rel_err(torch_low_precision("linear", args), expected)
+        assert err <= 2 * torch_err + 1e-6, f"{dtype}: ours {err:.3e} vs torch {torch_err:.3e}"
+
+
+@requires_cuda
+@pytest.mark.cuda
+@pytest.mark.parametrize("dtype", [torch.float32] + LOW_PRECISION)
+@pytest.mark.parametrize("epilogue", list(FUSED_LINEAR_EPILOGUES))
+@pytest.mark.parametrize("shape", FUSED_LINEAR_SHAPES)
+def test_linear_fused_epilogue_cuda(shape, epilogue, dtype):
+    lead, k, n = shape
+    gen = torch.Generator().manual_seed(k * n + len(lead))
+    check_linear_cuda(linear_args(lead, k, n, *FUSED_LINEAR_EPILOGUES[epilogue], "cuda", dtype, gen=gen), dtype)
+
+
+@requires_cuda
+@pytest.mark.cuda
+@pytest.mark.parametrize("dtype", [torch.float32] + LOW_PRECISION)
+def test_linear_unaligned_and_strided_operands_cuda(dtype):
+    """Pointers off 16-byte alignment and non-contiguous rows: cuBLASLt declines, the fallback (scalar
+    epilogue) gives the same answer."""
+    gen = torch.Generator().manual_seed(7)
+    x, w, b, r, _ = linear_args((9,), 64, 40, True, True, True, "cuda", dtype, gen=gen)
+    x_strided = torch.zeros(9, 72, device="cuda", dtype=dtype)[:, 3:67]
+    x_strided.copy_(x)
+    r_unaligned = torch.zeros(9 * 40 + 1, device="cuda", dtype=dtype)[1:].view(9, 40)
+    r_unaligned.copy_(r)
+    b_unaligned = torch.zeros(41, device="cuda", dtype=dtype)[1:]
+    b_unaligned.copy_(b)
+    for args in ([x_strided, w, b, r, True], [x, w, b_unaligned, r_unaligned, True], [x, w, b, r_unaligned, False],
+                 [x_strided, w, None, r_unaligned, False]):
+        check_linear_cuda(args, dtype)
+
+
+@requires_cuda
+@pytest.mark.cuda
+def test_linear_fp32_follows_tf32_setting_cuda():
+    """allow_tf32 on: fp32 may use TF32 (error ~1e-3); off (the test default): full fp32."""
+    gen = torch.Generator().manual_seed(3)
+    args = linear_args((64,), 256, 128, True, True, False, "cuda", torch.float32, gen=gen)
+    expected = reference_of("linear", args)
+    assert rel_err(ops.linear(*args), expected) <= FP32_TOL
+    torch.backends.cuda.matmul.allow_tf32 = True  # restored by the _strict_fp32 fixture
+    assert rel_err(ops.linear(*args), expected) <= 5e-3
+
+
+# ---- CUDA LayerNorm: vectorized register kernel and scalar fallback ---------------------------------------
+
+# d: multiples of 8 (vectorized), 33 and 1283 (not: fallback), 4104 (fp16 rows too long for registers)
+LN_SHAPES = [(1, 1280), (3, 5, 384), (7, 1024), (2, 2048), (4, 33), (2, 1283), (3, 4104), (1500, 1280)]
+
+
+@requires_cuda
+@pytest.mark.cuda
+@pytest.mark.parametrize("dtype", [torch.float32] + LOW_PRECISION)
+@pytest.mark.parametrize("shape", LN_SHAPES)
+def test_layer_norm_vectorized_and_fallback_cuda(shape, dtype):
+    for pdtype in {torch.float32, dtype}:
+        gen = torch.Generator().manual_seed(shape[-1])
+        args = layer_norm_args(shape, "cuda", dtype=dtype, param_dtype=pdtype, gen=gen)
+        out = ops.layer_norm(*args)
+        expected = reference_of("layer_norm", args)
+        err, torch_err = rel_err(out, expected), rel_err(torch_low_precision("layer_norm", args), expected)
+        assert out.dtype == dtype and out.shape == expected.shape
+        assert err <= max(2 * torch_err, FP32_TOL), f"{shape} {dtype}/{pdtype}: {err:.3e} vs torch {torch_err:.3e}"
+
+
+@requires_cuda
+@pytest.mark.cuda
+@pytest.mark.parametrize("dtype", [torch.float32] + LOW_PRECISION)
+def test_layer_norm_vectorized_matches_scalar_path_cuda(dtype):
+    """The same rows through the register kernel (aligned) and the scalar kernel (x off 16-byte alignment)."""
+    x, w, b, eps = layer_norm_args((300, 1280), "cuda", dtype=dtype, gen=torch.Generator().manual_seed(5))
+    unaligned = torch.empty(x.numel() + 1, device="cuda", dtype=dtype)[1:].view(x.shape)
+    unaligned.copy_(x)
+    fast, scalar = ops.layer_norm(x, w, b, eps), ops.layer_norm(unaligned, w, b, eps)
+    tol = 1e-6 if dtype == torch.float32 else (1e-3 if dtype == torch.float16 else 8e-3)
+    assert rel_err(fast, scalar) <= tol

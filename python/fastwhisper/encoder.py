@@ -1,17 +1,25 @@
 """FastAudioEncoder: a drop-in for ``whisper.model.AudioEncoder`` that runs through fastwhisper's ops."""
 
-from typing import Dict, List, Tuple
+import os
+import warnings
+from typing import Dict, List, Optional, Tuple
 
 import torch
 from torch import Tensor
 from whisper.model import AudioEncoder, Whisper
 
 from . import ops
+from .encoder_graphs import EncoderGraphs
 
 # Tensors that stay in their own dtype (the kernels read fp32 or the input's dtype): LayerNorm
 # parameters and the positional embedding. Everything else is cast to the input's dtype, as
 # openai-whisper's Linear and Conv1d do on every call.
 _KEEP_DTYPE_SLOTS = {0, 1, 9, 10}
+
+# FASTWHISPER_ENCODER_GRAPHS=0 turns off the CUDA-graph replay of the encoder (read on every call).
+GRAPHS_ENV = "FASTWHISPER_ENCODER_GRAPHS"
+# Captured graphs kept per encoder (one per batch size / dtype / device); the oldest goes first.
+MAX_GRAPHS = 8
 
 
 class FastAudioEncoder(AudioEncoder):
@@ -21,6 +29,13 @@ class FastAudioEncoder(AudioEncoder):
     compute dtype is the input's dtype (float32 on CPU; float32, float16 or bfloat16 on CUDA); when
     the weights have another dtype (openai-whisper keeps fp32 weights and feeds fp16 mels on GPU),
     the cast weights are cached per dtype and refreshed when a parameter changes.
+
+    On CUDA the call is captured once per (batch, n_frames, dtype, device) as a CUDA graph and replayed
+    (encoder_graphs.py); the result is always a fresh tensor. Graphs are not used under
+    ``torch.compile``, when autograd would record the call (grad enabled and a parameter requiring grad),
+    or with ``FASTWHISPER_ENCODER_GRAPHS=0``. A changed parameter (in place or reassigned) is picked up:
+    the graph is captured again. Replacing a submodule (``enc.blocks[3] = ...``) after the first call is
+    not: build a new encoder instead. Graph replays must not run from several threads at once.
     """
 
     def __init__(self, n_mels: int, n_ctx: int, n_state: int, n_head: int, n_layer: int):
@@ -31,7 +46,22 @@ class FastAudioEncoder(AudioEncoder):
         if n_state % n_head != 0:
             raise ValueError(f"n_state ({n_state}) must be divisible by n_head ({n_head})")
         self.n_mels, self.n_ctx, self.n_state, self.n_head = n_mels, n_ctx, n_state, n_head
+        self._reset_runtime_state()
+
+    def _reset_runtime_state(self) -> None:
         self._cast_cache: Dict[torch.dtype, Tuple[tuple, List[Tensor]]] = {}
+        self._weight_slots: Optional[List[Tuple[dict, str]]] = None
+        self._graphs = EncoderGraphs(MAX_GRAPHS)
+
+    def __getstate__(self):  # copy.deepcopy / pickle: weights yes, caches and CUDA graphs no
+        state = self.__dict__.copy()
+        for name in ("_cast_cache", "_weight_slots", "_graphs"):
+            state.pop(name, None)
+        return state
+
+    def __setstate__(self, state):
+        super().__setstate__(state)
+        self._reset_runtime_state()
 
     @classmethod
     def from_audio_encoder(cls, encoder: AudioEncoder) -> "FastAudioEncoder":
@@ -55,18 +85,27 @@ class FastAudioEncoder(AudioEncoder):
 
     # -- weights -----------------------------------------------------------------------------
 
+    def _weight_names(self) -> List[str]:
+        """state_dict names of encoder_forward's tensors, in its argument order."""
+        names = ["conv1.weight", "conv1.bias", "conv2.weight", "conv2.bias", "positional_embedding"]
+        for i in range(len(self.blocks)):
+            names += [f"blocks.{i}.{name}" for name in ops.BLOCK_PARAM_NAMES]
+        return names + ["ln_post.weight", "ln_post.bias"]
+
     def _raw_weights(self) -> List[Tensor]:
-        tensors = [
-            self.conv1.weight,
-            self.conv1.bias,
-            self.conv2.weight,
-            self.conv2.bias,
-            self.positional_embedding,
-        ]
-        for block in self.blocks:
-            tensors += [block.get_parameter(name) for name in ops.BLOCK_PARAM_NAMES]
-        tensors += [self.ln_post.weight, self.ln_post.bias]
-        return tensors
+        if torch.compiler.is_compiling():  # traced once: plain attribute lookups
+            return [self.get_buffer(n) if n == "positional_embedding" else self.get_parameter(n)
+                    for n in self._weight_names()]
+        # eager: ~500 tensors per call for large models, read straight from their modules' dicts (get_parameter
+        # costs milliseconds there); reassigned parameters are seen, replaced submodules are not
+        if self._weight_slots is None:
+            slots = []
+            for name in self._weight_names():
+                module_name, _, leaf = name.rpartition(".")
+                module = self.get_submodule(module_name) if module_name else self
+                slots.append((module._parameters if leaf in module._parameters else module._buffers, leaf))
+            self._weight_slots = slots
+        return [store[leaf] for store, leaf in self._weight_slots]
 
     @staticmethod
     def _keeps_dtype(index: int, n_tensors: int) -> bool:
@@ -74,29 +113,34 @@ class FastAudioEncoder(AudioEncoder):
             return True
         return index >= 5 and (index - 5) % len(ops.BLOCK_PARAM_NAMES) in _KEEP_DTYPE_SLOTS
 
+    def _needs_cast(self, raw: List[Tensor], dtype: torch.dtype) -> bool:
+        n = len(raw)
+        return any(t.dtype != dtype and not self._keeps_dtype(i, n) for i, t in enumerate(raw))
+
     def _cast_weights(self, raw: List[Tensor], dtype: torch.dtype) -> List[Tensor]:
         n = len(raw)
         return [
             t if (t.dtype == dtype or self._keeps_dtype(i, n)) else t.to(dtype) for i, t in enumerate(raw)
         ]
 
-    def _weights_for(self, dtype: torch.dtype) -> List[Tensor]:
+    def _weights_for(self, dtype: torch.dtype) -> Tuple[List[Tensor], bool]:
+        """The weights in `dtype` (cast where needed) and whether they are stable: the same tensors come
+        back on the next call unless a parameter changes (False: fresh casts on every call)."""
         raw = [t.detach() for t in self._raw_weights()]
-        if (
-            torch.compiler.is_compiling()
-            or all(t.dtype == dtype for t in raw)
-            or any(t.is_inference() for t in raw)  # inference tensors have no version counter: no cache
-        ):
-            return self._cast_weights(raw, dtype)
+        if not self._needs_cast(raw, dtype):
+            return raw, True
+        if torch.compiler.is_compiling() or any(t.is_inference() for t in raw):
+            # inference tensors have no version counter: no cache
+            return self._cast_weights(raw, dtype), False
         signature = tuple((t.data_ptr(), t._version, t.dtype, t.device) for t in raw)
         cached = self._cast_cache.get(dtype)
         if cached is None or cached[0] != signature:
             cached = (signature, self._cast_weights(raw, dtype))
             self._cast_cache = {dtype: cached}  # one dtype at a time: bounded memory
-        return cached[1]
+        return cached[1], True
 
-    def _apply(self, fn, *args, **kwargs):  # .to() / .cuda() / .half(): drop cast copies
-        self._cast_cache = {}
+    def _apply(self, fn, *args, **kwargs):  # .to() / .cuda() / .half(): drop cast copies and graphs
+        self._reset_runtime_state()
         return super()._apply(fn, *args, **kwargs)
 
     # -- forward -------------------------------------------------------------------------------
@@ -111,12 +155,45 @@ class FastAudioEncoder(AudioEncoder):
                 f"incorrect audio shape: FastAudioEncoder expects a mel of shape [batch, {expected[0]}, "
                 f"{expected[1]}], got {list(x.shape)}"
             )
-        raw = self._raw_weights()
-        weights = self._weights_for(x.dtype) if not torch.compiler.is_compiling() else self._cast_weights(raw, x.dtype)
+        if torch.compiler.is_compiling():
+            return self._encode(x, self._cast_weights(self._raw_weights(), x.dtype))
+        out = self._graph_forward(x) if x.is_cuda else None
+        return out if out is not None else self._encode(x, self._weights_for(x.dtype)[0])
+
+    def _encode(self, x: Tensor, weights: List[Tensor]) -> Tensor:
         conv1_w, conv1_b, conv2_w, conv2_b, pos = weights[:5]
         return ops.encoder_forward(
             x, conv1_w, conv1_b, conv2_w, conv2_b, pos, weights[5:-2], weights[-2], weights[-1], self.n_head
         )
+
+    def _graph_forward(self, x: Tensor) -> Optional[Tensor]:
+        """The encoding through a CUDA graph, or None: run eagerly (graphs off, autograd recording,
+        weights recast on every call because they are inference tensors, or capturing failed)."""
+        if x.requires_grad or self._graphs.capture_failed is not None:
+            return None
+        if os.environ.get(GRAPHS_ENV, "1").strip() == "0":
+            return None
+        raw = self._raw_weights()
+        if torch.is_grad_enabled() and any(t.requires_grad for t in raw):
+            return None
+        try:
+            signature = tuple((t.data_ptr(), t._version) for t in raw)
+        except RuntimeError:  # inference tensors have no version counter: fine only when nothing is cast
+            if self._needs_cast(raw, x.dtype):
+                return None
+            signature = tuple(t.data_ptr() for t in raw)
+        if not self._graphs.has(x, signature):
+            weights, stable = self._weights_for(x.dtype)
+            if not stable or not self._graphs.capture(x, signature, weights, self._encode):
+                if self._graphs.capture_failed is not None:
+                    warnings.warn(
+                        f"fastwhisper: capturing the encoder as a CUDA graph failed ({self._graphs.capture_failed});"
+                        f" it runs eagerly from now on (set {GRAPHS_ENV}=0 to skip the attempt)",
+                        RuntimeWarning,
+                        stacklevel=3,
+                    )
+                return None
+        return self._graphs.replay(x)
 
 
 def accelerate(model: Whisper) -> Whisper:

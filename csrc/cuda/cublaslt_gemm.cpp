@@ -1,0 +1,193 @@
+// cuBLASLt linear with bias epilogue and beta = 1 residual, on ATen's cuBLASLt handle, workspace and
+// current stream. The algorithm of each problem is chosen once (cuBLASLt's heuristic) and cached.
+#include "cublaslt_gemm.h"
+
+#include <ATen/Context.h>
+#include <ATen/cuda/CUDAContext.h>
+#include <ATen/cuda/Exceptions.h>
+#include <c10/cuda/CUDAFunctions.h>
+#include <cublasLt.h>
+
+#include <array>
+#include <cstdint>
+#include <map>
+#include <mutex>
+#include <optional>
+
+namespace fastwhisper::cuda {
+namespace {
+
+// Owners of the cuBLASLt descriptors of one call (destroyed on every path out, errors included).
+struct MatmulDesc {
+  cublasLtMatmulDesc_t desc = nullptr;
+  ~MatmulDesc() {
+    if (desc) cublasLtMatmulDescDestroy(desc);
+  }
+  template <typename V>
+  void set(cublasLtMatmulDescAttributes_t attr, const V& value) {
+    TORCH_CUDABLAS_CHECK(cublasLtMatmulDescSetAttribute(desc, attr, &value, sizeof(value)));
+  }
+};
+
+struct Layout {
+  cublasLtMatrixLayout_t layout = nullptr;
+  // A column-major rows x cols matrix with leading dimension ld (elements).
+  Layout(cudaDataType_t type, int64_t rows, int64_t cols, int64_t ld) {
+    TORCH_CUDABLAS_CHECK(cublasLtMatrixLayoutCreate(&layout, type, static_cast<uint64_t>(rows),
+                                                    static_cast<uint64_t>(cols), ld));
+  }
+  ~Layout() {
+    if (layout) cublasLtMatrixLayoutDestroy(layout);
+  }
+  Layout(const Layout&) = delete;
+  Layout& operator=(const Layout&) = delete;
+};
+
+struct Preference {
+  cublasLtMatmulPreference_t pref = nullptr;
+  Preference() { TORCH_CUDABLAS_CHECK(cublasLtMatmulPreferenceCreate(&pref)); }
+  ~Preference() {
+    if (pref) cublasLtMatmulPreferenceDestroy(pref);
+  }
+  template <typename V>
+  void set(cublasLtMatmulPreferenceAttributes_t attr, const V& value) {
+    TORCH_CUDABLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(pref, attr, &value, sizeof(value)));
+  }
+};
+
+// Largest power of two (up to 256) dividing the address: what cuBLASLt's MIN_ALIGNMENT preferences take.
+uint32_t alignment_of(const void* p) {
+  const auto address = reinterpret_cast<uintptr_t>(p);
+  uint32_t alignment = 1;
+  while (alignment < 256 && address % (2 * alignment) == 0) alignment *= 2;
+  return alignment;
+}
+
+// torch.backends.cuda.matmul.allow_{fp16,bf16}_reduced_precision_reduction as a split-K reduction mask.
+// In-place split-K (atomics on the output) is never allowed: results stay bit-reproducible run to run.
+uint32_t reduction_mask(at::ScalarType dtype) {
+  uint32_t mask = CUBLASLT_REDUCTION_SCHEME_NONE | CUBLASLT_REDUCTION_SCHEME_COMPUTE_TYPE |
+                  CUBLASLT_REDUCTION_SCHEME_OUTPUT_TYPE;
+  if (dtype == at::kFloat) return mask;
+  const auto option = dtype == at::kHalf ? at::globalContext().allowFP16ReductionCuBLAS()
+                                         : at::globalContext().allowBF16ReductionCuBLAS();
+  if (option == at::CuBLASReductionOption::DisallowReducedPrecisionAllowSplitK) {
+    mask &= ~static_cast<uint32_t>(CUBLASLT_REDUCTION_SCHEME_OUTPUT_TYPE);
+  } else if (option == at::CuBLASReductionOption::DisallowReducedPrecisionDisallowSplitK) {
+    mask = CUBLASLT_REDUCTION_SCHEME_NONE;
+  }
+  return mask;
+}
+
+// Everything cuBLASLt's heuristic sees, so one cached algorithm serves every call with the same key.
+using AlgoKey = std::array<int64_t, 18>;
+
+std::mutex algo_mutex;
+std::map<AlgoKey, std::optional<cublasLtMatmulAlgo_t>>& algo_cache() {
+  static std::map<AlgoKey, std::optional<cublasLtMatmulAlgo_t>> cache;  // nullopt: no algorithm exists
+  return cache;
+}
+
+}  // namespace
+
+bool cublaslt_linear(const at::Tensor& x, const at::Tensor& weight, const at::Tensor* bias,
+                     const at::Tensor* residual, const at::Tensor& out) {
+  const auto dtype = x.scalar_type();
+  if (dtype != at::kFloat && dtype != at::kHalf && dtype != at::kBFloat16) return false;
+  const int64_t m = x.size(0), k = x.size(1), n = weight.size(0);
+  if (m < 1 || k < 8 || n < 8 || k % 8 != 0 || n % 8 != 0) return false;
+  // unit inner strides, row strides a multiple of 8 elements, 16-byte aligned pointers
+  auto rows_ok = [](const at::Tensor& t) {
+    return t.dim() == 2 && t.stride(1) == 1 && t.stride(0) % 8 == 0 && t.stride(0) >= t.size(1) &&
+           reinterpret_cast<uintptr_t>(t.data_ptr()) % 16 == 0;
+  };
+  if (!rows_ok(x) || !rows_ok(weight) || !rows_ok(out) || (residual && !rows_ok(*residual))) return false;
+  if (bias && (!bias->is_contiguous() || reinterpret_cast<uintptr_t>(bias->data_ptr()) % 16 != 0)) return false;
+
+  const cudaDataType_t type = dtype == at::kHalf ? CUDA_R_16F : dtype == at::kBFloat16 ? CUDA_R_16BF : CUDA_R_32F;
+  const cublasComputeType_t compute = dtype == at::kFloat && at::globalContext().allowTF32CuBLAS()
+                                          ? CUBLAS_COMPUTE_32F_FAST_TF32
+                                          : CUBLAS_COMPUTE_32F;
+  // Row-major out[M, N] = x[M, K] @ weight[N, K]^T is column-major out^T[N, M] = op(A) B with
+  // A = weight as a column-major K x N matrix (op = transpose) and B = x as a column-major K x M matrix.
+  const void* c_ptr = residual ? residual->data_ptr() : out.data_ptr();
+  const int64_t ldc = residual ? residual->stride(0) : out.stride(0);
+  const uint32_t reduction = reduction_mask(dtype);
+
+  // ATen's handle and workspace for the current stream (the cuBLAS handle first: with
+  // TORCH_CUBLASLT_UNIFIED_WORKSPACE=1 the cuBLASLt workspace is the cuBLAS one, set up by that call).
+  (void)at::cuda::getCurrentCUDABlasHandle();
+  cublasLtHandle_t handle = at::cuda::getCurrentCUDABlasLtHandle();
+  void* workspace = at::cuda::getCUDABlasLtWorkspace();
+  const uint64_t workspace_size = at::cuda::getCUDABlasLtWorkspaceSize();
+
+  MatmulDesc op;
+  TORCH_CUDABLAS_CHECK(cublasLtMatmulDescCreate(&op.desc, compute, CUDA_R_32F));
+  op.set(CUBLASLT_MATMUL_DESC_TRANSA, static_cast<int32_t>(CUBLAS_OP_T));
+  op.set(CUBLASLT_MATMUL_DESC_TRANSB, static_cast<int32_t>(CUBLAS_OP_N));
+  if (bias) {
+    op.set(CUBLASLT_MATMUL_DESC_EPILOGUE, static_cast<uint32_t>(CUBLASLT_EPILOGUE_BIAS));
+    op.set(CUBLASLT_MATMUL_DESC_BIAS_POINTER, bias->data_ptr());  // bias elements have out's dtype
+  }
+  const Layout a(type, k, n, weight.stride(0)), b(type, k, m, x.stride(0)), c(type, n, m, ldc),
+      d(type, n, m, out.stride(0));
+
+  const uint32_t align_a = alignment_of(weight.data_ptr()), align_b = alignment_of(x.data_ptr()),
+                 align_c = alignment_of(c_ptr), align_d = alignment_of(out.data_ptr());
+  const AlgoKey key = {c10::cuda::current_device(),
+                       static_cast<int64_t>(dtype),
+                       static_cast<int64_t>(compute),
+                       m,
+                       n,
+                       k,
+                       weight.stride(0),
+                       x.stride(0),
+                       ldc,
+                       out.stride(0),
+                       (bias ? 1 : 0) + (residual ? 2 : 0),
+                       align_a,
+                       align_b,
+                       align_c,
+                       align_d,
+                       bias ? alignment_of(bias->data_ptr()) : 0,
+                       reduction,
+                       static_cast<int64_t>(workspace_size)};
+  std::optional<cublasLtMatmulAlgo_t> algo;
+  {
+    const std::lock_guard<std::mutex> lock(algo_mutex);
+    auto& cache = algo_cache();
+    auto it = cache.find(key);
+    if (it == cache.end()) {
+      Preference pref;
+      pref.set(CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, workspace_size);
+      pref.set(CUBLASLT_MATMUL_PREF_REDUCTION_SCHEME_MASK, reduction);
+      pref.set(CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, align_a);
+      pref.set(CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES, align_b);
+      pref.set(CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, align_c);
+      pref.set(CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES, align_d);
+      cublasLtMatmulHeuristicResult_t result{};
+      int found = 0;
+      const cublasStatus_t status = cublasLtMatmulAlgoGetHeuristic(handle, op.desc, a.layout, b.layout, c.layout,
+                                                                    d.layout, pref.pref, 1, &result, &found);
+      std::optional<cublasLtMatmulAlgo_t> chosen;
+      if (status == CUBLAS_STATUS_SUCCESS && found > 0 && result.state == CUBLAS_STATUS_SUCCESS) {
+        chosen = result.algo;
+      }
+      it = cache.emplace(key, chosen).first;
+    }
+    algo = it->second;
+  }
+  if (!algo) return false;
+
+  const float alpha = 1.0f, beta = residual ? 1.0f : 0.0f;
+  const cublasStatus_t status =
+      cublasLtMatmul(handle, op.desc, &alpha, weight.data_ptr(), a.layout, x.data_ptr(), b.layout, &beta, c_ptr,
+                     c.layout, out.data_ptr(), d.layout, &*algo, workspace, workspace_size,
+                     at::cuda::getCurrentCUDAStream());
+  // rejected before launch (nothing written): the caller's path takes it
+  if (status == CUBLAS_STATUS_NOT_SUPPORTED || status == CUBLAS_STATUS_INVALID_VALUE) return false;
+  TORCH_CUDABLAS_CHECK(status);
+  return true;
+}
+
+}  // namespace fastwhisper::cuda
