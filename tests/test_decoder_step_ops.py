@@ -49,6 +49,8 @@ LINEAR_CASES = {
     "split-k-ln-1row": (1, 2560, [24, 8], [True, False], True, False, False),
     # the vocabulary projection's kernel (several columns per warp from 16384 columns)
     "vocab-columns-3rows": (3, 64, [16500], [False], True, False, False),
+    # 8 rows of 3072 fp16 features fill the default 48 KiB of shared memory (small's MLP, batch 8)
+    "rows8-k3072-smem-limit": (8, 3072, [96], [True], False, True, False),
 }
 
 
