@@ -3,6 +3,7 @@
     import fastwhisper
     model = fastwhisper.load_model("tiny.en")   # openai name, .pt file, HF or CTranslate2 directory
     result = model.transcribe("speech.flac")    # same result dict as openai-whisper
+    results = model.transcribe_batch(["a.flac", "b.wav"], batch_size=8)  # windows of several files together
     fastwhisper.accelerate(whisper_model)       # or: swap the encoder of an openai-whisper model
     torch.ops.fastwhisper.encoder_forward(...)  # the ops themselves (see fastwhisper.ops)
 """
@@ -10,6 +11,7 @@
 from . import ops
 from ._library import WITH_CUDA
 from .audio import load_audio
+from .batch_transcribe import transcribe_batch
 from .decoding import decode
 from .encoder import FastAudioEncoder, accelerate
 from .errors import AudioLoadError, FastWhisperError, ModelLoadError
@@ -20,6 +22,6 @@ from .transcribe import transcribe
 __version__ = "0.1.0"
 __all__ = [
     "FastAudioEncoder", "FastWhisper", "accelerate", "load_model", "save_checkpoint", "available_models",
-    "transcribe", "decode", "load_audio", "ops", "WITH_CUDA", "AudioLoadError", "ModelLoadError",
+    "transcribe", "transcribe_batch", "decode", "load_audio", "ops", "WITH_CUDA", "AudioLoadError", "ModelLoadError",
     "FastWhisperError", "__version__",
 ]

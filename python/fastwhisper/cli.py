@@ -3,9 +3,11 @@
     fastwhisper speech.flac --model tiny.en --output_format srt --output_dir out/
 
 It takes the options of openai-whisper's `whisper` command with the same meanings and defaults, except
---model (default tiny.en, the model fastwhisper can load offline, instead of turbo), plus --dtype and
---decoder. For each input file it prints the transcript to stdout and writes the requested output
-formats (txt, vtt, srt, tsv, json) with openai-whisper's writers.
+--model (default tiny.en, the model fastwhisper can load offline, instead of turbo), plus --dtype,
+--decoder and --batch_size. For each input file it prints the transcript to stdout (in the order of the
+files) and writes the requested output formats (txt, vtt, srt, tsv, json) with openai-whisper's writers.
+With --batch_size N > 1 the windows of up to N files are encoded and decoded together
+(fastwhisper.transcribe_batch); the outputs are those of --batch_size 1, file by file.
 
 Exit status: 0 when every file was transcribed; 1 when some input could not be read (each is reported as
 one `fastwhisper: error: FILE: MESSAGE` line on stderr, and the other files are still processed); 2 for a
@@ -25,6 +27,8 @@ import torch
 import tqdm
 from whisper.tokenizer import LANGUAGES, TO_LANGUAGE_CODE
 from whisper.utils import get_writer, make_safe, optional_float, optional_int, str2bool
+
+from .errors import FastWhisperError
 
 PROG = "fastwhisper"
 DEFAULT_MODEL = "tiny.en"
@@ -64,6 +68,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="decoding loop: 'torch' is openai-whisper's PyTorch decoder; 'cpp' is fastwhisper's C++ loop")
     g.add_argument("--threads", type=optional_int, default=0,
                    help="number of threads used by torch for CPU inference; supersedes MKL_NUM_THREADS/OMP_NUM_THREADS")
+    g.add_argument("--batch_size", type=_positive_int, default=1,
+                   help="transcribe up to this many files together, their 30-s windows encoded and decoded in "
+                   "batches (same outputs); 1 transcribes one file after the other")
 
     g = p.add_argument_group("output")
     g.add_argument("--output_dir", "-o", type=str, default=".", help="directory to save the outputs")
@@ -141,6 +148,16 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
 def _one_line(exc: BaseException) -> str:
     text = " ".join(str(exc).split())
     return text or type(exc).__name__
@@ -208,6 +225,7 @@ def _run(parser: argparse.ArgumentParser, args: dict) -> int:
     dtype = DTYPES.get(args.pop("dtype"))
     decoder: str = args.pop("decoder")
     threads: Optional[int] = args.pop("threads")
+    batch_size: int = args.pop("batch_size")
 
     # Usage checks, before anything slow.
     if not args["word_timestamps"]:
@@ -260,38 +278,82 @@ def _run(parser: argparse.ArgumentParser, args: dict) -> int:
     writer_args = {option: args.pop(option) for option in WORD_OPTIONS}
     os.makedirs(output_dir, exist_ok=True)
 
+    options = dict(decoder=decoder, temperature=temperature, **args)
     failed = 0
     stdout = sys.stdout
-    with tqdm.tqdm(audio_paths, desc=PROG, unit="file", file=sys.stderr, dynamic_ncols=True) as bar:
+    transcripts, next_to_print = {}, 0
+    with tqdm.tqdm(total=len(audio_paths), desc=PROG, unit="file", file=sys.stderr, dynamic_ncols=True) as bar:
         with redirect_stdout(_BarSafeStdout(stdout, bar)):
-            for audio_path in bar:
-                bar.set_postfix_str(os.path.basename(audio_path), refresh=True)
-                try:
-                    result = model.transcribe(audio_path, decoder=decoder, temperature=temperature, **args)
-                except NotImplementedError as exc:
-                    _error(_one_line(exc))
-                    return USAGE
-                except fastwhisper.FastWhisperError as exc:
-                    _error(f"{audio_path}: {_one_line(exc)}")
-                    failed += 1
-                    continue
-                except Exception as exc:  # a bug, not bad input: keep the traceback, go on with the others
-                    bar.clear()
-                    traceback.print_exc(file=sys.stderr)
-                    _error(f"{audio_path}: {type(exc).__name__}: {_one_line(exc)}")
-                    failed += 1
-                    continue
-                try:
-                    writer(result, audio_path, **writer_args)
-                except OSError as exc:
-                    _error(f"{audio_path}: cannot write the output in {output_dir}: {_one_line(exc)}")
-                    failed += 1
-                    continue
-                text = make_safe(result["text"].strip())
-                print(f"{audio_path}: {text}" if len(audio_paths) > 1 else text)
+            if batch_size == 1:
+                results = _one_by_one(model, audio_paths, bar, options)
+            else:
+                results = _batched(model, audio_paths, batch_size, options)
+            try:
+                for index, result in results:
+                    audio_path = audio_paths[index]
+                    bar.set_postfix_str(os.path.basename(audio_path), refresh=False)
+                    text = _write(result, audio_path, writer, writer_args, output_dir)
+                    failed += text is None
+                    transcripts[index] = text
+                    while next_to_print in transcripts:  # the transcripts in the order of the files
+                        text = transcripts.pop(next_to_print)
+                        if text is not None:
+                            print(f"{audio_paths[next_to_print]}: {text}" if len(audio_paths) > 1 else text)
+                        next_to_print += 1
+                    bar.update(1)
+            except NotImplementedError as exc:  # an option the decoder does not support: for every file
+                _error(_one_line(exc))
+                return USAGE
             sys.stdout.flush()
     return FILE_FAILED if failed else OK
 
+
+def _one_by_one(model, audio_paths: List[str], bar: tqdm.tqdm, options: dict):
+    """(index, result dict or exception) of each file, transcribed one after the other."""
+    for index, audio_path in enumerate(audio_paths):
+        bar.set_postfix_str(os.path.basename(audio_path), refresh=True)
+        try:
+            result = model.transcribe(audio_path, **options)
+        except NotImplementedError:
+            raise
+        except Exception as exc:  # reported by the caller, which goes on with the other files
+            result = exc
+        yield index, result
+
+
+def _batched(model, audio_paths: List[str], batch_size: int, options: dict):
+    """(index, result dict or exception) of each file as it finishes, batch_size files at a time."""
+    from .batch_transcribe import iter_transcribe_batch
+
+    done = set()
+    try:
+        for index, result in iter_transcribe_batch(model, audio_paths, batch_size=batch_size, **options):
+            done.add(index)
+            yield index, result
+    except NotImplementedError:
+        raise
+    except Exception as exc:  # the batch itself failed: every file not finished yet failed with it
+        for index in range(len(audio_paths)):
+            if index not in done:
+                yield index, exc
+
+
+def _write(result, audio_path: str, writer, writer_args: dict, output_dir: str) -> Optional[str]:
+    """Write a file's outputs and return its transcript for stdout; report a failure and return None."""
+    if isinstance(result, Exception):
+        if isinstance(result, FastWhisperError):
+            _error(f"{audio_path}: {_one_line(result)}")
+        else:  # a bug, not bad input: keep the traceback, go on with the others
+            lines = traceback.format_exception(type(result), result, result.__traceback__)
+            tqdm.tqdm.write("".join(lines).rstrip("\n"), file=sys.stderr)
+            _error(f"{audio_path}: {type(result).__name__}: {_one_line(result)}")
+        return None
+    try:
+        writer(result, audio_path, **writer_args)
+    except OSError as exc:
+        _error(f"{audio_path}: cannot write the output in {output_dir}: {_one_line(exc)}")
+        return None
+    return make_safe(result["text"].strip())
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -24,6 +24,7 @@ class FastWhisper(Whisper):
 
     `transcribe` and `decode` take everything openai-whisper's do, plus `decoder=`: "torch" (the
     stock PyTorch decoder on fastwhisper's encoder output) or "cpp" (the C++ decoding loop).
+    `transcribe_batch` transcribes several audios together (fastwhisper.batch_transcribe).
     """
 
     def __init__(self, dims):
@@ -34,6 +35,11 @@ class FastWhisper(Whisper):
         from .transcribe import transcribe
 
         return transcribe(self, audio, decoder=decoder, **options)
+
+    def transcribe_batch(self, audios, *, batch_size: int = 8, decoder: str = "torch", **options):
+        from .batch_transcribe import transcribe_batch
+
+        return transcribe_batch(self, audios, batch_size=batch_size, decoder=decoder, **options)
 
     def decode(self, mel: torch.Tensor, options: Optional[DecodingOptions] = None, *, decoder: str = "torch", **kw):
         from .decoding import decode

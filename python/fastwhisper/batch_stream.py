@@ -1,0 +1,229 @@
+"""One audio's long-form transcription as a state machine: window -> (decode elsewhere) -> accept(result).
+
+`TranscriptionStream` reproduces the per-window logic of `whisper.transcribe` (openai-whisper 20250625,
+whisper/transcribe.py) for one audio, without decoding anything itself, so that the windows of several
+audios can be encoded and decoded together (fastwhisper.batch_transcribe). Each method says which part of
+whisper's loop it mirrors. Given the same DecodingResults, a stream produces exactly the dict that
+whisper.transcribe returns.
+"""
+
+from typing import List, Optional
+
+import torch
+from whisper.audio import (FRAMES_PER_SECOND, HOP_LENGTH, N_FRAMES, N_SAMPLES, SAMPLE_RATE, log_mel_spectrogram,
+                           pad_or_trim)
+from whisper.decoding import DecodingResult
+from whisper.tokenizer import LANGUAGES, get_tokenizer
+from whisper.utils import exact_div, format_timestamp, make_safe
+
+from .batch_options import TranscribeOptions
+from .batch_words import add_words_and_skip_hallucinations
+
+
+class Window:
+    """The 30-s window a stream is at: its position and its padded log-mel segment."""
+
+    def __init__(self, seek: int, segment_size: int, mel_segment: torch.Tensor):
+        self.seek = seek
+        self.segment_size = segment_size
+        self.mel_segment = mel_segment  # [n_mels, N_FRAMES] on the model's device, in the compute dtype
+        self.time_offset = float(seek * HOP_LENGTH / SAMPLE_RATE)
+        self.end_time = float((seek + N_FRAMES) * HOP_LENGTH / SAMPLE_RATE)
+        self.duration = segment_size * HOP_LENGTH / SAMPLE_RATE
+
+
+class TranscriptionStream:
+    """The transcription of one audio (a 16 kHz waveform), one window at a time.
+
+    Use: if `needs_language`, `set_language(code)` (from `language_mel()`); then repeat
+    `window = next_window()` (None: finished), decode `window.mel_segment` with `decode_options()`,
+    `accept(result)`; finally `result()`.
+    """
+
+    def __init__(self, model, waveform, settings: TranscribeOptions, label: str = "", print_label: bool = False):
+        self.model, self.settings, self.label = model, settings, label
+        self.prefix = f"{label}: " if print_label else ""
+        # whisper pads 30 s of silence to the audio, for slicing
+        self.mel = log_mel_spectrogram(waveform, model.dims.n_mels, padding=N_SAMPLES)
+        self.content_frames = self.mel.shape[-1] - N_FRAMES
+        self.content_duration = float(self.content_frames * HOP_LENGTH / SAMPLE_RATE)
+        self.options = dict(settings.decode_options)  # this audio's DecodingOptions fields
+        self.input_stride = exact_div(N_FRAMES, model.dims.n_audio_ctx)  # mel frames per output token: 2
+        self.time_precision = self.input_stride * HOP_LENGTH / SAMPLE_RATE  # seconds per output token: 0.02
+        self.window: Optional[Window] = None
+        self.finished = False
+        if self.options.get("language") is None and not model.is_multilingual:
+            self.options["language"] = "en"
+        if self.options.get("language") is not None:
+            self._start()
+
+    # ---- language (whisper.transcribe: the `decode_options["language"] is None` block)
+
+    @property
+    def needs_language(self) -> bool:
+        return self.options.get("language") is None
+
+    def language_mel(self) -> torch.Tensor:
+        """The first 30 s of the padded mel, as whisper hands it to detect_language."""
+        if self.settings.verbose:
+            self._print("Detecting language using up to the first 30 seconds. Use `--language` to specify the language")
+        return pad_or_trim(self.mel, N_FRAMES).to(self.model.device).to(self.settings.dtype)
+
+    def set_language(self, language: str) -> None:
+        self.options["language"] = language
+        if self.settings.verbose is not None:
+            self._print(f"Detected language: {LANGUAGES[language].title()}")
+        self._start()
+
+    # ---- set-up after the language is known (tokenizer, clips, initial prompt)
+
+    def _start(self) -> None:
+        model, settings = self.model, self.settings
+        self.language = self.options["language"]
+        self.tokenizer = get_tokenizer(model.is_multilingual, num_languages=model.num_languages,
+                                       language=self.language, task=self.options.get("task", "transcribe"))
+        clips = settings.clip_timestamps
+        if isinstance(clips, str):
+            clips = [float(ts) for ts in (clips.split(",") if clips else [])]
+        points = [round(ts * FRAMES_PER_SECOND) for ts in clips]
+        if not points:
+            points.append(0)
+        if len(points) % 2 == 1:
+            points.append(self.content_frames)
+        self.clips = list(zip(points[::2], points[1::2]))
+        self.clip_idx = 0
+        self.seek = self.clips[0][0]
+        self.all_tokens: List[int] = []
+        self.all_segments: List[dict] = []
+        self.prompt_reset_since = 0
+        self.last_speech_timestamp = 0.0
+        self.remaining_prompt_length = model.dims.n_text_ctx // 2 - 1
+        self.initial_prompt_tokens: List[int] = []
+        if settings.initial_prompt is not None:
+            self.initial_prompt_tokens = self.tokenizer.encode(" " + settings.initial_prompt.strip())
+            self.all_tokens.extend(self.initial_prompt_tokens)
+            self.remaining_prompt_length -= len(self.initial_prompt_tokens)
+
+    # ---- the next window (top of whisper's seek loop: clip bookkeeping, mel slice, prompt)
+
+    def next_window(self) -> Optional[Window]:
+        """Advance through the clips to the next window; None (and `finished`) when the audio is done."""
+        while self.clip_idx < len(self.clips):
+            clip_start, clip_end = self.clips[self.clip_idx]
+            if self.seek < clip_start:
+                self.seek = clip_start
+            if self.seek >= clip_end:
+                self.clip_idx += 1
+                if self.clip_idx < len(self.clips):
+                    self.seek = self.clips[self.clip_idx][0]
+                continue
+            size = min(N_FRAMES, self.content_frames - self.seek, clip_end - self.seek)
+            segment = pad_or_trim(self.mel[:, self.seek:self.seek + size], N_FRAMES)
+            self.window = Window(self.seek, size, segment.to(self.model.device).to(self.settings.dtype))
+            return self.window
+        self.window, self.finished = None, True
+        return None
+
+    def decode_options(self) -> dict:
+        """This window's DecodingOptions fields: the call's, with this audio's language and prompt."""
+        if self.settings.carry_initial_prompt:
+            ignored = max(len(self.initial_prompt_tokens), self.prompt_reset_since)
+            remaining = self.all_tokens[ignored:][-self.remaining_prompt_length:]
+            prompt = self.initial_prompt_tokens + remaining
+        else:
+            prompt = self.all_tokens[self.prompt_reset_since:]
+        return {**self.options, "prompt": prompt}
+
+    # ---- the decoded window (whisper's loop body after decode_with_fallback)
+
+    def accept(self, result: DecodingResult) -> None:
+        window, settings = self.window, self.settings
+        # no-speech skip: a probable silence whose text is improbable too
+        if settings.no_speech_threshold is not None:
+            skip = result.no_speech_prob > settings.no_speech_threshold
+            if settings.logprob_threshold is not None and result.avg_logprob > settings.logprob_threshold:
+                skip = False
+            if skip:
+                self.seek += window.segment_size
+                return
+
+        segments, single_timestamp_ending = self._split(list(result.tokens), result)
+        if settings.word_timestamps:
+            seek, keep = add_words_and_skip_hallucinations(self, segments, single_timestamp_ending)
+            self.seek = seek
+            if not keep:  # the window began with a probable hallucination after silence: drop it
+                return
+
+        if settings.verbose:
+            for s in segments:
+                self._print(make_safe(f"[{format_timestamp(s['start'])} --> {format_timestamp(s['end'])}] {s['text']}"))
+        for s in segments:  # an instantaneous or empty segment keeps its times, loses its text
+            if s["start"] == s["end"] or s["text"].strip() == "":
+                s["text"], s["tokens"], s["words"] = "", [], []
+        first_id = len(self.all_segments)
+        self.all_segments.extend({"id": first_id + i, **s} for i, s in enumerate(segments))
+        self.all_tokens.extend(t for s in segments for t in s["tokens"])
+        if not settings.condition_on_previous_text or result.temperature > 0.5:
+            self.prompt_reset_since = len(self.all_tokens)  # no prompt after a high-temperature window
+
+    def _split(self, tokens: List[int], result: DecodingResult):
+        """Segments of a window's tokens at consecutive timestamp tokens, and the new seek position
+        (whisper: from `timestamp_tokens = tokens.ge(...)` to the end of the else-branch)."""
+        window, tb = self.window, self.tokenizer.timestamp_begin
+        is_ts = [t >= tb for t in tokens]
+        single_timestamp_ending = is_ts[-2:] == [False, True]
+        consecutive = [i + 1 for i in range(len(tokens) - 1) if is_ts[i] and is_ts[i + 1]]
+        segments = []
+        if consecutive:
+            slices = consecutive + ([len(tokens)] if single_timestamp_ending else [])
+            last_slice = 0
+            for current_slice in slices:
+                piece = tokens[last_slice:current_slice]
+                segments.append(self._segment(window.time_offset + (piece[0] - tb) * self.time_precision,
+                                              window.time_offset + (piece[-1] - tb) * self.time_precision,
+                                              piece, result))
+                last_slice = current_slice
+            if single_timestamp_ending:  # no speech after the last timestamp
+                self.seek += window.segment_size
+            else:  # drop the unfinished segment, go on from the last timestamp
+                self.seek += (tokens[last_slice - 1] - tb) * self.input_stride
+        else:
+            duration = window.duration
+            timestamps = [t for t in tokens if t >= tb]
+            if timestamps and timestamps[-1] != tb:  # no consecutive timestamps, but a last one
+                duration = (timestamps[-1] - tb) * self.time_precision
+            segments.append(self._segment(window.time_offset, window.time_offset + duration, tokens, result))
+            self.seek += window.segment_size
+        return segments, single_timestamp_ending
+
+    def _segment(self, start: float, end: float, tokens: List[int], result: DecodingResult) -> dict:
+        """whisper's new_segment (seek is the window's start)."""
+        eot = self.tokenizer.eot
+        return {
+            "seek": self.window.seek,
+            "start": start,
+            "end": end,
+            "text": self.tokenizer.decode([t for t in tokens if t < eot]),
+            "tokens": list(tokens),
+            "temperature": result.temperature,
+            "avg_logprob": result.avg_logprob,
+            "compression_ratio": result.compression_ratio,
+            "no_speech_prob": result.no_speech_prob,
+        }
+
+    # ---- progress and result
+
+    @property
+    def done_frames(self) -> int:
+        """Mel frames of the audio behind the stream (for the progress bar)."""
+        if self.finished:
+            return self.content_frames
+        return max(0, min(self.content_frames, getattr(self, "seek", 0)))
+
+    def result(self) -> dict:
+        """whisper.transcribe's return value: text (without the initial prompt), segments, language."""
+        return dict(text=self.tokenizer.decode(self.all_tokens[len(self.initial_prompt_tokens):]),
+                    segments=self.all_segments, language=self.language)
+
+    def _print(self, line: str) -> None:
+        print(self.prefix + line)
