@@ -173,6 +173,18 @@ def test_language_detected_per_file():
 
 
 @pytest.mark.slow
+def test_clips_past_the_end_of_an_audio_end_there(model):
+    """whisper.transcribe never returns when a clip reaches past the end of the audio (it decodes the empty
+    window there again and again); a batch stream ends the clip at the end of the audio instead."""
+    good = short(1)[0]  # < 10 s
+    [whole] = one_by_one(model, [good], "cpp", **BASE)
+    to_20s, from_15s = [batched(model, [good], "cpp", 2, fp16=False, clip_timestamps=clips)[0]
+                        for clips in ("0,20", "15,30")]
+    assert_same_result(to_20s, whole)
+    assert from_15s == dict(text="", segments=[], language="en")
+
+
+@pytest.mark.slow
 def test_bad_audio_is_returned_and_the_others_transcribed(model, tmp_path, capsys):
     corrupt = tmp_path / "corrupt.wav"
     corrupt.write_bytes(b"RIFF\x10\x00\x00\x00WAVEjunk" + bytes(range(256)) * 8)

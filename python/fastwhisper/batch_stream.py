@@ -107,7 +107,13 @@ class TranscriptionStream:
     # ---- the next window (top of whisper's seek loop: clip bookkeeping, mel slice, prompt)
 
     def next_window(self) -> Optional[Window]:
-        """Advance through the clips to the next window; None (and `finished`) when the audio is done."""
+        """Advance through the clips to the next window; None (and `finished`) when the audio is done.
+
+        One deliberate difference from whisper: a clip (clip_timestamps) that starts or ends past the end
+        of the audio ends at the end of the audio. whisper decodes the empty window there, and since its
+        seek then moves by the window's size (zero or less) it never returns. With one set of clips for
+        several audios of different lengths, this would hang the whole batch.
+        """
         while self.clip_idx < len(self.clips):
             clip_start, clip_end = self.clips[self.clip_idx]
             if self.seek < clip_start:
@@ -118,6 +124,9 @@ class TranscriptionStream:
                     self.seek = self.clips[self.clip_idx][0]
                 continue
             size = min(N_FRAMES, self.content_frames - self.seek, clip_end - self.seek)
+            if size <= 0:  # the clip reaches past the end of the audio: it ends there (see below)
+                self.seek = clip_end
+                continue
             segment = pad_or_trim(self.mel[:, self.seek:self.seek + size], N_FRAMES)
             self.window = Window(self.seek, size, segment.to(self.model.device).to(self.settings.dtype))
             return self.window

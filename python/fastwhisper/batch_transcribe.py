@@ -22,7 +22,8 @@ Results: for each audio, the dict `transcribe()` returns for it alone (and with 
 the same state). Decoding several windows in one call computes each row with the same operations, but a
 matrix product over a different number of rows may sum in another order, so log-probabilities can differ
 from the one-by-one run in the last bits (about 1e-7 in fp32); tokens, text and timestamps stay the same
-unless two candidates tie to that precision.
+unless two candidates tie to that precision. A clip (clip_timestamps) that reaches past the end of an
+audio ends there, where whisper.transcribe would never return (see TranscriptionStream.next_window).
 """
 
 import os
