@@ -17,16 +17,10 @@ from typing import Callable, Dict, List, Optional, Tuple
 import torch
 from whisper.model import ModelDimensions, Whisper
 
-# name: (n_mels, n_audio_ctx, n_audio_state, n_audio_head, n_audio_layer,
-#        n_vocab, n_text_ctx, n_text_state, n_text_head, n_text_layer); turbo's encoder is large-v3's.
-DIMS = {
-    "tiny": (80, 1500, 384, 6, 4, 51865, 448, 384, 6, 4),
-    "base": (80, 1500, 512, 8, 6, 51865, 448, 512, 8, 6),
-    "small": (80, 1500, 768, 12, 12, 51865, 448, 768, 12, 12),
-    "medium": (80, 1500, 1024, 16, 24, 51865, 448, 1024, 16, 24),
-    "large-v3": (128, 1500, 1280, 20, 32, 51866, 448, 1280, 20, 32),
-    "turbo": (128, 1500, 1280, 20, 32, 51866, 448, 1280, 20, 4),
-}
+from fastwhisper.loading import OFFICIAL_DIMS
+
+# name: ModelDimensions fields in order (fastwhisper.loading.OFFICIAL_DIMS); turbo's encoder is large-v3's.
+DIMS = {name: OFFICIAL_DIMS[name] for name in ("tiny", "base", "small", "medium", "large-v3", "turbo")}
 WEIGHT_SEED = 0
 INPUT_SEED = 1234
 MAX_REL_ERR = 5e-2  # encoder output against the fp32 reference; above it a row is a wrong output

@@ -1,5 +1,6 @@
 // CUDA cross-attention of the decoder's one-token step over the cached K/V of the audio (CPU
-// reference: decoder_cross_attention in cpu/decoder_step.cpp).
+// reference: decoder_cross_attention in cpu/decoder_step.cpp). One row per window runs ATen's SDPA
+// or the kernels below (one_row_uses_sdpa); several rows per window (beams) run the kernels below.
 //
 // One query per row against T = 1500 keys: too little work per (row, head) for one block, so the
 // keys are split into chunks (split-K, "flash decoding"). Pass 1, one block per (window, head, chunk):
@@ -10,8 +11,12 @@
 #include <torch/library.h>
 
 #include <cmath>
+#include <string>
+
+#include <c10/util/env.h>
 
 #include "checks.h"
+#include "cuda/bulk_copy.cuh"
 #include "cuda/device_utils.cuh"
 #include "launch.cuh"
 
@@ -32,7 +37,7 @@ __global__ void __launch_bounds__(kThreads)
                                  int64_t n_keys, int64_t d, int head_dim, int chunk, float scale) {
   extern __shared__ float sm[];  // q [G][head_dim], scores [G][chunk], partial [G][n_groups][head_dim]
   __shared__ float red[32];
-  constexpr int V = Pack<T>::kSize;
+  constexpr int V = kPack16<T>;
   const int w = blockIdx.x, head = blockIdx.y, c = blockIdx.z;
   const int n_heads = gridDim.y, n_chunks = gridDim.z;
   const int vecs = head_dim / V;  // 16-byte slices of one head (host: head_dim % V == 0, kThreads % vecs == 0)
@@ -44,8 +49,14 @@ __global__ void __launch_bounds__(kThreads)
   const T* kb = k + (static_cast<int64_t>(w) * n_keys + t0) * d + static_cast<int64_t>(head) * head_dim;
   const T* vb = v + (static_cast<int64_t>(w) * n_keys + t0) * d + static_cast<int64_t>(head) * head_dim;
 
-  wait_for_producers();  // q comes from the kernel before; K/V were written before the step
+  // K/V were written before the step: ask L2 for this block's slice of each key and value (one
+  // request per slice) while the kernel before still computes the query
   allow_dependents();
+  for (int idx = threadIdx.x; idx < 2 * n_t; idx += blockDim.x) {
+    const T* line = (idx < n_t ? kb : vb) + static_cast<int64_t>(idx % n_t) * d;
+    prefetch_l2(line, head_dim * static_cast<int>(sizeof(T)));
+  }
+  wait_for_producers();  // q comes from the kernel before
   for (int i = threadIdx.x; i < kGroup * head_dim; i += blockDim.x) {
     const int g = i / head_dim, j = i % head_dim;
     qs[i] = static_cast<float>(q[(static_cast<int64_t>(w) * kGroup + g) * d + static_cast<int64_t>(head) * head_dim + j]) *
@@ -58,12 +69,12 @@ __global__ void __launch_bounds__(kThreads)
 #pragma unroll
   for (int g = 0; g < kGroup; ++g) local_max[g] = -INFINITY;
   for (int t = threadIdx.x; t < n_t; t += blockDim.x) {
-    const auto* key = reinterpret_cast<const Pack<T>*>(kb + static_cast<int64_t>(t) * d);
+    const auto* key = reinterpret_cast<const Pack16<T>*>(kb + static_cast<int64_t>(t) * d);
     float s[kGroup];
 #pragma unroll
     for (int g = 0; g < kGroup; ++g) s[g] = 0.f;
     for (int i = 0; i < vecs; ++i) {
-      const Pack<T> kv = key[i];
+      const Pack16<T> kv = key[i];
 #pragma unroll
       for (int j = 0; j < V; ++j) {
         const float kf = static_cast<float>(kv.v[j]);
@@ -99,7 +110,7 @@ __global__ void __launch_bounds__(kThreads)
 #pragma unroll
     for (int j = 0; j < V; ++j) acc[g][j] = 0.f;
   for (int t = kg; t < n_t; t += n_groups) {
-    const Pack<T> vv = reinterpret_cast<const Pack<T>*>(vb + static_cast<int64_t>(t) * d)[i];
+    const Pack16<T> vv = reinterpret_cast<const Pack16<T>*>(vb + static_cast<int64_t>(t) * d)[i];
 #pragma unroll
     for (int g = 0; g < kGroup; ++g) {
       const float e = scores[g * chunk + t];
@@ -133,8 +144,8 @@ __global__ void cross_attention_combine_kernel(const float* __restrict__ part_ou
                                                int n_chunks, int64_t d, int head_dim) {
   const int64_t r = blockIdx.x;
   const int head = blockIdx.y, n_heads = gridDim.y;
-  wait_for_producers();
   allow_dependents();
+  wait_for_producers();
   const int64_t base = (r * n_heads + head) * n_chunks;
   float m = -INFINITY;
   for (int c = 0; c < n_chunks; ++c) m = fmaxf(m, part_max[base + c]);
@@ -166,6 +177,22 @@ void launch_chunks(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v
              1.0f / std::sqrt(static_cast<float>(head_dim)));
 }
 
+// FASTWHISPER_CROSS_ATTENTION=sdpa|split|auto (auto: unset): which computes one row per window,
+// ATen's SDPA or the split kernels above (several rows per window always take the split kernels).
+// Measured on the H100 (large-v3 shapes, benchmarks/step_kernels_bench.py): one row per window, SDPA
+// (cuDNN) 9.5 us, the split kernels 12.7 before their L2 prefetch and 9.5 with it; turbo's whole
+// greedy decoder (benchmarks/decoder_bench.py) 0.442 ms/token with SDPA, 0.465 with the split kernels.
+// Five rows (beams): SDPA 21.0 us, the split kernels 19.2 before the prefetch.
+bool one_row_uses_sdpa() {
+  static const bool sdpa = [] {
+    const std::string value = c10::utils::get_env("FASTWHISPER_CROSS_ATTENTION").value_or("auto");
+    TORCH_CHECK(value == "auto" || value == "sdpa" || value == "split",
+                "fastwhisper: FASTWHISPER_CROSS_ATTENTION must be sdpa, split or auto (or unset), got '", value, "'");
+    return value != "split";
+  }();
+  return sdpa;
+}
+
 }  // namespace
 
 at::Tensor decoder_cross_attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, int64_t n_head) {
@@ -180,6 +207,10 @@ at::Tensor decoder_cross_attention(const at::Tensor& q, const at::Tensor& k, con
   TORCH_CHECK(reinterpret_cast<uintptr_t>(k.data_ptr()) % 16 == 0 && reinterpret_cast<uintptr_t>(v.data_ptr()) % 16 == 0,
               "fastwhisper.decoder_cross_attention (CUDA): k and v must start at 16-byte aligned addresses");
   const c10::cuda::CUDAGuard guard(q.device());
+  if (group == 1 && one_row_uses_sdpa()) {  // [W, d] -> [W, H, 1, Dh]
+    auto heads = [&](const at::Tensor& t) { return t.view({windows, -1, n_head, head_dim}).transpose(1, 2); };
+    return at::scaled_dot_product_attention(heads(q), heads(k), heads(v)).transpose(1, 2).reshape({rows, d});
+  }
   // chunks: about two blocks per SM in all, at least 32 keys each
   const int64_t sms = at::cuda::getCurrentDeviceProperties()->multiProcessorCount;
   const int64_t want = std::max<int64_t>(1, ceil_div(2 * sms, windows * n_head));

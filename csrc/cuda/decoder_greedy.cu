@@ -73,8 +73,8 @@ __global__ void __launch_bounds__(kThreads)
   __shared__ RowStats red[32];
   const int64_t r = blockIdx.x;
   const int lane = threadIdx.x % 32, warp = threadIdx.x / 32, n_warps = blockDim.x / 32;
+  allow_dependents();  // safe this early: a dependent still waits for this grid to finish
   wait_for_producers();
-  allow_dependents();
   const float* row = logits + r * logits_stride;
 
   // one pass over the row: a scalar head up to a 16-byte boundary, then float4 loads, 4 in flight

@@ -28,8 +28,8 @@ __global__ void __launch_bounds__(kThreads)
   __shared__ int n_ranges;
   __shared__ float red[32];
   const int64_t r = blockIdx.x;
+  allow_dependents();  // safe this early: a dependent still waits for this grid to finish
   wait_for_producers();
-  allow_dependents();
   float* row = logits + r * logits_stride;
 
   if (threadIdx.x == 0) {

@@ -1,4 +1,4 @@
-// Device helpers of the decoder step kernels: 16-byte vectors, warp/block reductions, and programmatic
+// Device helpers of the CUDA kernels: 16-byte vectors, warp/block reductions, and programmatic
 // dependent launch (PDL), which lets a kernel start (and stream its weights) while the kernel before
 // it in the stream is still finishing.
 //
@@ -15,14 +15,13 @@
 #include <ATen/cuda/CUDAContext.h>
 #include <c10/cuda/CUDAException.h>
 
+#include "cuda/vec.cuh"
+
 namespace fastwhisper::cuda {
 
-// 16 bytes of T, loaded and stored as one vector.
+// 16 bytes of T, loaded and stored as one vector (vec.cuh's Pack of kPack16<T> elements).
 template <typename T>
-struct alignas(16) Pack {
-  static constexpr int kSize = 16 / sizeof(T);
-  T v[kSize];
-};
+using Pack16 = Pack<T, kPack16<T>>;
 
 __device__ __forceinline__ float warp_sum(float v) {
 #pragma unroll
@@ -57,7 +56,8 @@ __device__ __forceinline__ void wait_for_producers() {
 #endif
 }
 
-// Lets the next grid in the stream be scheduled (it still waits for this one in wait_for_producers).
+// Lets the next grid in the stream be scheduled (it still waits for this one in wait_for_producers),
+// so it is safe anywhere, also before this kernel's own wait_for_producers().
 __device__ __forceinline__ void allow_dependents() {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
   asm volatile("griddepcontrol.launch_dependents;" ::: "memory");

@@ -7,6 +7,7 @@
 #include <type_traits>
 
 #include "checks.h"
+#include "cuda/device_utils.cuh"
 #include "kernels.h"
 #include "launch.cuh"
 #include "vec.cuh"
@@ -15,11 +16,6 @@ namespace fastwhisper::cuda {
 namespace {
 
 constexpr int kRowsPerBlock = 4;  // one warp per row
-
-__device__ __forceinline__ float warp_sum(float v) {
-  for (int offset = 16; offset > 0; offset >>= 1) v += __shfl_xor_sync(0xffffffffu, v, offset);
-  return v;
-}
 
 // Packs of kVec = 16 bytes / sizeof(T) elements; lane l holds packs l, l + 32, ... (at most kPerLane).
 template <typename T, typename W, int kPerLane>

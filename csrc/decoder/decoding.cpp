@@ -114,7 +114,7 @@ DecodeOutput decode(DecoderSession& session, const at::Tensor& initial_tokens, c
   session.reset();
   const int64_t n_rows = session.n_rows(), n_ctx = session.n_text_ctx(), n_vocab = session.n_vocab();
   const auto device = session.device();
-  const auto filters = make_logit_filters(o, n_vocab, device);
+  const auto filters = make_logit_filters(o, device);
   auto token_decoder = make_token_decoder(o, session);
 
   // whisper stops once the sequence is longer than n_text_ctx, so it never holds more than n_ctx + 1 tokens

@@ -51,7 +51,6 @@ class ApplyTimestampRules : public LogitFilter {
 };
 
 // The filters options ask for, in whisper's order.
-std::vector<std::unique_ptr<LogitFilter>> make_logit_filters(const DecodeOptions& options, int64_t n_vocab,
-                                                             c10::Device device);
+std::vector<std::unique_ptr<LogitFilter>> make_logit_filters(const DecodeOptions& options, c10::Device device);
 
 }  // namespace fastwhisper::decoder

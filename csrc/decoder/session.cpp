@@ -352,15 +352,8 @@ at::Tensor DecoderSession::forward_step_ops() {
                             false);
     const at::Tensor q = call_decoder_linear(x, w(l, kCrossLnW), w(l, kCrossLnB), {w(l, kCrossQW)},
                                              bias_list({w(l, kCrossQB)}), std::nullopt, false, false);
-    // The group rows of one audio share its K/V. Measured on the H100 (step_kernels_bench, large-v3
-    // shapes): one row per audio, ATen's SDPA (cuDNN) 9.3 us against 12.7 for decoder_cross_attention;
-    // five rows (beams), 21.0 against 19.2. So each takes the case it wins.
-    const at::Tensor c =
-        group_ == 1 ? merge_heads(at::scaled_dot_product_attention(heads(q.view({n_audio_, 1, d}), n_head_),
-                                                                   heads(cross_k_[l], n_head_),
-                                                                   heads(cross_v_[l], n_head_)))
-                          .reshape({rows, d})
-                    : call_decoder_cross_attention(q, cross_k_[l], cross_v_[l], n_head_);  // [R, d]
+    // the group rows of one audio share its K/V
+    const at::Tensor c = call_decoder_cross_attention(q, cross_k_[l], cross_v_[l], n_head_);  // [R, d]
     x = call_decoder_linear(c, std::nullopt, std::nullopt, {w(l, kCrossOutW)}, bias_list({w(l, kCrossOutB)}), x, false,
                             false);
     const at::Tensor hidden = call_decoder_linear(x, w(l, kMlpLnW), w(l, kMlpLnB), {w(l, kMlp0W)},

@@ -22,7 +22,8 @@ from .formats import openai as openai_format
 from .model import FastWhisper
 
 # Official dimensions (n_mels, n_audio_ctx, n_audio_state, n_audio_head, n_audio_layer, n_vocab,
-# n_text_ctx, n_text_state, n_text_head, n_text_layer), used to check weights packages.
+# n_text_ctx, n_text_state, n_text_head, n_text_layer), used to check weights packages (and by the
+# benchmarks for random weights of the real dims).
 OFFICIAL_DIMS = {
     "tiny.en": (80, 1500, 384, 6, 4, 51864, 448, 384, 6, 4),
     "tiny": (80, 1500, 384, 6, 4, 51865, 448, 384, 6, 4),
@@ -30,6 +31,9 @@ OFFICIAL_DIMS = {
     "base": (80, 1500, 512, 8, 6, 51865, 448, 512, 8, 6),
     "small.en": (80, 1500, 768, 12, 12, 51864, 448, 768, 12, 12),
     "small": (80, 1500, 768, 12, 12, 51865, 448, 768, 12, 12),
+    "medium": (80, 1500, 1024, 16, 24, 51865, 448, 1024, 16, 24),
+    "large-v3": (128, 1500, 1280, 20, 32, 51866, 448, 1280, 20, 32),
+    "turbo": (128, 1500, 1280, 20, 32, 51866, 448, 1280, 20, 4),
 }
 
 
