@@ -69,6 +69,17 @@ def test_fp32_matches_whisper_cpu(size):
     assert rel_err(out, expected) <= FP32_TOL
 
 
+@pytest.mark.parametrize("size", ["tiny", "base"])
+def test_fp32_cpu_is_bitwise_whisper(size):
+    """The CPU kernels run the ATen ops whisper/model.py runs, in its order: the same bits, not only close."""
+    enc = random_encoder(ENCODER_DIMS[size], seed=5)
+    fast = fast_copy(enc)
+    mel = random_mel(2, enc.conv1.in_channels, seed=6)
+    with torch.inference_mode():
+        expected, out = enc(mel), fast(mel)
+    assert torch.equal(out, expected), f"max abs difference {(out - expected).abs().max().item():.3g}"
+
+
 @requires_cuda
 @pytest.mark.cuda
 @pytest.mark.parametrize("size", list(ENCODER_DIMS))

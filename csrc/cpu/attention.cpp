@@ -17,7 +17,8 @@ at::Tensor attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor&
   auto qh = q.reshape({batch, n_q, n_head, head_dim}).transpose(1, 2);
   auto kh = k.reshape({batch, n_kv, n_head, head_dim}).transpose(1, 2);
   auto vh = v.reshape({batch, n_kv, n_head, head_dim}).transpose(1, 2);
-  auto o = at::scaled_dot_product_attention(qh.contiguous(), kh.contiguous(), vh.contiguous(), {}, 0.0,
+  // strided views go in as they are (the CPU flash kernel reads strides): no [B, H, T, Dh] copies
+  auto o = at::scaled_dot_product_attention(qh, kh, vh, {}, 0.0,
                                             /*is_causal=*/false, 1.0 / std::sqrt(static_cast<double>(head_dim)));
   return o.transpose(1, 2).reshape({batch, n_q, n_state});
 }
