@@ -1,22 +1,18 @@
 // Reads FASTWHISPER_ENCODER_ATTENTION once (see attention_backend.h).
 #include "attention_backend.h"
 
-#include <c10/util/Exception.h>
-#include <c10/util/env.h>
-
 #include <string>
+
+#include "env_choice.h"
 
 namespace fastwhisper {
 namespace {
 
 AttentionBackend parse_attention_backend() {
-  const std::string value = c10::utils::get_env("FASTWHISPER_ENCODER_ATTENTION").value_or("");
-  if (value.empty() || value == "auto") return AttentionBackend::kAuto;
+  const std::string value = env_choice("FASTWHISPER_ENCODER_ATTENTION", {"flash", "cudnn", "auto"}, "auto");
   if (value == "flash") return AttentionBackend::kFlash;
-  TORCH_CHECK(value == "cudnn",
-              "fastwhisper: FASTWHISPER_ENCODER_ATTENTION must be flash, cudnn or auto (or unset), got '",
-              value, "'");
-  return AttentionBackend::kCudnn;
+  if (value == "cudnn") return AttentionBackend::kCudnn;
+  return AttentionBackend::kAuto;
 }
 
 }  // namespace

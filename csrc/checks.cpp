@@ -142,11 +142,15 @@ void check_attention_args(c10::DeviceType device, const at::Tensor& q, const at:
   check_same_dtype(op, v, "v", q);
 }
 
-void check_decoder_linear_args(c10::DeviceType device, const at::Tensor& x, const std::optional<at::Tensor>& ln_weight,
-                               const std::optional<at::Tensor>& ln_bias, const std::vector<at::Tensor>& weights,
-                               const std::vector<std::optional<at::Tensor>>& biases,
-                               const std::optional<at::Tensor>& residual) {
+DecoderLinearParts check_decoder_linear_args(c10::DeviceType device, const at::Tensor& x,
+                                             const std::optional<at::Tensor>& ln_weight,
+                                             const std::optional<at::Tensor>& ln_bias, at::TensorList weight_list,
+                                             const c10::List<std::optional<at::Tensor>>& bias_list,
+                                             const std::optional<at::Tensor>& residual) {
   const char* op = "decoder_linear";
+  DecoderLinearParts parts{weight_list.vec(), {bias_list.begin(), bias_list.end()}, 0};
+  const auto& weights = parts.weights;
+  const auto& biases = parts.biases;
   check_on_device(op, device, x, "x", {});
   check_compute_dtype(op, device, x, "x");
   TORCH_CHECK(x.dim() == 2 && x.size(0) >= 1 && x.size(0) <= kDecoderMaxRows && x.size(1) >= 1,
@@ -190,6 +194,8 @@ void check_decoder_linear_args(c10::DeviceType device, const at::Tensor& x, cons
     check_same_dtype(op, *residual, "residual", x);
     TORCH_CHECK(residual->is_contiguous(), "fastwhisper.decoder_linear: residual must be contiguous");
   }
+  parts.out_features = n;
+  return parts;
 }
 
 void check_decoder_self_attention_args(c10::DeviceType device, const at::Tensor& qkv, const at::Tensor& k_cache,

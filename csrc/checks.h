@@ -35,10 +35,18 @@ void check_attention_args(c10::DeviceType device, const at::Tensor& q, const at:
 
 // Rows a decoder_linear call takes at most (one position per decoded sequence).
 constexpr int64_t kDecoderMaxRows = 8;
-void check_decoder_linear_args(c10::DeviceType device, const at::Tensor& x, const std::optional<at::Tensor>& ln_weight,
-                               const std::optional<at::Tensor>& ln_bias, const std::vector<at::Tensor>& weights,
-                               const std::vector<std::optional<at::Tensor>>& biases,
-                               const std::optional<at::Tensor>& residual);
+// decoder_linear's weights and biases as vectors, and the output features (the weights' rows in all).
+struct DecoderLinearParts {
+  std::vector<at::Tensor> weights;
+  std::vector<std::optional<at::Tensor>> biases;
+  int64_t out_features;
+};
+// Checks every argument of decoder_linear (as the op receives them) and returns its parts.
+DecoderLinearParts check_decoder_linear_args(c10::DeviceType device, const at::Tensor& x,
+                                             const std::optional<at::Tensor>& ln_weight,
+                                             const std::optional<at::Tensor>& ln_bias, at::TensorList weights,
+                                             const c10::List<std::optional<at::Tensor>>& biases,
+                                             const std::optional<at::Tensor>& residual);
 void check_decoder_self_attention_args(c10::DeviceType device, const at::Tensor& qkv, const at::Tensor& k_cache,
                                        const at::Tensor& v_cache, const at::Tensor& position, int64_t n_head);
 void check_decoder_cross_attention_args(c10::DeviceType device, const at::Tensor& q, const at::Tensor& k,

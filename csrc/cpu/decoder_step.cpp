@@ -14,16 +14,17 @@ at::Tensor decoder_linear(const at::Tensor& x, const std::optional<at::Tensor>& 
                           const std::optional<at::Tensor>& ln_bias, at::TensorList weights,
                           const c10::List<std::optional<at::Tensor>>& biases, const std::optional<at::Tensor>& residual,
                           bool gelu, bool float_output) {
-  const std::vector<at::Tensor> w = weights.vec();
-  std::vector<std::optional<at::Tensor>> b(biases.begin(), biases.end());
-  check_decoder_linear_args(c10::DeviceType::CPU, x, ln_weight, ln_bias, w, b, residual);
+  const DecoderLinearParts parts =
+      check_decoder_linear_args(c10::DeviceType::CPU, x, ln_weight, ln_bias, weights, biases, residual);
+  const auto& w = parts.weights;
+  const auto& b = parts.biases;
   at::Tensor h = x;
   if (ln_weight.has_value()) {  // whisper's LayerNorm: F.layer_norm(x.float()).type(x.dtype)
     h = at::layer_norm(x.to(at::kFloat), {x.size(1)}, *ln_weight, *ln_bias, kLayerNormEps).to(x.scalar_type());
   }
-  std::vector<at::Tensor> parts;
-  for (size_t i = 0; i < w.size(); ++i) parts.push_back(at::linear(h, w[i], b[i]));
-  at::Tensor y = parts.size() == 1 ? parts[0] : at::cat(parts, 1);  // [M, N]
+  std::vector<at::Tensor> outputs;
+  for (size_t i = 0; i < w.size(); ++i) outputs.push_back(at::linear(h, w[i], b[i]));
+  at::Tensor y = outputs.size() == 1 ? outputs[0] : at::cat(outputs, 1);  // [M, N]
   if (gelu) y = at::gelu(y);
   if (residual.has_value()) y = *residual + y;
   return float_output ? y.to(at::kFloat) : y;

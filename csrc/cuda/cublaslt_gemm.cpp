@@ -14,6 +14,8 @@
 #include <mutex>
 #include <optional>
 
+#include "cuda/vec.cuh"
+
 namespace fastwhisper::cuda {
 namespace {
 
@@ -99,10 +101,10 @@ bool cublaslt_linear(const at::Tensor& x, const at::Tensor& weight, const at::Te
   // unit inner strides, row strides a multiple of 8 elements, 16-byte aligned pointers
   auto rows_ok = [](const at::Tensor& t) {
     return t.dim() == 2 && t.stride(1) == 1 && t.stride(0) % 8 == 0 && t.stride(0) >= t.size(1) &&
-           reinterpret_cast<uintptr_t>(t.data_ptr()) % 16 == 0;
+           is_aligned(t.data_ptr(), 16);
   };
   if (!rows_ok(x) || !rows_ok(weight) || !rows_ok(out) || (residual && !rows_ok(*residual))) return false;
-  if (bias && (!bias->is_contiguous() || reinterpret_cast<uintptr_t>(bias->data_ptr()) % 16 != 0)) return false;
+  if (bias && (!bias->is_contiguous() || !is_aligned(bias->data_ptr(), 16))) return false;
 
   const cudaDataType_t type = dtype == at::kHalf ? CUDA_R_16F : dtype == at::kBFloat16 ? CUDA_R_16BF : CUDA_R_32F;
   const cublasComputeType_t compute = dtype == at::kFloat && at::globalContext().allowTF32CuBLAS()

@@ -11,13 +11,11 @@
 #include <torch/library.h>
 
 #include <cmath>
-#include <string>
-
-#include <c10/util/env.h>
 
 #include "checks.h"
 #include "cuda/bulk_copy.cuh"
 #include "cuda/device_utils.cuh"
+#include "env_choice.h"
 #include "launch.cuh"
 
 namespace fastwhisper::cuda {
@@ -184,12 +182,7 @@ void launch_chunks(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v
 // greedy decoder (benchmarks/decoder_bench.py) 0.442 ms/token with SDPA, 0.465 with the split kernels.
 // Five rows (beams): SDPA 21.0 us, the split kernels 19.2 before the prefetch.
 bool one_row_uses_sdpa() {
-  static const bool sdpa = [] {
-    const std::string value = c10::utils::get_env("FASTWHISPER_CROSS_ATTENTION").value_or("auto");
-    TORCH_CHECK(value == "auto" || value == "sdpa" || value == "split",
-                "fastwhisper: FASTWHISPER_CROSS_ATTENTION must be sdpa, split or auto (or unset), got '", value, "'");
-    return value != "split";
-  }();
+  static const bool sdpa = env_choice("FASTWHISPER_CROSS_ATTENTION", {"sdpa", "split", "auto"}, "auto") != "split";
   return sdpa;
 }
 
@@ -204,7 +197,7 @@ at::Tensor decoder_cross_attention(const at::Tensor& q, const at::Tensor& k, con
               " rows per audio window, got ", group);
   TORCH_CHECK(head_dim % vec == 0 && kThreads % (head_dim / vec) == 0, "fastwhisper.decoder_cross_attention (CUDA): "
               "head size ", head_dim, " must be a multiple of ", vec, " whose ", vec, "-element slices divide ", kThreads);
-  TORCH_CHECK(reinterpret_cast<uintptr_t>(k.data_ptr()) % 16 == 0 && reinterpret_cast<uintptr_t>(v.data_ptr()) % 16 == 0,
+  TORCH_CHECK(is_aligned(k.data_ptr(), 16) && is_aligned(v.data_ptr(), 16),
               "fastwhisper.decoder_cross_attention (CUDA): k and v must start at 16-byte aligned addresses");
   const c10::cuda::CUDAGuard guard(q.device());
   if (group == 1 && one_row_uses_sdpa()) {  // [W, d] -> [W, H, 1, Dh]

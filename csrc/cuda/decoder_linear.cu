@@ -42,6 +42,14 @@ struct Segments {
   const T* bias[kMaxSegments];    // [end[i] - end[i-1]] or nullptr
   int64_t end[kMaxSegments];      // cumulative output-column ends
   int count;
+
+  __device__ int64_t begin(int i) const { return i == 0 ? 0 : end[i - 1]; }
+  // the segment holding output column n
+  __device__ int find(int64_t n) const {
+    int i = 0;
+    while (i + 1 < count && n >= end[i]) ++i;
+    return i;
+  }
 };
 
 // How a call is cut: grid blocks of rows_per_block weight rows, stages of chunk_rows rows.
@@ -134,7 +142,7 @@ template <typename T>
 __device__ void request_rows(const Segments<T>& seg, int64_t lo, int64_t hi, int64_t K, T* dst, uint64_t* bar) {
   mbarrier_arrive_expect_tx(bar, static_cast<uint32_t>((hi - lo) * K * sizeof(T)));
   for (int i = 0; i < seg.count; ++i) {
-    const int64_t s0 = i == 0 ? 0 : seg.end[i - 1];
+    const int64_t s0 = seg.begin(i);
     const int64_t a = max(lo, s0), b = min(hi, seg.end[i]);
     if (a < b) bulk_copy_to_shared(dst + (a - lo) * K, seg.weight[i] + (a - s0) * K,
                                    static_cast<uint32_t>((b - a) * K * sizeof(T)), bar);
@@ -148,9 +156,8 @@ __device__ void copy_rows(const Segments<T>& seg, int64_t lo, int64_t hi, int64_
   const int64_t n_vec = K / V;
   for (int64_t idx = threadIdx.x; idx < (hi - lo) * n_vec; idx += blockDim.x) {
     const int64_t n = lo + idx / n_vec;
-    int i = 0;
-    while (i + 1 < seg.count && n >= seg.end[i]) ++i;
-    const T* row = seg.weight[i] + (n - (i == 0 ? 0 : seg.end[i - 1])) * K;
+    const int i = seg.find(n);
+    const T* row = seg.weight[i] + (n - seg.begin(i)) * K;
     reinterpret_cast<Pack16<T>*>(dst)[idx] = reinterpret_cast<const Pack16<T>*>(row)[idx % n_vec];
   }
   __syncthreads();
@@ -241,10 +248,9 @@ __global__ void __launch_bounds__(kThreads, 1)
       if (n < hi) {
         float total = 0.f;
         for (int p = 0; p < plan.split; ++p) total += part_sums[c * plan.split + p][m];
-        int i = 0;
-        while (i + 1 < seg.count && n >= seg.end[i]) ++i;
+        const int i = seg.find(n);
         const T* bias = seg.bias[i];
-        const float b = bias == nullptr ? 0.f : static_cast<float>(bias[n - (i == 0 ? 0 : seg.end[i - 1])]);
+        const float b = bias == nullptr ? 0.f : static_cast<float>(bias[n - seg.begin(i)]);
         T y = static_cast<T>(total + b);  // the Linear's output
         if (apply_gelu) y = static_cast<T>(gelu(static_cast<float>(y)));
         if (residual != nullptr) y = static_cast<T>(static_cast<float>(residual[m * N + n]) + static_cast<float>(y));
@@ -324,19 +330,20 @@ at::Tensor decoder_linear(const at::Tensor& x, const std::optional<at::Tensor>& 
                           const std::optional<at::Tensor>& ln_bias, at::TensorList weights,
                           const c10::List<std::optional<at::Tensor>>& biases, const std::optional<at::Tensor>& residual,
                           bool gelu_act, bool float_output) {
-  const std::vector<at::Tensor> w = weights.vec();
-  std::vector<std::optional<at::Tensor>> b(biases.begin(), biases.end());
-  check_decoder_linear_args(c10::DeviceType::CUDA, x, ln_weight, ln_bias, w, b, residual);
+  const DecoderLinearParts parts =
+      check_decoder_linear_args(c10::DeviceType::CUDA, x, ln_weight, ln_bias, weights, biases, residual);
+  const auto& w = parts.weights;
+  const auto& b = parts.biases;
+  const int64_t n = parts.out_features;
   const int64_t k = x.size(1);
   TORCH_CHECK(k % (16 / x.element_size()) == 0, "fastwhisper.decoder_linear (CUDA): the feature count ", k,
               " must be a multiple of ", 16 / x.element_size(), " (16-byte rows)");
-  for (size_t i = 0; i < w.size(); ++i) {
-    TORCH_CHECK(reinterpret_cast<uintptr_t>(w[i].data_ptr()) % 16 == 0 && reinterpret_cast<uintptr_t>(x.data_ptr()) % 16 == 0,
-                "fastwhisper.decoder_linear (CUDA): x and weights must start at 16-byte aligned addresses");
-  }
+  bool aligned = is_aligned(x.data_ptr(), 16);
+  for (const auto& t : w) aligned = aligned && is_aligned(t.data_ptr(), 16);
+  TORCH_CHECK(aligned, "fastwhisper.decoder_linear (CUDA): x and weights must start at 16-byte aligned addresses");
+  TORCH_CHECK(!ln_weight.has_value() || (is_aligned(ln_weight->data_ptr(), 16) && is_aligned(ln_bias->data_ptr(), 16)),
+              "fastwhisper.decoder_linear (CUDA): ln_weight and ln_bias must start at 16-byte aligned addresses");
   const c10::cuda::CUDAGuard guard(x.device());
-  int64_t n = 0;
-  for (const auto& t : w) n += t.size(0);
   at::Tensor out = at::empty({x.size(0), n}, x.options().dtype(float_output ? at::kFloat : x.scalar_type()));
   FASTWHISPER_DISPATCH_FLOATS(x.scalar_type(), "fastwhisper_decoder_linear", [&] {
     Segments<scalar_t> seg{};
@@ -348,9 +355,6 @@ at::Tensor decoder_linear(const at::Tensor& x, const std::optional<at::Tensor>& 
       end += w[i].size(0);
       seg.end[i] = end;
     }
-    TORCH_CHECK(!ln_weight.has_value() || (reinterpret_cast<uintptr_t>(ln_weight->data_ptr()) % 16 == 0 &&
-                                           reinterpret_cast<uintptr_t>(ln_bias->data_ptr()) % 16 == 0),
-                "fastwhisper.decoder_linear (CUDA): ln_weight and ln_bias must start at 16-byte aligned addresses");
     const float* ln_w = ln_weight.has_value() ? ln_weight->data_ptr<float>() : nullptr;
     const float* ln_b = ln_bias.has_value() ? ln_bias->data_ptr<float>() : nullptr;
     const scalar_t* res = residual.has_value() ? residual->data_ptr<scalar_t>() : nullptr;

@@ -102,8 +102,7 @@ at::Tensor decoder_self_attention(const at::Tensor& qkv, at::Tensor& k_cache, at
   const int64_t vec = 16 / qkv.element_size();
   TORCH_CHECK(head_dim % vec == 0 && kThreads % (head_dim / vec) == 0, "fastwhisper.decoder_self_attention (CUDA): "
               "head size ", head_dim, " must be a multiple of ", vec, " whose ", vec, "-element slices divide ", kThreads);
-  TORCH_CHECK(reinterpret_cast<uintptr_t>(k_cache.data_ptr()) % 16 == 0 &&
-                  reinterpret_cast<uintptr_t>(v_cache.data_ptr()) % 16 == 0,
+  TORCH_CHECK(is_aligned(k_cache.data_ptr(), 16) && is_aligned(v_cache.data_ptr(), 16),
               "fastwhisper.decoder_self_attention (CUDA): k_cache and v_cache must start at 16-byte aligned addresses");
   const c10::cuda::CUDAGuard guard(qkv.device());
   at::Tensor out = at::empty({rows, d}, qkv.options());
