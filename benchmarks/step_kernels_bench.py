@@ -107,7 +107,8 @@ def main():
             logits = torch.randn(rows, 51866, device=dev, generator=g)
             tokens = torch.zeros(rows, 64, dtype=torch.long, device=dev)
             sums = torch.zeros(rows, device=dev)
-            ours = [lambda: ops.decoder_greedy_update(logits, tokens, sums, 10, 50257)]
+            workspace = ops.decoder_greedy_workspace(rows, dev)
+            ours = [lambda: ops.decoder_greedy_update(logits, tokens, sums, 10, 50257, workspace=workspace)]
             aten = [lambda: (logits.argmax(-1), F.log_softmax(logits, -1))]
             row(f"decoder_greedy_update rows={rows}", per_call_us(ours * 20), rows * 51866 * 4, bandwidth,
                 per_call_us(aten * 20))

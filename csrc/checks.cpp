@@ -1,6 +1,9 @@
 #include "checks.h"
 
+#include <limits>
 #include <sstream>
+
+#include "greedy_workspace.h"
 
 namespace fastwhisper {
 namespace {
@@ -243,12 +246,17 @@ void check_decoder_cross_attention_args(c10::DeviceType device, const at::Tensor
 }
 
 void check_decoder_greedy_update_args(c10::DeviceType device, const at::Tensor& logits, const at::Tensor& tokens,
-                                      const at::Tensor& sum_logprobs, int64_t length, int64_t eot) {
+                                      const at::Tensor& sum_logprobs, const at::Tensor& workspace, int64_t length,
+                                      int64_t eot) {
   const char* op = "decoder_greedy_update";
-  check_on_device(op, device, logits, "logits", {{"tokens", &tokens}, {"sum_logprobs", &sum_logprobs}});
+  check_on_device(op, device, logits, "logits",
+                  {{"tokens", &tokens}, {"sum_logprobs", &sum_logprobs}, {"workspace", &workspace}});
   TORCH_CHECK(logits.dim() == 2 && logits.size(0) >= 1 && logits.size(1) >= 1 && logits.scalar_type() == at::kFloat,
               "fastwhisper.decoder_greedy_update: logits must be a 2-D float32 tensor [rows, n_vocab], got ",
               logits.scalar_type(), " of shape ", shape_str(logits.sizes()));
+  TORCH_CHECK(logits.size(1) < std::numeric_limits<int32_t>::max() && logits.size(0) <= 65535,
+              "fastwhisper.decoder_greedy_update: at most 65535 rows of fewer than 2^31 - 1 logits, got shape ",
+              shape_str(logits.sizes()));
   const int64_t rows = logits.size(0);
   TORCH_CHECK(tokens.dim() == 2 && tokens.size(0) == rows && tokens.scalar_type() == at::kLong && tokens.is_contiguous(),
               "fastwhisper.decoder_greedy_update: tokens must be a contiguous int64 tensor [", rows,
@@ -261,6 +269,12 @@ void check_decoder_greedy_update_args(c10::DeviceType device, const at::Tensor& 
               sum_logprobs.scalar_type(), " of shape ", shape_str(sum_logprobs.sizes()));
   TORCH_CHECK(eot >= 0 && eot < logits.size(1), "fastwhisper.decoder_greedy_update: eot must be a token id in [0, ",
               logits.size(1), "), got ", eot);
+  const int64_t need = greedy_workspace_numel(rows);
+  TORCH_CHECK(workspace.dim() == 1 && workspace.scalar_type() == at::kInt && workspace.is_contiguous() &&
+                  workspace.numel() >= need,
+              "fastwhisper.decoder_greedy_update: workspace must be a contiguous int32 tensor of at least ", need,
+              " elements for ", rows, " rows (fastwhisper.ops.decoder_greedy_workspace makes one), got ",
+              workspace.scalar_type(), " of shape ", shape_str(workspace.sizes()));
 }
 
 void check_decoder_timestamp_rules_args(c10::DeviceType device, const at::Tensor& logits, const at::Tensor& tokens,

@@ -73,9 +73,11 @@ def greedy_reference(logits, tokens, sums, length, eot):
 def test_decoder_greedy_update_matches_whisper(rows, finished, device):
     n_vocab, eot, length = 51865, 50256, 5
     logits, tokens, sums = greedy_case(rows, n_vocab, eot, length, finished)
-    if rows >= 4:  # a tie: the first index wins, as torch.argmax
+    if rows >= 4:  # ties: the first index wins, as torch.argmax (within a chunk of the CUDA kernel, and across)
         top = logits[2].max()
         logits[2, 7], logits[2, 9] = top + 1, top + 1
+        top = logits[3].max()
+        logits[3, 40000], logits[3, 100], logits[3, 51864] = top + 1, top + 1, top + 1
     if rows >= 6:  # a row where eot itself is the argmax: it completes
         logits[5, eot] = logits[5].max() + 5
     exp_tokens, exp_sums, exp_done = greedy_reference(logits, tokens, sums, length, eot)
@@ -105,12 +107,36 @@ def test_decoder_greedy_update_strided_logits_and_all_finished():
 
 
 @pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("n_vocab", [10, 51865])
+def test_decoder_greedy_update_reuses_its_workspace(device, n_vocab):
+    """One workspace over a loop of calls (as the C++ decoder uses it): every call right, and left zeroed.
+    A vocabulary of 10 leaves most of the CUDA kernel's 32 chunks empty."""
+    rows, eot, capacity = 3, 5, 8
+    workspace = ops.decoder_greedy_workspace(rows, device)
+    g = torch.Generator().manual_seed(1)
+    tokens = torch.full((rows, capacity), 1, dtype=torch.long)
+    sums = torch.zeros(rows)
+    t, s = tokens.to(device), sums.to(device)
+    for length in range(1, capacity):
+        logits = torch.randn(rows, n_vocab, generator=g)
+        logits[0, eot] = logits[0].max() + (1 if length == 3 else -1)  # row 0 reaches EOT at step 3
+        exp_tokens, exp_sums, exp_done = greedy_reference(logits, t.cpu(), s.cpu(), length, eot)
+        done = ops.decoder_greedy_update(logits.to(device), t, s, length, eot, workspace=workspace)
+        assert torch.equal(t.cpu(), exp_tokens), length
+        assert (s.cpu().double() - exp_sums).abs().max().item() <= 1e-5
+        assert bool(done) == exp_done
+        assert int(workspace.abs().sum()) == 0, f"workspace not zeroed after call {length}"
+    assert t[0, 3:].eq(eot).all() and not t[1:, 1:].eq(eot).all()
+
+
+@pytest.mark.parametrize("device", DEVICES)
 def test_opcheck_cross_attention_and_greedy(device):
     q, k, v = cross_case(2, 3, 40, 128)
     torch.library.opcheck(torch.ops.fastwhisper.decoder_cross_attention, (q.to(device), k.to(device), v.to(device), 2))
     logits, tokens, sums = greedy_case(3, 500, 11, 4, [1])
     torch.library.opcheck(torch.ops.fastwhisper.decoder_greedy_update,
-                          (logits.to(device), tokens.to(device), sums.to(device), 4, 11))
+                          (logits.to(device), tokens.to(device), sums.to(device),
+                           ops.decoder_greedy_workspace(3, device), 4, 11))
 
 
 @pytest.mark.parametrize("device", DEVICES)
@@ -135,6 +161,10 @@ def test_attention_greedy_ops_reject_bad_input(device):
         ops.decoder_greedy_update(logits, tokens, sums[:2], 4, 11)
     with pytest.raises(RuntimeError, match=r"eot must be a token id in \[0, 500\)"):
         ops.decoder_greedy_update(logits, tokens, sums, 4, 500)
+    with pytest.raises(RuntimeError, match="workspace must be a contiguous int32 tensor of at least 293 elements"):
+        ops.decoder_greedy_update(logits, tokens, sums, 4, 11, workspace=ops.decoder_greedy_workspace(2, device))
+    with pytest.raises(RuntimeError, match="workspace must be a contiguous int32"):
+        ops.decoder_greedy_update(logits, tokens, sums, 4, 11, workspace=ops.decoder_greedy_workspace(3, device).long())
 
 
 @requires_cuda

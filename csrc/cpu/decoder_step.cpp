@@ -55,9 +55,10 @@ at::Tensor decoder_cross_attention(const at::Tensor& q, const at::Tensor& k, con
   return a.transpose(1, 2).reshape({rows, d});
 }
 
+// (workspace: used by the CUDA kernel only)
 at::Tensor decoder_greedy_update(const at::Tensor& logits, at::Tensor& tokens, at::Tensor& sum_logprobs,
-                                 int64_t length, int64_t eot) {
-  check_decoder_greedy_update_args(c10::DeviceType::CPU, logits, tokens, sum_logprobs, length, eot);
+                                 at::Tensor& workspace, int64_t length, int64_t eot) {
+  check_decoder_greedy_update_args(c10::DeviceType::CPU, logits, tokens, sum_logprobs, workspace, length, eot);
   at::Tensor next = logits.argmax(-1);  // [N]
   const at::Tensor logprobs = at::log_softmax(logits, -1);
   const at::Tensor current = logprobs.gather(1, next.unsqueeze(1)).squeeze(1);  // [N]

@@ -7,14 +7,19 @@
 
 #include <ATen/core/dispatch/Dispatcher.h>
 
+#include "greedy_workspace.h"
+
 namespace fastwhisper::decoder {
 
 at::Tensor GreedyDecoder::update(at::Tensor& buffer, int64_t length, const at::Tensor& logits, at::Tensor& sum_logprobs) {
   if (temperature_ == 0) {  // argmax and the bookkeeping below in one op (one kernel on CUDA)
     static auto op = c10::Dispatcher::singleton()
                          .findSchemaOrThrow("fastwhisper::decoder_greedy_update", "")
-                         .typed<at::Tensor(const at::Tensor&, at::Tensor&, at::Tensor&, int64_t, int64_t)>();
-    return op.call(logits, buffer, sum_logprobs, length, eot_);
+                         .typed<at::Tensor(const at::Tensor&, at::Tensor&, at::Tensor&, at::Tensor&, int64_t, int64_t)>();
+    if (!workspace_.defined()) {  // zeroed once; the op leaves it zeroed
+      workspace_ = at::zeros({greedy_workspace_numel(buffer.size(0))}, buffer.options().dtype(at::kInt));
+    }
+    return op.call(logits, buffer, sum_logprobs, workspace_, length, eot_);
   }
   // Categorical(logits=logits / T).sample(): normalized logits -> softmax -> multinomial
   at::Tensor scaled = logits / temperature_;

@@ -42,6 +42,7 @@ class GreedyDecoder : public TokenDecoder {
   double temperature_;
   int64_t eot_;
   std::optional<at::Generator> generator_;
+  at::Tensor workspace_;  // decoder_greedy_update's, made by the first update
 };
 
 class BeamSearchDecoder : public TokenDecoder {

@@ -118,10 +118,23 @@ def decoder_cross_attention(q: Tensor, k: Tensor, v: Tensor, n_head: int) -> Ten
     return _ops.decoder_cross_attention(q, k, v, n_head)
 
 
-def decoder_greedy_update(logits: Tensor, tokens: Tensor, sum_logprobs: Tensor, length: int, eot: int) -> Tensor:
+# csrc/greedy_workspace.h: 2 counters, then per row a ticket and 32 chunks of 3 words
+_GREEDY_WORKSPACE_PER_ROW = 1 + 32 * 3
+
+
+def decoder_greedy_workspace(rows: int, device) -> Tensor:
+    """The zeroed int32 workspace decoder_greedy_update needs for `rows` rows; every call leaves it zeroed."""
+    return torch.zeros(2 + rows * _GREEDY_WORKSPACE_PER_ROW, dtype=torch.int32, device=device)
+
+
+def decoder_greedy_update(logits: Tensor, tokens: Tensor, sum_logprobs: Tensor, length: int, eot: int,
+                          workspace: Tensor | None = None) -> Tensor:
     """whisper's GreedyDecoder.update at temperature 0, in place: tokens[:, length] <- argmax (EOT for rows that
-    ended), sum_logprobs += its log-probability; returns whether every row now ends in EOT (0-dim bool)."""
-    return _ops.decoder_greedy_update(logits, tokens, sum_logprobs, length, eot)
+    ended), sum_logprobs += its log-probability; returns whether every row now ends in EOT (0-dim bool).
+    workspace: from decoder_greedy_workspace (made here when not given; pass one to reuse it across calls)."""
+    if workspace is None:
+        workspace = decoder_greedy_workspace(logits.shape[0], logits.device)
+    return _ops.decoder_greedy_update(logits, tokens, sum_logprobs, workspace, length, eot)
 
 
 def decoder_timestamp_rules(
@@ -192,7 +205,7 @@ def _decoder_cross_attention_fake(q, k, v, n_head):
 
 
 @torch.library.register_fake("fastwhisper::decoder_greedy_update")
-def _decoder_greedy_update_fake(logits, tokens, sum_logprobs, length, eot):
+def _decoder_greedy_update_fake(logits, tokens, sum_logprobs, workspace, length, eot):
     return logits.new_empty((), dtype=torch.bool)
 
 

@@ -1,0 +1,20 @@
+// The workspace of decoder_greedy_update: int32 [greedy_workspace_numel(rows)], zeros when first given to the
+// op, and left zeroed by every call (the CUDA kernel's last blocks reset the counters they used), so one
+// buffer serves a whole decoding loop and a CUDA graph without a memset per token.
+//   [0]                         blocks' count of finished rows
+//   [1]                         rows whose new token is EOT
+//   [2, 2 + rows)               per row: chunks finished
+//   [2 + rows, ...)             per row and chunk: (max, argmax, exp-sum) of the chunk, 3 x 32-bit
+// Python mirrors the numbers in fastwhisper.ops.decoder_greedy_workspace.
+#pragma once
+#include <cstdint>
+
+namespace fastwhisper {
+
+// Each row's logits are split into this many chunks, one CUDA block each.
+constexpr int64_t kGreedyChunks = 32;
+constexpr int64_t kGreedyStatsWords = 3;
+
+constexpr int64_t greedy_workspace_numel(int64_t rows) { return 2 + rows * (1 + kGreedyChunks * kGreedyStatsWords); }
+
+}  // namespace fastwhisper
