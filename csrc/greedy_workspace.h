@@ -1,6 +1,7 @@
 // The workspace of decoder_greedy_update: int32 [greedy_workspace_numel(rows)], zeros when first given to the
-// op, and left zeroed by every call (the CUDA kernel's last blocks reset the counters they used), so one
-// buffer serves a whole decoding loop and a CUDA graph without a memset per token.
+// op. Every call leaves its counters at zero again (the CUDA kernel's last blocks reset the tickets they
+// read; the chunk stats are scratch), so one buffer serves a whole decoding loop and a CUDA graph without a
+// memset per token.
 //   [0]                         blocks' count of finished rows
 //   [1]                         rows whose new token is EOT
 //   [2, 2 + rows)               per row: chunks finished

@@ -7,7 +7,7 @@
 // token's log-probability (logit - max - log(sum exp(logit - max)), as log_softmax) and does whisper's
 // bookkeeping: a row whose last token is EOT keeps EOT and its sum. The last row to finish writes whether
 // every row now ends in EOT, so the loop's stop test reads one flag. Every ticket is reset by the block that
-// reads it last, so the caller's workspace stays zeroed between calls (greedy_workspace.h).
+// reads it last, so the caller's workspace serves the next call as it is (greedy_workspace.h).
 #include <torch/library.h>
 
 #include <climits>

@@ -3,19 +3,22 @@
 // weights, and its speed is the rate at which those weights arrive from DRAM.
 //
 // Each block (one per SM) owns a contiguous range of output columns, that is a contiguous range of
-// weight rows, and streams it through a ring of shared-memory stages with the bulk copy engine
-// (bulk_copy.cuh): one thread starts a stage's copy and the block waits on the stage's barrier. The
-// first stages are requested before the kernel waits for the kernel that produces its input (PDL, see
-// device_utils.cuh), and the kernel lets its own successor be scheduled at once; a block takes about
-// half of an SM's shared memory, so the next linear layer's blocks sit beside this one's and fill
-// their rings while this one computes. The DRAM stream does not stop at kernel boundaries.
+// weight rows, and splits it into one contiguous range per warp. Every warp streams its own rows through
+// its own ring of shared-memory slots with the bulk copy engine (bulk_copy.cuh): lane 0 starts a slot's
+// copy, the warp waits on the slot's barrier, multiplies, and lane 0 refills the slot. The warps never
+// wait for each other after the input is loaded, so 16 independent streams per SM hide DRAM latency
+// (the earlier cut, where the whole block took each stage together, spent its time in block barriers).
+// A slot holds several whole weight rows when K is small, or a slice of one row when it is large (the
+// warp then keeps its partial sums across slices). The first slots are requested before the kernel
+// waits for the kernel that produces its input (PDL, see device_utils.cuh), and the kernel lets its own
+// successor be scheduled at once; a block takes about half of an SM's shared memory, so the next linear
+// layer's blocks sit beside this one's and fill their rings while this one computes.
 //
-// In a stage, `split` warps share each weight row (K / split features each) and each warp multiplies
-// its slice with every input row (kept in shared memory, with the optional LayerNorm of the input
-// computed by each block); the split partial sums meet in shared memory and one thread per (column,
-// row) applies bias, GELU and the residual add before the single store. Rounding follows whisper's
-// ops: the LayerNorm output, the linear output (bias added in fp32), the GELU output and the residual
-// sum are each rounded to the activation dtype.
+// Each warp multiplies its slot with every input row (kept in shared memory, with the optional
+// LayerNorm of the input computed by each block); at a weight row's last slice its lanes sum the
+// products, and lane m applies bias, GELU and the residual add of input row m before the single store.
+// Rounding follows whisper's ops: the LayerNorm output, the linear output (bias added in fp32), the
+// GELU output and the residual sum are each rounded to the activation dtype.
 #include <torch/library.h>
 
 #include <algorithm>
@@ -29,11 +32,11 @@
 namespace fastwhisper::cuda {
 namespace {
 
-constexpr int kWarps = 8;                     // >= kDecoderMaxRows: one warp normalizes each input row
+constexpr int kWarps = 16;                    // >= kDecoderMaxRows: one warp normalizes each input row
 constexpr int kThreads = kWarps * 32;
 constexpr int kMaxSegments = 3;               // q, k and v weights in one call
-constexpr int kMaxStages = 8;
-constexpr int64_t kStageBytes = 20 * 1024;    // weight bytes of one pipeline stage at most
+constexpr int kSlots = 2;                     // ring slots per warp
+constexpr int64_t kMaxRowsPerPiece = 8;       // whole weight rows in one slot at most
 constexpr int64_t kBlockSmemBudget = 108 * 1024;  // two blocks (this kernel and the next) per SM
 
 template <typename T>
@@ -52,12 +55,16 @@ struct Segments {
   }
 };
 
-// How a call is cut: grid blocks of rows_per_block weight rows, stages of chunk_rows rows.
+// How a call is cut: grid blocks of rows_per_block weight rows, warps of rows_per_warp of them, and
+// each warp's rows into pieces (one ring slot each): rows_per_piece whole rows (k_pieces == 1), or a
+// slice of piece_k features of one row (k_pieces > 1).
 struct LinearPlan {
-  int split;               // warps per weight row
-  int chunk_rows;          // weight rows per stage: kWarps / split
-  int stages;              // ring depth
   int64_t rows_per_block;  // weight rows (output columns) per block
+  int64_t rows_per_warp;   // of a block's rows, contiguous per warp
+  int64_t rows_per_piece;  // weight rows per piece (1 when k_pieces > 1)
+  int64_t k_pieces;        // pieces per weight row
+  int64_t piece_k;         // features per piece: K / k_pieces, a multiple of the 16-byte vector
+  int64_t slot_elems;      // elements of one ring slot: rows_per_piece * piece_k
   unsigned int blocks;
   size_t x_bytes;          // shared bytes of the input rows (rounded up to 128)
   size_t smem;             // dynamic shared memory per block
@@ -149,22 +156,34 @@ __device__ void request_rows(const Segments<T>& seg, int64_t lo, int64_t hi, int
   }
 }
 
-// The same rows copied by the whole block with 16-byte loads (GPUs without the bulk copy engine).
+// Piece [lo, hi) x [k0, k0 + piece_k) -> dst, tracked by bar (one thread): whole rows, or one row's slice.
 template <typename T>
-__device__ void copy_rows(const Segments<T>& seg, int64_t lo, int64_t hi, int64_t K, T* dst) {
+__device__ void request_piece(const Segments<T>& seg, int64_t lo, int64_t hi, int64_t k0, int64_t piece_k, int64_t K,
+                              T* dst, uint64_t* bar) {
+  if (piece_k == K) return request_rows(seg, lo, hi, K, dst, bar);
+  const auto bytes = static_cast<uint32_t>(piece_k * sizeof(T));
+  mbarrier_arrive_expect_tx(bar, bytes);
+  const int i = seg.find(lo);
+  bulk_copy_to_shared(dst, seg.weight[i] + (lo - seg.begin(i)) * K + k0, bytes, bar);
+}
+
+// The same piece copied by the warp with 16-byte loads (GPUs without the bulk copy engine).
+template <typename T>
+__device__ void copy_piece(const Segments<T>& seg, int64_t lo, int64_t hi, int64_t k0, int64_t piece_k, int64_t K,
+                           T* dst) {
   constexpr int V = kPack16<T>;
-  const int64_t n_vec = K / V;
-  for (int64_t idx = threadIdx.x; idx < (hi - lo) * n_vec; idx += blockDim.x) {
+  const int64_t n_vec = piece_k / V;
+  for (int64_t idx = threadIdx.x % 32; idx < (hi - lo) * n_vec; idx += 32) {
     const int64_t n = lo + idx / n_vec;
     const int i = seg.find(n);
-    const T* row = seg.weight[i] + (n - seg.begin(i)) * K;
-    reinterpret_cast<Pack16<T>*>(dst)[idx] = reinterpret_cast<const Pack16<T>*>(row)[idx % n_vec];
+    const T* src = seg.weight[i] + (n - seg.begin(i)) * K + k0;
+    reinterpret_cast<Pack16<T>*>(dst)[idx] = reinterpret_cast<const Pack16<T>*>(src)[idx % n_vec];
   }
-  __syncthreads();
+  __syncwarp();
 }
 
 template <typename T, int kMaxRows>
-__global__ void __launch_bounds__(kThreads, 1)
+__global__ void __launch_bounds__(kThreads, 2)
     decoder_linear_kernel(const T* __restrict__ x,           // [rows, K]
                           const float* __restrict__ ln_w,    // [K] or nullptr (no LayerNorm)
                           const float* __restrict__ ln_b,    // [K]
@@ -174,23 +193,30 @@ __global__ void __launch_bounds__(kThreads, 1)
                           float* __restrict__ out_float,     // [rows, N] or nullptr
                           int rows, int64_t K, int64_t N, const LinearPlan plan, bool apply_gelu) {
   extern __shared__ __align__(128) unsigned char smem_raw[];
-  T* h = reinterpret_cast<T*>(smem_raw);                  // [rows, K]: the (normalized) input rows
-  T* ring = reinterpret_cast<T*>(smem_raw + plan.x_bytes);  // [stages, chunk_rows, K]
-  __shared__ __align__(8) uint64_t full[kMaxStages];
-  __shared__ float partial[2][kWarps][kMaxRows];  // two buffers: chunk j's are read while j + 1's are written
+  __shared__ __align__(8) uint64_t full[kWarps][kSlots];
   constexpr int V = kPack16<T>;
-  const int64_t chunk_elems = plan.chunk_rows * K;
-  const int64_t row_begin = static_cast<int64_t>(blockIdx.x) * plan.rows_per_block;
-  const int64_t row_end = min(N, row_begin + plan.rows_per_block);
-  const int n_chunks = row_begin < row_end ? static_cast<int>((row_end - row_begin + plan.chunk_rows - 1) / plan.chunk_rows) : 0;
-  auto chunk_lo = [&](int j) { return row_begin + static_cast<int64_t>(j) * plan.chunk_rows; };
-  auto chunk_hi = [&](int j) { return min(row_end, chunk_lo(j) + plan.chunk_rows); };
-  auto stage_of = [&](int j) { return ring + (j % plan.stages) * chunk_elems; };
+  const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
+  T* h = reinterpret_cast<T*>(smem_raw);  // [rows, K]: the (normalized) input rows
+  T* ring = reinterpret_cast<T*>(smem_raw + plan.x_bytes) + warp * kSlots * plan.slot_elems;  // [kSlots, slot_elems]
+  const int64_t block_lo = static_cast<int64_t>(blockIdx.x) * plan.rows_per_block;
+  const int64_t block_hi = min(N, block_lo + plan.rows_per_block);
+  const int64_t warp_lo = min(block_hi, block_lo + warp * plan.rows_per_warp);
+  const int64_t warp_hi = min(block_hi, warp_lo + plan.rows_per_warp);
+  const int n_pieces =
+      static_cast<int>((warp_hi - warp_lo + plan.rows_per_piece - 1) / plan.rows_per_piece * plan.k_pieces);
+  // piece j: weight rows [rows_lo(j), rows_hi(j)), features [k_lo(j), k_lo(j) + piece_k), in slot j % kSlots
+  auto rows_lo = [&](int j) { return warp_lo + j / plan.k_pieces * plan.rows_per_piece; };
+  auto rows_hi = [&](int j) { return min(warp_hi, rows_lo(j) + plan.rows_per_piece); };
+  auto k_lo = [&](int j) { return j % plan.k_pieces * plan.piece_k; };
+  auto slot = [&](int j) { return ring + (j % kSlots) * plan.slot_elems; };
+  auto request = [&](int j) {
+    request_piece(seg, rows_lo(j), rows_hi(j), k_lo(j), plan.piece_k, K, slot(j), &full[warp][j % kSlots]);
+  };
 
-  // 1. the first stages' weights, requested before the input exists
-  if (kHasBulkCopy && threadIdx.x == 0) {
-    for (int s = 0; s < plan.stages; ++s) mbarrier_init(&full[s], 1);
-    for (int j = 0; j < min(plan.stages, n_chunks); ++j) request_rows(seg, chunk_lo(j), chunk_hi(j), K, stage_of(j), &full[j % plan.stages]);
+  // 1. this warp's first pieces, requested before the input exists
+  if (kHasBulkCopy && lane == 0) {
+    for (int s = 0; s < kSlots; ++s) mbarrier_init(&full[warp][s], 1);
+    for (int j = 0; j < min(kSlots, n_pieces); ++j) request(j);
   }
   allow_dependents();
   wait_for_producers();
@@ -198,24 +224,21 @@ __global__ void __launch_bounds__(kThreads, 1)
   // 2. input rows into shared memory (its closing barrier also publishes the barriers' initialization)
   load_input_rows<T, kMaxRows>(x, ln_w, ln_b, h, rows, K);
 
-  // 3. per stage: warp (r, part) multiplies slice `part` of row r with every input row
-  const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
-  const int r = warp / plan.split, part = warp % plan.split;
-  const int64_t k_len = K / plan.split, k_begin = part * k_len, k_end = k_begin + k_len;
-  for (int j = 0; j < n_chunks; ++j) {
-    const int64_t lo = chunk_lo(j), hi = chunk_hi(j);
-    if (kHasBulkCopy) {
-      mbarrier_wait(&full[j % plan.stages], (j / plan.stages) & 1);
-    } else {
-      copy_rows(seg, lo, hi, K, stage_of(j));
-    }
-    float acc[kMaxRows];
+  // 3. the warp's pieces, in order; acc holds a weight row's sums over its slices so far
+  float acc[kMaxRows];
 #pragma unroll
-    for (int m = 0; m < kMaxRows; ++m) acc[m] = 0.f;
-    if (lo + r < hi) {
-      const T* wrow = stage_of(j) + r * K;
+  for (int m = 0; m < kMaxRows; ++m) acc[m] = 0.f;
+  for (int j = 0; j < n_pieces; ++j) {
+    const int64_t lo = rows_lo(j), hi = rows_hi(j), k0 = k_lo(j);
+    if (kHasBulkCopy) {
+      mbarrier_wait(&full[warp][j % kSlots], (j / kSlots) & 1);
+    } else {
+      copy_piece(seg, lo, hi, k0, plan.piece_k, K, slot(j));
+    }
+    const T* wrow = slot(j);
+    for (int64_t n = lo; n < hi; ++n, wrow += plan.piece_k) {
 #pragma unroll 4
-      for (int64_t k = k_begin + lane * V; k < k_end; k += 32 * V) {
+      for (int64_t k = lane * V; k < plan.piece_k; k += 32 * V) {
         const Pack16<T> wv = *reinterpret_cast<const Pack16<T>*>(wrow + k);
         float wf[V];
 #pragma unroll
@@ -223,31 +246,25 @@ __global__ void __launch_bounds__(kThreads, 1)
 #pragma unroll
         for (int m = 0; m < kMaxRows; ++m) {
           if (m < rows) {
-            const Pack16<T> hv = *reinterpret_cast<const Pack16<T>*>(h + m * K + k);
+            const Pack16<T> hv = *reinterpret_cast<const Pack16<T>*>(h + m * K + k0 + k);
 #pragma unroll
             for (int e = 0; e < V; ++e) acc[m] += wf[e] * static_cast<float>(hv.v[e]);
           }
         }
       }
-    }
-    float (*part_sums)[kMaxRows] = partial[j & 1];
+      if (k0 + plan.piece_k < K) continue;  // more slices of this row to come
+      // the row's last slice: lane m finishes output (m, n)
+      float total = 0.f;
 #pragma unroll
-    for (int m = 0; m < kMaxRows; ++m) {
-      const float total = warp_sum(acc[m]);
-      if (lane == 0) part_sums[warp][m] = total;
-    }
-    __syncthreads();  // the stage is consumed and the partial sums are visible
-    if (kHasBulkCopy && threadIdx.x == 0 && j + plan.stages < n_chunks) {
-      fence_shared_for_bulk_copy();
-      request_rows(seg, chunk_lo(j + plan.stages), chunk_hi(j + plan.stages), K, stage_of(j), &full[j % plan.stages]);
-    }
-    // epilogue: thread (column c of the stage, input row m)
-    if (threadIdx.x < plan.chunk_rows * rows) {
-      const int c = threadIdx.x / rows, m = threadIdx.x % rows;
-      const int64_t n = lo + c;
-      if (n < hi) {
-        float total = 0.f;
-        for (int p = 0; p < plan.split; ++p) total += part_sums[c * plan.split + p][m];
+      for (int m = 0; m < kMaxRows; ++m) {
+        if (m < rows) {
+          const float t = warp_sum(acc[m]);
+          if (lane == m) total = t;
+        }
+        acc[m] = 0.f;
+      }
+      if (lane < rows) {
+        const int m = lane;
         const int i = seg.find(n);
         const T* bias = seg.bias[i];
         const float b = bias == nullptr ? 0.f : static_cast<float>(bias[n - seg.begin(i)]);
@@ -261,34 +278,41 @@ __global__ void __launch_bounds__(kThreads, 1)
         }
       }
     }
+    __syncwarp();  // every lane is done with the slot
+    if (kHasBulkCopy && lane == 0 && j + kSlots < n_pieces) {
+      fence_shared_for_bulk_copy();
+      request(j + kSlots);
+    }
   }
 }
 
 size_t round_up(size_t v, size_t to) { return (v + to - 1) / to * to; }
 
-// The cut of one call: the fewest warps per weight row whose stage fits kStageBytes (and whose
-// slices are whole 16-byte vectors); as many stages as fit beside the input rows in the budget.
+// The cut of one call: one block per SM, the block's rows shared among its warps, and ring slots as large
+// as kSlots per warp allow beside the input rows in the budget.
 LinearPlan plan_linear(int64_t rows, int64_t K, int64_t N, int64_t elem) {
   const int64_t vec = 16 / elem;
   LinearPlan p{};
-  p.split = kWarps;
-  for (int s = 1; s <= kWarps; s *= 2) {
-    if (K % (s * vec) == 0 && (kWarps / s) * K * elem <= kStageBytes) {
-      p.split = s;
-      break;
-    }
-  }
-  while (K % (p.split * vec) != 0) p.split /= 2;  // K % vec == 0: ends at 1 at the latest
-  p.chunk_rows = kWarps / p.split;
-  const int64_t stage_bytes = p.chunk_rows * K * elem;
   p.x_bytes = round_up(static_cast<size_t>(rows * K * elem), 128);
   const int64_t sms = at::cuda::getCurrentDeviceProperties()->multiProcessorCount;
   p.rows_per_block = ceil_div(N, std::min(sms, N));
   p.blocks = static_cast<unsigned int>(ceil_div(N, p.rows_per_block));
-  const int64_t chunks_per_block = ceil_div(p.rows_per_block, p.chunk_rows);
-  const int64_t fit = (kBlockSmemBudget - static_cast<int64_t>(p.x_bytes)) / stage_bytes;
-  p.stages = static_cast<int>(std::max<int64_t>(1, std::min<int64_t>({fit, kMaxStages, chunks_per_block})));
-  p.smem = p.x_bytes + static_cast<size_t>(p.stages * stage_bytes);
+  p.rows_per_warp = ceil_div(p.rows_per_block, kWarps);
+  const int64_t slot_bytes =
+      std::max<int64_t>(16, (kBlockSmemBudget - static_cast<int64_t>(p.x_bytes)) / (kWarps * kSlots) / 16 * 16);
+  const int64_t row_bytes = K * elem;
+  if (row_bytes <= slot_bytes) {
+    p.k_pieces = 1;
+    p.piece_k = K;
+    p.rows_per_piece = std::min({slot_bytes / row_bytes, kMaxRowsPerPiece, p.rows_per_warp});
+  } else {
+    p.rows_per_piece = 1;
+    p.k_pieces = ceil_div(row_bytes, slot_bytes);
+    while (K % (p.k_pieces * vec) != 0) ++p.k_pieces;  // K % vec == 0: ends at K / vec at the latest
+    p.piece_k = K / p.k_pieces;
+  }
+  p.slot_elems = p.rows_per_piece * p.piece_k;
+  p.smem = p.x_bytes + static_cast<size_t>(kWarps * kSlots * p.slot_elems * elem);
   return p;
 }
 

@@ -16,7 +16,7 @@ at::Tensor GreedyDecoder::update(at::Tensor& buffer, int64_t length, const at::T
     static auto op = c10::Dispatcher::singleton()
                          .findSchemaOrThrow("fastwhisper::decoder_greedy_update", "")
                          .typed<at::Tensor(const at::Tensor&, at::Tensor&, at::Tensor&, at::Tensor&, int64_t, int64_t)>();
-    if (!workspace_.defined()) {  // zeroed once; the op leaves it zeroed
+    if (!workspace_.defined()) {  // zeroed once; the op resets its counters
       workspace_ = at::zeros({greedy_workspace_numel(buffer.size(0))}, buffer.options().dtype(at::kInt));
     }
     return op.call(logits, buffer, sum_logprobs, workspace_, length, eot_);

@@ -123,7 +123,7 @@ _GREEDY_WORKSPACE_PER_ROW = 1 + 32 * 3
 
 
 def decoder_greedy_workspace(rows: int, device) -> Tensor:
-    """The zeroed int32 workspace decoder_greedy_update needs for `rows` rows; every call leaves it zeroed."""
+    """The zeroed int32 workspace decoder_greedy_update needs for `rows` rows; every call resets its counters."""
     return torch.zeros(2 + rows * _GREEDY_WORKSPACE_PER_ROW, dtype=torch.int32, device=device)
 
 
