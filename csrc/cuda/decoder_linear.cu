@@ -1,6 +1,7 @@
 // CUDA decoder_linear: the linear layers of the decoder's one-token step (CPU reference:
 // decoder_linear in cpu/decoder_step.cpp). At most 8 input rows, so a call is one pass over its
-// weights, and its speed is the rate at which those weights arrive from DRAM.
+// weights, and its speed is the rate at which those weights arrive from DRAM. From 4 fp16/bf16 rows up
+// (beam search, batched windows) cuBLASLt's GEMM does the multiplication (decoder_linear_by_gemm below).
 //
 // Each block (one per SM) owns a contiguous range of output columns, that is a contiguous range of
 // weight rows, and splits it into one contiguous range per warp. Every warp streams its own rows through
@@ -27,6 +28,7 @@
 #include "cuda/bulk_copy.cuh"
 #include "cuda/device_utils.cuh"
 #include "gelu.h"
+#include "kernels.h"
 #include "launch.cuh"
 
 namespace fastwhisper::cuda {
@@ -348,6 +350,29 @@ void launch_linear_rows(const at::Tensor& x, const float* ln_w, const float* ln_
   return launch_linear<T, kDecoderMaxRows>(x, ln_w, ln_b, seg, residual, out, out_float, n, apply_gelu);
 }
 
+// Four or more fp16/bf16 input rows: the LayerNorm kernel, then one cuBLASLt GEMM per weight (bias, and a
+// single weight's residual, in its epilogue; GELU in the linear op's pass). The weights are read once either
+// way, but this file's kernel multiplies each 16-byte weight vector with every input row and turns compute
+// bound: on the H100 with 5 rows of large-v3 (benchmarks/results/h100-2026-11-23-step-kernels-warp-rings.md)
+// it took qkv 16.2 us against cuBLAS's 7.0, mlp2 25.0 against 10.5, and the vocabulary 114 against 67.
+// Rounding: as the kernel's, except that a single weight's residual is added before the one rounding of
+// the GEMM output (as the encoder's linear does) instead of after it.
+constexpr int64_t kGemmMinRows = 4;
+
+at::Tensor decoder_linear_by_gemm(const at::Tensor& x, const std::optional<at::Tensor>& ln_weight,
+                                  const std::optional<at::Tensor>& ln_bias, const DecoderLinearParts& parts,
+                                  const std::optional<at::Tensor>& residual, bool gelu_act, bool float_output) {
+  const at::Tensor h = ln_weight.has_value() ? layer_norm(x, *ln_weight, *ln_bias, kLayerNormEps) : x;  // [R, K]
+  const bool one = parts.weights.size() == 1;
+  std::vector<at::Tensor> outs;
+  for (size_t i = 0; i < parts.weights.size(); ++i) {
+    outs.push_back(linear(h, parts.weights[i], parts.biases[i], one && !gelu_act ? residual : std::nullopt, gelu_act));
+  }
+  at::Tensor y = one ? outs[0] : at::cat(outs, 1);  // [R, N]
+  if (residual.has_value() && (!one || gelu_act)) y = at::add(*residual, y);
+  return float_output ? y.to(at::kFloat) : y;
+}
+
 }  // namespace
 
 at::Tensor decoder_linear(const at::Tensor& x, const std::optional<at::Tensor>& ln_weight,
@@ -368,6 +393,9 @@ at::Tensor decoder_linear(const at::Tensor& x, const std::optional<at::Tensor>& 
   TORCH_CHECK(!ln_weight.has_value() || (is_aligned(ln_weight->data_ptr(), 16) && is_aligned(ln_bias->data_ptr(), 16)),
               "fastwhisper.decoder_linear (CUDA): ln_weight and ln_bias must start at 16-byte aligned addresses");
   const c10::cuda::CUDAGuard guard(x.device());
+  if (x.size(0) >= kGemmMinRows && x.scalar_type() != at::kFloat) {
+    return decoder_linear_by_gemm(x, ln_weight, ln_bias, parts, residual, gelu_act, float_output);
+  }
   at::Tensor out = at::empty({x.size(0), n}, x.options().dtype(float_output ? at::kFloat : x.scalar_type()));
   FASTWHISPER_DISPATCH_FLOATS(x.scalar_type(), "fastwhisper_decoder_linear", [&] {
     Segments<scalar_t> seg{};
