@@ -5,7 +5,10 @@
 # Env: SKIP_BENCH=1 (no encoder benchmark), DECODER_BENCH=1 (decoder ms/token), SKIP_BUILD=1 (reuse
 # the build of an earlier call on the same warm machine), PYTEST_ARGS (default: tests; "none": no
 # tests), PROFILE=models (per-kernel profile of encoder and decoder, benchmarks/profile_kernels.py),
-# DECODER_BENCH_ARGS (extra decoder_bench.py arguments).
+# DECODER_BENCH_ARGS (extra decoder_bench.py arguments), PYTEST_GROUP (instead of PYTEST_ARGS: one of the
+# three parts the whole suite splits into, each well inside one call's 600 s: "decoder" (step ops and the
+# C++ decoder, ~95 s), "rest" (everything else that needs no weights package, ~180 s), "real" (the files
+# that use the weights packages, ~120 s; carry both weight parts first)).
 set -uo pipefail
 commit=${1:-unknown}
 shift || true
@@ -44,6 +47,13 @@ else
 fi
 so=$(python3 -c "import fastwhisper, glob, os; print(glob.glob(os.path.dirname(fastwhisper.__file__) + '/_C*.so')[0])")
 readelf -d "$so" | grep -q 'libstdc++' || echo "WARNING: $so does not link libstdc++ dynamically"
+case "${PYTEST_GROUP:-}" in
+  "") ;;
+  decoder) PYTEST_ARGS="tests/test_decoder_step_ops.py tests/test_decoder_attention_greedy_ops.py tests/test_cpp_decoder.py" ;;
+  real) PYTEST_ARGS="tests/test_transcribe_real.py tests/test_batch_transcribe.py tests/test_cli.py tests/test_cli_batch.py tests/test_loading.py tests/test_benchmark_cli.py" ;;
+  rest) PYTEST_ARGS="tests/test_ops.py tests/test_encoder.py tests/test_encoder_graphs.py tests/test_attention_backend.py tests/test_bad_input.py tests/test_audio.py tests/test_cpp_decoder_options.py tests/test_gpu_run_groups.py" ;;
+  *) echo "PYTEST_GROUP must be decoder, rest or real"; exit 2 ;;
+esac
 if [ "${PYTEST_ARGS:-}" != "none" ]; then
   python3 -m pytest ${PYTEST_ARGS:-tests} -q -rs -p no:cacheprovider 2>&1 | tee "$OUT/pytest.log" | tail -25
 fi
