@@ -22,7 +22,8 @@ TORCH_LIBRARY(fastwhisper, m) {
   // x [M, K] -> h = LayerNorm(x) with fp32 ln_weight/ln_bias [K] (fp32 statistics, h in x's dtype; both
   // None: h = x) -> h @ cat(weights)^T with weights[i] [N_i, K] (+ biases[i] [N_i]; None: no bias), each
   // output rounded to x's dtype (then GELU) (+ residual [M, N]) -> [M, N = sum N_i] in x's dtype, or
-  // float32 when float_output.
+  // float32 when float_output. (CUDA, 4+ fp16/bf16 rows: cuBLASLt adds a single weight's residual before
+  // the output's one rounding.)
   m.def("decoder_linear(Tensor x, Tensor? ln_weight, Tensor? ln_bias, Tensor[] weights, Tensor?[] biases, "
         "Tensor? residual, bool gelu, bool float_output) -> Tensor");
   // qkv [R, 3d] (q | k | v of one new position per row), k_cache/v_cache [R, n_ctx, d], position [1] int64:
