@@ -74,7 +74,7 @@ __global__ void __launch_bounds__(kThreads)
                          int64_t* __restrict__ tokens,      // [N, capacity]
                          float* __restrict__ sum_logprobs,  // [N]
                          bool* __restrict__ completed,      // [1]
-                         int* __restrict__ workspace,       // [greedy_workspace_numel(N)], zeros
+                         int* __restrict__ workspace,       // [greedy_workspace_numel(N)], counters zero
                          int64_t logits_stride, int n_vocab, int64_t capacity, int64_t length, int64_t eot) {
   __shared__ RowStats red[kThreads / 32];
   __shared__ bool last_of_row;
