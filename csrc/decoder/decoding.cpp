@@ -112,7 +112,7 @@ DecodeOutput decode(DecoderSession& session, const at::Tensor& initial_tokens, c
   check_options(session, initial_tokens, o);
   at::NoGradGuard no_grad;
   session.reset();
-  const int64_t n_rows = session.n_rows(), n_ctx = session.n_text_ctx(), n_vocab = session.n_vocab();
+  const int64_t n_rows = session.n_rows(), n_ctx = session.n_text_ctx();
   const auto device = session.device();
   const auto filters = make_logit_filters(o, device);
   auto token_decoder = make_token_decoder(o, session);
