@@ -1,5 +1,10 @@
 """decoder_cross_attention and decoder_greedy_update: against float64 / whisper's own ops, opcheck, bad input."""
 
+import os
+import subprocess
+import sys
+import textwrap
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -7,6 +12,7 @@ import torch.nn.functional as F
 from fastwhisper import ops
 from conftest import DEVICES, requires_cuda, rel_err
 
+TESTS_DIR = os.path.dirname(os.path.abspath(__file__))
 TOL = {torch.float32: 1e-5, torch.float16: 1e-2, torch.bfloat16: 6e-2}
 DTYPES = [torch.float32, pytest.param(torch.float16, marks=requires_cuda), pytest.param(torch.bfloat16, marks=requires_cuda)]
 
@@ -34,7 +40,9 @@ def cross_reference(q, k, v, n_head):
 
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("device", DEVICES)
-@pytest.mark.parametrize("windows,group,n_keys,n_head", [(1, 1, 1500, 4), (2, 5, 37, 2), (3, 2, 300, 1), (1, 8, 129, 4)])
+# (2, 3, 5, 2): fewer keys than the CUDA kernel's 8 key chunks, so some chunks are empty
+@pytest.mark.parametrize("windows,group,n_keys,n_head",
+                         [(1, 1, 1500, 4), (2, 5, 37, 2), (3, 2, 300, 1), (1, 8, 129, 4), (2, 3, 5, 2)])
 def test_decoder_cross_attention_matches_float64(windows, group, n_keys, n_head, device, dtype):
     if device == "cpu" and dtype != torch.float32:
         pytest.skip("the CPU computes in float32")
@@ -43,6 +51,31 @@ def test_decoder_cross_attention_matches_float64(windows, group, n_keys, n_head,
     out = ops.decoder_cross_attention(q.to(device, dtype), k.to(device, dtype), v.to(device, dtype), n_head)
     assert out.shape == q.shape and out.dtype == dtype
     assert rel_err(out, expected) <= TOL[dtype]
+
+
+@requires_cuda
+@pytest.mark.cuda
+@pytest.mark.parametrize("choice", ["sdpa", "split"])
+def test_one_row_cross_attention_choices_match_float64(choice):
+    """FASTWHISPER_CROSS_ATTENTION (read once per process) picks SDPA or the cluster kernel for one row per
+    window; each must match the float64 reference, empty key chunks (3 keys) included."""
+    code = textwrap.dedent(
+        """
+        import torch
+        from fastwhisper import ops
+        from conftest import rel_err
+        from test_decoder_attention_greedy_ops import cross_case, cross_reference
+        for windows, n_keys, n_head in [(1, 1500, 20), (3, 3, 6), (4, 1500, 6)]:
+            q, k, v = cross_case(windows, 1, n_keys, 64 * n_head)
+            out = ops.decoder_cross_attention(q.cuda().half(), k.cuda().half(), v.cuda().half(), n_head)
+            print(rel_err(out, cross_reference(q, k, v, n_head)))
+        """)
+    env = dict(os.environ, FASTWHISPER_CROSS_ATTENTION=choice)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in [TESTS_DIR, env.get("PYTHONPATH", "")] if p)
+    proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    errors = [float(line) for line in proc.stdout.split()]
+    assert len(errors) == 3 and max(errors) <= TOL[torch.float16], errors
 
 
 def greedy_case(rows, n_vocab, eot, length, finished_rows, seed=3):

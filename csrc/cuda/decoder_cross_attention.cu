@@ -1,14 +1,18 @@
 // CUDA cross-attention of the decoder's one-token step over the cached K/V of the audio (CPU
 // reference: decoder_cross_attention in cpu/decoder_step.cpp). One row per window runs ATen's SDPA
-// or the kernels below (one_row_uses_sdpa); several rows per window (beams) run the kernels below.
+// or the kernel below (one_row_uses_sdpa); several rows per window (beams) run the kernel below.
 //
 // One query per row against T = 1500 keys: too little work per (row, head) for one block, so the
-// keys are split into chunks (split-K, "flash decoding"). Pass 1, one block per (window, head, chunk):
-// the scores of the chunk's keys (one key per thread, 16-byte loads) for every row of the window (the
-// beams of one audio read its K/V once), their max and exp-sum, and the exp-weighted value sum.
-// Pass 2, one block per (row, head): rescales the chunks' partial results to a common max and
-// divides by the total exp-sum.
+// keys are split into kCluster chunks ("flash decoding"), one block each, and the kCluster blocks of
+// one (window, head) form a thread-block cluster (sm_90). Each block computes, for every row of the
+// window (the beams of one audio read its K/V once), the scores of its chunk's keys (one key per
+// thread, 16-byte loads), their max and exp-sum, and the exp-weighted value sum. After a cluster
+// barrier each block reads the others' partial results from their shared memory (distributed shared
+// memory), rescales them to the common max and writes its share of the outputs: one kernel, and the
+// partial results never go to global memory.
 #include <torch/library.h>
+
+#include <cooperative_groups.h>
 
 #include <cmath>
 
@@ -21,29 +25,33 @@
 namespace fastwhisper::cuda {
 namespace {
 
+namespace cg = cooperative_groups;
+
 constexpr int kThreads = 128;
 constexpr int kMaxGroup = 8;  // rows per window (kDecoderMaxRows)
+constexpr int kCluster = 8;   // key chunks per (window, head): the portable cluster size
 
 template <typename T, int kGroup>
 __global__ void __launch_bounds__(kThreads)
-    cross_attention_chunk_kernel(const T* __restrict__ q,        // [W * G, d]
-                                 const T* __restrict__ k,        // [W, n_keys, d]
-                                 const T* __restrict__ v,        // [W, n_keys, d]
-                                 float* __restrict__ part_out,   // [W * G, H, n_chunks, head_dim]
-                                 float* __restrict__ part_max,   // [W * G, H, n_chunks]
-                                 float* __restrict__ part_sum,   // [W * G, H, n_chunks]
-                                 int64_t n_keys, int64_t d, int head_dim, int chunk, float scale) {
-  extern __shared__ float sm[];  // q [G][head_dim], scores [G][chunk], partial [G][n_groups][head_dim]
+    cross_attention_kernel(const T* __restrict__ q,  // [W * G, d]
+                           const T* __restrict__ k,  // [W, n_keys, d]
+                           const T* __restrict__ v,  // [W, n_keys, d]
+                           T* __restrict__ out,      // [W * G, d]
+                           int64_t n_keys, int64_t d, int head_dim, int chunk, float scale) {
+  // grid (kCluster, H, W), clusters of kCluster blocks along x: block c = this cluster's rank c takes keys
+  // [c * chunk, (c + 1) * chunk) of window w, head `head`.
+  extern __shared__ float sm[];  // result [G][head_dim] (first q), scores [G][chunk], partial [G][n_groups][head_dim]
   __shared__ float red[32];
+  __shared__ float block_max[kGroup], block_sum[kGroup];  // per row: this chunk's score max, exp-sum
   constexpr int V = kPack16<T>;
-  const int w = blockIdx.x, head = blockIdx.y, c = blockIdx.z;
-  const int n_heads = gridDim.y, n_chunks = gridDim.z;
+  const cg::cluster_group cluster = cg::this_cluster();
+  const int c = static_cast<int>(cluster.block_rank()), head = blockIdx.y, w = blockIdx.z;
   const int vecs = head_dim / V;  // 16-byte slices of one head (host: head_dim % V == 0, kThreads % vecs == 0)
-  float* qs = sm;
-  float* scores = qs + kGroup * head_dim;
+  float* result = sm;  // holds the scaled queries until the scores are done
+  float* scores = result + kGroup * head_dim;
   float* partial = scores + kGroup * chunk;
   const int64_t t0 = static_cast<int64_t>(c) * chunk;
-  const int n_t = static_cast<int>(min(static_cast<int64_t>(chunk), n_keys - t0));  // >= 1 (host)
+  const int n_t = static_cast<int>(max(static_cast<int64_t>(0), min(static_cast<int64_t>(chunk), n_keys - t0)));
   const T* kb = k + (static_cast<int64_t>(w) * n_keys + t0) * d + static_cast<int64_t>(head) * head_dim;
   const T* vb = v + (static_cast<int64_t>(w) * n_keys + t0) * d + static_cast<int64_t>(head) * head_dim;
 
@@ -57,8 +65,8 @@ __global__ void __launch_bounds__(kThreads)
   wait_for_producers();  // q comes from the kernel before
   for (int i = threadIdx.x; i < kGroup * head_dim; i += blockDim.x) {
     const int g = i / head_dim, j = i % head_dim;
-    qs[i] = static_cast<float>(q[(static_cast<int64_t>(w) * kGroup + g) * d + static_cast<int64_t>(head) * head_dim + j]) *
-            scale;
+    result[i] = static_cast<float>(q[(static_cast<int64_t>(w) * kGroup + g) * d + static_cast<int64_t>(head) * head_dim + j]) *
+                scale;
   }
   __syncthreads();
 
@@ -77,7 +85,7 @@ __global__ void __launch_bounds__(kThreads)
       for (int j = 0; j < V; ++j) {
         const float kf = static_cast<float>(kv.v[j]);
 #pragma unroll
-        for (int g = 0; g < kGroup; ++g) s[g] += qs[g * head_dim + i * V + j] * kf;
+        for (int g = 0; g < kGroup; ++g) s[g] += result[g * head_dim + i * V + j] * kf;
       }
     }
 #pragma unroll
@@ -97,7 +105,7 @@ __global__ void __launch_bounds__(kThreads)
       scores[g * chunk + t] = e;
       local_sum += e;
     }
-    row_sum[g] = block_reduce<false>(local_sum, red);  // its barriers also publish scores[]
+    row_sum[g] = block_reduce<false>(local_sum, red);  // its barriers also publish scores[] (and end the q reads)
   }
 
   // exp-weighted values: thread = (slice i of the head, key group kg)
@@ -125,43 +133,42 @@ __global__ void __launch_bounds__(kThreads)
     const int g = idx / head_dim, j = idx % head_dim;
     float total = 0.f;
     for (int gg = 0; gg < n_groups; ++gg) total += partial[(g * n_groups + gg) * head_dim + j];
-    const int64_t slot = ((static_cast<int64_t>(w) * kGroup + g) * n_heads + head) * n_chunks + c;
-    part_out[slot * head_dim + j] = total;
-    if (j == 0) {
-      part_max[slot] = row_max[g];
-      part_sum[slot] = row_sum[g];
+    result[idx] = total;
+  }
+  if (threadIdx.x == 0) {
+#pragma unroll
+    for (int g = 0; g < kGroup; ++g) {
+      block_max[g] = row_max[g];  // -inf (and a zero sum) for a chunk past the last key
+      block_sum[g] = row_sum[g];
     }
   }
-}
+  cluster.sync();  // every block's result and statistics are written and visible to the cluster
 
-template <typename T>
-__global__ void cross_attention_combine_kernel(const float* __restrict__ part_out,  // [R, H, n_chunks, head_dim]
-                                               const float* __restrict__ part_max,  // [R, H, n_chunks]
-                                               const float* __restrict__ part_sum,  // [R, H, n_chunks]
-                                               T* __restrict__ out,                 // [R, d]
-                                               int n_chunks, int64_t d, int head_dim) {
-  const int64_t r = blockIdx.x;
-  const int head = blockIdx.y, n_heads = gridDim.y;
-  allow_dependents();
-  wait_for_producers();
-  const int64_t base = (r * n_heads + head) * n_chunks;
-  float m = -INFINITY;
-  for (int c = 0; c < n_chunks; ++c) m = fmaxf(m, part_max[base + c]);
-  float total_sum = 0.f;
-  for (int c = 0; c < n_chunks; ++c) total_sum += part_sum[base + c] * __expf(part_max[base + c] - m);
-  for (int j = threadIdx.x; j < head_dim; j += blockDim.x) {
-    float o = 0.f;
-    for (int c = 0; c < n_chunks; ++c) o += part_out[(base + c) * head_dim + j] * __expf(part_max[base + c] - m);
-    out[r * d + static_cast<int64_t>(head) * head_dim + j] = static_cast<T>(o / total_sum);
+  // combine: this block writes outputs [c * share, (c + 1) * share) of the window's G x head_dim for this head
+  const int share = (kGroup * head_dim + kCluster - 1) / kCluster;
+  const int idx = c * share + static_cast<int>(threadIdx.x);
+  if (static_cast<int>(threadIdx.x) < share && idx < kGroup * head_dim) {
+    const int g = idx / head_dim, j = idx % head_dim;
+    float m = -INFINITY;
+    for (int r = 0; r < kCluster; ++r) m = fmaxf(m, *cluster.map_shared_rank(&block_max[g], r));
+    float total_sum = 0.f, o = 0.f;
+    for (int r = 0; r < kCluster; ++r) {
+      const float factor = __expf(*cluster.map_shared_rank(&block_max[g], r) - m);  // 0 for an empty chunk
+      total_sum += *cluster.map_shared_rank(&block_sum[g], r) * factor;
+      o += *cluster.map_shared_rank(&result[idx], r) * factor;
+    }
+    out[(static_cast<int64_t>(w) * kGroup + g) * d + static_cast<int64_t>(head) * head_dim + j] =
+        static_cast<T>(o / total_sum);
   }
+  cluster.sync();  // no block leaves while another still reads its shared memory
 }
 
 template <typename T, int kGroup>
-void launch_chunks(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, at::Tensor& part_out,
-                   at::Tensor& part_max, at::Tensor& part_sum, int n_head, int n_chunks, int chunk, size_t smem) {
+void launch_cross_attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, at::Tensor& out,
+                            int n_head, int chunk, size_t smem) {
   const int64_t d = q.size(1);
   const int head_dim = static_cast<int>(d / n_head);
-  auto kernel = cross_attention_chunk_kernel<T, kGroup>;
+  auto kernel = cross_attention_kernel<T, kGroup>;
   // The kernel's static shared memory counts against the same 48 KiB default: raise the limit from
   // 40 KiB of dynamic memory on (a launch over the limit fails with 'invalid argument').
   static size_t smem_allowed = 40 * 1024;  // raised once per kernel, before any graph capture (eager warm-up)
@@ -169,9 +176,8 @@ void launch_chunks(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v
     C10_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem)));
     smem_allowed = smem;
   }
-  launch_pdl(kernel, dim3(static_cast<unsigned int>(k.size(0)), n_head, n_chunks), dim3(kThreads), smem,
-             q.data_ptr<T>(), k.data_ptr<T>(), v.data_ptr<T>(), part_out.data_ptr<float>(), part_max.data_ptr<float>(),
-             part_sum.data_ptr<float>(), k.size(1), d, head_dim, chunk,
+  launch_pdl_clusters(kCluster, kernel, dim3(kCluster, n_head, static_cast<unsigned int>(k.size(0))), dim3(kThreads),
+                      smem, q.data_ptr<T>(), k.data_ptr<T>(), v.data_ptr<T>(), out.data_ptr<T>(), k.size(1), d, head_dim, chunk,
              1.0f / std::sqrt(static_cast<float>(head_dim)));
 }
 
@@ -204,34 +210,25 @@ at::Tensor decoder_cross_attention(const at::Tensor& q, const at::Tensor& k, con
     auto heads = [&](const at::Tensor& t) { return t.view({windows, -1, n_head, head_dim}).transpose(1, 2); };
     return at::scaled_dot_product_attention(heads(q), heads(k), heads(v)).transpose(1, 2).reshape({rows, d});
   }
-  // chunks: about two blocks per SM in all, at least 32 keys each
-  const int64_t sms = at::cuda::getCurrentDeviceProperties()->multiProcessorCount;
-  const int64_t want = std::max<int64_t>(1, ceil_div(2 * sms, windows * n_head));
-  const int64_t chunk = std::max<int64_t>(32, ceil_div(n_keys, want));
-  const int64_t n_chunks = ceil_div(n_keys, chunk);
+  // kCluster chunks of the keys; an empty chunk (fewer keys than kCluster) adds nothing
+  const int64_t chunk = ceil_div(n_keys, kCluster);
   const int64_t n_groups = kThreads / (head_dim / vec);
   const size_t smem = static_cast<size_t>(group * head_dim + group * chunk + group * n_groups * head_dim) * sizeof(float);
-  TORCH_CHECK(smem <= 200 * 1024, "fastwhisper.decoder_cross_attention (CUDA): shapes too large for one block");
-  const auto f32 = q.options().dtype(at::kFloat);
-  at::Tensor part_out = at::empty({rows, n_head, n_chunks, head_dim}, f32);
-  at::Tensor part_max = at::empty({rows, n_head, n_chunks}, f32);
-  at::Tensor part_sum = at::empty({rows, n_head, n_chunks}, f32);
+  TORCH_CHECK(smem <= 200 * 1024, "fastwhisper.decoder_cross_attention (CUDA): ", n_keys,
+              " audio positions are too many for one block per chunk");
   at::Tensor out = at::empty({rows, d}, q.options());
   FASTWHISPER_DISPATCH_FLOATS(q.scalar_type(), "fastwhisper_decoder_cross_attention", [&] {
-    const int h = static_cast<int>(n_head), nc = static_cast<int>(n_chunks), ch = static_cast<int>(chunk);
+    const int h = static_cast<int>(n_head), ch = static_cast<int>(chunk);
     switch (group) {
-      case 1: launch_chunks<scalar_t, 1>(q, k, v, part_out, part_max, part_sum, h, nc, ch, smem); break;
-      case 2: launch_chunks<scalar_t, 2>(q, k, v, part_out, part_max, part_sum, h, nc, ch, smem); break;
-      case 3: launch_chunks<scalar_t, 3>(q, k, v, part_out, part_max, part_sum, h, nc, ch, smem); break;
-      case 4: launch_chunks<scalar_t, 4>(q, k, v, part_out, part_max, part_sum, h, nc, ch, smem); break;
-      case 5: launch_chunks<scalar_t, 5>(q, k, v, part_out, part_max, part_sum, h, nc, ch, smem); break;
-      case 6: launch_chunks<scalar_t, 6>(q, k, v, part_out, part_max, part_sum, h, nc, ch, smem); break;
-      case 7: launch_chunks<scalar_t, 7>(q, k, v, part_out, part_max, part_sum, h, nc, ch, smem); break;
-      default: launch_chunks<scalar_t, 8>(q, k, v, part_out, part_max, part_sum, h, nc, ch, smem); break;
+      case 1: launch_cross_attention<scalar_t, 1>(q, k, v, out, h, ch, smem); break;
+      case 2: launch_cross_attention<scalar_t, 2>(q, k, v, out, h, ch, smem); break;
+      case 3: launch_cross_attention<scalar_t, 3>(q, k, v, out, h, ch, smem); break;
+      case 4: launch_cross_attention<scalar_t, 4>(q, k, v, out, h, ch, smem); break;
+      case 5: launch_cross_attention<scalar_t, 5>(q, k, v, out, h, ch, smem); break;
+      case 6: launch_cross_attention<scalar_t, 6>(q, k, v, out, h, ch, smem); break;
+      case 7: launch_cross_attention<scalar_t, 7>(q, k, v, out, h, ch, smem); break;
+      default: launch_cross_attention<scalar_t, 8>(q, k, v, out, h, ch, smem); break;
     }
-    launch_pdl(cross_attention_combine_kernel<scalar_t>, dim3(static_cast<unsigned int>(rows), h), dim3(64), 0,
-               part_out.data_ptr<float>(), part_max.data_ptr<float>(), part_sum.data_ptr<float>(),
-               out.data_ptr<scalar_t>(), nc, d, static_cast<int>(head_dim));
   });
   return out;
 }

@@ -72,74 +72,60 @@ struct LinearPlan {
   size_t smem;             // dynamic shared memory per block
 };
 
-// Input rows -> shared memory h [rows, K] (16-byte copies by every thread), then, when ln_w is given,
-// whisper's LayerNorm of each row in place: fp32 mean, then fp32 variance around it (two passes over
-// shared memory, every thread taking a share of every row), output rounded to T. Ends with a barrier.
+// Input rows -> shared memory h [rows, K] (16-byte copies), then, when ln_w is given, whisper's LayerNorm
+// of each row in place: fp32 mean, then fp32 variance around it, output rounded to T. Warp m copies and
+// normalizes row m alone (warp reductions, no block barrier), so the block waits at one barrier, the
+// closing one, between the producer's output and its first multiply.
 template <typename T, int kMaxRows>
 __device__ void load_input_rows(const T* __restrict__ x, const float* __restrict__ ln_w,
                                 const float* __restrict__ ln_b, T* h, int rows, int64_t K) {
+  static_assert(kMaxRows <= kWarps, "one warp per input row");
   constexpr int V = kPack16<T>;
-  __shared__ float red[kWarps][kMaxRows];
-  __shared__ float stat[kMaxRows];
   const int64_t n_vec = K / V;  // K % V == 0 (checked on the host)
   const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
   auto* hv = reinterpret_cast<Pack16<T>*>(h);
   const auto* src = reinterpret_cast<const Pack16<T>*>(x);
-  for (int64_t i = threadIdx.x; i < rows * n_vec; i += blockDim.x) hv[i] = src[i];
-  __syncthreads();
-  if (ln_w == nullptr) return;
-  // per row: the block's sum of f(value), f = value (mean) or (value - mean)^2 (variance)
-  auto row_sums = [&](bool centered, float* result) {
-    float s[kMaxRows];
+  if (ln_w == nullptr) {
+    for (int64_t i = threadIdx.x; i < rows * n_vec; i += blockDim.x) hv[i] = src[i];
+    __syncthreads();
+    return;
+  }
+  if (warp < rows) {  // each lane reads back only the vectors it wrote
+    Pack16<T>* row = hv + warp * n_vec;
+    const Pack16<T>* in = src + warp * n_vec;
+    float sum = 0.f;
+    for (int64_t i = lane; i < n_vec; i += 32) {
+      const Pack16<T> p = in[i];
+      row[i] = p;
 #pragma unroll
-    for (int m = 0; m < kMaxRows; ++m) {
-      s[m] = 0.f;
-      if (m < rows) {
-        const float mean = centered ? stat[m] : 0.f;
-        for (int64_t i = threadIdx.x; i < n_vec; i += blockDim.x) {
-          const Pack16<T> p = hv[m * n_vec + i];
+      for (int j = 0; j < V; ++j) sum += static_cast<float>(p.v[j]);
+    }
+    const float mean = warp_sum(sum) / static_cast<float>(K);
+    float squares = 0.f;
+    for (int64_t i = lane; i < n_vec; i += 32) {
+      const Pack16<T> p = row[i];
 #pragma unroll
-          for (int j = 0; j < V; ++j) {
-            const float v = static_cast<float>(p.v[j]) - mean;
-            s[m] += centered ? v * v : v;
-          }
+      for (int j = 0; j < V; ++j) {
+        const float c = static_cast<float>(p.v[j]) - mean;
+        squares += c * c;
+      }
+    }
+    const float rstd = rsqrtf(warp_sum(squares) / static_cast<float>(K) + 1e-5f);
+    const auto* wv = reinterpret_cast<const float4*>(ln_w);  // [K / 4]: V is a multiple of 4
+    const auto* bv = reinterpret_cast<const float4*>(ln_b);
+    for (int64_t i = lane; i < n_vec; i += 32) {
+      Pack16<T> p = row[i];
+#pragma unroll
+      for (int j4 = 0; j4 < V / 4; ++j4) {
+        const float4 g = wv[i * (V / 4) + j4], b = bv[i * (V / 4) + j4];
+        const float gs[4] = {g.x, g.y, g.z, g.w}, bs[4] = {b.x, b.y, b.z, b.w};
+#pragma unroll
+        for (int j = 0; j < 4; ++j) {
+          p.v[j4 * 4 + j] = static_cast<T>((static_cast<float>(p.v[j4 * 4 + j]) - mean) * rstd * gs[j] + bs[j]);
         }
       }
-      s[m] = warp_sum(s[m]);
-      if (lane == 0) red[warp][m] = s[m];
+      row[i] = p;
     }
-    __syncthreads();
-    if (threadIdx.x < rows) {
-      float total = 0.f;
-      for (int w = 0; w < kWarps; ++w) total += red[w][threadIdx.x];
-      result[threadIdx.x] = total;
-    }
-    __syncthreads();
-  };
-  __shared__ float mean_of[kMaxRows], var_of[kMaxRows];
-  row_sums(false, mean_of);
-  if (threadIdx.x < rows) stat[threadIdx.x] = mean_of[threadIdx.x] / static_cast<float>(K);
-  __syncthreads();
-  row_sums(true, var_of);
-  if (threadIdx.x < rows) var_of[threadIdx.x] = rsqrtf(var_of[threadIdx.x] / static_cast<float>(K) + 1e-5f);
-  __syncthreads();
-  const auto* wv = reinterpret_cast<const float4*>(ln_w);  // [K / 4]: V is a multiple of 4
-  const auto* bv = reinterpret_cast<const float4*>(ln_b);
-  for (int64_t idx = threadIdx.x; idx < rows * n_vec; idx += blockDim.x) {
-    const int m = static_cast<int>(idx / n_vec);
-    const int64_t i = idx % n_vec;
-    const float mean = stat[m], rstd = var_of[m];
-    Pack16<T> p = hv[idx];
-#pragma unroll
-    for (int j4 = 0; j4 < V / 4; ++j4) {
-      const float4 g = wv[i * (V / 4) + j4], b = bv[i * (V / 4) + j4];
-      const float gs[4] = {g.x, g.y, g.z, g.w}, bs[4] = {b.x, b.y, b.z, b.w};
-#pragma unroll
-      for (int j = 0; j < 4; ++j) {
-        p.v[j4 * 4 + j] = static_cast<T>((static_cast<float>(p.v[j4 * 4 + j]) - mean) * rstd * gs[j] + bs[j]);
-      }
-    }
-    hv[idx] = p;
   }
   __syncthreads();
 }

@@ -73,20 +73,39 @@ inline bool pdl_enabled() {
   return !env_off && at::cuda::getCurrentDeviceProperties()->major >= 9;
 }
 
-// kernel<<<grid, block, smem, current stream>>>(args...), with the PDL attribute where enabled.
+// kernel<<<grid, block, smem, current stream>>>(args...) in thread-block clusters of cluster_x blocks
+// along x (1: no clusters; grid.x a multiple of it), with the PDL attribute where enabled.
 template <typename... KernelArgs, typename... Args>
-void launch_pdl(void (*kernel)(KernelArgs...), dim3 grid, dim3 block, size_t smem, Args&&... args) {
+void launch_pdl_clusters(unsigned int cluster_x, void (*kernel)(KernelArgs...), dim3 grid, dim3 block, size_t smem,
+                         Args&&... args) {
   cudaLaunchConfig_t config = {};
   config.gridDim = grid;
   config.blockDim = block;
   config.dynamicSmemBytes = smem;
   config.stream = at::cuda::getCurrentCUDAStream();
-  cudaLaunchAttribute attribute[1];
-  attribute[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
-  attribute[0].val.programmaticStreamSerializationAllowed = 1;
-  config.attrs = attribute;
-  config.numAttrs = pdl_enabled() ? 1 : 0;
+  cudaLaunchAttribute attributes[2];
+  unsigned int n = 0;
+  if (pdl_enabled()) {
+    attributes[n].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+    attributes[n].val.programmaticStreamSerializationAllowed = 1;
+    ++n;
+  }
+  if (cluster_x > 1) {
+    attributes[n].id = cudaLaunchAttributeClusterDimension;
+    attributes[n].val.clusterDim.x = cluster_x;
+    attributes[n].val.clusterDim.y = 1;
+    attributes[n].val.clusterDim.z = 1;
+    ++n;
+  }
+  config.attrs = attributes;
+  config.numAttrs = n;
   C10_CUDA_CHECK(cudaLaunchKernelEx(&config, kernel, std::forward<Args>(args)...));
+}
+
+// kernel<<<grid, block, smem, current stream>>>(args...), with the PDL attribute where enabled.
+template <typename... KernelArgs, typename... Args>
+void launch_pdl(void (*kernel)(KernelArgs...), dim3 grid, dim3 block, size_t smem, Args&&... args) {
+  launch_pdl_clusters(1, kernel, grid, block, smem, std::forward<Args>(args)...);
 }
 
 }  // namespace fastwhisper::cuda

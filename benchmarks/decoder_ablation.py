@@ -1,0 +1,134 @@
+"""Decoder step time with each switchable part of the fast path on and off (same GPU, same run).
+
+The time of one one-token step of the C++ decoding loop, as the loop runs it (CUDA graph replay,
+logit filters, greedy update or beam ranking, the stop test): for each configuration a child process
+(the switches are environment variables read once per process) builds each model (random weights of
+the real dims), decodes 1 + `--tokens` tokens and 1 token with EOT suppressed, and reports
+
+    ms per step = (median time of the long decode - median time of the 1-token decode) / tokens
+
+so the once-per-window work (cross-attention K/V, the first multi-token step, the Python set-up of
+the DecodingTask) cancels out. fp16 activations, CUDA events, warm-up, median of repeats.
+
+Configurations (FASTWHISPER_PDL, FASTWHISPER_CROSS_ATTENTION; see README):
+    default       as shipped
+    no-pdl        programmatic dependent launch off
+    cross-sdpa    one-row cross-attention through ATen's SDPA
+    cross-split   one-row cross-attention through fastwhisper's kernel
+
+    python benchmarks/decoder_ablation.py --models tiny,turbo,large-v3 --out results/<gpu>-<date>-ablation.json
+"""
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import DIMS, device_name, git_commit, random_whisper, time_calls  # noqa: E402
+
+CONFIGS = {
+    "default": {},
+    "no-pdl": {"FASTWHISPER_PDL": "0"},
+    "cross-sdpa": {"FASTWHISPER_CROSS_ATTENTION": "sdpa"},
+    "cross-split": {"FASTWHISPER_CROSS_ATTENTION": "split"},
+}
+MODES = {"greedy": {}, "beam5": {"beam_size": 5}}
+
+
+def step_ms(name, modes, tokens, warmup, repeats):
+    """{mode: ms per decoding step} of model ``name`` in this process's configuration."""
+    import whisper
+
+    from fastwhisper.cpp_decoding import decode_cpp, decoder_session
+
+    model = random_whisper(name, device="cuda")
+    dims = model.dims
+    features = (torch.randn(1, dims.n_audio_ctx, dims.n_audio_state, device="cuda") * 0.5).half()
+    tokenizer = whisper.tokenizer.get_tokenizer(True, num_languages=model.num_languages, language="en", task="transcribe")
+    session = decoder_session(model.decoder)
+    out = {}
+    for mode in modes:
+        def run(n):
+            options = whisper.DecodingOptions(sample_len=n, language="en", without_timestamps=True,
+                                              suppress_tokens=[-1, tokenizer.eot], **MODES[mode])
+            return lambda: decode_cpp(model, features, options, session=session)
+
+        with torch.inference_mode():
+            long_ms = statistics.median(time_calls(run(1 + tokens), "cuda", warmup, repeats))
+            short_ms = statistics.median(time_calls(run(1), "cuda", warmup, repeats))
+        out[mode] = (long_ms - short_ms) / tokens
+    del model, session
+    torch.cuda.empty_cache()
+    return out
+
+
+def child(args):
+    for name in args.models.split(","):
+        result = step_ms(name, args.modes.split(","), args.tokens, args.warmup, args.repeats)
+        print("RESULT " + json.dumps({"model": name, "ms_per_step": result}), flush=True)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--models", default="tiny,turbo,large-v3")
+    parser.add_argument("--modes", default="greedy,beam5")
+    parser.add_argument("--configs", default=",".join(CONFIGS))
+    parser.add_argument("--tokens", type=int, default=100)
+    parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--out", type=Path, default=None)
+    parser.add_argument("--commit", default=None, help="recorded in the outputs (default: git rev-parse HEAD)")
+    parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    for name in args.models.split(","):
+        if name not in DIMS:
+            parser.error(f"unknown model {name!r}; choose from {', '.join(DIMS)}")
+    if not torch.cuda.is_available():
+        sys.exit("decoder_ablation.py needs a CUDA GPU")
+    if args.child:
+        return child(args)
+
+    commit = args.commit or git_commit()
+    rows = []
+    for config in args.configs.split(","):
+        if config not in CONFIGS:
+            parser.error(f"unknown configuration {config!r}; choose from {', '.join(CONFIGS)}")
+        env = {k: v for k, v in os.environ.items() if k not in ("FASTWHISPER_PDL", "FASTWHISPER_CROSS_ATTENTION")}
+        env.update(CONFIGS[config])
+        cmd = [sys.executable, __file__, "--child", "--models", args.models, "--modes", args.modes,
+               "--tokens", str(args.tokens), "--warmup", str(args.warmup), "--repeats", str(args.repeats)]
+        proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
+        results = [json.loads(line[len("RESULT "):]) for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
+        if proc.returncode != 0:
+            print(f"{config}: child failed (exit {proc.returncode}):\n{proc.stderr[-2000:]}", flush=True)
+        for r in results:
+            for mode, ms in r["ms_per_step"].items():
+                rows.append({"model": r["model"], "mode": mode, "config": config, "ms_per_step": ms})
+                print(f"{r['model']:9s} {mode:6s} {config:12s} {ms:7.3f} ms/step", flush=True)
+
+    lines = [f"Decoder ms per step by configuration, {device_name('cuda')}, commit {commit} "
+             f"(`benchmarks/decoder_ablation.py`, {args.tokens} tokens, median of {args.repeats}).", "",
+             "| model | mode | " + " | ".join(args.configs.split(",")) + " |",
+             "|---|---|" + "---|" * len(args.configs.split(","))]
+    for name in args.models.split(","):
+        for mode in args.modes.split(","):
+            cells = []
+            for config in args.configs.split(","):
+                hit = [r["ms_per_step"] for r in rows if (r["model"], r["mode"], r["config"]) == (name, mode, config)]
+                cells.append(f"{hit[0]:.3f}" if hit else "failed")
+            lines.append(f"| {name} | {mode} | " + " | ".join(cells) + " |")
+    print("\n".join(lines))
+    if args.out:
+        args.out.write_text(json.dumps({"commit": commit, "gpu": device_name("cuda"), "tokens": args.tokens,
+                                        "repeats": args.repeats, "rows": rows}, indent=1) + "\n")
+        args.out.with_suffix(".md").write_text("\n".join(lines) + "\n")
+
+
+if __name__ == "__main__":
+    main()
