@@ -13,8 +13,12 @@ the DecodingTask) cancels out. fp16 activations, CUDA events, warm-up, median of
 Configurations (FASTWHISPER_PDL, FASTWHISPER_CROSS_ATTENTION; see README):
     default       as shipped
     no-pdl        programmatic dependent launch off
-    cross-sdpa    one-row cross-attention through ATen's SDPA
-    cross-split   one-row cross-attention through fastwhisper's kernel
+    cross-sdpa    cross-attention through ATen's SDPA
+    cross-split   cross-attention through fastwhisper's cluster kernel
+
+With --rounds R every configuration runs R times, the configurations taking turns, and the table gives
+the median over rounds (the JSON keeps every round), so a drift of the GPU's speed during the run
+touches every configuration alike.
 
     python benchmarks/decoder_ablation.py --models tiny,turbo,large-v3 --out results/<gpu>-<date>-ablation.json
 """
@@ -82,6 +86,7 @@ def main():
     parser.add_argument("--tokens", type=int, default=100)
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--rounds", type=int, default=1)
     parser.add_argument("--out", type=Path, default=None)
     parser.add_argument("--commit", default=None, help="recorded in the outputs (default: git rev-parse HEAD)")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
@@ -99,21 +104,25 @@ def main():
     for config in args.configs.split(","):
         if config not in CONFIGS:
             parser.error(f"unknown configuration {config!r}; choose from {', '.join(CONFIGS)}")
-        env = {k: v for k, v in os.environ.items() if k not in ("FASTWHISPER_PDL", "FASTWHISPER_CROSS_ATTENTION")}
-        env.update(CONFIGS[config])
-        cmd = [sys.executable, __file__, "--child", "--models", args.models, "--modes", args.modes,
-               "--tokens", str(args.tokens), "--warmup", str(args.warmup), "--repeats", str(args.repeats)]
-        proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
-        results = [json.loads(line[len("RESULT "):]) for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
-        if proc.returncode != 0:
-            print(f"{config}: child failed (exit {proc.returncode}):\n{proc.stderr[-2000:]}", flush=True)
-        for r in results:
-            for mode, ms in r["ms_per_step"].items():
-                rows.append({"model": r["model"], "mode": mode, "config": config, "ms_per_step": ms})
-                print(f"{r['model']:9s} {mode:6s} {config:12s} {ms:7.3f} ms/step", flush=True)
+    for round_index in range(args.rounds):
+        for config in args.configs.split(","):
+            env = {k: v for k, v in os.environ.items() if k not in ("FASTWHISPER_PDL", "FASTWHISPER_CROSS_ATTENTION")}
+            env.update(CONFIGS[config])
+            cmd = [sys.executable, __file__, "--child", "--models", args.models, "--modes", args.modes,
+                   "--tokens", str(args.tokens), "--warmup", str(args.warmup), "--repeats", str(args.repeats)]
+            proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
+            results = [json.loads(line[len("RESULT "):]) for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
+            if proc.returncode != 0:
+                print(f"{config}: child failed (exit {proc.returncode}):\n{proc.stderr[-2000:]}", flush=True)
+            for r in results:
+                for mode, ms in r["ms_per_step"].items():
+                    rows.append({"model": r["model"], "mode": mode, "config": config, "round": round_index,
+                                 "ms_per_step": ms})
+                    print(f"{r['model']:9s} {mode:6s} {config:12s} round {round_index} {ms:7.3f} ms/step", flush=True)
 
     lines = [f"Decoder ms per step by configuration, {device_name('cuda')}, commit {commit} "
-             f"(`benchmarks/decoder_ablation.py`, {args.tokens} tokens, median of {args.repeats}).", "",
+             f"(`benchmarks/decoder_ablation.py`, {args.tokens} tokens, median of {args.repeats} repeats, "
+             f"median over {args.rounds} round(s)).", "",
              "| model | mode | " + " | ".join(args.configs.split(",")) + " |",
              "|---|---|" + "---|" * len(args.configs.split(","))]
     for name in args.models.split(","):
@@ -121,12 +130,12 @@ def main():
             cells = []
             for config in args.configs.split(","):
                 hit = [r["ms_per_step"] for r in rows if (r["model"], r["mode"], r["config"]) == (name, mode, config)]
-                cells.append(f"{hit[0]:.3f}" if hit else "failed")
+                cells.append(f"{statistics.median(hit):.3f}" if hit else "failed")
             lines.append(f"| {name} | {mode} | " + " | ".join(cells) + " |")
     print("\n".join(lines))
     if args.out:
         args.out.write_text(json.dumps({"commit": commit, "gpu": device_name("cuda"), "tokens": args.tokens,
-                                        "repeats": args.repeats, "rows": rows}, indent=1) + "\n")
+                                        "repeats": args.repeats, "rounds": args.rounds, "rows": rows}, indent=1) + "\n")
         args.out.with_suffix(".md").write_text("\n".join(lines) + "\n")
 
 

@@ -1,6 +1,6 @@
 // CUDA cross-attention of the decoder's one-token step over the cached K/V of the audio (CPU
-// reference: decoder_cross_attention in cpu/decoder_step.cpp). One row per window runs ATen's SDPA
-// or the kernel below (one_row_uses_sdpa); several rows per window (beams) run the kernel below.
+// reference: decoder_cross_attention in cpu/decoder_step.cpp): ATen's SDPA, or the kernel below when
+// FASTWHISPER_CROSS_ATTENTION=split (uses_sdpa: SDPA measured faster on the H100).
 //
 // One query per row against T = 1500 keys: too little work per (row, head) for one block, so the
 // keys are split into kCluster chunks ("flash decoding"), one block each, and the kCluster blocks of
@@ -181,13 +181,12 @@ void launch_cross_attention(const at::Tensor& q, const at::Tensor& k, const at::
              1.0f / std::sqrt(static_cast<float>(head_dim)));
 }
 
-// FASTWHISPER_CROSS_ATTENTION=sdpa|split|auto (auto: unset): which computes one row per window,
-// ATen's SDPA or the split kernels above (several rows per window always take the split kernels).
-// Measured on the H100 (large-v3 shapes, benchmarks/step_kernels_bench.py): one row per window, SDPA
-// (cuDNN) 9.5 us, the split kernels 12.7 before their L2 prefetch and 9.5 with it; turbo's whole
-// greedy decoder (benchmarks/decoder_bench.py) 0.442 ms/token with SDPA, 0.465 with the split kernels.
-// Five rows (beams): SDPA 21.0 us, the split kernels 19.2 before the prefetch.
-bool one_row_uses_sdpa() {
+// FASTWHISPER_CROSS_ATTENTION=sdpa|split|auto (auto: unset): ATen's SDPA (the rows of one window folded
+// into its query length) or the cluster kernel above; auto is SDPA. Measured on the H100 at 92078fa
+// (benchmarks/results/h100-2026-11-23-step-kernels-92078fa.md, large-v3 shapes, one CUDA graph): one row
+// 9.54 us with SDPA, 15.64 with the kernel; five rows 20.79 with SDPA, 23.35 with the kernel. Whole greedy
+// decoder (decoder_ablation.py, same call): large-v3 2.150 ms/step with SDPA, 2.379 with the kernel.
+bool uses_sdpa() {
   static const bool sdpa = env_choice("FASTWHISPER_CROSS_ATTENTION", {"sdpa", "split", "auto"}, "auto") != "split";
   return sdpa;
 }
@@ -206,7 +205,7 @@ at::Tensor decoder_cross_attention(const at::Tensor& q, const at::Tensor& k, con
   TORCH_CHECK(is_aligned(k.data_ptr(), 16) && is_aligned(v.data_ptr(), 16),
               "fastwhisper.decoder_cross_attention (CUDA): k and v must start at 16-byte aligned addresses");
   const c10::cuda::CUDAGuard guard(q.device());
-  if (group == 1 && one_row_uses_sdpa()) {  // [W, d] -> [W, H, 1, Dh]
+  if (uses_sdpa()) {  // [W * G, d] -> [W, H, G, Dh]: a window's rows are its queries
     auto heads = [&](const at::Tensor& t) { return t.view({windows, -1, n_head, head_dim}).transpose(1, 2); };
     return at::scaled_dot_product_attention(heads(q), heads(k), heads(v)).transpose(1, 2).reshape({rows, d});
   }
