@@ -48,11 +48,23 @@ struct Segments {
   int64_t end[kMaxSegments];      // cumulative output-column ends
   int count;
 
-  __device__ int64_t begin(int i) const { return i == 0 ? 0 : end[i - 1]; }
-  // the segment holding output column n
+  // a[i] for a run-time i, without indexing the kernel parameter at run time: that would copy the
+  // whole struct to each thread's local memory, which spills out of the L1 left beside the ring
+  template <typename A>
+  __device__ static A pick(const A (&a)[kMaxSegments], int i) {
+    A r = a[0];
+#pragma unroll
+    for (int s = 1; s < kMaxSegments; ++s) r = i == s ? a[s] : r;
+    return r;
+  }
+  __device__ const T* weight_of(int i) const { return pick(weight, i); }
+  __device__ const T* bias_of(int i) const { return pick(bias, i); }
+  __device__ int64_t begin(int i) const { return i == 0 ? 0 : pick(end, i - 1); }
+  // the segment holding output column n (the ends increase, so it is the count of ends <= n)
   __device__ int find(int64_t n) const {
     int i = 0;
-    while (i + 1 < count && n >= end[i]) ++i;
+#pragma unroll
+    for (int s = 0; s + 1 < kMaxSegments; ++s) i += (s + 1 < count && n >= end[s]) ? 1 : 0;
     return i;
   }
 };
@@ -136,7 +148,9 @@ __device__ void load_input_rows(const T* __restrict__ x, const float* __restrict
 template <typename T>
 __device__ void request_rows(const Segments<T>& seg, int64_t lo, int64_t hi, int64_t K, T* dst, uint64_t* bar) {
   mbarrier_arrive_expect_tx(bar, static_cast<uint32_t>((hi - lo) * K * sizeof(T)));
-  for (int i = 0; i < seg.count; ++i) {
+#pragma unroll
+  for (int i = 0; i < kMaxSegments; ++i) {  // unrolled: i is a constant, so no run-time indexing
+    if (i >= seg.count) break;
     const int64_t s0 = seg.begin(i);
     const int64_t a = max(lo, s0), b = min(hi, seg.end[i]);
     if (a < b) bulk_copy_to_shared(dst + (a - lo) * K, seg.weight[i] + (a - s0) * K,
@@ -152,7 +166,7 @@ __device__ void request_piece(const Segments<T>& seg, int64_t lo, int64_t hi, in
   const auto bytes = static_cast<uint32_t>(piece_k * sizeof(T));
   mbarrier_arrive_expect_tx(bar, bytes);
   const int i = seg.find(lo);
-  bulk_copy_to_shared(dst, seg.weight[i] + (lo - seg.begin(i)) * K + k0, bytes, bar);
+  bulk_copy_to_shared(dst, seg.weight_of(i) + (lo - seg.begin(i)) * K + k0, bytes, bar);
 }
 
 // The same piece copied by the warp with 16-byte loads (GPUs without the bulk copy engine).
@@ -164,7 +178,7 @@ __device__ void copy_piece(const Segments<T>& seg, int64_t lo, int64_t hi, int64
   for (int64_t idx = threadIdx.x % 32; idx < (hi - lo) * n_vec; idx += 32) {
     const int64_t n = lo + idx / n_vec;
     const int i = seg.find(n);
-    const T* src = seg.weight[i] + (n - seg.begin(i)) * K + k0;
+    const T* src = seg.weight_of(i) + (n - seg.begin(i)) * K + k0;
     reinterpret_cast<Pack16<T>*>(dst)[idx] = reinterpret_cast<const Pack16<T>*>(src)[idx % n_vec];
   }
   __syncwarp();
@@ -254,7 +268,7 @@ __global__ void __launch_bounds__(kThreads, 2)
       if (lane < rows) {
         const int m = lane;
         const int i = seg.find(n);
-        const T* bias = seg.bias[i];
+        const T* bias = seg.bias_of(i);
         const float b = bias == nullptr ? 0.f : static_cast<float>(bias[n - seg.begin(i)]);
         T y = static_cast<T>(total + b);  // the Linear's output
         if (apply_gelu) y = static_cast<T>(gelu(static_cast<float>(y)));
