@@ -146,8 +146,8 @@ __global__ void __launch_bounds__(kThreads)
 
   // combine: this block writes outputs [c * share, (c + 1) * share) of the window's G x head_dim for this head
   const int share = (kGroup * head_dim + kCluster - 1) / kCluster;
-  const int idx = c * share + static_cast<int>(threadIdx.x);
-  if (static_cast<int>(threadIdx.x) < share && idx < kGroup * head_dim) {
+  for (int t = threadIdx.x; t < share && c * share + t < kGroup * head_dim; t += blockDim.x) {
+    const int idx = c * share + t;
     const int g = idx / head_dim, j = idx % head_dim;
     float m = -INFINITY;
     for (int r = 0; r < kCluster; ++r) m = fmaxf(m, *cluster.map_shared_rank(&block_max[g], r));
