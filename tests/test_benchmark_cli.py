@@ -198,3 +198,38 @@ def test_append_replaces_only_the_rows_this_run_measures(run_module, tmp_path):
                                            "--out-dir", str(tmp_path)]), {})
     assert real_only.planned(run.new_row("longform", "tiny", run.CPP, "cpu", weights="tiny.en"))
     assert not real_only.planned(run.new_row("longform", "tiny", run.CPP, "cpu"))
+
+
+def _ncu_rows(kernel_id, name, grid, us, dram_bytes, pct):
+    """The three metric rows ncu --csv writes for one kernel (values as ncu prints them, with thousands commas)."""
+    metrics = [("gpu__time_duration.sum", "ns", f"{int(us * 1000):,}"), ("dram__bytes_read.sum", "byte", f"{dram_bytes:,}"),
+               ("dram__throughput.avg.pct_of_peak_sustained_elapsed", "%", f"{pct}")]
+    return [f'"{kernel_id}","7","python3","host","{name}","1","7","(512, 1, 1)","{grid}","0","9.0",'
+            f'"Command line profiler metrics","{metric}","{unit}","{value}"' for metric, unit, value in metrics]
+
+
+def test_ncu_summary_groups_kernels_by_name_grid_and_bytes(tmp_path):
+    """benchmarks/ncu_decoder_step.py --summarize on a hand-written ncu CSV: two linear kernels of one shape
+    merge into one row (calls, total and mean time, bytes per call, GB/s), a third with other bytes and the
+    attention kernel keep their own rows, in first-seen order."""
+    lin = "void fastwhisper::<unnamed>::decoder_linear_kernel<c10::Half, 1>(const T1 *, long)"  # as ncu names it
+    lines = ["==PROF== Connected to process 7", '"ID","Process ID","Process Name","Host Name","Kernel Name","Context",'
+             '"Stream","Block Size","Grid Size","Device","CC","Section Name","Metric Name","Metric Unit","Metric Value"']
+    lines += _ncu_rows(0, lin, "(128, 1, 1)", 8.0, 3_300_000, 12.0)
+    lines += _ncu_rows(1, "void fastwhisper::<unnamed>::decoder_self_attention_kernel<c10::Half>(long)",
+                       "(1, 20, 1)", 6.5, 50_000, 0.2)
+    lines += _ncu_rows(2, lin, "(128, 1, 1)", 6.0, 3_340_000, 14.0)
+    lines += _ncu_rows(3, lin, "(128, 1, 1)", 12.0, 13_100_000, 30.0)
+    csv_path = tmp_path / "step.csv"
+    csv_path.write_text("\n".join(lines) + "\n")
+    proc = subprocess.run([sys.executable, str(BENCH_DIR / "ncu_decoder_step.py"), "--summarize", str(csv_path)],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.startswith("4 kernels, 32.5 us in all")
+    rows = [line for line in proc.stdout.splitlines() if line.startswith("| `")]
+    assert len(rows) == 3
+    cells = [[c.strip() for c in row.strip("|").split("|")] for row in rows]
+    assert cells[0][0] == "`decoder_linear_kernel<c10::Half, 1>`" and cells[0][1] == "(128, 1, 1)"
+    assert cells[0][2:] == ["2", "14.0", "7.00", "3.32", "474", "13.0"]  # (3.30 + 3.34) MB / 14 us
+    assert cells[1][0] == "`decoder_self_attention_kernel<c10::Half>`" and cells[1][2] == "1"
+    assert cells[2][2:5] == ["1", "12.0", "12.00"] and cells[2][5] == "13.10"
