@@ -23,6 +23,7 @@
 #include <torch/library.h>
 
 #include <algorithm>
+#include <type_traits>
 
 #include "checks.h"
 #include "cuda/bulk_copy.cuh"
@@ -347,7 +348,11 @@ void launch_linear_rows(const at::Tensor& x, const float* ln_w, const float* ln_
   if (rows <= 1) return launch_linear<T, 1>(x, ln_w, ln_b, seg, residual, out, out_float, n, apply_gelu);
   if (rows <= 2) return launch_linear<T, 2>(x, ln_w, ln_b, seg, residual, out, out_float, n, apply_gelu);
   if (rows <= 4) return launch_linear<T, 4>(x, ln_w, ln_b, seg, residual, out, out_float, n, apply_gelu);
-  return launch_linear<T, kDecoderMaxRows>(x, ln_w, ln_b, seg, residual, out, out_float, n, apply_gelu);
+  if constexpr (std::is_same_v<T, float>) {  // fp16/bf16 take cuBLASLt from kGemmMinRows rows
+    return launch_linear<T, kDecoderMaxRows>(x, ln_w, ln_b, seg, residual, out, out_float, n, apply_gelu);
+  } else {
+    TORCH_CHECK(false, "fastwhisper.decoder_linear (CUDA): ", rows, " fp16/bf16 rows go to cuBLASLt, not this kernel");
+  }
 }
 
 // Four or more fp16/bf16 input rows: the LayerNorm kernel, then one cuBLASLt GEMM per weight (bias, and a

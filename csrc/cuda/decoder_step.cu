@@ -3,17 +3,22 @@
 //
 // decoder_self_attention: one block per (row, head) writes the new K/V at the position read from
 // device memory (so a CUDA graph can replay it for every position) and attends over positions 0..p:
-// one key per thread (16-byte loads), then the value sum with one 16-byte slice of the head per thread.
+// one key per thread (its 16-byte slices loaded together), then the value sum with one 16-byte slice of
+// the head per thread. The cached positions are requested from L2 before the kernel waits for its input.
 #include <torch/library.h>
 
 #include <cmath>
 
 #include "checks.h"
+#include "cuda/bulk_copy.cuh"
 #include "cuda/device_utils.cuh"
 #include "launch.cuh"
 
 namespace fastwhisper::cuda {
 namespace {
+
+constexpr int kKeyLoads = 8;    // 16-byte slices of a key loaded together: a head of 64 fp16/bf16 values
+constexpr int kValueLoads = 4;  // values per thread loaded together
 
 template <typename T>
 __global__ void decoder_self_attention_kernel(const T* __restrict__ qkv,            // [R, 3d]
@@ -32,16 +37,23 @@ __global__ void decoder_self_attention_kernel(const T* __restrict__ qkv,        
   const int64_t r = blockIdx.x;
   const int head = blockIdx.y;
   allow_dependents();  // the next kernel may start streaming its weights; it still waits for this one
-  wait_for_producers();
+  // The position and the cached keys/values before it were written before the step began (PDL
+  // contract, device_utils.cuh): read the one and ask L2 for the others while the producer finishes.
   const int64_t p = *position;
+  T* kc = k_cache + r * n_ctx * d + static_cast<int64_t>(head) * head_dim;
+  T* vc = v_cache + r * n_ctx * d + static_cast<int64_t>(head) * head_dim;
+  if (p > 0 && p < n_ctx) {
+    for (int64_t idx = threadIdx.x; idx < 2 * p; idx += blockDim.x) {
+      prefetch_l2((idx < p ? kc : vc) + (idx % p) * d, head_dim * static_cast<int>(sizeof(T)));
+    }
+  }
+  wait_for_producers();
   T* o = out + r * d + static_cast<int64_t>(head) * head_dim;
   if (p < 0 || p >= n_ctx) {  // no sync possible inside a graph: make the error visible in the output
     for (int i = threadIdx.x; i < head_dim; i += blockDim.x) o[i] = static_cast<T>(NAN);
     return;
   }
   const T* src = qkv + r * 3 * d + static_cast<int64_t>(head) * head_dim;
-  T* kc = k_cache + r * n_ctx * d + static_cast<int64_t>(head) * head_dim;
-  T* vc = v_cache + r * n_ctx * d + static_cast<int64_t>(head) * head_dim;
   for (int i = threadIdx.x; i < head_dim; i += blockDim.x) {
     q[i] = static_cast<float>(src[i]) * scale;
     kc[p * d + i] = src[d + i];
@@ -54,10 +66,16 @@ __global__ void decoder_self_attention_kernel(const T* __restrict__ qkv,        
   for (int64_t t = threadIdx.x; t <= p; t += blockDim.x) {
     const auto* key = reinterpret_cast<const Pack16<T>*>(kc + t * d);
     float s = 0.f;
-    for (int i = 0; i < vecs; ++i) {
-      const Pack16<T> kv = key[i];
+    for (int i0 = 0; i0 < vecs; i0 += kKeyLoads) {
+      Pack16<T> kv[kKeyLoads];
+      load_slices<T, kKeyLoads>(key, i0, vecs, kv);
 #pragma unroll
-      for (int j = 0; j < V; ++j) s += q[i * V + j] * static_cast<float>(kv.v[j]);
+      for (int u = 0; u < kKeyLoads; ++u) {
+        if (i0 + u < vecs) {
+#pragma unroll
+          for (int j = 0; j < V; ++j) s += q[(i0 + u) * V + j] * static_cast<float>(kv[u].v[j]);
+        }
+      }
     }
     scores[t] = s;
     local_max = fmaxf(local_max, s);
@@ -76,11 +94,22 @@ __global__ void decoder_self_attention_kernel(const T* __restrict__ qkv,        
   float acc[V];
 #pragma unroll
   for (int j = 0; j < V; ++j) acc[j] = 0.f;
-  for (int64_t t = g; t <= p; t += n_groups) {
-    const Pack16<T> vv = reinterpret_cast<const Pack16<T>*>(vc + t * d)[i];
-    const float e = scores[t];
+  // kValueLoads keys per round, their loads issued before the first multiply (same summation order)
+  for (int64_t t0 = g; t0 <= p; t0 += kValueLoads * n_groups) {
+    Pack16<T> vv[kValueLoads];
 #pragma unroll
-    for (int j = 0; j < V; ++j) acc[j] += e * static_cast<float>(vv.v[j]);
+    for (int u = 0; u < kValueLoads; ++u) {
+      const int64_t t = t0 + u * n_groups;
+      if (t <= p) vv[u] = reinterpret_cast<const Pack16<T>*>(vc + t * d)[i];
+    }
+#pragma unroll
+    for (int u = 0; u < kValueLoads; ++u) {
+      const int64_t t = t0 + u * n_groups;
+      if (t > p) break;
+      const float e = scores[t];
+#pragma unroll
+      for (int j = 0; j < V; ++j) acc[j] += e * static_cast<float>(vv[u].v[j]);
+    }
   }
 #pragma unroll
   for (int j = 0; j < V; ++j) partial[g * head_dim + i * V + j] = acc[j];

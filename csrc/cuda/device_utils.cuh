@@ -3,7 +3,8 @@
 // it in the stream is still finishing.
 //
 // PDL contract of every kernel launched with launch_pdl: before wait_for_producers() it reads only
-// data no kernel of the step writes (weights, biases); it writes nothing before that call. Then the
+// data no kernel of the step writes (weights, biases, and what was written before the step began: the
+// step's position, earlier positions of the KV cache); it writes nothing before that call. Then the
 // chain stays correct however early it starts: the wait returns once the preceding grid has finished
 // and its writes are visible, and that grid itself waited for its own predecessor.
 #pragma once
@@ -22,6 +23,17 @@ namespace fastwhisper::cuda {
 // 16 bytes of T, loaded and stored as one vector (vec.cuh's Pack of kPack16<T> elements).
 template <typename T>
 using Pack16 = Pack<T, kPack16<T>>;
+
+// Slices [i0, i0 + kLoads) of a row of 16-byte slices (those below n_vec) into registers, every load
+// issued before any is used: one memory round trip for the group, where a loop that multiplies each
+// slice as it arrives keeps only one or two loads in flight.
+template <typename T, int kLoads>
+__device__ __forceinline__ void load_slices(const Pack16<T>* row, int i0, int n_vec, Pack16<T> (&out)[kLoads]) {
+#pragma unroll
+  for (int u = 0; u < kLoads; ++u) {
+    if (i0 + u < n_vec) out[u] = row[i0 + u];
+  }
+}
 
 __device__ __forceinline__ float warp_sum(float v) {
 #pragma unroll

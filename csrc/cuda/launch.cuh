@@ -8,9 +8,12 @@
 
 namespace fastwhisper::cuda {
 
-// float32 / float16 / bfloat16 -> scalar_t (the ops' compute dtypes on CUDA).
-#define FASTWHISPER_DISPATCH_FLOATS(TYPE, NAME, ...) \
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, TYPE, NAME, __VA_ARGS__)
+// float32 / float16 / bfloat16 -> scalar_t: the ops' compute dtypes on CUDA (check_compute_dtype refuses
+// the others before any dispatch, so no kernel is instantiated for float64).
+#define FASTWHISPER_DISPATCH_FLOATS(TYPE, NAME, ...)                              \
+  AT_DISPATCH_SWITCH(TYPE, NAME, AT_DISPATCH_CASE(at::ScalarType::Float, __VA_ARGS__) \
+                                     AT_DISPATCH_CASE(at::ScalarType::Half, __VA_ARGS__) \
+                                         AT_DISPATCH_CASE(at::ScalarType::BFloat16, __VA_ARGS__))
 
 inline int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
