@@ -38,29 +38,55 @@ void check_block_weights(const at::Tensor& mel, at::TensorList w, int64_t n_stat
   }
 }
 
+// packed_qkv: empty, or [3d, d] weights and [3d] biases of each of the n_layer layers.
+void check_packed_qkv(const at::Tensor& mel, at::TensorList packed, size_t n_layer, int64_t n_state,
+                      c10::DeviceType device) {
+  if (packed.empty()) return;
+  TORCH_CHECK(packed.size() == 2 * n_layer, "fastwhisper.encoder_forward: packed_qkv must be empty or hold 2 tensors ",
+              "per layer (", 2 * n_layer, " for ", n_layer, " layers), got ", packed.size(), " tensors");
+  for (size_t i = 0; i < packed.size(); ++i) {
+    const std::string name = "packed_qkv[" + std::to_string(i) + "] (blocks." + std::to_string(i / 2) +
+                             (i % 2 == 0 ? " query|key|value weight)" : " query|key|value bias)");
+    check_on_device("encoder_forward", device, mel, "mel", {{name.c_str(), &packed[i]}});
+    check_shape("encoder_forward", packed[i], name.c_str(),
+                i % 2 == 0 ? std::vector<int64_t>{3 * n_state, n_state} : std::vector<int64_t>{3 * n_state});
+    check_same_dtype("encoder_forward", packed[i], name.c_str(), mel);
+  }
+}
+
 }  // namespace
 
 at::Tensor encoder_forward_with(const EncoderKernels& kernels, const at::Tensor& mel, const at::Tensor& conv1_weight,
                                 const at::Tensor& conv1_bias, const at::Tensor& conv2_weight,
                                 const at::Tensor& conv2_bias, const at::Tensor& positional_embedding,
                                 at::TensorList block_weights, const at::Tensor& ln_post_weight,
-                                const at::Tensor& ln_post_bias, int64_t n_head) {
+                                const at::Tensor& ln_post_bias, int64_t n_head, at::TensorList packed_qkv) {
   // Validate everything before any work, so a bad layer-30 weight fails before layer 0 runs.
   const auto dims = check_conv_stem_args(kernels.device, mel, conv1_weight, conv1_bias, conv2_weight, conv2_bias,
                                          positional_embedding);
   check_block_weights(mel, block_weights, dims.n_state, kernels.device);
+  const size_t n_layer = block_weights.size() / kTensorsPerBlock;
+  check_packed_qkv(mel, packed_qkv, n_layer, dims.n_state, kernels.device);
   TORCH_CHECK(n_head >= 1 && dims.n_state % n_head == 0, "fastwhisper.encoder_forward: n_state ", dims.n_state,
               " is not divisible by n_head ", n_head);
 
   at::Tensor x = kernels.conv_stem(mel, conv1_weight, conv1_bias, conv2_weight, conv2_bias,
                                    positional_embedding);  // [B, n_ctx, n_state]
   const auto& w = block_weights;
-  for (size_t base = 0; base < w.size(); base += kTensorsPerBlock) {
-    const at::Tensor* p = &w[base];
+  for (size_t layer = 0; layer < n_layer; ++layer) {
+    const at::Tensor* p = &w[layer * kTensorsPerBlock];
     at::Tensor h = kernels.layer_norm(x, p[0], p[1], kLayerNormEps);
-    at::Tensor q = kernels.linear(h, p[2], p[3], std::nullopt, false);
-    at::Tensor k = kernels.linear(h, p[4], std::nullopt, std::nullopt, false);
-    at::Tensor v = kernels.linear(h, p[5], p[6], std::nullopt, false);
+    at::Tensor q, k, v;
+    if (packed_qkv.empty()) {
+      q = kernels.linear(h, p[2], p[3], std::nullopt, false);
+      k = kernels.linear(h, p[4], std::nullopt, std::nullopt, false);
+      v = kernels.linear(h, p[5], p[6], std::nullopt, false);
+    } else {  // one GEMM; q, k, v are column slices of its [B, T, 3d] output (attention takes strided rows)
+      const auto qkv = kernels.linear(h, packed_qkv[2 * layer], packed_qkv[2 * layer + 1], std::nullopt, false);
+      q = qkv.narrow(-1, 0, dims.n_state);
+      k = qkv.narrow(-1, dims.n_state, dims.n_state);
+      v = qkv.narrow(-1, 2 * dims.n_state, dims.n_state);
+    }
     at::Tensor a = kernels.attention(q, k, v, n_head);
     x = kernels.linear(a, p[7], p[8], x, false);  // x + out(attn)
     h = kernels.layer_norm(x, p[9], p[10], kLayerNormEps);
@@ -76,7 +102,8 @@ template <c10::DeviceType kDevice>
 at::Tensor encoder_forward(const at::Tensor& mel, const at::Tensor& conv1_weight, const at::Tensor& conv1_bias,
                            const at::Tensor& conv2_weight, const at::Tensor& conv2_bias,
                            const at::Tensor& positional_embedding, at::TensorList block_weights,
-                           const at::Tensor& ln_post_weight, const at::Tensor& ln_post_bias, int64_t n_head) {
+                           const at::Tensor& ln_post_weight, const at::Tensor& ln_post_bias, int64_t n_head,
+                           std::optional<at::TensorList> packed_qkv) {
   static const EncoderKernels kernels = [] {
     if constexpr (kDevice == c10::DeviceType::CPU) {
       return EncoderKernels{kDevice, &cpu::conv_stem, &cpu::layer_norm, &cpu::linear, &cpu::attention};
@@ -89,7 +116,8 @@ at::Tensor encoder_forward(const at::Tensor& mel, const at::Tensor& conv1_weight
     }
   }();
   return encoder_forward_with(kernels, mel, conv1_weight, conv1_bias, conv2_weight, conv2_bias, positional_embedding,
-                              block_weights, ln_post_weight, ln_post_bias, n_head);
+                              block_weights, ln_post_weight, ln_post_bias, n_head,
+                              packed_qkv.value_or(at::TensorList()));
 }
 
 }  // namespace

@@ -33,7 +33,7 @@ at::Tensor encoder_forward_with(const EncoderKernels& kernels, const at::Tensor&
                                 const at::Tensor& conv1_bias, const at::Tensor& conv2_weight,
                                 const at::Tensor& conv2_bias, const at::Tensor& positional_embedding,
                                 at::TensorList block_weights, const at::Tensor& ln_post_weight,
-                                const at::Tensor& ln_post_bias, int64_t n_head);
+                                const at::Tensor& ln_post_bias, int64_t n_head, at::TensorList packed_qkv);
 
 #define FASTWHISPER_DECLARE_DEVICE_OPS                                                                            \
   at::Tensor conv_stem(const at::Tensor& mel, const at::Tensor& conv1_weight, const at::Tensor& conv1_bias,       \

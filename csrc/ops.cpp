@@ -14,9 +14,12 @@ TORCH_LIBRARY(fastwhisper, m) {
   m.def("attention(Tensor q, Tensor k, Tensor v, int n_head) -> Tensor");
   // The whole Whisper audio encoder (conv stem, n_layer residual blocks, ln_post) in one call.
   // block_weights holds 15 tensors per layer, in the order of fastwhisper.encoder.BLOCK_PARAM_NAMES.
+  // packed_qkv: None (or empty), or 2 tensors per layer, the query|key|value weights [3d, d] and biases [3d] (key's
+  // part zero) in one tensor each: the attention's input projection is then one GEMM instead of three,
+  // and block_weights' query/key/value tensors are checked but not read.
   m.def("encoder_forward(Tensor mel, Tensor conv1_weight, Tensor conv1_bias, Tensor conv2_weight, "
         "Tensor conv2_bias, Tensor positional_embedding, Tensor[] block_weights, Tensor ln_post_weight, "
-        "Tensor ln_post_bias, int n_head) -> Tensor");
+        "Tensor ln_post_bias, int n_head, Tensor[]? packed_qkv=None) -> Tensor");
 
   // Decoder one-token step (M <= 8 rows, one position each).
   // x [M, K] -> h = LayerNorm(x) with fp32 ln_weight/ln_bias [K] (fp32 statistics, h in x's dtype; both

@@ -89,6 +89,13 @@ def test_encoder_forward_rejects_bad_weights():
         ops.encoder_forward(*args[:6], bad, *args[7:])
     with pytest.raises(RuntimeError, match="not divisible by n_head"):
         ops.encoder_forward(*args[:9], 5)
+    packed = ops.pack_qkv(blocks)
+    with pytest.raises(RuntimeError, match="packed_qkv must be empty or hold 2 tensors per layer"):
+        ops.encoder_forward(*args, packed_qkv=packed[:-1])
+    with pytest.raises(RuntimeError, match=r"packed_qkv\[2\] \(blocks\.1 query\|key\|value weight\) must have shape"):
+        ops.encoder_forward(*args, packed_qkv=packed[:2] + [packed[2][:-1]] + packed[3:])
+    with pytest.raises(ValueError, match="15 tensors per layer"):
+        ops.pack_qkv(blocks[:-1])
 
 
 def test_fast_audio_encoder_rejects_bad_input():

@@ -8,6 +8,8 @@ import whisper
 from whisper.model import AudioEncoder, ModelDimensions, Whisper
 
 import fastwhisper
+from fastwhisper import ops
+from fastwhisper.encoder import PACKED_QKV_ENV
 from conftest import ENCODER_DIMS, HAS_CUDA, rel_err, requires_cuda
 from reference import encoder_reference
 
@@ -116,6 +118,36 @@ def test_cast_cache_follows_weight_updates():
         after, expected = fast(mel), enc(mel)
     assert rel_err(after, before) > 1e-3
     assert rel_err(after, expected) < 1e-2
+
+
+@requires_cuda
+@pytest.mark.cuda
+@pytest.mark.parametrize("half_weights", [False, True])
+def test_packed_qkv_follows_weight_updates_and_env(half_weights, monkeypatch):
+    """On CUDA the query/key/value weights run as one packed GEMM: cast weights are views of the packed
+    copy (no second copy), an in-place change of the key weight reaches it, and
+    FASTWHISPER_ENCODER_PACKED_QKV=0 turns packing off."""
+    monkeypatch.delenv(PACKED_QKV_ENV, raising=False)
+    enc = random_encoder(ENCODER_DIMS["tiny"]).cuda()
+    if half_weights:
+        enc.half()
+    fast = fastwhisper.FastAudioEncoder.from_audio_encoder(enc)
+    mel = random_mel(1, 80, device="cuda").half()
+    with torch.no_grad():
+        before = fast(mel)
+        assert rel_err(before, enc(mel)) < 1e-2
+        weights, packed = fast._split(fast._weights_for(torch.float16)[0])
+        assert len(packed) == 2 * len(fast.blocks) and packed[0].shape == (3 * 384, 384)
+        query_weight = weights[5 + ops.BLOCK_PARAM_NAMES.index("attn.query.weight")]
+        shares = query_weight.untyped_storage().data_ptr() == packed[0].untyped_storage().data_ptr()
+        assert shares != half_weights  # cast weights are slices of the packed copy; fp16 ones are the parameters
+        fast.blocks[0].attn.key.weight.mul_(1.5)
+        after = fast(mel)
+        assert rel_err(after, before) > 1e-3 and rel_err(after, enc(mel)) < 1e-2
+        monkeypatch.setenv(PACKED_QKV_ENV, "0")
+        unpacked = fastwhisper.FastAudioEncoder.from_audio_encoder(enc)
+        assert fast._split(unpacked._weights_for(torch.float16)[0])[1] == []
+        assert rel_err(unpacked(mel), after) < 2e-3
 
 
 @requires_cuda

@@ -18,6 +18,9 @@ _KEEP_DTYPE_SLOTS = {0, 1, 9, 10}
 
 # FASTWHISPER_ENCODER_GRAPHS=0 turns off the CUDA-graph replay of the encoder (read on every call).
 GRAPHS_ENV = "FASTWHISPER_ENCODER_GRAPHS"
+# FASTWHISPER_ENCODER_PACKED_QKV=0: three query/key/value GEMMs per layer on CUDA instead of one over
+# packed weights (read when the weights are prepared: on the first call and after a parameter changes).
+PACKED_QKV_ENV = "FASTWHISPER_ENCODER_PACKED_QKV"
 # Captured graphs kept per encoder (one per batch size / dtype / device); the oldest goes first.
 MAX_GRAPHS = 8
 
@@ -33,7 +36,10 @@ class FastAudioEncoder(AudioEncoder):
     On CUDA the call is captured once per (batch, n_frames, dtype, device) as a CUDA graph and replayed
     (encoder_graphs.py); the result is always a fresh tensor. Graphs are not used under
     ``torch.compile``, when autograd would record the call (grad enabled and a parameter requiring grad),
-    or with ``FASTWHISPER_ENCODER_GRAPHS=0``. A changed parameter (in place or reassigned) is picked up:
+    or with ``FASTWHISPER_ENCODER_GRAPHS=0``. On CUDA each block's query, key and value weights are also
+    kept packed in one [3 * n_state, n_state] tensor (built once, with the casts), so the attention's input
+    projection is one GEMM: for weights already in the compute dtype that copy costs 3 * n_state**2
+    elements per layer (``FASTWHISPER_ENCODER_PACKED_QKV=0``: no copy, three GEMMs). A changed parameter (in place or reassigned) is picked up:
     the graph is captured again. Replacing a submodule (``enc.blocks[3] = ...``) after the first call is
     not: build a new encoder instead. Graph replays must not run from several threads at once.
     """
@@ -123,21 +129,53 @@ class FastAudioEncoder(AudioEncoder):
             t if (t.dtype == dtype or self._keeps_dtype(i, n)) else t.to(dtype) for i, t in enumerate(raw)
         ]
 
+    def _packed_weights(self, raw: List[Tensor], dtype: torch.dtype) -> List[Tensor]:
+        """encoder_forward's tensors in `dtype` followed by packed_qkv (2 per layer). Query/key/value
+        tensors that needed a cast are views of the packed ones, so they are not cast twice."""
+        packed = ops.pack_qkv(raw[5:-2], dtype)
+        n_block = len(ops.BLOCK_PARAM_NAMES)
+        n_state = raw[4].shape[1]
+        slices = {"attn.query.weight": (0, 0), "attn.key.weight": (0, 1), "attn.value.weight": (0, 2),
+                  "attn.query.bias": (1, 0), "attn.value.bias": (1, 2)}  # name -> (weight 0 / bias 1, third)
+        by_slot = {ops.BLOCK_PARAM_NAMES.index(name): where for name, where in slices.items()}
+        weights = []
+        for i, t in enumerate(raw):
+            where = by_slot.get((i - 5) % n_block) if 5 <= i < len(raw) - 2 else None
+            if where is not None and t.dtype != dtype:
+                layer = (i - 5) // n_block
+                weights.append(packed[2 * layer + where[0]][where[1] * n_state:(where[1] + 1) * n_state])
+            else:
+                weights.append(t if (t.dtype == dtype or self._keeps_dtype(i, len(raw))) else t.to(dtype))
+        return weights + packed
+
+    def _packs_qkv(self, raw: List[Tensor]) -> bool:
+        return raw[0].is_cuda and len(raw) > 7 and os.environ.get(PACKED_QKV_ENV, "1").strip() != "0"
+
     def _weights_for(self, dtype: torch.dtype) -> Tuple[List[Tensor], bool]:
-        """The weights in `dtype` (cast where needed) and whether they are stable: the same tensors come
-        back on the next call unless a parameter changes (False: fresh casts on every call)."""
+        """The weights in `dtype` (cast where needed; on CUDA followed by the packed query/key/value
+        tensors, see _split) and whether they are stable: the same tensors come back on the next call
+        unless a parameter changes (False: fresh casts on every call, nothing packed)."""
         raw = [t.detach() for t in self._raw_weights()]
-        if not self._needs_cast(raw, dtype):
+        # inference tensors have no version counter: no cache, so nothing packed either
+        uncached = torch.compiler.is_compiling() or any(t.is_inference() for t in raw)
+        packs = not uncached and self._packs_qkv(raw)
+        if not packs and not self._needs_cast(raw, dtype):
             return raw, True
-        if torch.compiler.is_compiling() or any(t.is_inference() for t in raw):
-            # inference tensors have no version counter: no cache
+        if uncached:
             return self._cast_weights(raw, dtype), False
-        signature = tuple((t.data_ptr(), t._version, t.dtype, t.device) for t in raw)
+        signature = tuple((t.data_ptr(), t._version, t.dtype, t.device) for t in raw) + (packs,)
         cached = self._cast_cache.get(dtype)
         if cached is None or cached[0] != signature:
-            cached = (signature, self._cast_weights(raw, dtype))
+            self._cast_cache = {}  # free the old copies before making new ones
+            prepared = self._packed_weights(raw, dtype) if packs else self._cast_weights(raw, dtype)
+            cached = (signature, prepared)
             self._cast_cache = {dtype: cached}  # one dtype at a time: bounded memory
         return cached[1], True
+
+    def _split(self, weights: List[Tensor]) -> Tuple[List[Tensor], List[Tensor]]:
+        """(encoder_forward's tensors, packed_qkv) of a _weights_for list."""
+        n = 7 + len(ops.BLOCK_PARAM_NAMES) * len(self.blocks)
+        return weights[:n], weights[n:]
 
     def _apply(self, fn, *args, **kwargs):  # .to() / .cuda() / .half(): drop cast copies and graphs
         self._reset_runtime_state()
@@ -161,9 +199,10 @@ class FastAudioEncoder(AudioEncoder):
         return out if out is not None else self._encode(x, self._weights_for(x.dtype)[0])
 
     def _encode(self, x: Tensor, weights: List[Tensor]) -> Tensor:
+        weights, packed = self._split(weights)
         conv1_w, conv1_b, conv2_w, conv2_b, pos = weights[:5]
         return ops.encoder_forward(
-            x, conv1_w, conv1_b, conv2_w, conv2_b, pos, weights[5:-2], weights[-2], weights[-1], self.n_head
+            x, conv1_w, conv1_b, conv2_w, conv2_b, pos, weights[5:-2], weights[-2], weights[-1], self.n_head, packed
         )
 
     def _graph_forward(self, x: Tensor) -> Optional[Tensor]:

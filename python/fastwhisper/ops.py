@@ -77,8 +77,13 @@ def encoder_forward(
     ln_post_weight: Tensor,
     ln_post_bias: Tensor,
     n_head: int,
+    packed_qkv: Optional[List[Tensor]] = None,
 ) -> Tensor:
-    """The whole audio encoder in one call; block_weights: 15 tensors per layer (BLOCK_PARAM_NAMES order)."""
+    """The whole audio encoder in one call; block_weights: 15 tensors per layer (BLOCK_PARAM_NAMES order).
+
+    packed_qkv (optional): 2 tensors per layer, the query|key|value weights as one [3d, d] tensor and their
+    biases as one [3d] tensor (zeros for the key, which has none); the attention's input projection then
+    runs as one GEMM. pack_qkv() builds them."""
     return _ops.encoder_forward(
         mel,
         conv1_weight,
@@ -90,7 +95,30 @@ def encoder_forward(
         ln_post_weight,
         ln_post_bias,
         n_head,
+        packed_qkv,
     )
+
+
+def pack_qkv(block_weights: List[Tensor], dtype: Optional[torch.dtype] = None) -> List[Tensor]:
+    """encoder_forward's packed_qkv for block_weights (15 tensors per layer), in `dtype` (default: the query
+    weight's): per layer, cat(query, key, value) weights [3d, d] and cat(query bias, zeros, value bias) [3d]."""
+    n = len(BLOCK_PARAM_NAMES)
+    if len(block_weights) % n:
+        raise ValueError(f"block_weights must hold {n} tensors per layer, got {len(block_weights)}")
+    names = {name: i for i, name in enumerate(BLOCK_PARAM_NAMES)}
+    packed = []
+    for base in range(0, len(block_weights), n):
+        q, k, v = (block_weights[base + names[f"attn.{p}.weight"]] for p in ("query", "key", "value"))
+        q_b, v_b = block_weights[base + names["attn.query.bias"]], block_weights[base + names["attn.value.bias"]]
+        d = q.shape[0]
+        weight = torch.empty((3 * d,) + tuple(q.shape[1:]), dtype=dtype or q.dtype, device=q.device)
+        bias = torch.zeros(3 * d, dtype=weight.dtype, device=q.device)
+        for i, w in enumerate((q, k, v)):
+            weight[i * d:(i + 1) * d].copy_(w)
+        bias[:d].copy_(q_b)
+        bias[2 * d:].copy_(v_b)
+        packed += [weight, bias]
+    return packed
 
 
 def decoder_linear(
@@ -180,7 +208,7 @@ def _attention_fake(q, k, v, n_head):
 @torch.library.register_fake("fastwhisper::encoder_forward")
 def _encoder_forward_fake(
     mel, conv1_weight, conv1_bias, conv2_weight, conv2_bias, positional_embedding, block_weights,
-    ln_post_weight, ln_post_bias, n_head,
+    ln_post_weight, ln_post_bias, n_head, packed_qkv=None,
 ):
     n_out = _stem_out_frames(mel)
     torch._check(positional_embedding.shape[0] == n_out, lambda: "fastwhisper.encoder_forward: incorrect audio shape")
