@@ -128,22 +128,23 @@ def test_packed_qkv_follows_weight_updates_and_env(half_weights, monkeypatch):
     copy (no second copy), an in-place change of the key weight reaches it, and
     FASTWHISPER_ENCODER_PACKED_QKV=0 turns packing off."""
     monkeypatch.delenv(PACKED_QKV_ENV, raising=False)
-    enc = random_encoder(ENCODER_DIMS["tiny"]).cuda()
-    if half_weights:
-        enc.half()
+    reference = random_encoder(ENCODER_DIMS["tiny"]).cuda()  # fp32 weights, as openai-whisper runs
+    enc = copy.deepcopy(reference).half() if half_weights else reference
     fast = fastwhisper.FastAudioEncoder.from_audio_encoder(enc)
     mel = random_mel(1, 80, device="cuda").half()
     with torch.no_grad():
         before = fast(mel)
-        assert rel_err(before, enc(mel)) < 1e-2
+        assert rel_err(before, reference(mel)) < 1e-2
         weights, packed = fast._split(fast._weights_for(torch.float16)[0])
         assert len(packed) == 2 * len(fast.blocks) and packed[0].shape == (3 * 384, 384)
         query_weight = weights[5 + ops.BLOCK_PARAM_NAMES.index("attn.query.weight")]
         shares = query_weight.untyped_storage().data_ptr() == packed[0].untyped_storage().data_ptr()
         assert shares != half_weights  # cast weights are slices of the packed copy; fp16 ones are the parameters
         fast.blocks[0].attn.key.weight.mul_(1.5)
+        if half_weights:
+            reference.blocks[0].attn.key.weight.mul_(1.5)
         after = fast(mel)
-        assert rel_err(after, before) > 1e-3 and rel_err(after, enc(mel)) < 1e-2
+        assert rel_err(after, before) > 1e-3 and rel_err(after, reference(mel)) < 1e-2
         monkeypatch.setenv(PACKED_QKV_ENV, "0")
         unpacked = fastwhisper.FastAudioEncoder.from_audio_encoder(enc)
         assert fast._split(unpacked._weights_for(torch.float16)[0])[1] == []
