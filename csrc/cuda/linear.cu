@@ -17,8 +17,7 @@ namespace fastwhisper::cuda {
 namespace {
 
 // y = gelu?(y + bias?) + residual?, in place, kVec elements per load. Grid: x over column packs, y over
-// rows (grid-stride, two rows per step with both loads issued first); a thread keeps its bias pack in
-// registers for all its rows. No integer division.
+// rows (grid-stride); a thread keeps its bias pack in registers for all its rows. No integer division.
 template <typename T, int kVec>
 __global__ void bias_gelu_residual_kernel(T* __restrict__ y,               // [rows, n], in place
                                           const T* __restrict__ bias,      // [n] or nullptr
@@ -26,7 +25,6 @@ __global__ void bias_gelu_residual_kernel(T* __restrict__ y,               // [r
                                           int64_t rows, int n_packs,       // n_packs = n / kVec
                                           bool apply_gelu) {
   using P = Pack<T, kVec>;
-  constexpr int kRows = 2;
   const int col = blockIdx.x * blockDim.x + threadIdx.x;
   if (col >= n_packs) return;
   float b[kVec];
@@ -40,29 +38,19 @@ __global__ void bias_gelu_residual_kernel(T* __restrict__ y,               // [r
   }
   P* yp = reinterpret_cast<P*>(y);
   const P* rp = reinterpret_cast<const P*>(residual);
-  for (int64_t row0 = blockIdx.y; row0 < rows; row0 += kRows * static_cast<int64_t>(gridDim.y)) {
-    P v[kRows], r[kRows];
+  for (int64_t row = blockIdx.y; row < rows; row += gridDim.y) {
+    const int64_t i = row * n_packs + col;
+    P v = yp[i];
+    P r;
+    if (residual) r = rp[i];
 #pragma unroll
-    for (int k = 0; k < kRows; ++k) {
-      const int64_t row = row0 + k * static_cast<int64_t>(gridDim.y);
-      if (row < rows) {
-        v[k] = yp[row * n_packs + col];
-        if (residual) r[k] = rp[row * n_packs + col];
-      }
+    for (int e = 0; e < kVec; ++e) {
+      float f = static_cast<float>(v.v[e]) + b[e];
+      if (apply_gelu) f = gelu(f);
+      if (residual) f += static_cast<float>(r.v[e]);
+      v.v[e] = static_cast<T>(f);
     }
-#pragma unroll
-    for (int k = 0; k < kRows; ++k) {
-      const int64_t row = row0 + k * static_cast<int64_t>(gridDim.y);
-      if (row >= rows) break;
-#pragma unroll
-      for (int e = 0; e < kVec; ++e) {
-        float f = static_cast<float>(v[k].v[e]) + b[e];
-        if (apply_gelu) f = gelu(f);
-        if (residual) f += static_cast<float>(r[k].v[e]);
-        v[k].v[e] = static_cast<T>(f);
-      }
-      yp[row * n_packs + col] = v[k];
-    }
+    yp[i] = v;
   }
 }
 
