@@ -201,6 +201,34 @@ DecoderLinearParts check_decoder_linear_args(c10::DeviceType device, const at::T
   return parts;
 }
 
+void check_decoder_embedding_args(c10::DeviceType device, const at::Tensor& token_embedding,
+                                  const at::Tensor& positional_embedding, const at::Tensor& tokens,
+                                  const at::Tensor& position, at::ScalarType dtype) {
+  const char* op = "decoder_embedding";
+  check_on_device(op, device, token_embedding, "token_embedding",
+                  {{"positional_embedding", &positional_embedding}, {"tokens", &tokens}, {"position", &position}});
+  TORCH_CHECK(token_embedding.dim() == 2 && token_embedding.size(0) >= 1,
+              "fastwhisper.decoder_embedding: token_embedding must be 2-D [n_vocab, n_state], got ",
+              shape_str(token_embedding.sizes()));
+  TORCH_CHECK(positional_embedding.dim() == 2 && positional_embedding.size(0) >= 1 &&
+                  positional_embedding.size(1) == token_embedding.size(1),
+              "fastwhisper.decoder_embedding: positional_embedding must be 2-D [n_ctx, ", token_embedding.size(1),
+              "], got ", shape_str(positional_embedding.sizes()));
+  for (const auto* t : {&token_embedding, &positional_embedding}) {
+    TORCH_CHECK(at::isFloatingType(t->scalar_type()) && t->scalar_type() != at::kDouble,
+                "fastwhisper.decoder_embedding: the embeddings must be float32, float16 or bfloat16, got ",
+                t->scalar_type());
+  }
+  TORCH_CHECK(dtype == at::kFloat || dtype == at::kHalf || dtype == at::kBFloat16,
+              "fastwhisper.decoder_embedding: dtype must be float32, float16 or bfloat16, got ", dtype);
+  TORCH_CHECK(tokens.scalar_type() == at::kLong && tokens.dim() == 2 && tokens.size(1) == 1,
+              "fastwhisper.decoder_embedding: tokens must be an int64 tensor of shape [rows, 1], got ",
+              tokens.scalar_type(), " of shape ", shape_str(tokens.sizes()));
+  TORCH_CHECK(position.scalar_type() == at::kLong && position.numel() == 1,
+              "fastwhisper.decoder_embedding: position must be a one-element int64 tensor, got ",
+              position.scalar_type(), " of shape ", shape_str(position.sizes()));
+}
+
 void check_decoder_self_attention_args(c10::DeviceType device, const at::Tensor& qkv, const at::Tensor& k_cache,
                                        const at::Tensor& v_cache, const at::Tensor& position, int64_t n_head) {
   const char* op = "decoder_self_attention";

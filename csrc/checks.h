@@ -47,6 +47,9 @@ DecoderLinearParts check_decoder_linear_args(c10::DeviceType device, const at::T
                                              const std::optional<at::Tensor>& ln_bias, at::TensorList weights,
                                              const c10::List<std::optional<at::Tensor>>& biases,
                                              const std::optional<at::Tensor>& residual);
+void check_decoder_embedding_args(c10::DeviceType device, const at::Tensor& token_embedding,
+                                  const at::Tensor& positional_embedding, const at::Tensor& tokens,
+                                  const at::Tensor& position, at::ScalarType dtype);
 void check_decoder_self_attention_args(c10::DeviceType device, const at::Tensor& qkv, const at::Tensor& k_cache,
                                        const at::Tensor& v_cache, const at::Tensor& position, int64_t n_head);
 void check_decoder_cross_attention_args(c10::DeviceType device, const at::Tensor& q, const at::Tensor& k,

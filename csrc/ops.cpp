@@ -29,6 +29,13 @@ TORCH_LIBRARY(fastwhisper, m) {
   // the output's one rounding.)
   m.def("decoder_linear(Tensor x, Tensor? ln_weight, Tensor? ln_bias, Tensor[] weights, Tensor?[] biases, "
         "Tensor? residual, bool gelu, bool float_output) -> Tensor");
+  // token_embedding [V, d], positional_embedding [n_ctx, d], tokens [R, 1] int64, position [1] int64 ->
+  // [R, d] in dtype: token_embedding[tokens[r]] + positional_embedding[position[0]], added in the two
+  // tables' promoted dtype and then cast (whisper's token_embedding(x) + positional_embedding[offset],
+  // .to(dtype)). CUDA reads the token and the position on the device (no host sync, so a CUDA graph
+  // replays it for every position); an out-of-range one gives a row of NaN there, an error on the CPU.
+  m.def("decoder_embedding(Tensor token_embedding, Tensor positional_embedding, Tensor tokens, Tensor position, "
+        "ScalarType dtype) -> Tensor");
   // qkv [R, 3d] (q | k | v of one new position per row), k_cache/v_cache [R, n_ctx, d], position [1] int64:
   // writes k and v at cache position p = position[0], returns softmax(q k^T / sqrt(Dh)) v per head over
   // cache positions 0..p -> [R, d].

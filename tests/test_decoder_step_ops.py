@@ -1,4 +1,4 @@
-"""The decoder step ops (decoder_linear, decoder_self_attention) against float64 references, opcheck,
+"""The decoder step ops (decoder_linear, decoder_embedding, decoder_self_attention) against float64 references, opcheck,
 bad input, and the DecoderSession running its one-token steps through them."""
 
 import pytest
@@ -143,6 +143,75 @@ def test_decoder_step_ops_reject_bad_input():
         ops.decoder_self_attention(qkv[:, :100].contiguous(), k_cache, v_cache, pos, 4)
     with pytest.raises(RuntimeError, match="not divisible by n_head"):
         ops.decoder_self_attention(qkv, k_cache, v_cache, pos, 5)
+
+
+# ---- decoder_embedding: whisper's token + positional embedding, bit for bit ------------------------------
+
+
+def embedding_case(rows=3, n_vocab=50, n_ctx=12, d=40, dtype=torch.float32, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    table = torch.randn(n_vocab, d, generator=g).to(dtype)
+    positions = torch.randn(n_ctx, d, generator=g).to(dtype)
+    tokens = torch.randint(0, n_vocab, (rows, 1), generator=g)
+    return table, positions, tokens
+
+
+def whisper_embedding(table, positions, tokens, p, dtype):
+    """whisper's TextDecoder: token_embedding(x) + positional_embedding[offset : offset + 1], then .to(dtype)."""
+    return (F.embedding(tokens, table) + positions[p:p + 1]).to(dtype).view(tokens.shape[0], -1)
+
+
+# (table dtype, output dtype): fp32 weights with an fp16/bf16 step (openai-whisper's default), low-precision
+# tables (model.half()), and fp32 throughout
+EMBEDDING_DTYPES = [(torch.float32, torch.float32), (torch.float32, torch.float16), (torch.float32, torch.bfloat16),
+                    (torch.float16, torch.float16), (torch.bfloat16, torch.bfloat16), (torch.float16, torch.float32)]
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("table_dtype,dtype", EMBEDDING_DTYPES)
+def test_decoder_embedding_is_whispers_bit_for_bit(device, table_dtype, dtype):
+    for rows, d, p in [(1, 40, 0), (5, 384, 11), (8, 1280, 7)]:
+        table, positions, tokens = (t.to(device) for t in embedding_case(rows, d=d, dtype=table_dtype, seed=rows))
+        out = ops.decoder_embedding(table, positions, tokens, torch.tensor([p], device=device), dtype)
+        expected = whisper_embedding(table, positions, tokens, p, dtype)
+        assert out.dtype == dtype and out.shape == (rows, d) and torch.equal(out, expected), (rows, d, p)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_opcheck_decoder_embedding(device):
+    table, positions, tokens = (t.to(device) for t in embedding_case())
+    torch.library.opcheck(torch.ops.fastwhisper.decoder_embedding,
+                          (table, positions, tokens, torch.tensor([3], device=device), torch.float32))
+
+
+def test_decoder_embedding_rejects_bad_input_cpu():
+    table, positions, tokens = embedding_case()
+    p = torch.tensor([3])
+    with pytest.raises(RuntimeError, match=r"tokens must be in \[0, 50\), got values in \[-1"):
+        ops.decoder_embedding(table, positions, torch.cat([tokens, torch.tensor([[-1]])]), p, torch.float32)
+    with pytest.raises(RuntimeError, match=r"position must be in \[0, 12\), got 12"):
+        ops.decoder_embedding(table, positions, tokens, torch.tensor([12]), torch.float32)
+    with pytest.raises(RuntimeError, match=r"tokens must be an int64 tensor of shape \[rows, 1\]"):
+        ops.decoder_embedding(table, positions, tokens.view(-1), p, torch.float32)
+    with pytest.raises(RuntimeError, match="positional_embedding must be 2-D \\[n_ctx, 40\\]"):
+        ops.decoder_embedding(table, positions[:, :39], tokens, p, torch.float32)
+    with pytest.raises(RuntimeError, match="dtype must be float32, float16 or bfloat16"):
+        ops.decoder_embedding(table, positions, tokens, p, torch.float64)
+    with pytest.raises(RuntimeError, match="one-element int64 tensor"):
+        ops.decoder_embedding(table, positions, tokens, p.int(), torch.float32)
+
+
+@requires_cuda
+@pytest.mark.cuda
+def test_decoder_embedding_out_of_range_gives_nan_rows_cuda():
+    """The CUDA kernel reads token and position on the device (no sync): a bad one shows as NaN, not as
+    another row's embedding."""
+    table, positions, tokens = (t.cuda() for t in embedding_case(rows=3))
+    tokens[1, 0] = 50
+    out = ops.decoder_embedding(table, positions, tokens, torch.tensor([2], device="cuda"), torch.float16)
+    assert out[1].isnan().all() and not out[[0, 2]].isnan().any()
+    out = ops.decoder_embedding(table, positions, tokens.clamp(max=49), torch.tensor([12], device="cuda"), torch.float16)
+    assert out.isnan().all()
 
 
 # ---- DecoderSession through the step ops ----------------------------------------------------------

@@ -1,4 +1,4 @@
-// CPU reference of the decoder step ops (decoder_linear, decoder_self_attention,
+// CPU reference of the decoder step ops (decoder_linear, decoder_embedding, decoder_self_attention,
 // decoder_cross_attention, decoder_greedy_update): the ATen ops whisper/model.py and whisper/decoding.py
 // run, in their order and dtypes. The CUDA kernels (cuda/decoder_*.cu) are checked against these.
 #include <torch/library.h>
@@ -28,6 +28,21 @@ at::Tensor decoder_linear(const at::Tensor& x, const std::optional<at::Tensor>& 
   if (gelu) y = at::gelu(y);
   if (residual.has_value()) y = *residual + y;
   return float_output ? y.to(at::kFloat) : y;
+}
+
+at::Tensor decoder_embedding(const at::Tensor& token_embedding, const at::Tensor& positional_embedding,
+                             const at::Tensor& tokens, const at::Tensor& position, at::ScalarType dtype) {
+  check_decoder_embedding_args(c10::DeviceType::CPU, token_embedding, positional_embedding, tokens, position, dtype);
+  const int64_t n_vocab = token_embedding.size(0), n_ctx = positional_embedding.size(0);
+  const int64_t p = position.item<int64_t>();
+  TORCH_CHECK(p >= 0 && p < n_ctx, "fastwhisper.decoder_embedding: position must be in [0, ", n_ctx, "), got ", p);
+  if (tokens.numel() > 0) {
+    const auto lo = tokens.min().item<int64_t>(), hi = tokens.max().item<int64_t>();
+    TORCH_CHECK(lo >= 0 && hi < n_vocab, "fastwhisper.decoder_embedding: tokens must be in [0, ", n_vocab,
+                "), got values in [", lo, ", ", hi, "]");
+  }
+  // whisper's TextDecoder: token_embedding(x) + positional_embedding[offset], then .to(dtype)
+  return (at::embedding(token_embedding, tokens.view({-1})) + positional_embedding.select(0, p)).to(dtype);
 }
 
 at::Tensor decoder_self_attention(const at::Tensor& qkv, at::Tensor& k_cache, at::Tensor& v_cache,
@@ -119,6 +134,7 @@ void decoder_timestamp_rules(at::Tensor& logits, const at::Tensor& tokens, int64
 
 TORCH_LIBRARY_IMPL(fastwhisper, CPU, m) {
   m.impl("decoder_linear", &decoder_linear);
+  m.impl("decoder_embedding", &decoder_embedding);
   m.impl("decoder_self_attention", &decoder_self_attention);
   m.impl("decoder_cross_attention", &decoder_cross_attention);
   m.impl("decoder_greedy_update", &decoder_greedy_update);

@@ -294,6 +294,16 @@ at::Tensor call_decoder_linear(const at::Tensor& x, const std::optional<at::Tens
   return op.call(x, ln_weight, ln_bias, weights, biases, residual, gelu, float_output);
 }
 
+// [R, d] in dtype_: the embedding of step_token_ at step_position_
+at::Tensor call_decoder_embedding(const at::Tensor& token_embedding, const at::Tensor& positional_embedding,
+                                  const at::Tensor& tokens, const at::Tensor& position, at::ScalarType dtype) {
+  static auto op = c10::Dispatcher::singleton()
+                       .findSchemaOrThrow("fastwhisper::decoder_embedding", "")
+                       .typed<at::Tensor(const at::Tensor&, const at::Tensor&, const at::Tensor&, const at::Tensor&,
+                                         at::ScalarType)>();
+  return op.call(token_embedding, positional_embedding, tokens, position, dtype);
+}
+
 at::Tensor call_decoder_self_attention(const at::Tensor& qkv, at::Tensor& k_cache, at::Tensor& v_cache,
                                        const at::Tensor& position, int64_t n_head) {
   static auto op = c10::Dispatcher::singleton()
@@ -339,9 +349,7 @@ bool DecoderSession::uses_step_ops() const {
 // projection, and the two MLP kernels.
 at::Tensor DecoderSession::forward_step_ops() {
   const int64_t rows = n_rows_, d = n_state_;
-  at::Tensor x = (at::embedding(weights_[0], step_token_) + weights_[1].index_select(0, step_position_))
-                     .to(dtype_)
-                     .view({rows, d});  // [R, d]
+  at::Tensor x = call_decoder_embedding(weights_[0], weights_[1], step_token_, step_position_, dtype_);  // [R, d]
   auto w = [&](int64_t l, int64_t slot) { return compute_block(l, slot); };
   for (int64_t l = 0; l < n_layer_; ++l) {
     const at::Tensor qkv = call_decoder_linear(x, w(l, kAttnLnW), w(l, kAttnLnB), {w(l, kAttnQW), w(l, kAttnKW), w(l, kAttnVW)},

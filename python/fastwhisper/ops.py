@@ -136,6 +136,15 @@ def decoder_linear(
     return _ops.decoder_linear(x, ln_weight, ln_bias, weights, biases, residual, gelu, float_output)
 
 
+def decoder_embedding(
+    token_embedding: Tensor, positional_embedding: Tensor, tokens: Tensor, position: Tensor, dtype: torch.dtype
+) -> Tensor:
+    """[R, d] in dtype: token_embedding[tokens[r, 0]] + positional_embedding[position[0]] (tokens [R, 1] and
+    position [1] int64), added in the tables' promoted dtype, then cast. On CUDA an out-of-range token or
+    position gives a row of NaN (the kernel reads them on the device, without a host sync)."""
+    return _ops.decoder_embedding(token_embedding, positional_embedding, tokens, position, dtype)
+
+
 def decoder_self_attention(qkv: Tensor, k_cache: Tensor, v_cache: Tensor, position: Tensor, n_head: int) -> Tensor:
     """Writes qkv's k/v [R, 3d] into the caches [R, n_ctx, d] at position[0]; returns attention over 0..position."""
     return _ops.decoder_self_attention(qkv, k_cache, v_cache, position, n_head)
@@ -220,6 +229,12 @@ def _decoder_linear_fake(x, ln_weight, ln_bias, weights, biases, residual, gelu,
     torch._check(x.dim() == 2, lambda: "fastwhisper.decoder_linear: x must be 2-D")
     n = sum(w.shape[0] for w in weights)
     return x.new_empty((x.shape[0], n), dtype=torch.float32 if float_output else x.dtype)
+
+
+@torch.library.register_fake("fastwhisper::decoder_embedding")
+def _decoder_embedding_fake(token_embedding, positional_embedding, tokens, position, dtype):
+    torch._check(tokens.dim() == 2, lambda: "fastwhisper.decoder_embedding: tokens must have shape [rows, 1]")
+    return token_embedding.new_empty((tokens.shape[0], token_embedding.shape[1]), dtype=dtype)
 
 
 @torch.library.register_fake("fastwhisper::decoder_self_attention")
