@@ -125,7 +125,8 @@ at::Tensor conv_stem(const at::Tensor& mel, const at::Tensor& conv1_weight, cons
   const c10::cuda::CUDAGuard guard(mel.device());
   if (d.batch == 0) return at::empty({d.batch, d.n_out, d.n_state}, mel.options());
   const auto mel_t = mel.transpose(1, 2).contiguous();  // [B, T, M]
-  const auto w1 = conv1_weight.reshape({d.n_state, d.n_mels * 3}), w2 = conv2_weight.reshape({d.n_state, d.n_state * 3});
+  const auto w1 = conv1_weight.reshape({d.n_state, d.n_mels * 3});  // [C, M*3]: the weight as stored
+  const auto w2 = conv2_weight.reshape({d.n_state, d.n_state * 3});  // [C, C*3]
   const auto pos = positional_embedding.contiguous();
   at::Tensor y;
   FASTWHISPER_DISPATCH_FLOATS(mel.scalar_type(), "fastwhisper_conv_stem", [&] {
