@@ -120,6 +120,28 @@ def test_cast_cache_follows_weight_updates():
     assert rel_err(after, expected) < 1e-2
 
 
+def test_packed_weights_layout_cpu():
+    """The CUDA path's weight preparation, checked where CI runs: cast query/key/value tensors are slices
+    of the packed ones, everything else is cast as before, and the packed encoder gives the same output."""
+    fast = fastwhisper.FastAudioEncoder.from_audio_encoder(random_encoder(ENCODER_DIMS["tiny"]))
+    raw = [t.detach() for t in fast._raw_weights()]
+    weights, packed = fast._split(fast._packed_weights(raw, torch.float16))
+    assert len(packed) == 2 * len(fast.blocks) and packed[2].shape == (3 * 384, 384)
+    names = fast._weight_names()
+    for name, t, cast in zip(names, raw, weights):
+        assert cast.dtype == (t.dtype if name.endswith(("ln.weight", "ln.bias", "ln_post.weight", "ln_post.bias",
+                                                         "positional_embedding")) else torch.float16), name
+        assert torch.equal(cast, t.to(cast.dtype)), name
+    layer1_key = weights[names.index("blocks.1.attn.key.weight")]
+    assert layer1_key.untyped_storage().data_ptr() == packed[2].untyped_storage().data_ptr()
+    assert not packed[3][384:768].any()  # the key has no bias
+    weights32, packed32 = fast._split(fast._packed_weights(raw, torch.float32))
+    mel = random_mel(1, 80)
+    with torch.no_grad():
+        expected = fast(mel)
+        assert torch.allclose(fast._encode(mel, weights32 + packed32), expected, rtol=1e-5, atol=1e-5)
+
+
 @requires_cuda
 @pytest.mark.cuda
 @pytest.mark.parametrize("half_weights", [False, True])

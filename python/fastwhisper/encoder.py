@@ -123,11 +123,12 @@ class FastAudioEncoder(AudioEncoder):
         n = len(raw)
         return any(t.dtype != dtype and not self._keeps_dtype(i, n) for i, t in enumerate(raw))
 
+    def _cast_one(self, raw: List[Tensor], i: int, dtype: torch.dtype) -> Tensor:
+        t = raw[i]
+        return t if (t.dtype == dtype or self._keeps_dtype(i, len(raw))) else t.to(dtype)
+
     def _cast_weights(self, raw: List[Tensor], dtype: torch.dtype) -> List[Tensor]:
-        n = len(raw)
-        return [
-            t if (t.dtype == dtype or self._keeps_dtype(i, n)) else t.to(dtype) for i, t in enumerate(raw)
-        ]
+        return [self._cast_one(raw, i, dtype) for i in range(len(raw))]
 
     def _packed_weights(self, raw: List[Tensor], dtype: torch.dtype) -> List[Tensor]:
         """encoder_forward's tensors in `dtype` followed by packed_qkv (2 per layer). Query/key/value
@@ -145,7 +146,7 @@ class FastAudioEncoder(AudioEncoder):
                 layer = (i - 5) // n_block
                 weights.append(packed[2 * layer + where[0]][where[1] * n_state:(where[1] + 1) * n_state])
             else:
-                weights.append(t if (t.dtype == dtype or self._keeps_dtype(i, len(raw))) else t.to(dtype))
+                weights.append(self._cast_one(raw, i, dtype))
         return weights + packed
 
     def _packs_qkv(self, raw: List[Tensor]) -> bool:
