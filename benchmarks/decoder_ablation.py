@@ -10,15 +10,11 @@ the real dims), decodes 1 + `--tokens` tokens and 1 token with EOT suppressed, a
 so the once-per-window work (cross-attention K/V, the first multi-token step, the Python set-up of
 the DecodingTask) cancels out. fp16 activations, CUDA events, warm-up, median of repeats.
 
-Configurations (FASTWHISPER_PDL, FASTWHISPER_CROSS_ATTENTION, FASTWHISPER_L2_PREFETCH,
-FASTWHISPER_LINEAR_L2_AHEAD; see README):
+Configurations (FASTWHISPER_PDL, FASTWHISPER_CROSS_ATTENTION; see README):
     default       as shipped
     no-pdl        programmatic dependent launch off
     cross-sdpa    cross-attention through ATen's SDPA
     cross-split   cross-attention through fastwhisper's cluster kernel
-    no-l2-prefetch  the step's linear kernels do not ask L2 for the next kernels' weights
-    no-l2-ahead   the linear kernels' weight rings do not ask L2 for pieces ahead of their slots
-    no-l2         neither
 
 With --rounds R every configuration runs R times, the configurations taking turns, and the table gives
 the median over rounds (the JSON keeps every round), so a drift of the GPU's speed during the run
@@ -45,9 +41,6 @@ CONFIGS = {
     "no-pdl": {"FASTWHISPER_PDL": "0"},
     "cross-sdpa": {"FASTWHISPER_CROSS_ATTENTION": "sdpa"},
     "cross-split": {"FASTWHISPER_CROSS_ATTENTION": "split"},
-    "no-l2-prefetch": {"FASTWHISPER_L2_PREFETCH": "off"},
-    "no-l2-ahead": {"FASTWHISPER_LINEAR_L2_AHEAD": "off"},
-    "no-l2": {"FASTWHISPER_L2_PREFETCH": "off", "FASTWHISPER_LINEAR_L2_AHEAD": "off"},
 }
 MODES = {"greedy": {}, "beam5": {"beam_size": 5}}
 

@@ -8,10 +8,6 @@ warm-up; median of repeats. The floor of a call is its bytes / measured copy ban
 
     python benchmarks/step_kernels_bench.py            # on the H100
     FASTWHISPER_PDL=0 python benchmarks/step_kernels_bench.py   # the same without programmatic dependent launch
-    FASTWHISPER_LINEAR_L2_AHEAD=off python benchmarks/step_kernels_bench.py  # linear rings without L2 look-ahead
-
-A "+ prefetch" row runs the linear above it with decoder_linear's prefetch list holding the next call's
-weights, as the decoder step passes the next layer's.
 """
 
 import argparse
@@ -86,11 +82,6 @@ def main():
                 aten = [lambda w=w: F.linear(x, w) for w in ws]  # cuBLAS GEMV alone (no LN/epilogue)
                 row(f"decoder_linear {label} rows={rows} [{n}x{k}]", per_call_us(ours), n * k * 2, bandwidth,
                     per_call_us(aten))
-                if copies > 1 and n * k * 2 <= 20e6:  # each call also asks L2 for the next call's weights
-                    chained = [lambda i=i: ops.decoder_linear(x, [ws[i]], [None], lw, lb, residual=res, gelu=gelu,
-                                                              float_output=float_out, prefetch=[ws[(i + 1) % copies]])
-                               for i in range(copies)]
-                    row("  + prefetch of the next call's weights", per_call_us(chained), n * k * 2, bandwidth)
                 del ws
             n_keys, heads = 1500, args.heads
             kvs = [(torch.randn(1, n_keys, d, device=dev, dtype=dt, generator=g),

@@ -149,7 +149,7 @@ DecoderLinearParts check_decoder_linear_args(c10::DeviceType device, const at::T
                                              const std::optional<at::Tensor>& ln_weight,
                                              const std::optional<at::Tensor>& ln_bias, at::TensorList weight_list,
                                              const c10::List<std::optional<at::Tensor>>& bias_list,
-                                             const std::optional<at::Tensor>& residual, at::TensorList prefetch) {
+                                             const std::optional<at::Tensor>& residual) {
   const char* op = "decoder_linear";
   DecoderLinearParts parts{weight_list.vec(), {bias_list.begin(), bias_list.end()}, 0};
   const auto& weights = parts.weights;
@@ -196,13 +196,6 @@ DecoderLinearParts check_decoder_linear_args(c10::DeviceType device, const at::T
     check_shape(op, *residual, "residual", {x.size(0), n});
     check_same_dtype(op, *residual, "residual", x);
     TORCH_CHECK(residual->is_contiguous(), "fastwhisper.decoder_linear: residual must be contiguous");
-  }
-  TORCH_CHECK(static_cast<int64_t>(prefetch.size()) <= kDecoderMaxPrefetch, "fastwhisper.decoder_linear: prefetch "
-              "may hold at most ", kDecoderMaxPrefetch, " tensors, got ", prefetch.size());
-  for (const at::Tensor& p : prefetch) {
-    TORCH_CHECK(p.device() == x.device(), "fastwhisper.decoder_linear: prefetch tensors must be on x's device (",
-                x.device(), "), got one on ", p.device());
-    TORCH_CHECK(p.is_contiguous(), "fastwhisper.decoder_linear: prefetch tensors must be contiguous");
   }
   parts.out_features = n;
   return parts;

@@ -41,14 +41,12 @@ struct DecoderLinearParts {
   std::vector<std::optional<at::Tensor>> biases;
   int64_t out_features;
 };
-// Tensors a decoder_linear call may ask L2 for (its prefetch argument).
-constexpr int64_t kDecoderMaxPrefetch = 4;
 // Checks every argument of decoder_linear (as the op receives them) and returns its parts.
 DecoderLinearParts check_decoder_linear_args(c10::DeviceType device, const at::Tensor& x,
                                              const std::optional<at::Tensor>& ln_weight,
                                              const std::optional<at::Tensor>& ln_bias, at::TensorList weights,
                                              const c10::List<std::optional<at::Tensor>>& biases,
-                                             const std::optional<at::Tensor>& residual, at::TensorList prefetch);
+                                             const std::optional<at::Tensor>& residual);
 void check_decoder_embedding_args(c10::DeviceType device, const at::Tensor& token_embedding,
                                   const at::Tensor& positional_embedding, const at::Tensor& tokens,
                                   const at::Tensor& position, at::ScalarType dtype);

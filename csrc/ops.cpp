@@ -26,11 +26,9 @@ TORCH_LIBRARY(fastwhisper, m) {
   // None: h = x) -> h @ cat(weights)^T with weights[i] [N_i, K] (+ biases[i] [N_i]; None: no bias), each
   // output rounded to x's dtype (then GELU) (+ residual [M, N]) -> [M, N = sum N_i] in x's dtype, or
   // float32 when float_output. (CUDA, 4+ fp16/bf16 rows: cuBLASLt adds a single weight's residual before
-  // the output's one rounding.) prefetch: None, or up to 4 contiguous tensors on x's device that a later kernel
-  // reads (the next layer's weights); the CUDA kernel asks L2 for them while it works. A hint only: the
-  // result never depends on it, and the CPU and the cuBLASLt path ignore it.
+  // the output's one rounding.)
   m.def("decoder_linear(Tensor x, Tensor? ln_weight, Tensor? ln_bias, Tensor[] weights, Tensor?[] biases, "
-        "Tensor? residual, bool gelu, bool float_output, Tensor[]? prefetch=None) -> Tensor");
+        "Tensor? residual, bool gelu, bool float_output) -> Tensor");
   // token_embedding [V, d], positional_embedding [n_ctx, d], tokens [R, 1] int64, position [1] int64 ->
   // [R, d] in dtype: token_embedding[tokens[r]] + positional_embedding[position[0]], added in the two
   // tables' promoted dtype and then cast (whisper's token_embedding(x) + positional_embedding[offset],

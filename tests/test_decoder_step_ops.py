@@ -1,11 +1,6 @@
 """The decoder step ops (decoder_linear, decoder_embedding, decoder_self_attention) against float64 references, opcheck,
 bad input, and the DecoderSession running its one-token steps through them."""
 
-import os
-import subprocess
-import sys
-import textwrap
-
 import pytest
 import torch
 import torch.nn.functional as F
@@ -16,7 +11,6 @@ from fastwhisper import ops
 from conftest import DEVICES, requires_cuda, rel_err
 from test_cpp_decoder import assert_same_results, random_audio_features, random_model
 
-TESTS_DIR = os.path.dirname(os.path.abspath(__file__))
 TOL = {torch.float32: 1e-5, torch.float16: 1e-2, torch.bfloat16: 6e-2}
 DTYPES = [torch.float32, pytest.param(torch.float16, marks=requires_cuda), pytest.param(torch.bfloat16, marks=requires_cuda)]
 
@@ -57,8 +51,6 @@ LINEAR_CASES = {
     "vocab-columns-3rows": (3, 64, [16500], [False], True, False, False),
     # 8 rows of 3072 fp16 features fill the default 48 KiB of shared memory (small's MLP, batch 8)
     "rows8-k3072-smem-limit": (8, 3072, [96], [True], False, True, False),
-    # large-v3's row length with more weight pieces per warp than ring slots (the L2 look-ahead's pieces)
-    "pieces-beyond-ring-1row": (1, 1280, [8448], [True], True, False, False),
 }
 
 
@@ -79,38 +71,6 @@ def test_decoder_linear_matches_float64(case, device, dtype):
         assert out.shape == (rows, sum(outs))
         assert out.dtype == (torch.float32 if float_output else dtype)
         assert rel_err(out, expected) <= TOL[dtype], case
-
-
-@pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("device", DEVICES)
-@pytest.mark.parametrize("case", ["qkv-ln-1row", "pieces-beyond-ring-1row", "mlp0-ln-gelu-5rows"])
-def test_decoder_linear_prefetch_leaves_result_unchanged(case, device, dtype):
-    """The prefetch list only asks L2 for bytes: the output is the same bits with and without it, also
-    for tensors whose bytes do not start or end on a 16-byte boundary, and for an empty one."""
-    if device == "cpu" and dtype != torch.float32:
-        pytest.skip("the CPU computes in float32")
-    rows, k, outs, biases, ln, residual, gelu = LINEAR_CASES[case]
-    x, weights, bs, ln_w, ln_b, res = linear_case(rows, k, outs, biases, ln, residual)
-    cast = lambda t: None if t is None else t.to(device, dtype)  # noqa: E731
-    ln_args = [None if t is None else t.to(device) for t in (ln_w, ln_b)]
-    args = ([cast(w) for w in weights], [cast(b) for b in bs], *ln_args)
-    plain = ops.decoder_linear(cast(x), *args, residual=cast(res), gelu=gelu)
-    later = torch.randn(3000, 1280, device=device).to(dtype)  # what a next kernel would read
-    odd = torch.zeros(100003, dtype=torch.uint8, device=device)[3:]  # starts and ends off 16-byte boundaries
-    empty = torch.empty(0, device=device)
-    prefetched = ops.decoder_linear(cast(x), *args, residual=cast(res), gelu=gelu,
-                                    prefetch=[later, odd, empty, args[0][0]])
-    assert torch.equal(prefetched, plain)
-
-
-def test_decoder_linear_rejects_bad_prefetch():
-    x, weights, bs, *_ = linear_case(1, 64, [32], [True], False, False)
-    with pytest.raises(RuntimeError, match="prefetch may hold at most 4 tensors, got 5"):
-        ops.decoder_linear(x, weights, bs, prefetch=[x] * 5)
-    with pytest.raises(RuntimeError, match="prefetch tensors must be contiguous"):
-        ops.decoder_linear(x, weights, bs, prefetch=[torch.randn(8, 8).t()])
-    with pytest.raises(RuntimeError, match=r"prefetch tensors must be on x's device \(cpu\), got one on meta"):
-        ops.decoder_linear(x, weights, bs, prefetch=[torch.empty(4, device="meta")])
 
 
 def attention_case(rows, n_ctx, d, position, seed=1):
@@ -153,9 +113,6 @@ def test_opcheck_decoder_step_ops(device):
     to = lambda t: None if t is None else t.to(device)  # noqa: E731
     torch.library.opcheck(torch.ops.fastwhisper.decoder_linear,
                           (to(x), to(ln_w), to(ln_b), [to(w) for w in weights], [to(b) for b in bs], to(res), True, False))
-    torch.library.opcheck(torch.ops.fastwhisper.decoder_linear,
-                          (to(x), None, None, [to(w) for w in weights], [to(b) for b in bs], None, False, True,
-                           [to(weights[0]), to(res)]))
     qkv, k_cache, v_cache, pos = attention_case(2, 16, 64, 5)
     torch.library.opcheck(torch.ops.fastwhisper.decoder_self_attention,
                           (to(qkv), to(k_cache), to(v_cache), to(pos), 4))
@@ -329,57 +286,3 @@ def test_session_step_ops_cuda_match_aten_steps(dtype):
         worst = max(worst, ((a - b).abs().max() / b.abs().max()).item())
         tokens = torch.cat([tokens, b[:, -1].argmax(-1, keepdim=True)], dim=1)
     assert worst <= (2e-2 if dtype == torch.float16 else 6e-2), worst
-
-
-@requires_cuda
-@pytest.mark.cuda
-def test_session_l2_prefetch_switches_leave_logits_unchanged():
-    """FASTWHISPER_L2_PREFETCH and FASTWHISPER_LINEAR_L2_AHEAD (read once per process) only change what the
-    kernels ask L2 for: 40 fp16 steps in CUDA graphs give the same logits, bit for bit, with each off."""
-    code = textwrap.dedent(
-        """
-        import hashlib
-        import torch
-        import fastwhisper.cpp_decoding as cd
-        from test_cpp_decoder import random_audio_features, random_model
-        model = random_model(device="cuda")
-        session = cd.decoder_session(model.decoder)
-        session.set_audio(random_audio_features(model, batch=1).half(), 1)
-        assert session.uses_step_ops() and session.cuda_graphs()
-        tokens = torch.tensor([[50257, 50362, 440]], device="cuda")
-        digest = hashlib.sha256()
-        for step in range(40):
-            logits = session.step(tokens if step == 0 else tokens[:, -1:])
-            digest.update(logits.cpu().numpy().tobytes())
-            tokens = torch.cat([tokens, logits[:, -1].argmax(-1, keepdim=True)], dim=1)
-        print(digest.hexdigest())
-        """)
-    digests = []
-    for switches in ({}, {"FASTWHISPER_L2_PREFETCH": "off"}, {"FASTWHISPER_LINEAR_L2_AHEAD": "off"}):
-        env = dict(os.environ, **switches)
-        env["PYTHONPATH"] = os.pathsep.join(p for p in [TESTS_DIR, env.get("PYTHONPATH", "")] if p)
-        proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
-        assert proc.returncode == 0, proc.stderr
-        digests.append(proc.stdout.split()[-1])
-    assert len(set(digests)) == 1, digests
-
-
-def test_l2_prefetch_switch_rejects_unknown_values():
-    env = dict(os.environ, FASTWHISPER_L2_PREFETCH="sometimes")
-    env["PYTHONPATH"] = os.pathsep.join(p for p in [TESTS_DIR, env.get("PYTHONPATH", "")] if p)
-    code = textwrap.dedent(
-        """
-        import fastwhisper.cpp_decoding as cd
-        from test_cpp_decoder import random_audio_features, random_model
-        model = random_model()
-        session = cd.decoder_session(model.decoder)
-        session.set_step_kernels(1)
-        session.set_audio(random_audio_features(model, batch=1), 1)
-        try:
-            session.step(__import__("torch").tensor([[50257]]))
-        except RuntimeError as e:
-            print(e)
-        """)
-    proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr
-    assert "FASTWHISPER_L2_PREFETCH must be on or off (or unset), got 'sometimes'" in proc.stdout

@@ -13,11 +13,9 @@ namespace fastwhisper::cpu {
 at::Tensor decoder_linear(const at::Tensor& x, const std::optional<at::Tensor>& ln_weight,
                           const std::optional<at::Tensor>& ln_bias, at::TensorList weights,
                           const c10::List<std::optional<at::Tensor>>& biases, const std::optional<at::Tensor>& residual,
-                          bool gelu, bool float_output, std::optional<at::TensorList> prefetch) {
-  // prefetch is a cache hint for the GPU kernel: checked, then nothing to do here
+                          bool gelu, bool float_output) {
   const DecoderLinearParts parts =
-      check_decoder_linear_args(c10::DeviceType::CPU, x, ln_weight, ln_bias, weights, biases, residual,
-                                prefetch.value_or(at::TensorList()));
+      check_decoder_linear_args(c10::DeviceType::CPU, x, ln_weight, ln_bias, weights, biases, residual);
   const auto& w = parts.weights;
   const auto& b = parts.biases;
   at::Tensor h = x;

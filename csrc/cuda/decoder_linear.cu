@@ -15,12 +15,6 @@
 // successor be scheduled at once; a block takes about half of an SM's shared memory, so the next linear
 // layer's blocks sit beside this one's and fill their rings while this one computes.
 //
-// Two L2 requests run ahead of the ring (bulk_copy.cuh's prefetch_l2, no shared memory): each warp asks
-// L2 for its next l2_ahead pieces as it refills a slot, and the blocks split the optional prefetch list
-// (the weights of the step's next kernels) among them before waiting for their producer. The ring then
-// finds its bytes in L2 and HBM keeps streaming across kernel boundaries, where one kernel's ring alone
-// leaves it idle while the grid drains and the next one starts.
-//
 // Each warp multiplies its slot with every input row (kept in shared memory, with the optional
 // LayerNorm of the input computed by each block); at a weight row's last slice its lanes sum the
 // products, and lane m applies bias, GELU and the residual add of input row m before the single store.
@@ -34,7 +28,6 @@
 #include "checks.h"
 #include "cuda/bulk_copy.cuh"
 #include "cuda/device_utils.cuh"
-#include "env_choice.h"
 #include "gelu.h"
 #include "kernels.h"
 #include "launch.cuh"
@@ -48,8 +41,6 @@ constexpr int kMaxSegments = 3;               // q, k and v weights in one call
 constexpr int kSlots = 2;                     // ring slots per warp
 constexpr int64_t kMaxRowsPerPiece = 8;       // whole weight rows in one slot at most
 constexpr int64_t kBlockSmemBudget = 108 * 1024;  // two blocks (this kernel and the next) per SM
-constexpr int64_t kL2AheadBytes = 96 * 1024;      // per block: ring pieces asked of L2 ahead of their slot
-constexpr int64_t kL2Chunk = 16 * 1024;           // bytes per L2 request of the prefetch list
 
 template <typename T>
 struct Segments {
@@ -79,32 +70,6 @@ struct Segments {
   }
 };
 
-// The prefetch list as byte ranges: the blocks split their concatenation, blockIdx.x taking bytes
-// [blockIdx.x * share, + share).
-struct L2Ranges {
-  const char* begin[kDecoderMaxPrefetch];  // 16-byte aligned
-  int64_t end[kDecoderMaxPrefetch];        // cumulative byte ends, multiples of 16
-  int count;
-  int64_t share;                           // bytes per block, a multiple of 16
-};
-
-// This block's share of the ranges -> L2 requests of up to kL2Chunk bytes, one per thread in turn.
-__device__ void prefetch_share(const L2Ranges& r) {
-  if (r.count == 0) return;
-  const int64_t total = r.end[r.count - 1];
-  const int64_t lo = static_cast<int64_t>(blockIdx.x) * r.share, hi = min(total, lo + r.share);
-  for (int64_t c = lo + threadIdx.x * kL2Chunk; c < hi; c += static_cast<int64_t>(blockDim.x) * kL2Chunk) {
-    const int64_t c_hi = min(hi, c + kL2Chunk);
-#pragma unroll
-    for (int i = 0; i < kDecoderMaxPrefetch; ++i) {  // unrolled: constant indices into the parameter
-      if (i >= r.count) break;
-      const int64_t s0 = i == 0 ? 0 : r.end[i - 1];
-      const int64_t a = max(c, s0), b = min(c_hi, r.end[i]);
-      if (a < b) prefetch_l2(r.begin[i] + (a - s0), static_cast<uint32_t>(b - a));
-    }
-  }
-}
-
 // How a call is cut: grid blocks of rows_per_block weight rows, warps of rows_per_warp of them, and
 // each warp's rows into pieces (one ring slot each): rows_per_piece whole rows (k_pieces == 1), or a
 // slice of piece_k features of one row (k_pieces > 1).
@@ -115,7 +80,6 @@ struct LinearPlan {
   int64_t k_pieces;        // pieces per weight row
   int64_t piece_k;         // features per piece: K / k_pieces, a multiple of the 16-byte vector
   int64_t slot_elems;      // elements of one ring slot: rows_per_piece * piece_k
-  int l2_ahead;            // pieces a warp asks L2 for beyond those in its ring
   unsigned int blocks;
   size_t x_bytes;          // shared bytes of the input rows (rounded up to 128)
   size_t smem;             // dynamic shared memory per block
@@ -180,41 +144,30 @@ __device__ void load_input_rows(const T* __restrict__ x, const float* __restrict
 }
 
 
-// Piece [lo, hi) x [k0, k0 + piece_k) of the concatenated segments as contiguous spans of weight memory:
-// span(src, bytes, offset) for each, offset counting elements from the piece's start. Whole rows
-// (piece_k == K): one span per segment the rows touch; a slice of one row: one span.
-template <typename T, typename Span>
-__device__ void for_each_span(const Segments<T>& seg, int64_t lo, int64_t hi, int64_t k0, int64_t piece_k, int64_t K,
-                              Span span) {
-  if (piece_k < K) {
-    const int i = seg.find(lo);
-    span(seg.weight_of(i) + (lo - seg.begin(i)) * K + k0, static_cast<uint32_t>(piece_k * sizeof(T)), int64_t{0});
-    return;
-  }
+// Weight rows [lo, hi) of the concatenated segments -> dst (rows of K), tracked by bar: one bulk copy
+// per segment the range touches. Called by one thread.
+template <typename T>
+__device__ void request_rows(const Segments<T>& seg, int64_t lo, int64_t hi, int64_t K, T* dst, uint64_t* bar) {
+  mbarrier_arrive_expect_tx(bar, static_cast<uint32_t>((hi - lo) * K * sizeof(T)));
 #pragma unroll
   for (int i = 0; i < kMaxSegments; ++i) {  // unrolled: i is a constant, so no run-time indexing
     if (i >= seg.count) break;
     const int64_t s0 = seg.begin(i);
     const int64_t a = max(lo, s0), b = min(hi, seg.end[i]);
-    if (a < b) span(seg.weight[i] + (a - s0) * K, static_cast<uint32_t>((b - a) * K * sizeof(T)), (a - lo) * K);
+    if (a < b) bulk_copy_to_shared(dst + (a - lo) * K, seg.weight[i] + (a - s0) * K,
+                                   static_cast<uint32_t>((b - a) * K * sizeof(T)), bar);
   }
 }
 
-// The piece -> dst, tracked by bar (one thread).
+// Piece [lo, hi) x [k0, k0 + piece_k) -> dst, tracked by bar (one thread): whole rows, or one row's slice.
 template <typename T>
 __device__ void request_piece(const Segments<T>& seg, int64_t lo, int64_t hi, int64_t k0, int64_t piece_k, int64_t K,
                               T* dst, uint64_t* bar) {
-  mbarrier_arrive_expect_tx(bar, static_cast<uint32_t>((hi - lo) * piece_k * sizeof(T)));
-  for_each_span(seg, lo, hi, k0, piece_k, K, [&](const T* src, uint32_t bytes, int64_t offset) {
-    bulk_copy_to_shared(dst + offset, src, bytes, bar);
-  });
-}
-
-// The piece -> L2, without waiting (one thread).
-template <typename T>
-__device__ void prefetch_piece(const Segments<T>& seg, int64_t lo, int64_t hi, int64_t k0, int64_t piece_k,
-                               int64_t K) {
-  for_each_span(seg, lo, hi, k0, piece_k, K, [](const T* src, uint32_t bytes, int64_t) { prefetch_l2(src, bytes); });
+  if (piece_k == K) return request_rows(seg, lo, hi, K, dst, bar);
+  const auto bytes = static_cast<uint32_t>(piece_k * sizeof(T));
+  mbarrier_arrive_expect_tx(bar, bytes);
+  const int i = seg.find(lo);
+  bulk_copy_to_shared(dst, seg.weight_of(i) + (lo - seg.begin(i)) * K + k0, bytes, bar);
 }
 
 // The same piece copied by the warp with 16-byte loads (GPUs without the bulk copy engine).
@@ -238,7 +191,6 @@ __global__ void __launch_bounds__(kThreads, 2)
                           const float* __restrict__ ln_w,    // [K] or nullptr (no LayerNorm)
                           const float* __restrict__ ln_b,    // [K]
                           const Segments<T> seg,             // weights [N_i, K], biases [N_i]
-                          const L2Ranges l2,                 // bytes for later kernels, asked of L2
                           const T* __restrict__ residual,    // [rows, N] or nullptr
                           T* __restrict__ out,               // [rows, N] (out_float == nullptr)
                           float* __restrict__ out_float,     // [rows, N] or nullptr
@@ -263,18 +215,12 @@ __global__ void __launch_bounds__(kThreads, 2)
   auto request = [&](int j) {
     request_piece(seg, rows_lo(j), rows_hi(j), k_lo(j), plan.piece_k, K, slot(j), &full[warp][j % kSlots]);
   };
-  auto ask_l2 = [&](int j) {
-    if (j < n_pieces) prefetch_piece(seg, rows_lo(j), rows_hi(j), k_lo(j), plan.piece_k, K);
-  };
 
-  // 1. this warp's first pieces, requested before the input exists, the next l2_ahead asked of L2, and
-  // the block's share of the prefetch list
+  // 1. this warp's first pieces, requested before the input exists
   if (kHasBulkCopy && lane == 0) {
     for (int s = 0; s < kSlots; ++s) mbarrier_init(&full[warp][s], 1);
     for (int j = 0; j < min(kSlots, n_pieces); ++j) request(j);
-    for (int j = kSlots; j < kSlots + plan.l2_ahead; ++j) ask_l2(j);
   }
-  prefetch_share(l2);
   allow_dependents();
   wait_for_producers();
 
@@ -339,7 +285,6 @@ __global__ void __launch_bounds__(kThreads, 2)
     if (kHasBulkCopy && lane == 0 && j + kSlots < n_pieces) {
       fence_shared_for_bulk_copy();
       request(j + kSlots);
-      if (plan.l2_ahead > 0) ask_l2(j + kSlots + plan.l2_ahead);
     }
   }
 }
@@ -371,34 +316,14 @@ LinearPlan plan_linear(int64_t rows, int64_t K, int64_t N, int64_t elem) {
   }
   p.slot_elems = p.rows_per_piece * p.piece_k;
   p.smem = p.x_bytes + static_cast<size_t>(kWarps * kSlots * p.slot_elems * elem);
-  static const bool ahead = env_choice("FASTWHISPER_LINEAR_L2_AHEAD", {"on", "off"}, "on") == "on";
-  p.l2_ahead = ahead ? static_cast<int>(std::min<int64_t>(64, kL2AheadBytes / (kWarps * p.slot_elems * elem))) : 0;
   return p;
-}
-
-// prefetch -> the kernel's byte ranges, each tensor's bytes trimmed to whole 16-byte units inside it, and
-// each block's share of them.
-L2Ranges l2_ranges(at::TensorList prefetch, unsigned int blocks) {
-  L2Ranges r{};
-  int64_t end = 0;
-  for (const at::Tensor& t : prefetch) {
-    const auto first = reinterpret_cast<uintptr_t>(t.data_ptr());
-    const uintptr_t lo = (first + 15) / 16 * 16, hi = (first + t.nbytes()) / 16 * 16;
-    if (hi <= lo) continue;
-    r.begin[r.count] = reinterpret_cast<const char*>(lo);
-    end += static_cast<int64_t>(hi - lo);
-    r.end[r.count++] = end;
-  }
-  r.share = ceil_div(ceil_div(end, blocks), 16) * 16;
-  return r;
 }
 
 template <typename T, int kMaxRows>
 void launch_linear(const at::Tensor& x, const float* ln_w, const float* ln_b, const Segments<T>& seg,
-                   at::TensorList prefetch, const T* residual, T* out, float* out_float, int64_t n, bool apply_gelu) {
+                   const T* residual, T* out, float* out_float, int64_t n, bool apply_gelu) {
   const int64_t rows = x.size(0), k = x.size(1);
   const LinearPlan plan = plan_linear(rows, k, n, sizeof(T));
-  const L2Ranges l2 = l2_ranges(prefetch, plan.blocks);
   auto kernel = decoder_linear_kernel<T, kMaxRows>;
   // dynamic shared memory this kernel may take: the per-block maximum less its static shared memory
   static const size_t dynamic_max = [&] {  // once per instantiation (an eager run precedes any graph capture)
@@ -412,23 +337,19 @@ void launch_linear(const at::Tensor& x, const float* ln_w, const float* ln_b, co
   }();
   TORCH_CHECK(plan.smem <= dynamic_max, "fastwhisper.decoder_linear (CUDA): ", rows, " rows of ", k, " features need ",
               plan.smem, " bytes of shared memory; this GPU allows ", dynamic_max);
-  launch_pdl(kernel, dim3(plan.blocks), dim3(kThreads), plan.smem, x.data_ptr<T>(), ln_w, ln_b, seg, l2, residual,
-             out, out_float, static_cast<int>(rows), k, n, plan, apply_gelu);
+  launch_pdl(kernel, dim3(plan.blocks), dim3(kThreads), plan.smem, x.data_ptr<T>(), ln_w, ln_b, seg, residual, out,
+             out_float, static_cast<int>(rows), k, n, plan, apply_gelu);
 }
 
 template <typename T>
 void launch_linear_rows(const at::Tensor& x, const float* ln_w, const float* ln_b, const Segments<T>& seg,
-                        at::TensorList prefetch, const T* residual, T* out, float* out_float, int64_t n,
-                        bool apply_gelu) {
+                        const T* residual, T* out, float* out_float, int64_t n, bool apply_gelu) {
   const int64_t rows = x.size(0);
-  auto launch = [&](auto max_rows) {
-    launch_linear<T, decltype(max_rows)::value>(x, ln_w, ln_b, seg, prefetch, residual, out, out_float, n, apply_gelu);
-  };
-  if (rows <= 1) return launch(std::integral_constant<int, 1>{});
-  if (rows <= 2) return launch(std::integral_constant<int, 2>{});
-  if (rows <= 4) return launch(std::integral_constant<int, 4>{});
+  if (rows <= 1) return launch_linear<T, 1>(x, ln_w, ln_b, seg, residual, out, out_float, n, apply_gelu);
+  if (rows <= 2) return launch_linear<T, 2>(x, ln_w, ln_b, seg, residual, out, out_float, n, apply_gelu);
+  if (rows <= 4) return launch_linear<T, 4>(x, ln_w, ln_b, seg, residual, out, out_float, n, apply_gelu);
   if constexpr (std::is_same_v<T, float>) {  // fp16/bf16 take cuBLASLt from kGemmMinRows rows
-    return launch(std::integral_constant<int, static_cast<int>(kDecoderMaxRows)>{});
+    return launch_linear<T, kDecoderMaxRows>(x, ln_w, ln_b, seg, residual, out, out_float, n, apply_gelu);
   } else {
     TORCH_CHECK(false, "fastwhisper.decoder_linear (CUDA): ", rows, " fp16/bf16 rows go to cuBLASLt, not this kernel");
   }
@@ -462,10 +383,9 @@ at::Tensor decoder_linear_by_gemm(const at::Tensor& x, const std::optional<at::T
 at::Tensor decoder_linear(const at::Tensor& x, const std::optional<at::Tensor>& ln_weight,
                           const std::optional<at::Tensor>& ln_bias, at::TensorList weights,
                           const c10::List<std::optional<at::Tensor>>& biases, const std::optional<at::Tensor>& residual,
-                          bool gelu_act, bool float_output, std::optional<at::TensorList> prefetch_list) {
-  const at::TensorList prefetch = prefetch_list.value_or(at::TensorList());
+                          bool gelu_act, bool float_output) {
   const DecoderLinearParts parts =
-      check_decoder_linear_args(c10::DeviceType::CUDA, x, ln_weight, ln_bias, weights, biases, residual, prefetch);
+      check_decoder_linear_args(c10::DeviceType::CUDA, x, ln_weight, ln_bias, weights, biases, residual);
   const auto& w = parts.weights;
   const auto& b = parts.biases;
   const int64_t n = parts.out_features;
@@ -497,7 +417,7 @@ at::Tensor decoder_linear(const at::Tensor& x, const std::optional<at::Tensor>& 
     const scalar_t* res = residual.has_value() ? residual->data_ptr<scalar_t>() : nullptr;
     scalar_t* o = float_output ? nullptr : out.data_ptr<scalar_t>();
     float* of = float_output ? out.data_ptr<float>() : nullptr;
-    launch_linear_rows<scalar_t>(x, ln_w, ln_b, seg, prefetch, res, o, of, n, gelu_act);
+    launch_linear_rows<scalar_t>(x, ln_w, ln_b, seg, res, o, of, n, gelu_act);
   });
   return out;
 }

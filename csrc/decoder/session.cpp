@@ -6,7 +6,6 @@
 #include <ATen/core/dispatch/Dispatcher.h>
 
 #include "checks.h"
-#include "env_choice.h"
 #include "kernels.h"
 
 namespace fastwhisper::decoder {
@@ -285,16 +284,14 @@ namespace {
 at::Tensor call_decoder_linear(const at::Tensor& x, const std::optional<at::Tensor>& ln_weight,
                                const std::optional<at::Tensor>& ln_bias, at::TensorList weights,
                                const c10::List<std::optional<at::Tensor>>& biases,
-                               const std::optional<at::Tensor>& residual, bool gelu, bool float_output,
-                               at::TensorList prefetch) {
+                               const std::optional<at::Tensor>& residual, bool gelu, bool float_output) {
   static auto op = c10::Dispatcher::singleton()
                        .findSchemaOrThrow("fastwhisper::decoder_linear", "")
                        .typed<at::Tensor(const at::Tensor&, const std::optional<at::Tensor>&,
                                          const std::optional<at::Tensor>&, at::TensorList,
                                          const c10::List<std::optional<at::Tensor>>&,
-                                         const std::optional<at::Tensor>&, bool, bool,
-                                         std::optional<at::TensorList>)>();
-  return op.call(x, ln_weight, ln_bias, weights, biases, residual, gelu, float_output, prefetch);
+                                         const std::optional<at::Tensor>&, bool, bool)>();
+  return op.call(x, ln_weight, ln_bias, weights, biases, residual, gelu, float_output);
 }
 
 // [R, d] in dtype_: the embedding of step_token_ at step_position_
@@ -348,46 +345,33 @@ bool DecoderSession::uses_step_ops() const {
 
 // One token per row at step_position_ through the step ops: per layer a LayerNorm+QKV kernel, the
 // self-attention kernel (which appends K/V), the out projection with the residual, a LayerNorm+query
-// kernel, cross-attention over the cached K/V, its out projection, and the two MLP kernels.
-//
-// Each linear kernel also asks L2 for what the step reads next (decoder_linear's prefetch): the weights
-// of the linear after it, and the out projection the layer's cross-attention K/V besides. Those bytes
-// stream from HBM while the kernels between run, so each linear kernel finds its weights on chip.
-// FASTWHISPER_L2_PREFETCH=off leaves the lists empty (the step's result is the same either way).
+// kernel, cross-attention over the cached K/V (split over key chunks, then combined), its out
+// projection, and the two MLP kernels.
 at::Tensor DecoderSession::forward_step_ops() {
-  const int64_t rows = n_rows_;
-  static const bool prefetch = env_choice("FASTWHISPER_L2_PREFETCH", {"on", "off"}, "on") == "on";
-  auto w = [&](int64_t l, int64_t slot) { return compute_block(l, slot); };
-  auto ahead = [&](std::vector<at::Tensor> tensors) { return prefetch ? tensors : std::vector<at::Tensor>{}; };
+  const int64_t rows = n_rows_, d = n_state_;
   at::Tensor x = call_decoder_embedding(weights_[0], weights_[1], step_token_, step_position_, dtype_);  // [R, d]
+  auto w = [&](int64_t l, int64_t slot) { return compute_block(l, slot); };
   for (int64_t l = 0; l < n_layer_; ++l) {
-    const bool last = l + 1 == n_layer_;
-    const at::Tensor qkv =
-        call_decoder_linear(x, w(l, kAttnLnW), w(l, kAttnLnB), {w(l, kAttnQW), w(l, kAttnKW), w(l, kAttnVW)},
-                            bias_list({w(l, kAttnQB), std::nullopt, w(l, kAttnVB)}), std::nullopt, false, false,
-                            ahead({w(l, kAttnOutW)}));  // [R, 3d]
+    const at::Tensor qkv = call_decoder_linear(x, w(l, kAttnLnW), w(l, kAttnLnB), {w(l, kAttnQW), w(l, kAttnKW), w(l, kAttnVW)},
+                                               bias_list({w(l, kAttnQB), std::nullopt, w(l, kAttnVB)}), std::nullopt,
+                                               false, false);  // [R, 3d]
     const at::Tensor a = call_decoder_self_attention(qkv, self_k_[l], self_v_[l], step_position_, n_head_);  // [R, d]
     x = call_decoder_linear(a, std::nullopt, std::nullopt, {w(l, kAttnOutW)}, bias_list({w(l, kAttnOutB)}), x, false,
-                            false, ahead({w(l, kCrossQW), cross_k_[l], cross_v_[l]}));
+                            false);
     const at::Tensor q = call_decoder_linear(x, w(l, kCrossLnW), w(l, kCrossLnB), {w(l, kCrossQW)},
-                                             bias_list({w(l, kCrossQB)}), std::nullopt, false, false,
-                                             ahead({w(l, kCrossOutW)}));
+                                             bias_list({w(l, kCrossQB)}), std::nullopt, false, false);
     // the group rows of one audio share its K/V
     const at::Tensor c = call_decoder_cross_attention(q, cross_k_[l], cross_v_[l], n_head_);  // [R, d]
     x = call_decoder_linear(c, std::nullopt, std::nullopt, {w(l, kCrossOutW)}, bias_list({w(l, kCrossOutB)}), x, false,
-                            false, ahead({w(l, kMlp0W)}));
+                            false);
     const at::Tensor hidden = call_decoder_linear(x, w(l, kMlpLnW), w(l, kMlpLnB), {w(l, kMlp0W)},
-                                                  bias_list({w(l, kMlp0B)}), std::nullopt, true, false,
-                                                  ahead({w(l, kMlp2W)}));  // [R, 4d]
-    // the vocabulary (n_vocab x d) is larger than L2: its kernel streams it with its own look-ahead
-    const std::vector<at::Tensor> next_qkv =
-        last ? std::vector<at::Tensor>{} : ahead({w(l + 1, kAttnQW), w(l + 1, kAttnKW), w(l + 1, kAttnVW)});
+                                                  bias_list({w(l, kMlp0B)}), std::nullopt, true, false);  // [R, 4d]
     x = call_decoder_linear(hidden, std::nullopt, std::nullopt, {w(l, kMlp2W)}, bias_list({w(l, kMlp2B)}), x, false,
-                            false, next_qkv);
+                            false);
   }
   const auto n = compute_.size();
   return call_decoder_linear(x, compute_[n - 2], compute_[n - 1], {compute_[0]}, bias_list({std::nullopt}),
-                             std::nullopt, false, true, {})
+                             std::nullopt, false, true)
       .view({rows, 1, n_vocab()});  // [R, 1, n_vocab] float32
 }
 

@@ -130,12 +130,10 @@ def decoder_linear(
     residual: Optional[Tensor] = None,
     gelu: bool = False,
     float_output: bool = False,
-    prefetch: Optional[List[Tensor]] = None,
 ) -> Tensor:
     """Decoder step linear for at most 8 rows: (GELU)(LayerNorm(x) @ cat(weights).T + cat(biases)) (+ residual).
-    x [M, K]; weights[i] [N_i, K]; ln_weight/ln_bias fp32 [K] or None (no LayerNorm). prefetch: up to 4
-    contiguous tensors a later kernel reads, which the CUDA kernel asks L2 for (a hint; the result is the same)."""
-    return _ops.decoder_linear(x, ln_weight, ln_bias, weights, biases, residual, gelu, float_output, prefetch)
+    x [M, K]; weights[i] [N_i, K]; ln_weight/ln_bias fp32 [K] or None (no LayerNorm)."""
+    return _ops.decoder_linear(x, ln_weight, ln_bias, weights, biases, residual, gelu, float_output)
 
 
 def decoder_embedding(
@@ -227,7 +225,7 @@ def _encoder_forward_fake(
 
 
 @torch.library.register_fake("fastwhisper::decoder_linear")
-def _decoder_linear_fake(x, ln_weight, ln_bias, weights, biases, residual, gelu, float_output, prefetch=None):
+def _decoder_linear_fake(x, ln_weight, ln_bias, weights, biases, residual, gelu, float_output):
     torch._check(x.dim() == 2, lambda: "fastwhisper.decoder_linear: x must be 2-D")
     n = sum(w.shape[0] for w in weights)
     return x.new_empty((x.shape[0], n), dtype=torch.float32 if float_output else x.dtype)
