@@ -265,6 +265,20 @@ at::Tensor DecoderSession::blocks_and_logits(at::Tensor x, SelfAttention attend)
   return at::matmul(x, compute_[0].transpose(0, 1)).to(at::kFloat);  // [N, t, n_vocab]
 }
 
+namespace {
+
+// [R, d] in dtype_: the embedding of step_token_ at step_position_
+at::Tensor call_decoder_embedding(const at::Tensor& token_embedding, const at::Tensor& positional_embedding,
+                                  const at::Tensor& tokens, const at::Tensor& position, at::ScalarType dtype) {
+  static auto op = c10::Dispatcher::singleton()
+                       .findSchemaOrThrow("fastwhisper::decoder_embedding", "")
+                       .typed<at::Tensor(const at::Tensor&, const at::Tensor&, const at::Tensor&, const at::Tensor&,
+                                         at::ScalarType)>();
+  return op.call(token_embedding, positional_embedding, tokens, position, dtype);
+}
+
+}  // namespace
+
 at::Tensor DecoderSession::forward_eager(const at::Tensor& tokens) {
   const int64_t t = tokens.size(1);
   // token_embedding(x) + positional_embedding[offset : offset + t], in the weights' dtype, then .to(audio dtype)
@@ -273,8 +287,9 @@ at::Tensor DecoderSession::forward_eager(const at::Tensor& tokens) {
 }
 
 at::Tensor DecoderSession::forward_static(int64_t n_kv) {
-  at::Tensor x = (at::embedding(weights_[0], step_token_) + weights_[1].index_select(0, step_position_))
-                     .to(dtype_);  // [N, 1, d]
+  // whisper's embedding sum (the same bits as its ATen ops) in one kernel
+  const at::Tensor x = call_decoder_embedding(weights_[0], weights_[1], step_token_, step_position_, dtype_)
+                           .unsqueeze(1);  // [N, 1, d]
   const at::Tensor visible = at::arange(n_kv, step_position_.options()).le(step_position_);  // [n_kv] bool
   return blocks_and_logits(x, [&](const at::Tensor& h, int64_t l) { return self_attention_static(h, l, visible); });
 }
@@ -294,15 +309,6 @@ at::Tensor call_decoder_linear(const at::Tensor& x, const std::optional<at::Tens
   return op.call(x, ln_weight, ln_bias, weights, biases, residual, gelu, float_output);
 }
 
-// [R, d] in dtype_: the embedding of step_token_ at step_position_
-at::Tensor call_decoder_embedding(const at::Tensor& token_embedding, const at::Tensor& positional_embedding,
-                                  const at::Tensor& tokens, const at::Tensor& position, at::ScalarType dtype) {
-  static auto op = c10::Dispatcher::singleton()
-                       .findSchemaOrThrow("fastwhisper::decoder_embedding", "")
-                       .typed<at::Tensor(const at::Tensor&, const at::Tensor&, const at::Tensor&, const at::Tensor&,
-                                         at::ScalarType)>();
-  return op.call(token_embedding, positional_embedding, tokens, position, dtype);
-}
 
 at::Tensor call_decoder_self_attention(const at::Tensor& qkv, at::Tensor& k_cache, at::Tensor& v_cache,
                                        const at::Tensor& position, int64_t n_head) {
