@@ -267,7 +267,7 @@ at::Tensor DecoderSession::blocks_and_logits(at::Tensor x, SelfAttention attend)
 
 namespace {
 
-// [R, d] in dtype_: the embedding of step_token_ at step_position_
+// [R, d] in dtype: token_embedding[tokens[r]] + positional_embedding[position] (the decoder_embedding op)
 at::Tensor call_decoder_embedding(const at::Tensor& token_embedding, const at::Tensor& positional_embedding,
                                   const at::Tensor& tokens, const at::Tensor& position, at::ScalarType dtype) {
   static auto op = c10::Dispatcher::singleton()
@@ -308,7 +308,6 @@ at::Tensor call_decoder_linear(const at::Tensor& x, const std::optional<at::Tens
                                          const std::optional<at::Tensor>&, bool, bool)>();
   return op.call(x, ln_weight, ln_bias, weights, biases, residual, gelu, float_output);
 }
-
 
 at::Tensor call_decoder_self_attention(const at::Tensor& qkv, at::Tensor& k_cache, at::Tensor& v_cache,
                                        const at::Tensor& position, int64_t n_head) {
