@@ -88,12 +88,8 @@ at::Tensor conv_columns(const at::Tensor& in, int64_t t_out, int stride, bool ap
         in.data_ptr<T>(), cols.data_ptr<T>(), t_in, t_out, static_cast<int>(channels), stride, apply_gelu);
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   };
-  constexpr int kVec = kPack16<T>;
-  if (channels % kVec == 0 && is_aligned(in.data_ptr(), 16) && is_aligned(cols.data_ptr(), 16)) {
-    launch(std::integral_constant<int, kVec>{});
-  } else {
-    launch(std::integral_constant<int, 1>{});
-  }
+  with_pack_width<T>(channels % kPack16<T> == 0 && is_aligned(in.data_ptr(), 16) && is_aligned(cols.data_ptr(), 16),
+                     launch);
   return cols;
 }
 
@@ -107,12 +103,9 @@ void gelu_add_positions(const at::Tensor& y, const at::Tensor& pos) {  // y [B, 
             y.data_ptr<T>(), pos.data_ptr<P>(), total, per_item);
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   };
-  constexpr int kVec = kPack16<T>;
-  if (y.size(-1) % kVec == 0 && is_aligned(y.data_ptr(), 16) && is_aligned(pos.data_ptr(), sizeof(P) * kVec)) {
-    launch(std::integral_constant<int, kVec>{});
-  } else {
-    launch(std::integral_constant<int, 1>{});
-  }
+  with_pack_width<T>(y.size(-1) % kPack16<T> == 0 && is_aligned(y.data_ptr(), 16) &&
+                         is_aligned(pos.data_ptr(), sizeof(P) * kPack16<T>),
+                     launch);
 }
 
 }  // namespace

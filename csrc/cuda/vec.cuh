@@ -2,6 +2,7 @@
 // launcher makes before taking the vectorized path.
 #pragma once
 #include <cstdint>
+#include <type_traits>
 
 namespace fastwhisper::cuda {
 
@@ -18,5 +19,16 @@ constexpr int kPack16 = static_cast<int>(16 / sizeof(T));
 
 // p can be read/written as Packs of `bytes` bytes.
 inline bool is_aligned(const void* p, int64_t bytes) { return reinterpret_cast<uintptr_t>(p) % bytes == 0; }
+
+// launch(std::integral_constant<int, kVec>) with kVec = kPack16<T> when `packs` (the launcher's checks of
+// sizes and alignment passed), else with kVec = 1: one place for a kernel's vectorized and scalar paths.
+template <typename T, typename Launch>
+void with_pack_width(bool packs, Launch&& launch) {
+  if (packs) {
+    launch(std::integral_constant<int, kPack16<T>>{});
+  } else {
+    launch(std::integral_constant<int, 1>{});
+  }
+}
 
 }  // namespace fastwhisper::cuda

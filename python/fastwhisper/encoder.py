@@ -41,7 +41,8 @@ class FastAudioEncoder(AudioEncoder):
     projection is one GEMM: for weights already in the compute dtype that copy costs 3 * n_state**2
     elements per layer (``FASTWHISPER_ENCODER_PACKED_QKV=0``: no copy, three GEMMs). A changed parameter
     (in place or reassigned) is picked up: the graph is captured again. Replacing a submodule
-    (``enc.blocks[3] = ...``) after the first call is not: build a new encoder instead. Graph replays must not run from several threads at once.
+    (``enc.blocks[3] = ...``) after the first call is not: build a new encoder instead. Graph replays
+    must not run from several threads at once.
     """
 
     def __init__(self, n_mels: int, n_ctx: int, n_state: int, n_head: int, n_layer: int):
