@@ -6,7 +6,9 @@
 // keys are split into kCluster chunks ("flash decoding"), one block each, and the kCluster blocks of
 // one (window, head) form a thread-block cluster (sm_90). Each block computes, for every row of the
 // window (the beams of one audio read its K/V once), the scores of its chunk's keys (one key per
-// thread, 16-byte loads), their max and exp-sum, and the exp-weighted value sum. After a cluster
+// thread, 16-byte loads), their max and exp-sum, and the exp-weighted value sum. The K/V do not depend
+// on the step, so each block copies its chunk of them into shared memory (bulk copies) before it waits
+// for the query's kernel, and reads only shared memory after it. After a cluster
 // barrier each block reads the others' partial results from their shared memory (distributed shared
 // memory), rescales them to the common max and writes its share of the outputs: one kernel, and the
 // partial results never go to global memory.
@@ -42,42 +44,61 @@ __global__ void __launch_bounds__(kThreads)
                            int64_t n_keys, int64_t d, int head_dim, int chunk, float scale) {
   // grid (kCluster, H, W), clusters of kCluster blocks along x: block c = this cluster's rank c takes keys
   // [c * chunk, (c + 1) * chunk) of window w, head `head`.
-  extern __shared__ float sm[];  // result [G][head_dim] (first q), scores [G][chunk], partial [G][n_groups][head_dim]
+  // dynamic shared memory: staged keys [chunk][head_dim] and values [chunk][head_dim] (T), then (float)
+  // result [G][head_dim] (first q), scores [G][chunk], partial [G][n_groups][head_dim]
+  extern __shared__ __align__(16) unsigned char smem_raw[];
   __shared__ float red[32];
   __shared__ float block_max[kGroup], block_sum[kGroup];  // per row: this chunk's score max, exp-sum
+  __shared__ __align__(8) uint64_t staged;                // the staged K/V's barrier
   constexpr int V = kPack16<T>;
   const cg::cluster_group cluster = cg::this_cluster();
   const int c = static_cast<int>(cluster.block_rank()), head = blockIdx.y, w = blockIdx.z;
   const int vecs = head_dim / V;  // 16-byte slices of one head (host: head_dim % V == 0, kThreads % vecs == 0)
-  float* result = sm;  // holds the scaled queries until the scores are done
+  T* k_s = reinterpret_cast<T*>(smem_raw);
+  T* v_s = k_s + static_cast<int64_t>(chunk) * head_dim;
+  float* result = reinterpret_cast<float*>(v_s + static_cast<int64_t>(chunk) * head_dim);  // holds the scaled queries until the scores are done
   float* scores = result + kGroup * head_dim;
   float* partial = scores + kGroup * chunk;
   const int64_t t0 = static_cast<int64_t>(c) * chunk;
   const int n_t = static_cast<int>(max(static_cast<int64_t>(0), min(static_cast<int64_t>(chunk), n_keys - t0)));
-  const T* kb = k + (static_cast<int64_t>(w) * n_keys + t0) * d + static_cast<int64_t>(head) * head_dim;
-  const T* vb = v + (static_cast<int64_t>(w) * n_keys + t0) * d + static_cast<int64_t>(head) * head_dim;
+  const T* k_global = k + (static_cast<int64_t>(w) * n_keys + t0) * d + static_cast<int64_t>(head) * head_dim;
+  const T* v_global = v + (static_cast<int64_t>(w) * n_keys + t0) * d + static_cast<int64_t>(head) * head_dim;
 
-  // K/V were written before the step: ask L2 for this block's slice of each key and value (one
-  // request per slice) while the kernel before still computes the query
+  // K/V were written before the step: the first warp copies this block's slice of each key and value
+  // into shared memory (one bulk copy per slice) while the kernels before still compute the query
   allow_dependents();
-  for (int idx = threadIdx.x; idx < 2 * n_t; idx += blockDim.x) {
-    const T* line = (idx < n_t ? kb : vb) + static_cast<int64_t>(idx % n_t) * d;
-    prefetch_l2(line, head_dim * static_cast<int>(sizeof(T)));
+  const uint32_t slice_bytes = static_cast<uint32_t>(head_dim * sizeof(T));
+  if (kHasBulkCopy && threadIdx.x < 32) {
+    if (threadIdx.x == 0) {
+      mbarrier_init(&staged, 1);
+      mbarrier_arrive_expect_tx(&staged, 2u * n_t * slice_bytes);
+    }
+    __syncwarp();
+    for (int idx = threadIdx.x; idx < 2 * n_t; idx += 32) {
+      const int t = idx % n_t;
+      bulk_copy_to_shared((idx < n_t ? k_s : v_s) + static_cast<int64_t>(t) * head_dim,
+                          (idx < n_t ? k_global : v_global) + static_cast<int64_t>(t) * d, slice_bytes, &staged);
+    }
   }
+  // where the keys and values are read from: the staged copies (row stride head_dim) or global memory (d)
+  const T* kb = kHasBulkCopy ? k_s : k_global;
+  const T* vb = kHasBulkCopy ? v_s : v_global;
+  const int64_t kv_stride = kHasBulkCopy ? head_dim : d;
   wait_for_producers();  // q comes from the kernel before
   for (int i = threadIdx.x; i < kGroup * head_dim; i += blockDim.x) {
     const int g = i / head_dim, j = i % head_dim;
     result[i] = static_cast<float>(q[(static_cast<int64_t>(w) * kGroup + g) * d + static_cast<int64_t>(head) * head_dim + j]) *
                 scale;
   }
-  __syncthreads();
+  __syncthreads();  // also publishes the barrier's initialization
+  if (kHasBulkCopy) mbarrier_wait(&staged, 0);
 
   // scores: one key per thread, dotted with every row's query
   float local_max[kGroup];
 #pragma unroll
   for (int g = 0; g < kGroup; ++g) local_max[g] = -INFINITY;
   for (int t = threadIdx.x; t < n_t; t += blockDim.x) {
-    const auto* key = reinterpret_cast<const Pack16<T>*>(kb + static_cast<int64_t>(t) * d);
+    const auto* key = reinterpret_cast<const Pack16<T>*>(kb + static_cast<int64_t>(t) * kv_stride);
     float s[kGroup];
 #pragma unroll
     for (int g = 0; g < kGroup; ++g) s[g] = 0.f;
@@ -128,7 +149,7 @@ __global__ void __launch_bounds__(kThreads)
 #pragma unroll
     for (int u = 0; u < kValueLoads; ++u) {
       const int t = t0 + u * n_groups;
-      if (t < n_t) vv[u] = reinterpret_cast<const Pack16<T>*>(vb + static_cast<int64_t>(t) * d)[i];
+      if (t < n_t) vv[u] = reinterpret_cast<const Pack16<T>*>(vb + static_cast<int64_t>(t) * kv_stride)[i];
     }
 #pragma unroll
     for (int u = 0; u < kValueLoads; ++u) {
@@ -230,7 +251,8 @@ at::Tensor decoder_cross_attention(const at::Tensor& q, const at::Tensor& k, con
   // kCluster chunks of the keys; an empty chunk (fewer keys than kCluster) adds nothing
   const int64_t chunk = ceil_div(n_keys, kCluster);
   const int64_t n_groups = kThreads / (head_dim / vec);
-  const size_t smem = static_cast<size_t>(group * head_dim + group * chunk + group * n_groups * head_dim) * sizeof(float);
+  const size_t smem = static_cast<size_t>(2 * chunk * head_dim) * q.element_size() +
+                      static_cast<size_t>(group * head_dim + group * chunk + group * n_groups * head_dim) * sizeof(float);
   TORCH_CHECK(smem <= 200 * 1024, "fastwhisper.decoder_cross_attention (CUDA): ", n_keys,
               " audio positions are too many for one block per chunk");
   at::Tensor out = at::empty({rows, d}, q.options());

@@ -83,9 +83,9 @@ struct LinearPlan {
   int64_t slot_elems;      // elements of one ring slot: rows_per_piece * piece_k
   unsigned int blocks;
   size_t x_bytes;          // shared bytes of the input rows (rounded up to 128)
-  size_t epilogue_offset;  // shared byte offset of the block's biases and residuals (after the rings)
+  size_t bias_offset;      // shared byte offset of the block's biases (after the rings)
   size_t smem;             // dynamic shared memory per block
-  bool preload;            // biases before the producer wait and residuals with the input (else in the epilogue)
+  bool preload;            // biases read before the producer wait (else in the epilogue)
 };
 
 // Input rows -> shared memory h [rows, K] (16-byte copies), then, when ln_w is given, whisper's LayerNorm
@@ -219,9 +219,7 @@ __global__ void __launch_bounds__(kThreads, 2)
     request_piece(seg, rows_lo(j), rows_hi(j), k_lo(j), plan.piece_k, K, slot(j), &full[warp][j % kSlots]);
   };
 
-  // the epilogue's operands in shared memory: bias [rows_per_block] (fp32), residual [rows, rows_per_block]
-  float* bias_s = reinterpret_cast<float*>(smem_raw + plan.epilogue_offset);
-  T* residual_s = reinterpret_cast<T*>(bias_s + plan.rows_per_block);
+  float* bias_s = reinterpret_cast<float*>(smem_raw + plan.bias_offset);  // [rows_per_block] the block's biases
 
   // 1. this warp's first pieces and its biases, requested before the input exists
   if (kHasBulkCopy && lane == 0) {
@@ -239,20 +237,8 @@ __global__ void __launch_bounds__(kThreads, 2)
   wait_for_producers();
 
   // 2. input rows into shared memory (its closing barrier also publishes the barriers' initialization
-  // and the biases); the residuals of the block's outputs are loaded before them and stored after, so
-  // both loads are in flight together
-  const bool stage_residual = plan.preload && residual != nullptr;
-  const int64_t block_cols = block_hi - block_lo, n_residual = stage_residual ? rows * block_cols : 0;
-  auto residual_at = [&](int64_t idx) { return residual[idx / block_cols * N + block_lo + idx % block_cols]; };
-  auto residual_slot = [&](int64_t idx) -> T& { return residual_s[idx / block_cols * plan.rows_per_block + idx % block_cols]; };
-  T first_residual{};
-  if (threadIdx.x < n_residual) first_residual = residual_at(threadIdx.x);
+  // and the biases)
   load_input_rows<T, kMaxRows>(x, ln_w, ln_b, h, rows, K);
-  if (stage_residual) {
-    if (threadIdx.x < n_residual) residual_slot(threadIdx.x) = first_residual;
-    for (int64_t idx = threadIdx.x + blockDim.x; idx < n_residual; idx += blockDim.x) residual_slot(idx) = residual_at(idx);
-    __syncthreads();
-  }
 
   // 3. the warp's pieces, in order; acc holds a weight row's sums over its slices so far
   float acc[kMaxRows];
@@ -305,10 +291,7 @@ __global__ void __launch_bounds__(kThreads, 2)
         }
         T y = static_cast<T>(total + b);  // the Linear's output
         if (apply_gelu) y = static_cast<T>(gelu(static_cast<float>(y)));
-        if (residual != nullptr) {
-          const T r = stage_residual ? residual_s[m * plan.rows_per_block + (n - block_lo)] : residual[m * N + n];
-          y = static_cast<T>(static_cast<float>(r) + static_cast<float>(y));
-        }
+        if (residual != nullptr) y = static_cast<T>(static_cast<float>(residual[m * N + n]) + static_cast<float>(y));
         if (out_float != nullptr) {
           out_float[m * N + n] = static_cast<float>(y);
         } else {
@@ -326,15 +309,15 @@ __global__ void __launch_bounds__(kThreads, 2)
 
 size_t round_up(size_t v, size_t to) { return (v + to - 1) / to * to; }
 
-// FASTWHISPER_LINEAR_EPILOGUE: "preload" (default) reads a block's biases before it waits for its producer
-// and its residuals together with its input; "late" reads both in the epilogue, output by output.
+// FASTWHISPER_LINEAR_EPILOGUE: "preload" (default) reads a block's biases before it waits for its producer;
+// "late" reads them in the epilogue, output by output.
 bool epilogue_preload() {
   static const bool preload = env_choice("FASTWHISPER_LINEAR_EPILOGUE", {"preload", "late"}, "preload") == "preload";
   return preload;
 }
 
 // The cut of one call: one block per SM, the block's rows shared among its warps, and ring slots as large
-// as kSlots per warp allow beside the input rows and the epilogue's operands in the budget.
+// as kSlots per warp allow beside the input rows and the biases in the budget.
 LinearPlan plan_linear(int64_t rows, int64_t K, int64_t N, int64_t elem) {
   const int64_t vec = 16 / elem;
   LinearPlan p{};
@@ -344,9 +327,9 @@ LinearPlan plan_linear(int64_t rows, int64_t K, int64_t N, int64_t elem) {
   p.blocks = static_cast<unsigned int>(ceil_div(N, p.rows_per_block));
   p.rows_per_warp = ceil_div(p.rows_per_block, kWarps);
   p.preload = epilogue_preload();
-  const auto epilogue_bytes = round_up(static_cast<size_t>(p.rows_per_block * (4 + rows * elem)), 128);
+  const auto bias_bytes = round_up(static_cast<size_t>(p.rows_per_block * 4), 128);
   const int64_t slot_bytes = std::max<int64_t>(
-      16, (kBlockSmemBudget - static_cast<int64_t>(p.x_bytes + epilogue_bytes)) / (kWarps * kSlots) / 16 * 16);
+      16, (kBlockSmemBudget - static_cast<int64_t>(p.x_bytes + bias_bytes)) / (kWarps * kSlots) / 16 * 16);
   const int64_t row_bytes = K * elem;
   if (row_bytes <= slot_bytes) {
     p.k_pieces = 1;
@@ -359,8 +342,8 @@ LinearPlan plan_linear(int64_t rows, int64_t K, int64_t N, int64_t elem) {
     p.piece_k = K / p.k_pieces;
   }
   p.slot_elems = p.rows_per_piece * p.piece_k;
-  p.epilogue_offset = p.x_bytes + static_cast<size_t>(kWarps * kSlots * p.slot_elems * elem);
-  p.smem = p.epilogue_offset + epilogue_bytes;
+  p.bias_offset = p.x_bytes + static_cast<size_t>(kWarps * kSlots * p.slot_elems * elem);
+  p.smem = p.bias_offset + bias_bytes;
   return p;
 }
 
