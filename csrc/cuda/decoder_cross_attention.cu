@@ -208,13 +208,7 @@ void launch_cross_attention(const at::Tensor& q, const at::Tensor& k, const at::
   const int64_t d = q.size(1);
   const int head_dim = static_cast<int>(d / n_head);
   auto kernel = cross_attention_kernel<T, kGroup>;
-  // The kernel's static shared memory counts against the same 48 KiB default: raise the limit from
-  // 40 KiB of dynamic memory on (a launch over the limit fails with 'invalid argument').
-  static size_t smem_allowed = 40 * 1024;  // raised once per kernel, before any graph capture (eager warm-up)
-  if (smem > smem_allowed) {
-    C10_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem)));
-    smem_allowed = smem;
-  }
+  allow_dynamic_smem<cross_attention_kernel<T, kGroup>>(smem);
   launch_pdl_clusters(kCluster, kernel, dim3(kCluster, n_head, static_cast<unsigned int>(k.size(0))), dim3(kThreads),
                       smem, q.data_ptr<T>(), k.data_ptr<T>(), v.data_ptr<T>(), out.data_ptr<T>(), k.size(1), d, head_dim, chunk,
              1.0f / std::sqrt(static_cast<float>(head_dim)));

@@ -84,8 +84,9 @@ struct LinearPlan {
   unsigned int blocks;
   size_t x_bytes;          // shared bytes of the input rows (rounded up to 128)
   size_t bias_offset;      // shared byte offset of the block's biases (after the rings)
+  size_t ln_offset;        // shared byte offset of the LayerNorm weight and bias (after the biases)
   size_t smem;             // dynamic shared memory per block
-  bool preload;            // biases read before the producer wait (else in the epilogue)
+  bool preload;            // biases and LayerNorm parameters read before the producer wait (else when used)
 };
 
 // Input rows -> shared memory h [rows, K] (16-byte copies), then, when ln_w is given, whisper's LayerNorm
@@ -220,8 +221,9 @@ __global__ void __launch_bounds__(kThreads, 2)
   };
 
   float* bias_s = reinterpret_cast<float*>(smem_raw + plan.bias_offset);  // [rows_per_block] the block's biases
+  float* ln_s = reinterpret_cast<float*>(smem_raw + plan.ln_offset);      // [2, K] LayerNorm weight, bias
 
-  // 1. this warp's first pieces and its biases, requested before the input exists
+  // 1. this warp's first pieces, its biases and the LayerNorm parameters, requested before the input exists
   if (kHasBulkCopy && lane == 0) {
     for (int s = 0; s < kSlots; ++s) mbarrier_init(&full[warp][s], 1);
     for (int j = 0; j < min(kSlots, n_pieces); ++j) request(j);
@@ -233,12 +235,20 @@ __global__ void __launch_bounds__(kThreads, 2)
       const T* bias = seg.bias_of(i);
       bias_s[n - block_lo] = bias == nullptr ? 0.f : static_cast<float>(bias[n - seg.begin(i)]);
     }
+    if (ln_w != nullptr) {
+      auto* dst = reinterpret_cast<float4*>(ln_s);
+      for (int64_t i = threadIdx.x; i < K / 4; i += blockDim.x) {
+        dst[i] = reinterpret_cast<const float4*>(ln_w)[i];
+        dst[K / 4 + i] = reinterpret_cast<const float4*>(ln_b)[i];
+      }
+    }
   }
   wait_for_producers();
 
   // 2. input rows into shared memory (its closing barrier also publishes the barriers' initialization
-  // and the biases)
-  load_input_rows<T, kMaxRows>(x, ln_w, ln_b, h, rows, K);
+  // and the preloaded parameters)
+  const bool ln_staged = plan.preload && ln_w != nullptr;
+  load_input_rows<T, kMaxRows>(x, ln_staged ? ln_s : ln_w, ln_staged ? ln_s + K : ln_b, h, rows, K);
 
   // 3. the warp's pieces, in order; acc holds a weight row's sums over its slices so far
   float acc[kMaxRows];
@@ -309,16 +319,16 @@ __global__ void __launch_bounds__(kThreads, 2)
 
 size_t round_up(size_t v, size_t to) { return (v + to - 1) / to * to; }
 
-// FASTWHISPER_LINEAR_EPILOGUE: "preload" (default) reads a block's biases before it waits for its producer;
-// "late" reads them in the epilogue, output by output.
-bool epilogue_preload() {
-  static const bool preload = env_choice("FASTWHISPER_LINEAR_EPILOGUE", {"preload", "late"}, "preload") == "preload";
+// FASTWHISPER_LINEAR_PRELOAD: "on" (default) reads a block's biases and the LayerNorm parameters into
+// shared memory before it waits for its producer; "off" reads them where they are used, after the input.
+bool parameters_preload() {
+  static const bool preload = env_choice("FASTWHISPER_LINEAR_PRELOAD", {"on", "off"}, "on") == "on";
   return preload;
 }
 
 // The cut of one call: one block per SM, the block's rows shared among its warps, and ring slots as large
-// as kSlots per warp allow beside the input rows and the biases in the budget.
-LinearPlan plan_linear(int64_t rows, int64_t K, int64_t N, int64_t elem) {
+// as kSlots per warp allow beside the input rows and the preloaded parameters in the budget.
+LinearPlan plan_linear(int64_t rows, int64_t K, int64_t N, int64_t elem, bool layer_norm) {
   const int64_t vec = 16 / elem;
   LinearPlan p{};
   p.x_bytes = round_up(static_cast<size_t>(rows * K * elem), 128);
@@ -326,10 +336,11 @@ LinearPlan plan_linear(int64_t rows, int64_t K, int64_t N, int64_t elem) {
   p.rows_per_block = ceil_div(N, std::min(sms, N));
   p.blocks = static_cast<unsigned int>(ceil_div(N, p.rows_per_block));
   p.rows_per_warp = ceil_div(p.rows_per_block, kWarps);
-  p.preload = epilogue_preload();
+  p.preload = parameters_preload();
   const auto bias_bytes = round_up(static_cast<size_t>(p.rows_per_block * 4), 128);
+  const auto ln_bytes = layer_norm ? static_cast<size_t>(2 * K * 4) : 0;
   const int64_t slot_bytes = std::max<int64_t>(
-      16, (kBlockSmemBudget - static_cast<int64_t>(p.x_bytes + bias_bytes)) / (kWarps * kSlots) / 16 * 16);
+      16, (kBlockSmemBudget - static_cast<int64_t>(p.x_bytes + bias_bytes + ln_bytes)) / (kWarps * kSlots) / 16 * 16);
   const int64_t row_bytes = K * elem;
   if (row_bytes <= slot_bytes) {
     p.k_pieces = 1;
@@ -343,7 +354,8 @@ LinearPlan plan_linear(int64_t rows, int64_t K, int64_t N, int64_t elem) {
   }
   p.slot_elems = p.rows_per_piece * p.piece_k;
   p.bias_offset = p.x_bytes + static_cast<size_t>(kWarps * kSlots * p.slot_elems * elem);
-  p.smem = p.bias_offset + bias_bytes;
+  p.ln_offset = p.bias_offset + bias_bytes;
+  p.smem = p.ln_offset + ln_bytes;
   return p;
 }
 
@@ -351,7 +363,7 @@ template <typename T, int kMaxRows>
 void launch_linear(const at::Tensor& x, const float* ln_w, const float* ln_b, const Segments<T>& seg,
                    const T* residual, T* out, float* out_float, int64_t n, bool apply_gelu) {
   const int64_t rows = x.size(0), k = x.size(1);
-  const LinearPlan plan = plan_linear(rows, k, n, sizeof(T));
+  const LinearPlan plan = plan_linear(rows, k, n, sizeof(T), ln_w != nullptr);
   auto kernel = decoder_linear_kernel<T, kMaxRows>;
   // dynamic shared memory this kernel may take: the per-block maximum less its static shared memory
   static const size_t dynamic_max = [&] {  // once per instantiation (an eager run precedes any graph capture)

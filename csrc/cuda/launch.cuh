@@ -23,4 +23,16 @@ inline unsigned int elementwise_blocks(int64_t n, int threads) {
   return static_cast<unsigned int>(std::max<int64_t>(1, std::min<int64_t>(ceil_div(n, threads), max_blocks)));
 }
 
+// Lets kKernel take `smem` bytes of dynamic shared memory. Its static shared memory counts against the same
+// 48 KiB default, so the limit is raised from 40 KiB of dynamic memory on (a launch over the limit fails with
+// 'invalid argument'); once per kernel and larger size, which the ops' eager warm-up reaches before any capture.
+template <auto kKernel>
+void allow_dynamic_smem(size_t smem) {
+  static size_t allowed = 40 * 1024;
+  if (smem > allowed) {
+    C10_CUDA_CHECK(cudaFuncSetAttribute(kKernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem)));
+    allowed = smem;
+  }
+}
+
 }  // namespace fastwhisper::cuda
