@@ -7,11 +7,13 @@
 // the head per thread. The cached positions are requested from L2 before the kernel waits for its input.
 #include <torch/library.h>
 
+#include <algorithm>
 #include <cmath>
 
 #include "checks.h"
 #include "cuda/bulk_copy.cuh"
 #include "cuda/device_utils.cuh"
+#include "env_choice.h"
 #include "launch.cuh"
 
 namespace fastwhisper::cuda {
@@ -19,7 +21,16 @@ namespace {
 
 constexpr int kKeyLoads = 8;    // 16-byte slices of a key loaded together: a head of 64 fp16/bf16 values
 constexpr int kValueLoads = 4;  // values per thread loaded together
-constexpr int kStagedPositions = 128;  // cached positions copied to shared memory before the producer wait
+constexpr int kStagedPositions = 128;       // cached positions copied to shared memory before the producer wait
+constexpr int64_t kStagedBytes = 64 * 1024;  // at most, for heads larger than whisper's 64 values
+
+// FASTWHISPER_SELF_ATTENTION_STAGE: "on" (default) copies the cached K/V of the first positions (up to
+// kStagedPositions, within kStagedBytes) into shared memory before the producer wait; "off" only asks L2
+// for them (the kernel before 4c74e33). Returns how many positions are staged.
+int staged_positions(int64_t head_dim, int64_t elem) {
+  static const bool on = env_choice("FASTWHISPER_SELF_ATTENTION_STAGE", {"on", "off"}, "on") == "on";
+  return on ? static_cast<int>(std::min<int64_t>(kStagedPositions, kStagedBytes / (2 * head_dim * elem))) : 0;
+}
 
 template <typename T>
 __global__ void decoder_self_attention_kernel(const T* __restrict__ qkv,            // [R, 3d]
@@ -27,8 +38,9 @@ __global__ void decoder_self_attention_kernel(const T* __restrict__ qkv,        
                                               T* __restrict__ v_cache,              // [R, n_ctx, d]
                                               const int64_t* __restrict__ position, // [1]
                                               T* __restrict__ out,                  // [R, d]
-                                              int64_t n_ctx, int64_t d, int head_dim, float scale) {
-  // dynamic shared memory: staged keys and values [kStagedPositions][head_dim] each (T), then (float)
+                                              int64_t n_ctx, int64_t d, int head_dim, float scale,
+                                              int stage_limit) {  // kStagedPositions or 0
+  // dynamic shared memory: staged keys and values [stage_limit][head_dim] each (T), then (float)
   // q [head_dim], scores [n_ctx], partial sums [blockDim.x / vecs][head_dim]
   extern __shared__ __align__(16) unsigned char smem_raw[];
   __shared__ float red[32];
@@ -36,8 +48,8 @@ __global__ void decoder_self_attention_kernel(const T* __restrict__ qkv,        
   constexpr int V = kPack16<T>;
   const int vecs = head_dim / V;  // 16-byte slices of one head (head_dim % V == 0, host)
   T* k_s = reinterpret_cast<T*>(smem_raw);
-  T* v_s = k_s + kStagedPositions * head_dim;
-  float* q = reinterpret_cast<float*>(v_s + kStagedPositions * head_dim);
+  T* v_s = k_s + stage_limit * head_dim;
+  float* q = reinterpret_cast<float*>(v_s + stage_limit * head_dim);
   float* scores = q + head_dim;
   float* partial = scores + n_ctx;
   const int64_t r = blockIdx.x;
@@ -45,11 +57,11 @@ __global__ void decoder_self_attention_kernel(const T* __restrict__ qkv,        
   allow_dependents();  // the next kernel may start streaming its weights; it still waits for this one
   // The position and the cached keys/values before it were written before the step began (PDL
   // contract, device_utils.cuh): read the one, and while the producer finishes copy the others into
-  // shared memory (the first kStagedPositions positions; later ones are asked of L2).
+  // shared memory (positions below stage_limit; later ones are asked of L2).
   const int64_t p = *position;
   T* kc = k_cache + r * n_ctx * d + static_cast<int64_t>(head) * head_dim;
   T* vc = v_cache + r * n_ctx * d + static_cast<int64_t>(head) * head_dim;
-  const bool staged = kHasBulkCopy && p >= 0 && p < kStagedPositions && p < n_ctx;
+  const bool staged = kHasBulkCopy && p >= 0 && p < stage_limit && p < n_ctx;
   const uint32_t slice_bytes = static_cast<uint32_t>(head_dim * sizeof(T));
   if (staged && threadIdx.x < 32) {
     if (threadIdx.x == 0) {
@@ -164,7 +176,8 @@ at::Tensor decoder_self_attention(const at::Tensor& qkv, at::Tensor& k_cache, at
               "fastwhisper.decoder_self_attention (CUDA): k_cache and v_cache must start at 16-byte aligned addresses");
   const c10::cuda::CUDAGuard guard(qkv.device());
   at::Tensor out = at::empty({rows, d}, qkv.options());
-  const size_t smem = static_cast<size_t>(2 * kStagedPositions * head_dim) * qkv.element_size() +
+  const int stage_limit = staged_positions(head_dim, qkv.element_size());
+  const size_t smem = static_cast<size_t>(2 * stage_limit * head_dim) * qkv.element_size() +
                       static_cast<size_t>(head_dim + n_ctx + kThreads * vec) * sizeof(float);
   TORCH_CHECK(smem <= 160 * 1024, "fastwhisper.decoder_self_attention (CUDA): n_ctx ", n_ctx, " and head size ",
               head_dim, " are too large");
@@ -174,7 +187,7 @@ at::Tensor decoder_self_attention(const at::Tensor& qkv, at::Tensor& k_cache, at
     allow_dynamic_smem<decoder_self_attention_kernel<scalar_t>>(smem);
     launch_pdl(decoder_self_attention_kernel<scalar_t>, grid, dim3(kThreads), smem, qkv.data_ptr<scalar_t>(),
                k_cache.data_ptr<scalar_t>(), v_cache.data_ptr<scalar_t>(), position.data_ptr<int64_t>(),
-               out.data_ptr<scalar_t>(), n_ctx, d, static_cast<int>(head_dim), scale);
+               out.data_ptr<scalar_t>(), n_ctx, d, static_cast<int>(head_dim), scale, stage_limit);
   });
   return out;
 }
