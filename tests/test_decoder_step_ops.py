@@ -83,7 +83,6 @@ def attention_case(rows, n_ctx, d, position, seed=1):
 
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("device", DEVICES)
-# positions 127 / 128 / 199: the last the CUDA kernel copies to shared memory before its wait, and past it
 @pytest.mark.parametrize("rows,n_head,position,n_ctx", [(1, 2, 0, 64), (3, 4, 37, 64), (5, 1, 63, 64),
                                                         (2, 1, 127, 200), (1, 1, 128, 200), (3, 2, 199, 200)])
 def test_decoder_self_attention_matches_float64(rows, n_head, position, n_ctx, device, dtype):

@@ -235,12 +235,13 @@ __global__ void __launch_bounds__(kThreads, 2)
       const T* bias = seg.bias_of(i);
       bias_s[n - block_lo] = bias == nullptr ? 0.f : static_cast<float>(bias[n - seg.begin(i)]);
     }
-    if (ln_w != nullptr) {
+    if (ln_w != nullptr) {  // read by the warps that normalize, so published by a block barrier
       auto* dst = reinterpret_cast<float4*>(ln_s);
       for (int64_t i = threadIdx.x; i < K / 4; i += blockDim.x) {
         dst[i] = reinterpret_cast<const float4*>(ln_w)[i];
         dst[K / 4 + i] = reinterpret_cast<const float4*>(ln_b)[i];
       }
+      __syncthreads();
     }
   }
   wait_for_producers();

@@ -7,13 +7,11 @@
 // the head per thread. The cached positions are requested from L2 before the kernel waits for its input.
 #include <torch/library.h>
 
-#include <algorithm>
 #include <cmath>
 
 #include "checks.h"
 #include "cuda/bulk_copy.cuh"
 #include "cuda/device_utils.cuh"
-#include "env_choice.h"
 #include "launch.cuh"
 
 namespace fastwhisper::cuda {
@@ -21,16 +19,6 @@ namespace {
 
 constexpr int kKeyLoads = 8;    // 16-byte slices of a key loaded together: a head of 64 fp16/bf16 values
 constexpr int kValueLoads = 4;  // values per thread loaded together
-constexpr int kStagedPositions = 128;       // cached positions copied to shared memory before the producer wait
-constexpr int64_t kStagedBytes = 64 * 1024;  // at most, for heads larger than whisper's 64 values
-
-// FASTWHISPER_SELF_ATTENTION_STAGE: "on" (default) copies the cached K/V of the first positions (up to
-// kStagedPositions, within kStagedBytes) into shared memory before the producer wait; "off" only asks L2
-// for them (the kernel before 4c74e33). Returns how many positions are staged.
-int staged_positions(int64_t head_dim, int64_t elem) {
-  static const bool on = env_choice("FASTWHISPER_SELF_ATTENTION_STAGE", {"on", "off"}, "on") == "on";
-  return on ? static_cast<int>(std::min<int64_t>(kStagedPositions, kStagedBytes / (2 * head_dim * elem))) : 0;
-}
 
 template <typename T>
 __global__ void decoder_self_attention_kernel(const T* __restrict__ qkv,            // [R, 3d]
@@ -38,50 +26,27 @@ __global__ void decoder_self_attention_kernel(const T* __restrict__ qkv,        
                                               T* __restrict__ v_cache,              // [R, n_ctx, d]
                                               const int64_t* __restrict__ position, // [1]
                                               T* __restrict__ out,                  // [R, d]
-                                              int64_t n_ctx, int64_t d, int head_dim, float scale,
-                                              int stage_limit) {  // kStagedPositions or 0
-  // dynamic shared memory: staged keys and values [stage_limit][head_dim] each (T), then (float)
-  // q [head_dim], scores [n_ctx], partial sums [blockDim.x / vecs][head_dim]
-  extern __shared__ __align__(16) unsigned char smem_raw[];
+                                              int64_t n_ctx, int64_t d, int head_dim, float scale) {
+  extern __shared__ float sm[];  // q [head_dim], scores [n_ctx], partial sums [blockDim.x / vecs][head_dim]
   __shared__ float red[32];
-  __shared__ __align__(8) uint64_t staged_bar;  // the staged K/V's barrier
   constexpr int V = kPack16<T>;
   const int vecs = head_dim / V;  // 16-byte slices of one head (head_dim % V == 0, host)
-  T* k_s = reinterpret_cast<T*>(smem_raw);
-  T* v_s = k_s + stage_limit * head_dim;
-  float* q = reinterpret_cast<float*>(v_s + stage_limit * head_dim);
-  float* scores = q + head_dim;
+  float* q = sm;
+  float* scores = sm + head_dim;
   float* partial = scores + n_ctx;
   const int64_t r = blockIdx.x;
   const int head = blockIdx.y;
   allow_dependents();  // the next kernel may start streaming its weights; it still waits for this one
   // The position and the cached keys/values before it were written before the step began (PDL
-  // contract, device_utils.cuh): read the one, and while the producer finishes copy the others into
-  // shared memory (positions below stage_limit; later ones are asked of L2).
+  // contract, device_utils.cuh): read the one and ask L2 for the others while the producer finishes.
   const int64_t p = *position;
   T* kc = k_cache + r * n_ctx * d + static_cast<int64_t>(head) * head_dim;
   T* vc = v_cache + r * n_ctx * d + static_cast<int64_t>(head) * head_dim;
-  const bool staged = kHasBulkCopy && p >= 0 && p < stage_limit && p < n_ctx;
-  const uint32_t slice_bytes = static_cast<uint32_t>(head_dim * sizeof(T));
-  if (staged && threadIdx.x < 32) {
-    if (threadIdx.x == 0) {
-      mbarrier_init(&staged_bar, 1);
-      mbarrier_arrive_expect_tx(&staged_bar, static_cast<uint32_t>(2 * p) * slice_bytes);
-    }
-    __syncwarp();
-    for (int64_t idx = threadIdx.x; idx < 2 * p; idx += 32) {
-      bulk_copy_to_shared((idx < p ? k_s : v_s) + (idx % p) * head_dim, (idx < p ? kc : vc) + (idx % p) * d, slice_bytes,
-                          &staged_bar);
-    }
-  } else if (!staged && p > 0 && p < n_ctx) {
+  if (p > 0 && p < n_ctx) {
     for (int64_t idx = threadIdx.x; idx < 2 * p; idx += blockDim.x) {
-      prefetch_l2((idx < p ? kc : vc) + (idx % p) * d, slice_bytes);
+      prefetch_l2((idx < p ? kc : vc) + (idx % p) * d, head_dim * static_cast<int>(sizeof(T)));
     }
   }
-  // where the keys and values are read from: the staged copies (row stride head_dim) or the cache (d)
-  const T* kb = staged ? k_s : kc;
-  const T* vb = staged ? v_s : vc;
-  const int64_t kv_stride = staged ? head_dim : d;
   wait_for_producers();
   T* o = out + r * d + static_cast<int64_t>(head) * head_dim;
   if (p < 0 || p >= n_ctx) {  // no sync possible inside a graph: make the error visible in the output
@@ -91,21 +56,15 @@ __global__ void decoder_self_attention_kernel(const T* __restrict__ qkv,        
   const T* src = qkv + r * 3 * d + static_cast<int64_t>(head) * head_dim;
   for (int i = threadIdx.x; i < head_dim; i += blockDim.x) {
     q[i] = static_cast<float>(src[i]) * scale;
-    const T new_k = src[d + i], new_v = src[2 * d + i];
-    kc[p * d + i] = new_k;
-    vc[p * d + i] = new_v;
-    if (staged) {
-      k_s[p * head_dim + i] = new_k;
-      v_s[p * head_dim + i] = new_v;
-    }
+    kc[p * d + i] = src[d + i];
+    vc[p * d + i] = src[2 * d + i];
   }
-  __syncthreads();  // the new K/V and q are visible to the whole block (and the barrier's initialization)
-  if (staged) mbarrier_wait(&staged_bar, 0);
+  __syncthreads();  // the new K/V and q are visible to the whole block
 
   // scores: one key per thread, read as 16-byte slices
   float local_max = -INFINITY;
   for (int64_t t = threadIdx.x; t <= p; t += blockDim.x) {
-    const auto* key = reinterpret_cast<const Pack16<T>*>(kb + t * kv_stride);
+    const auto* key = reinterpret_cast<const Pack16<T>*>(kc + t * d);
     float s = 0.f;
     for (int i0 = 0; i0 < vecs; i0 += kKeyLoads) {
       Pack16<T> kv[kKeyLoads];
@@ -141,7 +100,7 @@ __global__ void decoder_self_attention_kernel(const T* __restrict__ qkv,        
 #pragma unroll
     for (int u = 0; u < kValueLoads; ++u) {
       const int64_t t = t0 + u * n_groups;
-      if (t <= p) vv[u] = reinterpret_cast<const Pack16<T>*>(vb + t * kv_stride)[i];
+      if (t <= p) vv[u] = reinterpret_cast<const Pack16<T>*>(vc + t * d)[i];
     }
 #pragma unroll
     for (int u = 0; u < kValueLoads; ++u) {
@@ -176,18 +135,14 @@ at::Tensor decoder_self_attention(const at::Tensor& qkv, at::Tensor& k_cache, at
               "fastwhisper.decoder_self_attention (CUDA): k_cache and v_cache must start at 16-byte aligned addresses");
   const c10::cuda::CUDAGuard guard(qkv.device());
   at::Tensor out = at::empty({rows, d}, qkv.options());
-  const int stage_limit = staged_positions(head_dim, qkv.element_size());
-  const size_t smem = static_cast<size_t>(2 * stage_limit * head_dim) * qkv.element_size() +
-                      static_cast<size_t>(head_dim + n_ctx + kThreads * vec) * sizeof(float);
-  TORCH_CHECK(smem <= 160 * 1024, "fastwhisper.decoder_self_attention (CUDA): n_ctx ", n_ctx, " and head size ",
-              head_dim, " are too large");
+  const size_t smem = static_cast<size_t>(head_dim + n_ctx + kThreads * vec) * sizeof(float);
+  TORCH_CHECK(smem <= 48 * 1024, "fastwhisper.decoder_self_attention (CUDA): n_ctx ", n_ctx, " is too long");
   const dim3 grid(static_cast<unsigned int>(rows), static_cast<unsigned int>(n_head));
   const float scale = 1.0f / std::sqrt(static_cast<float>(head_dim));
   FASTWHISPER_DISPATCH_FLOATS(qkv.scalar_type(), "fastwhisper_decoder_self_attention", [&] {
-    allow_dynamic_smem<decoder_self_attention_kernel<scalar_t>>(smem);
     launch_pdl(decoder_self_attention_kernel<scalar_t>, grid, dim3(kThreads), smem, qkv.data_ptr<scalar_t>(),
                k_cache.data_ptr<scalar_t>(), v_cache.data_ptr<scalar_t>(), position.data_ptr<int64_t>(),
-               out.data_ptr<scalar_t>(), n_ctx, d, static_cast<int>(head_dim), scale, stage_limit);
+               out.data_ptr<scalar_t>(), n_ctx, d, static_cast<int>(head_dim), scale);
   });
   return out;
 }
