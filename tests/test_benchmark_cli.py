@@ -183,6 +183,16 @@ def test_emptied_outputs_and_slugs(run_module):
     assert run.sig(1532.7) == "1533" and run.sig(0.01234) == "0.0123" and run.sig(24.19) == "24.2"
 
 
+def test_table_cells_say_when_a_transcript_was_not_compared(run_module):
+    """A time whose text differs from openai-whisper's, or was not compared (no openai-whisper row in the
+    run), carries that word in the table; a failure shows no time."""
+    cell = run_module.cell
+    assert cell({"status": "ok", "value": 641.2, "check": {"text": "identical"}}) == "641"
+    assert cell({"status": "ok", "value": 641.2, "check": {"text": "differs"}}) == "641 (differs)"
+    assert cell({"status": "ok", "value": 641.2, "check": {"text": "unchecked"}}) == "641 (unchecked)"
+    assert cell({"status": "failure", "value": None, "check": {}}) == "FAIL"
+
+
 def test_append_replaces_only_the_rows_this_run_measures(run_module, tmp_path):
     run = run_module
     gpu_run = run.Runner(run.parse_args(["--device", "cpu", "--sections", "cpu", "--models", "tiny,large-v3",
