@@ -1,6 +1,6 @@
 // CUDA cross-attention of the decoder's one-token step over the cached K/V of the audio (CPU
 // reference: decoder_cross_attention in cpu/decoder_step.cpp): ATen's SDPA, or the kernel below when
-// several rows per window (beams), or when FASTWHISPER_CROSS_ATTENTION=split (uses_sdpa).
+// FASTWHISPER_CROSS_ATTENTION=split (uses_sdpa: SDPA measured faster in whole steps on the H100).
 //
 // One query per row against T = 1500 keys: too little work per (row, head) for one block, so the
 // keys are split into kCluster chunks ("flash decoding"), one block each, and the kCluster blocks of
@@ -215,16 +215,15 @@ void launch_cross_attention(const at::Tensor& q, const at::Tensor& k, const at::
 }
 
 // FASTWHISPER_CROSS_ATTENTION=sdpa|split|auto (auto: unset): ATen's SDPA (the rows of one window folded
-// into its query length) or the cluster kernel above. auto: SDPA for one row per window, the kernel for
-// several (beams). Measured on the H100 (benchmarks/results/h100-2026-11-23-step-kernels-*.md, large-v3
-// shapes, one CUDA graph): at 92078fa, one row 9.54 us with SDPA, 15.64 with the kernel, five rows 20.79 /
-// 23.35; at 55abaf6, with the K/V staged in shared memory before the producer wait, one row 9.48 / 9.33
-// and five rows 20.70 / 16.63. In a whole greedy step SDPA stays faster (large-v3 1.780 vs 1.902 ms at
-// 55abaf6, h100-2026-11-23-decoder-ablation-cross-staged.md).
-bool uses_sdpa(int64_t group) {
-  static const std::string choice = env_choice("FASTWHISPER_CROSS_ATTENTION", {"sdpa", "split", "auto"}, "auto");
-  if (choice == "auto") return group == 1;
-  return choice == "sdpa";
+// into its query length) or the cluster kernel above; auto is SDPA. Measured on the H100 (large-v3 shapes,
+// step_kernels_bench.py, one CUDA graph): at 92078fa, one row 9.54 us with SDPA, 15.64 with the kernel,
+// five rows 20.79 / 23.35; at 55abaf6, with the K/V staged in shared memory before the producer wait, one
+// row 9.48 / 9.33 and five rows 20.70 / 16.63. Over whole steps SDPA stays faster even so: large-v3 greedy
+// 1.780 vs 1.902 ms (55abaf6), beam 5 3.359 vs 3.456 (f9801fe). Files in benchmarks/results/:
+// h100-2026-11-23-step-kernels-92078fa.md, h100-2026-11-23-decoder-ablation-cross-{staged,beams}.md.
+bool uses_sdpa() {
+  static const bool sdpa = env_choice("FASTWHISPER_CROSS_ATTENTION", {"sdpa", "split", "auto"}, "auto") != "split";
+  return sdpa;
 }
 
 }  // namespace
@@ -241,7 +240,7 @@ at::Tensor decoder_cross_attention(const at::Tensor& q, const at::Tensor& k, con
   TORCH_CHECK(is_aligned(k.data_ptr(), 16) && is_aligned(v.data_ptr(), 16),
               "fastwhisper.decoder_cross_attention (CUDA): k and v must start at 16-byte aligned addresses");
   const c10::cuda::CUDAGuard guard(q.device());
-  if (uses_sdpa(group)) {  // [W * G, d] -> [W, H, G, Dh]: a window's rows are its queries
+  if (uses_sdpa()) {  // [W * G, d] -> [W, H, G, Dh]: a window's rows are its queries
     auto heads = [&](const at::Tensor& t) { return t.view({windows, -1, n_head, head_dim}).transpose(1, 2); };
     return at::scaled_dot_product_attention(heads(q), heads(k), heads(v)).transpose(1, 2).reshape({rows, d});
   }
