@@ -1,6 +1,11 @@
 """The decoder step ops (decoder_linear, decoder_embedding, decoder_self_attention) against float64 references, opcheck,
 bad input, and the DecoderSession running its one-token steps through them."""
 
+import os
+import subprocess
+import sys
+import textwrap
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -71,6 +76,41 @@ def test_decoder_linear_matches_float64(case, device, dtype):
         assert out.shape == (rows, sum(outs))
         assert out.dtype == (torch.float32 if float_output else dtype)
         assert rel_err(out, expected) <= TOL[dtype], case
+
+
+@requires_cuda
+@pytest.mark.cuda
+@pytest.mark.parametrize("setting", ["on", "off", "maybe"])
+def test_decoder_linear_preload_switch(setting):
+    """FASTWHISPER_LINEAR_PRELOAD (read once per process): with the biases and LayerNorm parameters read
+    before the producer wait ("on") or where they are used ("off"), every linear case matches the float64
+    reference in fp32 and fp16; any other value is refused with a message naming the variable."""
+    code = textwrap.dedent(
+        """
+        import torch
+        from fastwhisper import ops
+        from conftest import rel_err
+        from test_decoder_step_ops import LINEAR_CASES, TOL, linear_case, linear_reference
+        for case, (rows, k, outs, biases, ln, residual, gelu) in LINEAR_CASES.items():
+            x, weights, bs, ln_w, ln_b, res = linear_case(rows, k, outs, biases, ln, residual)
+            expected = linear_reference(x, weights, bs, ln_w, ln_b, res, gelu)
+            for dtype in (torch.float32, torch.float16):
+                cast = lambda t: None if t is None else t.cuda().to(dtype)
+                ln_args = [None if t is None else t.cuda() for t in (ln_w, ln_b)]
+                out = ops.decoder_linear(cast(x), [cast(w) for w in weights], [cast(b) for b in bs], *ln_args,
+                                         residual=cast(res), gelu=gelu)
+                print(case, dtype, rel_err(out, expected) <= TOL[dtype])
+        """)
+    env = dict(os.environ, FASTWHISPER_LINEAR_PRELOAD=setting)
+    tests_dir = os.path.dirname(os.path.abspath(__file__))
+    env["PYTHONPATH"] = os.pathsep.join(p for p in [tests_dir, env.get("PYTHONPATH", "")] if p)
+    proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
+    if setting == "maybe":
+        assert proc.returncode != 0 and "FASTWHISPER_LINEAR_PRELOAD must be on or off" in proc.stderr, proc.stderr[-2000:]
+        return
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    results = [line.rsplit(" ", 1) for line in proc.stdout.splitlines()]
+    assert len(results) == 2 * len(LINEAR_CASES) and all(ok == "True" for _, ok in results), proc.stdout
 
 
 def attention_case(rows, n_ctx, d, position, seed=1):

@@ -8,10 +8,10 @@
 // window (the beams of one audio read its K/V once), the scores of its chunk's keys (one key per
 // thread, 16-byte loads), their max and exp-sum, and the exp-weighted value sum. The K/V do not depend
 // on the step, so each block copies its chunk of them into shared memory (bulk copies) before it waits
-// for the query's kernel, and reads only shared memory after it. After a cluster
-// barrier each block reads the others' partial results from their shared memory (distributed shared
-// memory), rescales them to the common max and writes its share of the outputs: one kernel, and the
-// partial results never go to global memory.
+// for the query's kernel, and reads only shared memory after it. After a cluster barrier each block
+// reads the others' partial results from their shared memory (distributed shared memory), rescales them
+// to the common max and writes its share of the outputs: one kernel, and the partial results never go
+// to global memory.
 #include <torch/library.h>
 
 #include <cooperative_groups.h>
