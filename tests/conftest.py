@@ -1,3 +1,8 @@
+import os
+import subprocess
+import sys
+import textwrap
+
 import pytest
 import torch
 
@@ -18,6 +23,18 @@ ENCODER_DIMS = {
 requires_cuda = pytest.mark.skipif(not HAS_CUDA, reason="needs a CUDA GPU and a CUDA build of fastwhisper")
 
 DEVICES = ["cpu", pytest.param("cuda", marks=[requires_cuda, pytest.mark.cuda])]
+
+
+TESTS_DIR = os.path.dirname(os.path.abspath(__file__))
+
+
+def run_python_with_env(code: str, timeout: float = 600, **variables: str) -> subprocess.CompletedProcess:
+    """`code` (dedented) in a fresh Python process with the tests' folder importable and `variables` set in its
+    environment: for the switches fastwhisper reads once per process."""
+    env = dict(os.environ, **variables)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in [TESTS_DIR, env.get("PYTHONPATH", "")] if p)
+    return subprocess.run([sys.executable, "-c", textwrap.dedent(code)], env=env, capture_output=True, text=True,
+                          timeout=timeout)
 
 
 def rel_err(out: torch.Tensor, ref: torch.Tensor) -> float:

@@ -2,23 +2,15 @@
 
 The variable is read once per process, so every case runs in a fresh Python process."""
 
-import os
 import subprocess
-import sys
-import textwrap
 
 import pytest
 
-from conftest import requires_cuda
-
-TESTS_DIR = os.path.dirname(os.path.abspath(__file__))
+from conftest import requires_cuda, run_python_with_env
 
 
 def run_python(code: str, backend: str) -> subprocess.CompletedProcess:
-    env = dict(os.environ, FASTWHISPER_ENCODER_ATTENTION=backend)
-    env["PYTHONPATH"] = os.pathsep.join(p for p in [TESTS_DIR, env.get("PYTHONPATH", "")] if p)
-    return subprocess.run([sys.executable, "-c", textwrap.dedent(code)], env=env, capture_output=True, text=True,
-                          timeout=600)
+    return run_python_with_env(code, FASTWHISPER_ENCODER_ATTENTION=backend)
 
 
 @pytest.mark.parametrize("value,expected", [("", "auto"), ("auto", "auto"), ("flash", "flash"), ("cudnn", "cudnn")])

@@ -1,8 +1,5 @@
 """decoder_cross_attention and decoder_greedy_update: against float64 / whisper's own ops, opcheck, bad input."""
 
-import os
-import subprocess
-import sys
 import textwrap
 
 import pytest
@@ -10,9 +7,8 @@ import torch
 import torch.nn.functional as F
 
 from fastwhisper import ops
-from conftest import DEVICES, requires_cuda, rel_err
+from conftest import DEVICES, rel_err, requires_cuda, run_python_with_env
 
-TESTS_DIR = os.path.dirname(os.path.abspath(__file__))
 TOL = {torch.float32: 1e-5, torch.float16: 1e-2, torch.bfloat16: 6e-2}
 DTYPES = [torch.float32, pytest.param(torch.float16, marks=requires_cuda), pytest.param(torch.bfloat16, marks=requires_cuda)]
 
@@ -73,9 +69,7 @@ def test_cross_attention_choices_match_float64(choice):
             out = ops.decoder_cross_attention(q.cuda().half(), k.cuda().half(), v.cuda().half(), n_head)
             print(rel_err(out, cross_reference(q, k, v, n_head)))
         """)
-    env = dict(os.environ, FASTWHISPER_CROSS_ATTENTION=choice)
-    env["PYTHONPATH"] = os.pathsep.join(p for p in [TESTS_DIR, env.get("PYTHONPATH", "")] if p)
-    proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
+    proc = run_python_with_env(code, timeout=300, FASTWHISPER_CROSS_ATTENTION=choice)
     assert proc.returncode == 0, proc.stderr
     errors = [float(line) for line in proc.stdout.split()]
     assert len(errors) == 7 and max(errors) <= TOL[torch.float16], errors

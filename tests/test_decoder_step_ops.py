@@ -1,9 +1,6 @@
 """The decoder step ops (decoder_linear, decoder_embedding, decoder_self_attention) against float64 references, opcheck,
 bad input, and the DecoderSession running its one-token steps through them."""
 
-import os
-import subprocess
-import sys
 import textwrap
 
 import pytest
@@ -13,7 +10,7 @@ import whisper
 
 import fastwhisper.cpp_decoding as cd
 from fastwhisper import ops
-from conftest import DEVICES, requires_cuda, rel_err
+from conftest import DEVICES, rel_err, requires_cuda, run_python_with_env
 from test_cpp_decoder import assert_same_results, random_audio_features, random_model
 
 TOL = {torch.float32: 1e-5, torch.float16: 1e-2, torch.bfloat16: 6e-2}
@@ -101,10 +98,7 @@ def test_decoder_linear_preload_switch(setting):
                                          residual=cast(res), gelu=gelu)
                 print(case, dtype, rel_err(out, expected) <= TOL[dtype])
         """)
-    env = dict(os.environ, FASTWHISPER_LINEAR_PRELOAD=setting)
-    tests_dir = os.path.dirname(os.path.abspath(__file__))
-    env["PYTHONPATH"] = os.pathsep.join(p for p in [tests_dir, env.get("PYTHONPATH", "")] if p)
-    proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
+    proc = run_python_with_env(code, timeout=300, FASTWHISPER_LINEAR_PRELOAD=setting)
     if setting == "maybe":
         assert proc.returncode != 0 and "FASTWHISPER_LINEAR_PRELOAD must be on or off" in proc.stderr, proc.stderr[-2000:]
         return
