@@ -198,6 +198,78 @@ def test_attention_greedy_ops_reject_bad_input(device):
         ops.decoder_greedy_update(logits, tokens, sums, 4, 11, workspace=ops.decoder_greedy_workspace(3, device).long())
 
 
+# ---- decoder_greedy_advance: decoder_greedy_update with the length on the device -------------------------
+
+
+def advance_loop(device, steps, graph=False):
+    """`steps` calls of decoder_greedy_advance over one buffer (row 0 reaches EOT at its third call), each
+    checked against greedy_reference; with graph, one CUDA graph of the call replayed for every step."""
+    rows, n_vocab, eot, start = 3, 51865, 50256, 4
+    g = torch.Generator().manual_seed(5)
+    tokens = torch.randint(0, eot, (rows, start + steps + 1), generator=g)
+    sums = torch.randn(rows, generator=g)
+    t, s = tokens.to(device), sums.to(device)
+    logits = torch.zeros(rows, n_vocab, device=device)
+    position = torch.tensor([start - 1], device=device)
+    next_token = torch.full((rows, 1), -1, device=device)
+    workspace = ops.decoder_greedy_workspace(rows, device)
+    call = lambda: ops.decoder_greedy_advance(logits, t, s, position, next_token, eot, workspace=workspace)  # noqa: E731
+    if graph:
+        static = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(static):
+            done = call()
+    for step in range(steps):
+        length = start + step
+        new_logits = torch.randn(rows, n_vocab, generator=g) * 3
+        new_logits[0, eot] = new_logits[0].max() + (1 if step == 2 else -1)
+        exp_tokens, exp_sums, exp_done = greedy_reference(new_logits, t.cpu(), s.cpu(), length, eot)
+        logits.copy_(new_logits)
+        if graph:
+            static.replay()
+        else:
+            done = call()
+        assert int(position) == length, step  # advanced past the new token
+        assert torch.equal(t.cpu(), exp_tokens), step
+        assert torch.equal(next_token.cpu()[:, 0], exp_tokens[:, length]), step
+        assert (s.cpu().double() - exp_sums).abs().max().item() <= 1e-5
+        assert bool(done) == exp_done
+    assert t[0, start + 2 : start + steps].eq(eot).all()
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_decoder_greedy_advance_matches_whisper(device):
+    advance_loop(device, steps=6)
+
+
+@requires_cuda
+@pytest.mark.cuda
+def test_decoder_greedy_advance_replays_in_a_cuda_graph():
+    """One captured call serves every step: the length comes from the device position it advances."""
+    advance_loop("cuda", steps=6, graph=True)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_decoder_greedy_advance_opcheck_and_bad_input(device):
+    logits, tokens, sums = (t.to(device) for t in greedy_case(3, 500, 11, 4, [1]))
+    workspace = ops.decoder_greedy_workspace(3, device)
+    position = torch.tensor([3], device=device)
+    next_token = torch.zeros(3, 1, dtype=torch.long, device=device)
+    torch.library.opcheck(torch.ops.fastwhisper.decoder_greedy_advance,
+                          (logits, tokens, sums, workspace, position, next_token, 11))
+    with pytest.raises(RuntimeError, match=r"position must be a contiguous int64 tensor of shape \[1\]"):
+        ops.decoder_greedy_advance(logits, tokens, sums, position.int(), next_token, 11)
+    with pytest.raises(RuntimeError, match=r"next_token must be a contiguous int64 tensor \[3, 1\]"):
+        ops.decoder_greedy_advance(logits, tokens, sums, position, next_token[:2], 11)
+    if device == "cuda":  # a position in host memory would make the graph read a stale value
+        with pytest.raises(RuntimeError, match="position must be on cuda"):
+            ops.decoder_greedy_advance(logits, tokens, sums, position.cpu(), next_token, 11)
+    with pytest.raises(RuntimeError, match=r"eot must be a token id in \[0, 500\)"):
+        ops.decoder_greedy_advance(logits, tokens, sums, position, next_token, 500)
+    if device == "cpu":  # CUDA reads the position on the device only (and then writes nothing past the buffer)
+        with pytest.raises(RuntimeError, match=r"position must be in \[0, 7\)"):
+            ops.decoder_greedy_advance(logits, tokens, sums, torch.tensor([7]), next_token, 11)
+
+
 @requires_cuda
 @pytest.mark.cuda
 def test_cross_attention_cuda_rejects_large_groups():
@@ -263,3 +335,34 @@ def test_timestamp_rules_opcheck_and_bad_input(device):
         ops.decoder_timestamp_rules(logits, tokens[:2], 3, TB, EOT, NO_TS, -1)
     with pytest.raises(RuntimeError, match="2-D float32"):
         ops.decoder_timestamp_rules(logits.half(), tokens, 3, TB, EOT, NO_TS, -1)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("case", list(TIMESTAMP_CASES))
+def test_decoder_timestamp_rules_with_device_state(case, device):
+    """state = (sample_begin, position) on the device over a longer buffer (junk after the sequences): the same
+    bans as the sequences alone with the int sample_begin."""
+    logits, tokens = timestamp_case(TIMESTAMP_CASES[case], seed=len(case))
+    expected = logits.clone()
+    ops.decoder_timestamp_rules(expected, tokens, 3, TB, EOT, NO_TS, 50)
+    junk = torch.full((3, 5), TB + 1000)  # timestamps: the rules would ban differently if they read these
+    buffer = torch.cat([tokens, junk], dim=1).to(device)
+    out = logits.to(device)
+    state = torch.tensor([3, tokens.shape[1] - 1], device=device)
+    ops.decoder_timestamp_rules(out, buffer, 0, TB, EOT, NO_TS, 50, state=state)
+    assert torch.equal(torch.isinf(out.cpu()), torch.isinf(expected))
+    assert torch.equal(out.cpu()[~torch.isinf(expected)], expected[~torch.isinf(expected)])
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_timestamp_rules_state_opcheck_and_bad_input(device):
+    logits, tokens = timestamp_case(TIMESTAMP_CASES["closed-pair"], seed=0)
+    logits, tokens = logits.to(device), tokens.to(device)
+    state = torch.tensor([3, 4], device=device)
+    torch.library.opcheck(torch.ops.fastwhisper.decoder_timestamp_rules,
+                          (logits, tokens, 0, TB, EOT, NO_TS, -1), {"state": state})
+    with pytest.raises(RuntimeError, match=r"state must be a contiguous int64 tensor of shape \[2\]"):
+        ops.decoder_timestamp_rules(logits, tokens, 0, TB, EOT, NO_TS, -1, state=state[:1])
+    if device == "cpu":
+        with pytest.raises(RuntimeError, match="state must hold 0 <= sample_begin <= position"):
+            ops.decoder_timestamp_rules(logits, tokens, 0, TB, EOT, NO_TS, -1, state=torch.tensor([3, 7]))
