@@ -273,74 +273,41 @@ void check_decoder_cross_attention_args(c10::DeviceType device, const at::Tensor
               " is not divisible by n_head ", n_head);
 }
 
-namespace {
-
-// The arguments decoder_greedy_update and decoder_greedy_advance share; op names the op in messages.
-void check_greedy_args(const char* op, c10::DeviceType device, const at::Tensor& logits, const at::Tensor& tokens,
-                       const at::Tensor& sum_logprobs, const at::Tensor& workspace, int64_t eot) {
+void check_decoder_greedy_update_args(c10::DeviceType device, const at::Tensor& logits, const at::Tensor& tokens,
+                                      const at::Tensor& sum_logprobs, const at::Tensor& workspace, int64_t length,
+                                      int64_t eot) {
+  const char* op = "decoder_greedy_update";
   check_on_device(op, device, logits, "logits",
                   {{"tokens", &tokens}, {"sum_logprobs", &sum_logprobs}, {"workspace", &workspace}});
   TORCH_CHECK(logits.dim() == 2 && logits.size(0) >= 1 && logits.size(1) >= 1 && logits.scalar_type() == at::kFloat,
-              "fastwhisper.", op, ": logits must be a 2-D float32 tensor [rows, n_vocab], got ",
+              "fastwhisper.decoder_greedy_update: logits must be a 2-D float32 tensor [rows, n_vocab], got ",
               logits.scalar_type(), " of shape ", shape_str(logits.sizes()));
   TORCH_CHECK(logits.size(1) < std::numeric_limits<int32_t>::max() && logits.size(0) <= 65535,
-              "fastwhisper.", op, ": at most 65535 rows of fewer than 2^31 - 1 logits, got shape ",
+              "fastwhisper.decoder_greedy_update: at most 65535 rows of fewer than 2^31 - 1 logits, got shape ",
               shape_str(logits.sizes()));
   const int64_t rows = logits.size(0);
   TORCH_CHECK(tokens.dim() == 2 && tokens.size(0) == rows && tokens.scalar_type() == at::kLong && tokens.is_contiguous(),
-              "fastwhisper.", op, ": tokens must be a contiguous int64 tensor [", rows, ", capacity], got ",
-              tokens.scalar_type(), " of shape ", shape_str(tokens.sizes()));
+              "fastwhisper.decoder_greedy_update: tokens must be a contiguous int64 tensor [", rows,
+              ", capacity], got ", tokens.scalar_type(), " of shape ", shape_str(tokens.sizes()));
+  TORCH_CHECK(length >= 1 && length < tokens.size(1), "fastwhisper.decoder_greedy_update: length must be in [1, ",
+              tokens.size(1), ") (a token so far, and room for the next), got ", length);
   TORCH_CHECK(sum_logprobs.dim() == 1 && sum_logprobs.size(0) == rows && sum_logprobs.scalar_type() == at::kFloat &&
                   sum_logprobs.is_contiguous(),
-              "fastwhisper.", op, ": sum_logprobs must be a contiguous float32 tensor [", rows, "], got ",
+              "fastwhisper.decoder_greedy_update: sum_logprobs must be a contiguous float32 tensor [", rows, "], got ",
               sum_logprobs.scalar_type(), " of shape ", shape_str(sum_logprobs.sizes()));
-  TORCH_CHECK(eot >= 0 && eot < logits.size(1), "fastwhisper.", op, ": eot must be a token id in [0, ",
+  TORCH_CHECK(eot >= 0 && eot < logits.size(1), "fastwhisper.decoder_greedy_update: eot must be a token id in [0, ",
               logits.size(1), "), got ", eot);
   const int64_t need = greedy_workspace_numel(rows);
   TORCH_CHECK(workspace.dim() == 1 && workspace.scalar_type() == at::kInt && workspace.is_contiguous() &&
                   workspace.numel() >= need,
-              "fastwhisper.", op, ": workspace must be a contiguous int32 tensor of at least ", need, " elements for ",
-              rows, " rows (fastwhisper.ops.decoder_greedy_workspace makes one), got ", workspace.scalar_type(),
-              " of shape ", shape_str(workspace.sizes()));
-}
-
-// A position tensor read on the device: [1] int64 on the logits' device (a device-side counter).
-void check_position_tensor(const char* op, const char* name, const at::Tensor& logits, const at::Tensor& t,
-                           int64_t numel) {
-  TORCH_CHECK(t.device() == logits.device(), "fastwhisper.", op, ": ", name, " must be on ", logits.device(),
-              " (the logits' device), got ", t.device());
-  TORCH_CHECK(t.dim() == 1 && t.size(0) == numel && t.scalar_type() == at::kLong && t.is_contiguous(),
-              "fastwhisper.", op, ": ", name, " must be a contiguous int64 tensor of shape [", numel, "], got ",
-              t.scalar_type(), " of shape ", shape_str(t.sizes()));
-}
-
-}  // namespace
-
-void check_decoder_greedy_update_args(c10::DeviceType device, const at::Tensor& logits, const at::Tensor& tokens,
-                                      const at::Tensor& sum_logprobs, const at::Tensor& workspace, int64_t length,
-                                      int64_t eot) {
-  check_greedy_args("decoder_greedy_update", device, logits, tokens, sum_logprobs, workspace, eot);
-  TORCH_CHECK(length >= 1 && length < tokens.size(1), "fastwhisper.decoder_greedy_update: length must be in [1, ",
-              tokens.size(1), ") (a token so far, and room for the next), got ", length);
-}
-
-void check_decoder_greedy_advance_args(c10::DeviceType device, const at::Tensor& logits, const at::Tensor& tokens,
-                                       const at::Tensor& sum_logprobs, const at::Tensor& workspace,
-                                       const at::Tensor& position, const at::Tensor& next_token, int64_t eot) {
-  const char* op = "decoder_greedy_advance";
-  check_greedy_args(op, device, logits, tokens, sum_logprobs, workspace, eot);
-  check_position_tensor(op, "position", logits, position, 1);
-  TORCH_CHECK(next_token.device() == logits.device() && next_token.dim() == 2 && next_token.size(0) == logits.size(0) &&
-                  next_token.size(1) == 1 && next_token.scalar_type() == at::kLong && next_token.is_contiguous(),
-              "fastwhisper.decoder_greedy_advance: next_token must be a contiguous int64 tensor [", logits.size(0),
-              ", 1] on ", logits.device(), ", got ", next_token.scalar_type(), " of shape ",
-              shape_str(next_token.sizes()), " on ", next_token.device());
+              "fastwhisper.decoder_greedy_update: workspace must be a contiguous int32 tensor of at least ", need,
+              " elements for ", rows, " rows (fastwhisper.ops.decoder_greedy_workspace makes one), got ",
+              workspace.scalar_type(), " of shape ", shape_str(workspace.sizes()));
 }
 
 void check_decoder_timestamp_rules_args(c10::DeviceType device, const at::Tensor& logits, const at::Tensor& tokens,
                                         int64_t sample_begin, int64_t timestamp_begin, int64_t eot,
-                                        int64_t no_timestamps, int64_t max_initial_timestamp_index,
-                                        const std::optional<at::Tensor>& state) {
+                                        int64_t no_timestamps, int64_t max_initial_timestamp_index) {
   const char* op = "decoder_timestamp_rules";
   check_on_device(op, device, logits, "logits", {{"tokens", &tokens}});
   TORCH_CHECK(logits.dim() == 2 && logits.size(0) >= 1 && logits.size(1) >= 1 && logits.scalar_type() == at::kFloat &&
@@ -352,12 +319,8 @@ void check_decoder_timestamp_rules_args(c10::DeviceType device, const at::Tensor
                   (tokens.size(1) <= 1 || tokens.stride(1) == 1),
               "fastwhisper.decoder_timestamp_rules: tokens must be an int64 tensor [", rows,
               ", length] with contiguous rows, got ", tokens.scalar_type(), " of shape ", shape_str(tokens.sizes()));
-  if (state.has_value()) {
-    check_position_tensor(op, "state", logits, *state, 2);
-  } else {
-    TORCH_CHECK(sample_begin >= 0 && sample_begin <= tokens.size(1), "fastwhisper.decoder_timestamp_rules: sample_begin ",
-                sample_begin, " must be in [0, ", tokens.size(1), "] (the tokens so far)");
-  }
+  TORCH_CHECK(sample_begin >= 0 && sample_begin <= tokens.size(1), "fastwhisper.decoder_timestamp_rules: sample_begin ",
+              sample_begin, " must be in [0, ", tokens.size(1), "] (the tokens so far)");
   TORCH_CHECK(eot >= 0 && eot < timestamp_begin && timestamp_begin < n_vocab,
               "fastwhisper.decoder_timestamp_rules: need 0 <= eot < timestamp_begin < n_vocab = ", n_vocab, ", got eot ",
               eot, ", timestamp_begin ", timestamp_begin);

@@ -56,13 +56,9 @@ void check_decoder_cross_attention_args(c10::DeviceType device, const at::Tensor
                                         const at::Tensor& v, int64_t n_head);
 void check_decoder_timestamp_rules_args(c10::DeviceType device, const at::Tensor& logits, const at::Tensor& tokens,
                                         int64_t sample_begin, int64_t timestamp_begin, int64_t eot,
-                                        int64_t no_timestamps, int64_t max_initial_timestamp_index,
-                                        const std::optional<at::Tensor>& state);
+                                        int64_t no_timestamps, int64_t max_initial_timestamp_index);
 void check_decoder_greedy_update_args(c10::DeviceType device, const at::Tensor& logits, const at::Tensor& tokens,
                                       const at::Tensor& sum_logprobs, const at::Tensor& workspace, int64_t length,
                                       int64_t eot);
-void check_decoder_greedy_advance_args(c10::DeviceType device, const at::Tensor& logits, const at::Tensor& tokens,
-                                       const at::Tensor& sum_logprobs, const at::Tensor& workspace,
-                                       const at::Tensor& position, const at::Tensor& next_token, int64_t eot);
 
 }  // namespace fastwhisper

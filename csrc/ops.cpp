@@ -53,19 +53,10 @@ TORCH_LIBRARY(fastwhisper, m) {
   // zeros (greedy_workspace.h), used by the CUDA kernel, which resets its counters, so one serves every call.
   m.def("decoder_greedy_update(Tensor logits, Tensor(a!) tokens, Tensor(b!) sum_logprobs, Tensor(c!) workspace, "
         "int length, int eot) -> Tensor");
-  // decoder_greedy_update for a CUDA graph that replays every step: the length is read on the device,
-  // length = position[0] + 1 (position [1] int64: the position of each sequence's newest token), each
-  // row's new token is also written to next_token [N, 1] int64 (the next step's input), and position
-  // advances by one. Needs position[0] + 1 < capacity (the CPU checks it; CUDA writes nothing past it).
-  m.def("decoder_greedy_advance(Tensor logits, Tensor(a!) tokens, Tensor(b!) sum_logprobs, Tensor(c!) workspace, "
-        "Tensor(d!) position, Tensor(e!) next_token, int eot) -> Tensor");
   // whisper's ApplyTimestampRules on logits [N, V] float32 in place, tokens [N, L] int64 the sequences so far
   // (sampled tokens from column sample_begin): <|notimestamps|> suppressed (no_timestamps >= 0), timestamps
   // in pairs and non-decreasing, the first sampled token a timestamp at most max_initial_timestamp_index
   // (-1: no limit), and text suppressed where the timestamps' total probability beats every text token.
-  // state: None, or [2] int64 on the logits' device, (sample_begin, position of the newest token): the
-  // sequences then hold position + 1 tokens of tokens [N, capacity], and both numbers are read from it on
-  // the device (the int sample_begin is not used), so a CUDA graph replays the filter at every position.
   m.def("decoder_timestamp_rules(Tensor(a!) logits, Tensor tokens, int sample_begin, int timestamp_begin, int eot, "
-        "int no_timestamps, int max_initial_timestamp_index, Tensor? state=None) -> ()");
+        "int no_timestamps, int max_initial_timestamp_index) -> ()");
 }

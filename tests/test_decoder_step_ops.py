@@ -290,72 +290,14 @@ def test_session_step_ops_match_text_decoder(model):
         session.set_step_kernels(3)
 
 
-@pytest.mark.parametrize("chained", [False, True], ids=["host-filters", "chained"])
 @pytest.mark.parametrize("opts", [dict(), dict(beam_size=3), dict(without_timestamps=True)], ids=str)
-def test_decode_through_step_ops_matches_whisper(model, opts, chained):
-    """chained: greedy steps run the filters and decoder_greedy_advance after the step (their CPU reference;
-    on CUDA, inside the step's graph); beam search never chains."""
+def test_decode_through_step_ops_matches_whisper(model, opts):
     features = random_audio_features(model, batch=1 if "beam_size" in opts else 2)
     session = cd.decoder_session(model.decoder)
     session.set_step_kernels(1)
-    session.set_chained_steps(1 if chained else 2)
     options = whisper.DecodingOptions(language="en", fp16=False, sample_len=25, **opts)
     assert_same_results(whisper.decode(model, features, options),
                         cd.decode_cpp(model, features, options, session=session))
-    assert session.uses_chained_steps() == chained
-
-
-def test_chained_decodes_share_a_tail_across_prompts(model):
-    """One session, chained steps, three decodes: prompts of different lengths (sample_begin moves, the
-    tail and its buffers stay), and a change of suppress list (a second tail). Each matches whisper."""
-    features = random_audio_features(model, batch=2)
-    session = cd.decoder_session(model.decoder)
-    session.set_step_kernels(1)
-    session.set_chained_steps(1)
-    for opts in [dict(prompt=[440, 1002]), dict(prompt=[11, 12, 13, 14, 15]), dict(suppress_tokens=[220, 11])]:
-        options = whisper.DecodingOptions(language="en", fp16=False, sample_len=20, **opts)
-        assert_same_results(whisper.decode(model, features, options),
-                            cd.decode_cpp(model, features, options, session=session))
-    with pytest.raises(RuntimeError, match="mode must be 0"):
-        session.set_chained_steps(3)
-
-
-@pytest.mark.parametrize("setting,mode", [("auto", 0), ("off", 2), ("maybe", None)])
-def test_step_chain_switch(setting, mode):
-    """FASTWHISPER_STEP_CHAIN sets a new session's chained-steps mode (auto, or off for the ablation's
-    baseline); any other word is refused with a message naming the switch."""
-    code = """
-        import fastwhisper.cpp_decoding as cd
-        from test_cpp_decoder import random_model
-        print(cd.decoder_session(random_model().decoder).chained_steps())
-        """
-    proc = run_python_with_env(code, timeout=300, FASTWHISPER_STEP_CHAIN=setting)
-    if mode is None:
-        assert proc.returncode != 0 and "FASTWHISPER_STEP_CHAIN must be auto or off" in proc.stderr
-    else:
-        assert proc.returncode == 0, proc.stderr
-        assert int(proc.stdout.split()[-1]) == mode
-
-
-@requires_cuda
-@pytest.mark.cuda
-@pytest.mark.parametrize("opts", [dict(), dict(without_timestamps=True)], ids=str)
-def test_chained_steps_cuda_match_host_filters(opts):
-    """fp16 on CUDA chains greedy steps by default (filters and token choice in the step's graph). Its tokens
-    must be those of the same step kernels with the filters and choice run from the host, over two windows
-    and two prompts on one session (the second decode replays the first one's graph)."""
-    model = random_model(device="cuda")
-    chained, host = cd.decoder_session(model.decoder), cd.decoder_session(model.decoder)
-    host.set_chained_steps(2)
-    for window, prompt in enumerate([[440, 1002], [11, 12, 13, 14, 15]]):
-        features = random_audio_features(model, batch=2, seed=20 + window).half()
-        options = whisper.DecodingOptions(language="en", sample_len=120, prompt=prompt, **opts)
-        a = cd.decode_cpp(model, features, options, session=chained)
-        b = cd.decode_cpp(model, features, options, session=host)
-        assert chained.uses_chained_steps() and not host.uses_chained_steps()
-        assert [r.tokens for r in a] == [r.tokens for r in b], window
-        assert [r.avg_logprob for r in a] == pytest.approx([r.avg_logprob for r in b], abs=1e-5)
-        assert max(len(r.tokens) for r in a) >= 20  # long enough to cross many replays
 
 
 @requires_cuda

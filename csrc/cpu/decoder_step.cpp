@@ -1,5 +1,5 @@
 // CPU reference of the decoder step ops (decoder_linear, decoder_embedding, decoder_self_attention,
-// decoder_cross_attention, decoder_greedy_update/advance, decoder_timestamp_rules): the ATen ops whisper/model.py and whisper/decoding.py
+// decoder_cross_attention, decoder_greedy_update): the ATen ops whisper/model.py and whisper/decoding.py
 // run, in their order and dtypes. The CUDA kernels (cuda/decoder_*.cu) are checked against these.
 #include <torch/library.h>
 
@@ -84,34 +84,10 @@ at::Tensor decoder_greedy_update(const at::Tensor& logits, at::Tensor& tokens, a
   return next.eq(eot).all();
 }
 
-at::Tensor decoder_greedy_advance(const at::Tensor& logits, at::Tensor& tokens, at::Tensor& sum_logprobs,
-                                  at::Tensor& workspace, at::Tensor& position, at::Tensor& next_token, int64_t eot) {
-  check_decoder_greedy_advance_args(c10::DeviceType::CPU, logits, tokens, sum_logprobs, workspace, position,
-                                    next_token, eot);
-  const int64_t length = position.item<int64_t>() + 1;
-  TORCH_CHECK(length >= 1 && length < tokens.size(1), "fastwhisper.decoder_greedy_advance: position must be in [0, ",
-              tokens.size(1) - 1, ") (a token so far, and room for the next), got ", length - 1);
-  at::Tensor completed = decoder_greedy_update(logits, tokens, sum_logprobs, workspace, length, eot);
-  next_token.copy_(tokens.narrow(1, length, 1));
-  position.add_(1);
-  return completed;
-}
-
-void decoder_timestamp_rules(at::Tensor& logits, const at::Tensor& tokens_in, int64_t sample_begin_in,
-                             int64_t timestamp_begin, int64_t eot, int64_t no_timestamps,
-                             int64_t max_initial_timestamp_index, const std::optional<at::Tensor>& state) {
-  check_decoder_timestamp_rules_args(c10::DeviceType::CPU, logits, tokens_in, sample_begin_in, timestamp_begin, eot,
-                                     no_timestamps, max_initial_timestamp_index, state);
-  at::Tensor tokens = tokens_in;
-  int64_t sample_begin = sample_begin_in;
-  if (state.has_value()) {  // (sample_begin, position of the newest token)
-    sample_begin = (*state)[0].item<int64_t>();
-    const int64_t length = (*state)[1].item<int64_t>() + 1;
-    TORCH_CHECK(length >= 1 && length <= tokens_in.size(1) && sample_begin >= 0 && sample_begin <= length,
-                "fastwhisper.decoder_timestamp_rules: state must hold 0 <= sample_begin <= position + 1 <= ",
-                tokens_in.size(1), " (the tokens' columns), got sample_begin ", sample_begin, ", position ", length - 1);
-    tokens = tokens_in.narrow(1, 0, length);
-  }
+void decoder_timestamp_rules(at::Tensor& logits, const at::Tensor& tokens, int64_t sample_begin, int64_t timestamp_begin,
+                             int64_t eot, int64_t no_timestamps, int64_t max_initial_timestamp_index) {
+  check_decoder_timestamp_rules_args(c10::DeviceType::CPU, logits, tokens, sample_begin, timestamp_begin, eot,
+                                     no_timestamps, max_initial_timestamp_index);
   constexpr double kNegInf = -std::numeric_limits<double>::infinity();
   const int64_t n_vocab = logits.size(1), tb = timestamp_begin;
   const at::Tensor columns = at::arange(n_vocab, tokens.options()).unsqueeze(0);  // [1, V]
@@ -162,7 +138,6 @@ TORCH_LIBRARY_IMPL(fastwhisper, CPU, m) {
   m.impl("decoder_self_attention", &decoder_self_attention);
   m.impl("decoder_cross_attention", &decoder_cross_attention);
   m.impl("decoder_greedy_update", &decoder_greedy_update);
-  m.impl("decoder_greedy_advance", &decoder_greedy_advance);
   m.impl("decoder_timestamp_rules", &decoder_timestamp_rules);
 }
 

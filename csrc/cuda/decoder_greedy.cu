@@ -1,5 +1,4 @@
-// CUDA token choice of greedy decoding (CPU reference: decoder_greedy_update and decoder_greedy_advance in
-// cpu/decoder_step.cpp).
+// CUDA token choice of greedy decoding (CPU reference: decoder_greedy_update in cpu/decoder_step.cpp).
 //
 // Each row's logits are split into kGreedyChunks chunks, one block each (a single block per row was bound by
 // its SM's instruction issue: about 20 us for 51866 logits). A block makes one pass over its chunk: the argmax
@@ -9,8 +8,6 @@
 // bookkeeping: a row whose last token is EOT keeps EOT and its sum. The last row to finish writes whether
 // every row now ends in EOT, so the loop's stop test reads one flag. Every ticket is reset by the block that
 // reads it last, so the caller's workspace serves the next call as it is (greedy_workspace.h).
-// decoder_greedy_advance runs the same kernel with the length read from a device position, which the last
-// row advances, and each row's token also written as the next step's input: a CUDA graph replays it.
 #include <torch/library.h>
 
 #include <climits>
@@ -78,9 +75,7 @@ __global__ void __launch_bounds__(kThreads)
                          float* __restrict__ sum_logprobs,  // [N]
                          bool* __restrict__ completed,      // [1]
                          int* __restrict__ workspace,       // [greedy_workspace_numel(N)], counters zero
-                         int64_t* __restrict__ position,    // [1] or nullptr: length = position[0] + 1, advanced
-                         int64_t* __restrict__ next_token,  // [N] or nullptr: each row's new token
-                         int64_t logits_stride, int n_vocab, int64_t capacity, int64_t length_arg, int64_t eot) {
+                         int64_t logits_stride, int n_vocab, int64_t capacity, int64_t length, int64_t eot) {
   __shared__ RowStats red[kThreads / 32];
   __shared__ bool last_of_row;
   const int n_rows = static_cast<int>(gridDim.y), r = static_cast<int>(blockIdx.y), chunk = static_cast<int>(blockIdx.x);
@@ -142,38 +137,18 @@ __global__ void __launch_bounds__(kThreads)
   // no value above -inf: torch.argmax gives 0, and log_softmax is NaN there
   const int64_t idx = total.idx == INT_MAX ? 0 : total.idx;
   const float logprob = row[idx] - total.best - logf(total.sum);
-  // read before this row's ticket, so before the last row advances the position
-  const int64_t length = position != nullptr ? *position + 1 : length_arg;
-  const bool in_range = length >= 1 && length < capacity;  // checked on the host unless read here
-  const bool not_finished = !in_range || tokens[r * capacity + length - 1] != eot;
+  const bool not_finished = tokens[r * capacity + length - 1] != eot;
+  sum_logprobs[r] += logprob * static_cast<float>(not_finished);  // whisper: current * (last != eot)
   const int64_t next = not_finished ? idx : eot;
-  if (in_range) {
-    sum_logprobs[r] += logprob * static_cast<float>(not_finished);  // whisper: current * (last != eot)
-    tokens[r * capacity + length] = next;
-  }
-  if (next_token != nullptr) next_token[r] = next;
-  if (next == eot || !in_range) atomicAdd(rows_at_eot, 1u);  // out of range: stop the loop
+  tokens[r * capacity + length] = next;
+  if (next == eot) atomicAdd(rows_at_eot, 1u);
   __threadfence();  // this row's writes and EOT count before its ticket
   if (atomicAdd(rows_done, 1u) == static_cast<unsigned int>(n_rows) - 1) {  // the last row: every flag counted
     __threadfence();
     *completed = atomicAdd(rows_at_eot, 0u) == static_cast<unsigned int>(n_rows);
     *rows_at_eot = 0;
     *rows_done = 0;
-    if (position != nullptr) *position = length;  // every row has read it
   }
-}
-
-// The kernel on checked arguments; position and next_token nullptr: the host gives the length.
-at::Tensor launch_greedy(const at::Tensor& logits, at::Tensor& tokens, at::Tensor& sum_logprobs, at::Tensor& workspace,
-                         int64_t* position, int64_t* next_token, int64_t length, int64_t eot) {
-  const c10::cuda::CUDAGuard guard(logits.device());
-  const at::Tensor l = logits.stride(1) == 1 ? logits : logits.contiguous();
-  at::Tensor completed = at::empty({}, logits.options().dtype(at::kBool));
-  launch_pdl(greedy_update_kernel, dim3(static_cast<unsigned int>(kGreedyChunks), static_cast<unsigned int>(l.size(0))),
-             dim3(kThreads), 0, l.data_ptr<float>(), tokens.data_ptr<int64_t>(), sum_logprobs.data_ptr<float>(),
-             completed.data_ptr<bool>(), workspace.data_ptr<int>(), position, next_token, l.stride(0),
-             static_cast<int>(l.size(1)), tokens.size(1), length, eot);
-  return completed;
 }
 
 }  // namespace
@@ -181,20 +156,16 @@ at::Tensor launch_greedy(const at::Tensor& logits, at::Tensor& tokens, at::Tenso
 at::Tensor decoder_greedy_update(const at::Tensor& logits, at::Tensor& tokens, at::Tensor& sum_logprobs,
                                  at::Tensor& workspace, int64_t length, int64_t eot) {
   check_decoder_greedy_update_args(c10::DeviceType::CUDA, logits, tokens, sum_logprobs, workspace, length, eot);
-  return launch_greedy(logits, tokens, sum_logprobs, workspace, nullptr, nullptr, length, eot);
+  const c10::cuda::CUDAGuard guard(logits.device());
+  const at::Tensor l = logits.stride(1) == 1 ? logits : logits.contiguous();
+  at::Tensor completed = at::empty({}, logits.options().dtype(at::kBool));
+  launch_pdl(greedy_update_kernel, dim3(static_cast<unsigned int>(kGreedyChunks), static_cast<unsigned int>(l.size(0))),
+             dim3(kThreads), 0, l.data_ptr<float>(), tokens.data_ptr<int64_t>(), sum_logprobs.data_ptr<float>(),
+             completed.data_ptr<bool>(), workspace.data_ptr<int>(), l.stride(0), static_cast<int>(l.size(1)),
+             tokens.size(1), length, eot);
+  return completed;
 }
 
-at::Tensor decoder_greedy_advance(const at::Tensor& logits, at::Tensor& tokens, at::Tensor& sum_logprobs,
-                                  at::Tensor& workspace, at::Tensor& position, at::Tensor& next_token, int64_t eot) {
-  check_decoder_greedy_advance_args(c10::DeviceType::CUDA, logits, tokens, sum_logprobs, workspace, position,
-                                    next_token, eot);
-  return launch_greedy(logits, tokens, sum_logprobs, workspace, position.data_ptr<int64_t>(),
-                       next_token.data_ptr<int64_t>(), -1, eot);
-}
-
-TORCH_LIBRARY_IMPL(fastwhisper, CUDA, m) {
-  m.impl("decoder_greedy_update", &decoder_greedy_update);
-  m.impl("decoder_greedy_advance", &decoder_greedy_advance);
-}
+TORCH_LIBRARY_IMPL(fastwhisper, CUDA, m) { m.impl("decoder_greedy_update", &decoder_greedy_update); }
 
 }  // namespace fastwhisper::cuda

@@ -21,9 +21,8 @@ constexpr int kMaxRanges = 4;
 __global__ void __launch_bounds__(kThreads)
     timestamp_rules_kernel(float* __restrict__ logits,          // [N, V], row stride logits_stride
                            const int64_t* __restrict__ tokens,  // [N, L], row stride tokens_stride
-                           const int64_t* __restrict__ state,   // [2] or nullptr: (sample_begin, position)
-                           int64_t logits_stride, int64_t tokens_stride, int64_t length_arg, int64_t n_vocab,
-                           int64_t sample_begin_arg, int64_t tb, int64_t eot, int64_t no_timestamps,
+                           int64_t logits_stride, int64_t tokens_stride, int64_t length, int64_t n_vocab,
+                           int64_t sample_begin, int64_t tb, int64_t eot, int64_t no_timestamps,
                            int64_t max_initial_timestamp_index) {
   __shared__ int64_t lo[kMaxRanges], hi[kMaxRanges];
   __shared__ int n_ranges;
@@ -34,9 +33,6 @@ __global__ void __launch_bounds__(kThreads)
   float* row = logits + r * logits_stride;
 
   if (threadIdx.x == 0) {
-    // state: sequences of position + 1 tokens, sampled from sample_begin (a bad state bans nothing here)
-    const int64_t length = state != nullptr ? min(max(state[1] + 1, int64_t{0}), length_arg) : length_arg;
-    const int64_t sample_begin = state != nullptr ? min(max(state[0], int64_t{0}), length) : sample_begin_arg;
     int n = 0;
     auto ban = [&](int64_t a, int64_t b) {
       if (a < b) {
@@ -112,13 +108,12 @@ __global__ void __launch_bounds__(kThreads)
 
 void decoder_timestamp_rules(at::Tensor& logits, const at::Tensor& tokens, int64_t sample_begin,
                              int64_t timestamp_begin, int64_t eot, int64_t no_timestamps,
-                             int64_t max_initial_timestamp_index, const std::optional<at::Tensor>& state) {
+                             int64_t max_initial_timestamp_index) {
   check_decoder_timestamp_rules_args(c10::DeviceType::CUDA, logits, tokens, sample_begin, timestamp_begin, eot,
-                                     no_timestamps, max_initial_timestamp_index, state);
+                                     no_timestamps, max_initial_timestamp_index);
   const c10::cuda::CUDAGuard guard(logits.device());
   launch_pdl(timestamp_rules_kernel, dim3(static_cast<unsigned int>(logits.size(0))), dim3(kThreads), 0,
-             logits.data_ptr<float>(), tokens.data_ptr<int64_t>(),
-             state.has_value() ? state->data_ptr<int64_t>() : nullptr, logits.stride(0), tokens.stride(0), tokens.size(1),
+             logits.data_ptr<float>(), tokens.data_ptr<int64_t>(), logits.stride(0), tokens.stride(0), tokens.size(1),
              logits.size(1), sample_begin, timestamp_begin, eot, no_timestamps, max_initial_timestamp_index);
 }
 

@@ -2,8 +2,7 @@
 //   for i < sample_len: logits = step(tokens) -> (i == 0) no-speech prob at SOT -> logit filters
 //                       -> token decoder appends a token -> stop when completed or past n_text_ctx
 // Host syncs per token: none for greedy decoding on a GPU (its stop test reads the flag of the step
-// before, see StopTest); beam search ranks its candidates on the host. Greedy argmax decoding on chained
-// steps (DecoderSession::forward_chained) runs the filters and the token choice inside the step's graph.
+// before, see StopTest); beam search ranks its candidates on the host.
 #include "decoder/decoding.h"
 
 #include <c10/core/Event.h>
@@ -14,7 +13,6 @@
 #include <optional>
 
 #include "checks.h"
-#include "decoder/chained_greedy.h"
 #include "decoder/logit_filters.h"
 #include "decoder/token_decoders.h"
 
@@ -119,22 +117,12 @@ DecodeOutput decode(DecoderSession& session, const at::Tensor& initial_tokens, c
   const auto filters = make_logit_filters(o, device);
   auto token_decoder = make_token_decoder(o, session);
 
-  // Greedy argmax on chained steps: every step after the first runs the filters and the token choice inside
-  // the step's CUDA graph, on the tail's own buffers (kept by the session for the next decode).
-  std::shared_ptr<ChainedGreedy> chain;
-  if (o.beam_size == 0 && o.temperature == 0 && session.uses_chained_steps()) {
-    chain = std::dynamic_pointer_cast<ChainedGreedy>(session.step_tail(ChainedGreedy::key(o), [&] {
-      return std::make_shared<ChainedGreedy>(o, n_rows, n_ctx + 1, device);
-    }));
-    TORCH_INTERNAL_ASSERT(chain, "fastwhisper decode: the session's step tail is not a ChainedGreedy");
-  }
-
   // whisper stops once the sequence is longer than n_text_ctx, so it never holds more than n_ctx + 1 tokens
   const int64_t capacity = std::min(o.sample_begin + o.sample_len, n_ctx + 1);
-  at::Tensor buffer = chain ? chain->tokens() : at::empty({n_rows, capacity}, initial_tokens.options());  // [N, >= capacity]
+  at::Tensor buffer = at::empty({n_rows, capacity}, initial_tokens.options());  // [N, capacity]
   buffer.narrow(1, 0, o.sample_begin).copy_(initial_tokens);
   int64_t length = o.sample_begin;
-  at::Tensor sum_logprobs = chain ? chain->sum_logprobs().zero_() : at::zeros({n_rows}, initial_tokens.options().dtype(at::kFloat));
+  at::Tensor sum_logprobs = at::zeros({n_rows}, initial_tokens.options().dtype(at::kFloat));
   at::Tensor no_speech_probs = at::full({n_rows}, std::numeric_limits<double>::quiet_NaN(), sum_logprobs.options());
 
   StopTest stop_test(device);
@@ -143,19 +131,13 @@ DecodeOutput decode(DecoderSession& session, const at::Tensor& initial_tokens, c
     const at::Tensor tokens = buffer.narrow(1, 0, length);  // [N, length]
     // the first step feeds every initial token; later ones only the newest (the rest is cached)
     const at::Tensor fed = i == 0 ? tokens : tokens.narrow(1, length - 1, 1);
-    at::Tensor completed;
-    if (chain && i >= 1) {  // only the first chained step copies its token in; later ones find it there
-      session.forward_chained(i == 1 ? fed : at::Tensor(), o.sample_begin, chain);
-      completed = chain->completed();
-    } else {
-      at::Tensor logits = session.forward(fed);  // [N, t, n_vocab] float32
-      if (i == 0 && o.no_speech >= 0) {
-        no_speech_probs = logits.select(1, o.sot_index).to(at::kFloat).softmax(-1).select(1, o.no_speech).clone();
-      }
-      logits = logits.select(1, fed.size(1) - 1);  // [N, n_vocab]: the last position only
-      for (const auto& filter : filters) filter->apply(logits, tokens);
-      completed = token_decoder->update(buffer, length, logits, sum_logprobs);
+    at::Tensor logits = session.forward(fed);  // [N, t, n_vocab] float32
+    if (i == 0 && o.no_speech >= 0) {
+      no_speech_probs = logits.select(1, o.sot_index).to(at::kFloat).softmax(-1).select(1, o.no_speech).clone();
     }
+    logits = logits.select(1, fed.size(1) - 1);  // [N, n_vocab]: the last position only
+    for (const auto& filter : filters) filter->apply(logits, tokens);
+    const at::Tensor completed = token_decoder->update(buffer, length, logits, sum_logprobs);
     ++length;
     stop = stop_test.check(completed, length);
     if (!stop && length > n_ctx) stop = length;
@@ -170,8 +152,7 @@ DecodeOutput decode(DecoderSession& session, const at::Tensor& initial_tokens, c
     finished_sums.push_back(f.sum_logprob);
     finished_audio.push_back(f.audio);
   }
-  // copies: a chained loop's buffers serve the session's next decode
-  return {buffer.narrow(1, 0, length).clone(), sum_logprobs.clone(), no_speech_probs, std::move(finished_tokens),
+  return {buffer.narrow(1, 0, length).clone(), sum_logprobs, no_speech_probs, std::move(finished_tokens),
           std::move(finished_sums), std::move(finished_audio)};
 }
 

@@ -35,27 +35,12 @@ ApplyTimestampRules::ApplyTimestampRules(const DecodeOptions& o)
       sample_begin_(o.sample_begin),
       max_initial_timestamp_index_(o.max_initial_timestamp_index) {}
 
-namespace {
-// the op: ATen ops on the CPU (the reference), one kernel per row on CUDA
-void call_timestamp_rules(at::Tensor& logits, const at::Tensor& tokens, int64_t sample_begin, int64_t timestamp_begin,
-                          int64_t eot, int64_t no_timestamps, int64_t max_initial_timestamp_index,
-                          const std::optional<at::Tensor>& state) {
+void ApplyTimestampRules::apply(at::Tensor& logits, const at::Tensor& tokens) const {
+  // the op: ATen ops on the CPU (the reference), one kernel per row on CUDA
   static auto op = c10::Dispatcher::singleton()
                        .findSchemaOrThrow("fastwhisper::decoder_timestamp_rules", "")
-                       .typed<void(at::Tensor&, const at::Tensor&, int64_t, int64_t, int64_t, int64_t, int64_t,
-                                   const std::optional<at::Tensor>&)>();
-  op.call(logits, tokens, sample_begin, timestamp_begin, eot, no_timestamps, max_initial_timestamp_index, state);
-}
-}  // namespace
-
-void ApplyTimestampRules::apply(at::Tensor& logits, const at::Tensor& tokens) const {
-  call_timestamp_rules(logits, tokens, sample_begin_, timestamp_begin_, eot_, no_timestamps_,
-                       max_initial_timestamp_index_, std::nullopt);
-}
-
-void ApplyTimestampRules::apply_chained(at::Tensor& logits, const at::Tensor& tokens, const at::Tensor& state) const {
-  call_timestamp_rules(logits, tokens, sample_begin_, timestamp_begin_, eot_, no_timestamps_,
-                       max_initial_timestamp_index_, state);
+                       .typed<void(at::Tensor&, const at::Tensor&, int64_t, int64_t, int64_t, int64_t, int64_t)>();
+  op.call(logits, tokens, sample_begin_, timestamp_begin_, eot_, no_timestamps_, max_initial_timestamp_index_);
 }
 
 std::vector<std::unique_ptr<LogitFilter>> make_logit_filters(const DecodeOptions& o, c10::Device device) {

@@ -16,10 +16,6 @@ class LogitFilter {
   // logits [N, n_vocab] float32, masked in place; tokens [N, L] int64: the sequences so far
   // (initial tokens included), L the same for every row.
   virtual void apply(at::Tensor& logits, const at::Tensor& tokens) const = 0;
-  // The same inside a chained step's CUDA graph, which replays it at every position: tokens [N, capacity]
-  // holds the sequences in its first position + 1 columns, state [2] int64 = (sample_begin, position) on
-  // the device. Chained steps come after the first sampled position.
-  virtual void apply_chained(at::Tensor& logits, const at::Tensor& tokens, const at::Tensor& state) const = 0;
 };
 
 // blank_tokens (" " and <|endoftext|>) get -inf at the first sampled position.
@@ -27,8 +23,6 @@ class SuppressBlank : public LogitFilter {
  public:
   SuppressBlank(const std::vector<int64_t>& blank_tokens, int64_t sample_begin, c10::Device device);
   void apply(at::Tensor& logits, const at::Tensor& tokens) const override;
-  // nothing: a chained step never samples the first position
-  void apply_chained(at::Tensor&, const at::Tensor&, const at::Tensor&) const override {}
 
  private:
   at::Tensor blank_;  // [n_blank] int64
@@ -40,9 +34,6 @@ class SuppressTokens : public LogitFilter {
  public:
   SuppressTokens(const std::vector<int64_t>& suppress_tokens, c10::Device device);
   void apply(at::Tensor& logits, const at::Tensor& tokens) const override;
-  void apply_chained(at::Tensor& logits, const at::Tensor& tokens, const at::Tensor&) const override {
-    apply(logits, tokens);
-  }
 
  private:
   at::Tensor suppress_;  // [n_suppress] int64
@@ -54,7 +45,6 @@ class ApplyTimestampRules : public LogitFilter {
  public:
   explicit ApplyTimestampRules(const DecodeOptions& options);
   void apply(at::Tensor& logits, const at::Tensor& tokens) const override;  // the decoder_timestamp_rules op
-  void apply_chained(at::Tensor& logits, const at::Tensor& tokens, const at::Tensor& state) const override;
 
  private:
   int64_t eot_, timestamp_begin_, no_timestamps_, sample_begin_, max_initial_timestamp_index_;

@@ -6,7 +6,6 @@
 #include <ATen/core/dispatch/Dispatcher.h>
 
 #include "checks.h"
-#include "env_choice.h"
 #include "kernels.h"
 
 namespace fastwhisper::decoder {
@@ -79,11 +78,7 @@ void check_weights(const std::vector<at::Tensor>& w, int64_t n_head, int64_t n_t
 }  // namespace
 
 DecoderSession::DecoderSession(std::vector<at::Tensor> weights, int64_t n_head, int64_t n_text_ctx)
-    : weights_(std::move(weights)),
-      n_head_(n_head),
-      n_text_ctx_(n_text_ctx),
-      // FASTWHISPER_STEP_CHAIN=off: the ablation's baseline (host copies and filters around each graph)
-      chain_mode_(env_choice("FASTWHISPER_STEP_CHAIN", {"auto", "off"}, "auto") == "auto" ? 0 : 2) {
+    : weights_(std::move(weights)), n_head_(n_head), n_text_ctx_(n_text_ctx) {
   TORCH_CHECK(n_text_ctx >= 1, "fastwhisper.DecoderSession: n_text_ctx must be positive, got ", n_text_ctx);
   check_weights(weights_, n_head, n_text_ctx);
   n_layer_ = (static_cast<int64_t>(weights_.size()) - kTensorsOutsideBlocks) / kTensorsPerBlock;
@@ -99,8 +94,6 @@ int64_t DecoderSession::weights_version() const {
 
 void DecoderSession::invalidate_graphs() {
   if (graphs_) graphs_->clear();
-  tails_.clear();  // their buffers may have the old row count
-  chain_primed_ = false;
 }
 
 void DecoderSession::prepare_compute_weights() {
@@ -248,12 +241,11 @@ void DecoderSession::set_audio(const at::Tensor& audio_features, int64_t group) 
       self_v_[l] = kv_cache_.select(0, l).select(0, 1);
     }
     step_token_ = at::zeros({rows, 1}, audio_features.options().dtype(at::kLong));
-    step_state_ = at::zeros({2}, audio_features.options().dtype(at::kLong));
-    step_position_ = step_state_.narrow(0, 1, 1);
+    step_position_ = at::zeros({1}, audio_features.options().dtype(at::kLong));
     invalidate_graphs();
   }
   n_rows_ = rows;
-  reset();
+  offset_ = 0;
   has_audio_ = true;
 }
 
@@ -390,7 +382,6 @@ at::Tensor DecoderSession::forward_step_ops() {
 
 at::Tensor DecoderSession::forward(const at::Tensor& tokens) {
   at::NoGradGuard no_grad;
-  chain_primed_ = false;
   const int64_t t = tokens.size(1);
   at::Tensor logits;
   const bool step_ops = t == 1 && uses_step_ops();
@@ -400,10 +391,10 @@ at::Tensor DecoderSession::forward(const at::Tensor& tokens) {
   }
   if (t == 1 && graphs_ && use_graphs_) {
     if (step_ops) {  // no key-length buckets: the attention kernel reads the position itself
-      logits = graphs_->run(-1, [this](bool) { return forward_step_ops(); });
+      logits = graphs_->run(-1, [this] { return forward_step_ops(); });
     } else {
       const int64_t n_kv = std::min(n_text_ctx_, (offset_ / kKvBucket + 1) * kKvBucket);
-      logits = graphs_->run(n_kv, [this, n_kv](bool) { return forward_static(n_kv); });
+      logits = graphs_->run(n_kv, [this, n_kv] { return forward_static(n_kv); });
     }
   } else if (step_ops) {
     logits = forward_step_ops();
@@ -411,54 +402,6 @@ at::Tensor DecoderSession::forward(const at::Tensor& tokens) {
     logits = forward_eager(tokens);
   }
   offset_ += t;
-  return logits;
-}
-
-void DecoderSession::set_chained_steps(int64_t mode) {
-  TORCH_CHECK(mode >= 0 && mode <= 2, "fastwhisper.DecoderSession.set_chained_steps: mode must be 0 (auto), 1 (on) "
-              "or 2 (off), got ", mode);
-  chain_mode_ = mode;
-  chain_primed_ = false;
-}
-
-bool DecoderSession::uses_chained_steps() const {
-  if (chain_mode_ == 2 || !uses_step_ops()) return false;
-  return chain_mode_ == 1 || (graphs_ != nullptr && use_graphs_);
-}
-
-std::shared_ptr<StepTail> DecoderSession::step_tail(const std::vector<int64_t>& key,
-                                                    const std::function<std::shared_ptr<StepTail>()>& make) {
-  for (const auto& [k, tail] : tails_) {
-    if (k == key) return tail;
-  }
-  tails_.emplace_back(key, make());
-  return tails_.back().second;
-}
-
-at::Tensor DecoderSession::forward_chained(const at::Tensor& fed, int64_t sample_begin,
-                                           const std::shared_ptr<StepTail>& tail) {
-  at::NoGradGuard no_grad;
-  TORCH_CHECK(uses_chained_steps(), "fastwhisper.DecoderSession: chained steps are off for this session");
-  int64_t index = -1;
-  for (size_t i = 0; i < tails_.size(); ++i) {
-    if (tails_[i].second == tail) index = static_cast<int64_t>(i);
-  }
-  TORCH_CHECK(index >= 0, "fastwhisper.DecoderSession: the step tail was dropped (graphs invalidated mid-loop)");
-  if (fed.defined()) {
-    step_token_.copy_(fed);
-    step_state_.select(0, 0).fill_(sample_begin);
-    step_position_.fill_(offset_);
-  } else {
-    TORCH_CHECK(chain_primed_, "fastwhisper.DecoderSession: a chained step without tokens must follow a chained step");
-  }
-  auto body = [this, &tail](bool warm_up) {
-    at::Tensor logits = forward_step_ops();  // [N, 1, n_vocab]
-    if (!warm_up) tail->run(logits.select(1, 0), step_state_, step_token_);
-    return logits;
-  };
-  const at::Tensor logits = graphs_ && use_graphs_ ? graphs_->run(-2 - index, body) : body(false);
-  offset_ += 1;
-  chain_primed_ = true;
   return logits;
 }
 
@@ -512,7 +455,6 @@ at::Tensor DecoderSession::step_last(const at::Tensor& tokens) {
 
 void DecoderSession::reorder_unchecked(const at::Tensor& source_indices) {
   at::NoGradGuard no_grad;
-  chain_primed_ = false;
   if (offset_ == 0) return;
   at::Tensor used = kv_cache_.narrow(3, 0, offset_);  // [n_layer, 2, N, offset, d]
   used.copy_(used.index_select(2, source_indices));

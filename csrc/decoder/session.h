@@ -20,10 +20,8 @@
 #include <ATen/ATen.h>
 #include <torch/custom_class.h>
 
-#include <functional>
 #include <memory>
 #include <tuple>
-#include <utility>
 #include <vector>
 
 #include "decoder/step_graphs.h"
@@ -37,16 +35,6 @@ constexpr int64_t kTensorsPerBlock = 24;
 constexpr int64_t kTensorsOutsideBlocks = 4;
 // Self-attention key lengths of the one-token CUDA graphs are multiples of this.
 constexpr int64_t kKvBucket = 64;
-
-// Work a one-token step runs right after its logits, inside the step's CUDA graph: the decoding loop's
-// logit filters and greedy choice, which leaves the next token and position where the next step reads them.
-class StepTail {
- public:
-  virtual ~StepTail() = default;
-  // logits [N, n_vocab] float32; state [2] int64 (sample_begin, position of the step's token); token [N, 1]
-  // int64: the step's input, to be overwritten with the next step's (and the position advanced)
-  virtual void run(const at::Tensor& logits, const at::Tensor& state, at::Tensor& token) = 0;
-};
 
 class DecoderSession : public torch::CustomClassHolder {
  public:
@@ -88,32 +76,13 @@ class DecoderSession : public torch::CustomClassHolder {
   // Whether the next one-token step runs through the step ops.
   bool uses_step_ops() const;
 
-  // Chained steps: a one-token step of the step ops and the loop's StepTail in one CUDA graph, so a
-  // greedy token costs one graph launch and no host copies. 0 auto (when the step ops run in CUDA
-  // graphs; FASTWHISPER_STEP_CHAIN=off turns auto off), 1 on (wherever the step ops run, the CPU too,
-  // without graphs there), 2 off.
-  void set_chained_steps(int64_t mode);
-  int64_t chained_steps() const { return chain_mode_; }
-  bool uses_chained_steps() const;
-  // The tail kept under `key` (made by `make` on first use), so later decodes replay the same graph.
-  // Tails are dropped with the graphs (new rows, dtype or weights).
-  std::shared_ptr<StepTail> step_tail(const std::vector<int64_t>& key,
-                                      const std::function<std::shared_ptr<StepTail>()>& make);
-  // A one-token step followed by `tail` (from step_tail). fed [N, 1] int64: the step's tokens, copied in
-  // with sample_begin and the position (the loop's first chained step); undefined: the previous chained
-  // step's tail left them in place. Returns the logits [N, 1, n_vocab] float32 (the graph's buffer).
-  at::Tensor forward_chained(const at::Tensor& fed, int64_t sample_begin, const std::shared_ptr<StepTail>& tail);
-
   // source_indices [N] int64: cache row i <- cache row source_indices[i], in place (beam search).
   void reorder(const at::Tensor& source_indices);
   // Unchecked reorder for the C++ loop; skips the identity permutation like whisper does.
   void reorder_unchecked(const at::Tensor& source_indices);
 
   // Forget the cached tokens (offset 0); the audio's cross-attention K/V stay valid.
-  void reset() {
-    offset_ = 0;
-    chain_primed_ = false;
-  }
+  void reset() { offset_ = 0; }
 
   int64_t offset() const { return offset_; }
   int64_t n_rows() const { return n_rows_; }
@@ -167,12 +136,7 @@ class DecoderSession : public torch::CustomClassHolder {
   StepKernels step_kernels_ = StepKernels::kAuto;
   std::unique_ptr<StepGraphs> graphs_;  // null on CPU or in a CPU-only build
   at::Tensor step_token_;     // [N, 1] int64
-  at::Tensor step_state_;     // [2] int64: (sample_begin of a chained loop, the token's position)
-  at::Tensor step_position_;  // [1] int64: step_state_[1], the token's position (the offset)
-  // chained steps
-  int64_t chain_mode_;
-  std::vector<std::pair<std::vector<int64_t>, std::shared_ptr<StepTail>>> tails_;  // graph key -2 - index
-  bool chain_primed_ = false;  // the last step was chained: its tail left the next token and position
+  at::Tensor step_position_;  // [1] int64: the token's position (the offset)
 };
 
 }  // namespace fastwhisper::decoder

@@ -19,7 +19,7 @@ class CudaStepGraphs : public StepGraphs {
  public:
   explicit CudaStepGraphs(c10::Device device) : device_(device) {}
 
-  at::Tensor run(int64_t bucket, const std::function<at::Tensor(bool)>& step) override {
+  at::Tensor run(int64_t bucket, const std::function<at::Tensor()>& step) override {
     c10::cuda::CUDAGuard device_guard(device_);
     auto it = graphs_.find(bucket);
     if (it == graphs_.end()) it = graphs_.emplace(bucket, capture(step)).first;
@@ -37,8 +37,8 @@ class CudaStepGraphs : public StepGraphs {
 
   // Capture on a side stream (a graph cannot be captured on the legacy default stream), ordered
   // after the work already queued on the current stream. One eager run first warms up the
-  // libraries (cuBLAS handles and workspaces).
-  Captured capture(const std::function<at::Tensor(bool)>& step) {
+  // libraries (cuBLAS handles and workspaces); the step is idempotent for a given input.
+  Captured capture(const std::function<at::Tensor()>& step) {
     const auto current = at::cuda::getCurrentCUDAStream(device_.index());
     auto side = at::cuda::getStreamFromPool(false, device_.index());
     at::cuda::CUDAEvent ready;
@@ -47,10 +47,10 @@ class CudaStepGraphs : public StepGraphs {
     Captured c;
     {
       c10::cuda::CUDAStreamGuard stream_guard(side);
-      step(/*warm_up=*/true);
+      step();
       c.graph = std::make_unique<at::cuda::CUDAGraph>();
       c.graph->capture_begin();
-      c.output = step(/*warm_up=*/false);
+      c.output = step();
       c.graph->capture_end();
     }
     at::cuda::CUDAEvent done;

@@ -14,9 +14,8 @@ class StepGraphs {
  public:
   virtual ~StepGraphs() = default;
   // Replays the graph of `bucket` (capturing `step` into it first if there is none) and returns
-  // the graph's output tensor, which the next replay overwrites. A capture runs step(true) once
-  // eagerly first (warm-up: it must leave no trace a replay would repeat), then records step(false).
-  virtual at::Tensor run(int64_t bucket, const std::function<at::Tensor(bool warm_up)>& step) = 0;
+  // the graph's output tensor, which the next replay overwrites.
+  virtual at::Tensor run(int64_t bucket, const std::function<at::Tensor()>& step) = 0;
   // Drops every graph (after the buffers or weights they read were reallocated).
   virtual void clear() = 0;
 };

@@ -174,25 +174,13 @@ def decoder_greedy_update(logits: Tensor, tokens: Tensor, sum_logprobs: Tensor, 
     return _ops.decoder_greedy_update(logits, tokens, sum_logprobs, workspace, length, eot)
 
 
-def decoder_greedy_advance(logits: Tensor, tokens: Tensor, sum_logprobs: Tensor, position: Tensor,
-                           next_token: Tensor, eot: int, workspace: Tensor | None = None) -> Tensor:
-    """decoder_greedy_update with the length read on the device: length = position[0] + 1 (position [1] int64),
-    the new tokens also written to next_token [N, 1] int64, and position advanced by one, so a CUDA graph can
-    replay it at every step."""
-    if workspace is None:
-        workspace = decoder_greedy_workspace(logits.shape[0], logits.device)
-    return _ops.decoder_greedy_advance(logits, tokens, sum_logprobs, workspace, position, next_token, eot)
-
-
 def decoder_timestamp_rules(
     logits: Tensor, tokens: Tensor, sample_begin: int, timestamp_begin: int, eot: int,
-    no_timestamps: int = -1, max_initial_timestamp_index: int = -1, state: Tensor | None = None,
+    no_timestamps: int = -1, max_initial_timestamp_index: int = -1,
 ) -> None:
-    """whisper's ApplyTimestampRules on logits [N, V] float32, in place; tokens [N, L] the sequences so far.
-    state: [2] int64 (sample_begin, position of the newest token) read on the device instead; tokens then
-    holds the sequences in its first position + 1 columns."""
+    """whisper's ApplyTimestampRules on logits [N, V] float32, in place; tokens [N, L] the sequences so far."""
     _ops.decoder_timestamp_rules(logits, tokens, sample_begin, timestamp_begin, eot, no_timestamps,
-                                 max_initial_timestamp_index, state)
+                                 max_initial_timestamp_index)
 
 
 # ---- fake (meta) implementations: shapes and dtypes only -------------------------------------
@@ -264,12 +252,7 @@ def _decoder_greedy_update_fake(logits, tokens, sum_logprobs, workspace, length,
     return logits.new_empty((), dtype=torch.bool)
 
 
-@torch.library.register_fake("fastwhisper::decoder_greedy_advance")
-def _decoder_greedy_advance_fake(logits, tokens, sum_logprobs, workspace, position, next_token, eot):
-    return logits.new_empty((), dtype=torch.bool)
-
-
 @torch.library.register_fake("fastwhisper::decoder_timestamp_rules")
 def _decoder_timestamp_rules_fake(logits, tokens, sample_begin, timestamp_begin, eot, no_timestamps,
-                                  max_initial_timestamp_index, state=None):
+                                  max_initial_timestamp_index):
     return None
