@@ -23,7 +23,6 @@
 #include <torch/library.h>
 
 #include <algorithm>
-#include <string>
 #include <type_traits>
 
 #include "checks.h"
@@ -40,7 +39,7 @@ namespace {
 constexpr int kWarps = 16;                    // >= kDecoderMaxRows: one warp normalizes each input row
 constexpr int kThreads = kWarps * 32;
 constexpr int kMaxSegments = 3;               // q, k and v weights in one call
-constexpr int kMaxSlots = 4;                  // ring slots per warp at most (LinearPlan::slots)
+constexpr int kSlots = 2;                     // ring slots per warp
 constexpr int64_t kMaxRowsPerPiece = 8;       // whole weight rows in one slot at most
 constexpr int64_t kBlockSmemBudget = 108 * 1024;  // two blocks (this kernel and the next) per SM
 
@@ -88,7 +87,6 @@ struct LinearPlan {
   size_t ln_offset;        // shared byte offset of the LayerNorm weight and bias (after the biases)
   size_t smem;             // dynamic shared memory per block
   bool preload;            // biases and LayerNorm parameters read before the producer wait (else when used)
-  int slots;               // ring slots per warp (2..kMaxSlots), sharing the same shared-memory budget
 };
 
 // Input rows -> shared memory h [rows, K] (16-byte copies), then, when ln_w is given, whisper's LayerNorm
@@ -202,25 +200,24 @@ __global__ void __launch_bounds__(kThreads, 2)
                           float* __restrict__ out_float,     // [rows, N] or nullptr
                           int rows, int64_t K, int64_t N, const LinearPlan plan, bool apply_gelu) {
   extern __shared__ __align__(128) unsigned char smem_raw[];
-  __shared__ __align__(8) uint64_t full[kWarps][kMaxSlots];
+  __shared__ __align__(8) uint64_t full[kWarps][kSlots];
   constexpr int V = kPack16<T>;
   const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
   T* h = reinterpret_cast<T*>(smem_raw);  // [rows, K]: the (normalized) input rows
-  T* ring = reinterpret_cast<T*>(smem_raw + plan.x_bytes) + warp * plan.slots * plan.slot_elems;  // [slots, slot_elems]
+  T* ring = reinterpret_cast<T*>(smem_raw + plan.x_bytes) + warp * kSlots * plan.slot_elems;  // [kSlots, slot_elems]
   const int64_t block_lo = static_cast<int64_t>(blockIdx.x) * plan.rows_per_block;
   const int64_t block_hi = min(N, block_lo + plan.rows_per_block);
   const int64_t warp_lo = min(block_hi, block_lo + warp * plan.rows_per_warp);
   const int64_t warp_hi = min(block_hi, warp_lo + plan.rows_per_warp);
   const int n_pieces =
       static_cast<int>((warp_hi - warp_lo + plan.rows_per_piece - 1) / plan.rows_per_piece * plan.k_pieces);
-  // piece j: weight rows [rows_lo(j), rows_hi(j)), features [k_lo(j), k_lo(j) + piece_k), in slot j % slots
+  // piece j: weight rows [rows_lo(j), rows_hi(j)), features [k_lo(j), k_lo(j) + piece_k), in slot j % kSlots
   auto rows_lo = [&](int j) { return warp_lo + j / plan.k_pieces * plan.rows_per_piece; };
   auto rows_hi = [&](int j) { return min(warp_hi, rows_lo(j) + plan.rows_per_piece); };
   auto k_lo = [&](int j) { return j % plan.k_pieces * plan.piece_k; };
-  const int slots = plan.slots;
-  auto slot = [&](int j) { return ring + (j % slots) * plan.slot_elems; };
+  auto slot = [&](int j) { return ring + (j % kSlots) * plan.slot_elems; };
   auto request = [&](int j) {
-    request_piece(seg, rows_lo(j), rows_hi(j), k_lo(j), plan.piece_k, K, slot(j), &full[warp][j % slots]);
+    request_piece(seg, rows_lo(j), rows_hi(j), k_lo(j), plan.piece_k, K, slot(j), &full[warp][j % kSlots]);
   };
 
   float* bias_s = reinterpret_cast<float*>(smem_raw + plan.bias_offset);  // [rows_per_block] the block's biases
@@ -228,8 +225,8 @@ __global__ void __launch_bounds__(kThreads, 2)
 
   // 1. this warp's first pieces, its biases and the LayerNorm parameters, requested before the input exists
   if (kHasBulkCopy && lane == 0) {
-    for (int s = 0; s < slots; ++s) mbarrier_init(&full[warp][s], 1);
-    for (int j = 0; j < min(slots, n_pieces); ++j) request(j);
+    for (int s = 0; s < kSlots; ++s) mbarrier_init(&full[warp][s], 1);
+    for (int j = 0; j < min(kSlots, n_pieces); ++j) request(j);
   }
   allow_dependents();
   if (plan.preload) {
@@ -261,7 +258,7 @@ __global__ void __launch_bounds__(kThreads, 2)
   for (int j = 0; j < n_pieces; ++j) {
     const int64_t lo = rows_lo(j), hi = rows_hi(j), k0 = k_lo(j);
     if (kHasBulkCopy) {
-      mbarrier_wait(&full[warp][j % slots], (j / slots) & 1);
+      mbarrier_wait(&full[warp][j % kSlots], (j / kSlots) & 1);
     } else {
       copy_piece(seg, lo, hi, k0, plan.piece_k, K, slot(j));
     }
@@ -314,9 +311,9 @@ __global__ void __launch_bounds__(kThreads, 2)
       }
     }
     __syncwarp();  // every lane is done with the slot
-    if (kHasBulkCopy && lane == 0 && j + slots < n_pieces) {
+    if (kHasBulkCopy && lane == 0 && j + kSlots < n_pieces) {
       fence_shared_for_bulk_copy();
-      request(j + slots);
+      request(j + kSlots);
     }
   }
 }
@@ -330,15 +327,8 @@ bool parameters_preload() {
   return preload;
 }
 
-// FASTWHISPER_LINEAR_SLOTS: ring slots per warp, 2 (default), 3 or 4. The ring's bytes stay the same, so
-// more slots are smaller ones: a consumed slot is refilled sooner after its piece, at more copies.
-int ring_slots() {
-  static const int slots = std::stoi(env_choice("FASTWHISPER_LINEAR_SLOTS", {"2", "3", "4"}, "2"));
-  return slots;
-}
-
 // The cut of one call: one block per SM, the block's rows shared among its warps, and ring slots as large
-// as `slots` per warp allow beside the input rows and the preloaded parameters in the budget.
+// as kSlots per warp allow beside the input rows and the preloaded parameters in the budget.
 LinearPlan plan_linear(int64_t rows, int64_t K, int64_t N, int64_t elem, bool layer_norm) {
   const int64_t vec = 16 / elem;
   LinearPlan p{};
@@ -348,11 +338,10 @@ LinearPlan plan_linear(int64_t rows, int64_t K, int64_t N, int64_t elem, bool la
   p.blocks = static_cast<unsigned int>(ceil_div(N, p.rows_per_block));
   p.rows_per_warp = ceil_div(p.rows_per_block, kWarps);
   p.preload = parameters_preload();
-  p.slots = ring_slots();
   const auto bias_bytes = round_up(static_cast<size_t>(p.rows_per_block * 4), 128);
   const auto ln_bytes = layer_norm ? static_cast<size_t>(2 * K * 4) : 0;
   const int64_t slot_bytes = std::max<int64_t>(
-      16, (kBlockSmemBudget - static_cast<int64_t>(p.x_bytes + bias_bytes + ln_bytes)) / (kWarps * p.slots) / 16 * 16);
+      16, (kBlockSmemBudget - static_cast<int64_t>(p.x_bytes + bias_bytes + ln_bytes)) / (kWarps * kSlots) / 16 * 16);
   const int64_t row_bytes = K * elem;
   if (row_bytes <= slot_bytes) {
     p.k_pieces = 1;
@@ -365,7 +354,7 @@ LinearPlan plan_linear(int64_t rows, int64_t K, int64_t N, int64_t elem, bool la
     p.piece_k = K / p.k_pieces;
   }
   p.slot_elems = p.rows_per_piece * p.piece_k;
-  p.bias_offset = p.x_bytes + static_cast<size_t>(kWarps * p.slots * p.slot_elems * elem);
+  p.bias_offset = p.x_bytes + static_cast<size_t>(kWarps * kSlots * p.slot_elems * elem);
   p.ln_offset = p.bias_offset + bias_bytes;
   p.smem = p.ln_offset + ln_bytes;
   return p;
