@@ -32,8 +32,6 @@ namespace cg = cooperative_groups;
 constexpr int kThreads = 128;
 constexpr int kMaxGroup = 8;  // rows per window (kDecoderMaxRows)
 constexpr int kCluster = 8;   // key chunks per (window, head): the portable cluster size
-constexpr int kKeyLoads = 8;    // 16-byte slices of a key loaded together: a head of 64 fp16/bf16 values
-constexpr int kValueLoads = 4;  // values per thread loaded together
 
 template <typename T, int kGroup>
 __global__ void __launch_bounds__(kThreads)
@@ -102,20 +100,14 @@ __global__ void __launch_bounds__(kThreads)
     float s[kGroup];
 #pragma unroll
     for (int g = 0; g < kGroup; ++g) s[g] = 0.f;
-    for (int i0 = 0; i0 < vecs; i0 += kKeyLoads) {
-      Pack16<T> kv[kKeyLoads];
-      load_slices<T, kKeyLoads>(key, i0, vecs, kv);
+    for_each_slice<T, kKeyLoads>(key, vecs, [&](int i, const Pack16<T>& kv) {
 #pragma unroll
-      for (int u = 0; u < kKeyLoads; ++u) {
-        if (i0 + u >= vecs) continue;
+      for (int j = 0; j < V; ++j) {
+        const float kf = static_cast<float>(kv.v[j]);
 #pragma unroll
-        for (int j = 0; j < V; ++j) {
-          const float kf = static_cast<float>(kv[u].v[j]);
-#pragma unroll
-          for (int g = 0; g < kGroup; ++g) s[g] += result[g * head_dim + (i0 + u) * V + j] * kf;
-        }
+        for (int g = 0; g < kGroup; ++g) s[g] += result[g * head_dim + i * V + j] * kf;
       }
-    }
+    });
 #pragma unroll
     for (int g = 0; g < kGroup; ++g) {
       scores[g * chunk + t] = s[g];
@@ -143,26 +135,14 @@ __global__ void __launch_bounds__(kThreads)
   for (int g = 0; g < kGroup; ++g)
 #pragma unroll
     for (int j = 0; j < V; ++j) acc[g][j] = 0.f;
-  // kValueLoads keys per round, their loads issued before the first multiply (same summation order)
-  for (int t0 = kg; t0 < n_t; t0 += kValueLoads * n_groups) {
-    Pack16<T> vv[kValueLoads];
+  for_each_key_slice<T, kValueLoads, int>(vb, kv_stride, i, kg, n_t, n_groups, [&](int t, const Pack16<T>& vv) {
 #pragma unroll
-    for (int u = 0; u < kValueLoads; ++u) {
-      const int t = t0 + u * n_groups;
-      if (t < n_t) vv[u] = reinterpret_cast<const Pack16<T>*>(vb + static_cast<int64_t>(t) * kv_stride)[i];
+    for (int g = 0; g < kGroup; ++g) {
+      const float e = scores[g * chunk + t];
+#pragma unroll
+      for (int j = 0; j < V; ++j) acc[g][j] += e * static_cast<float>(vv.v[j]);
     }
-#pragma unroll
-    for (int u = 0; u < kValueLoads; ++u) {
-      const int t = t0 + u * n_groups;
-      if (t >= n_t) break;
-#pragma unroll
-      for (int g = 0; g < kGroup; ++g) {
-        const float e = scores[g * chunk + t];
-#pragma unroll
-        for (int j = 0; j < V; ++j) acc[g][j] += e * static_cast<float>(vv[u].v[j]);
-      }
-    }
-  }
+  });
 #pragma unroll
   for (int g = 0; g < kGroup; ++g)
 #pragma unroll

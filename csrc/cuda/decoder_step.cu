@@ -17,9 +17,6 @@
 namespace fastwhisper::cuda {
 namespace {
 
-constexpr int kKeyLoads = 8;    // 16-byte slices of a key loaded together: a head of 64 fp16/bf16 values
-constexpr int kValueLoads = 4;  // values per thread loaded together
-
 template <typename T>
 __global__ void decoder_self_attention_kernel(const T* __restrict__ qkv,            // [R, 3d]
                                               T* __restrict__ k_cache,              // [R, n_ctx, d]
@@ -66,17 +63,10 @@ __global__ void decoder_self_attention_kernel(const T* __restrict__ qkv,        
   for (int64_t t = threadIdx.x; t <= p; t += blockDim.x) {
     const auto* key = reinterpret_cast<const Pack16<T>*>(kc + t * d);
     float s = 0.f;
-    for (int i0 = 0; i0 < vecs; i0 += kKeyLoads) {
-      Pack16<T> kv[kKeyLoads];
-      load_slices<T, kKeyLoads>(key, i0, vecs, kv);
+    for_each_slice<T, kKeyLoads>(key, vecs, [&](int i, const Pack16<T>& kv) {
 #pragma unroll
-      for (int u = 0; u < kKeyLoads; ++u) {
-        if (i0 + u < vecs) {
-#pragma unroll
-          for (int j = 0; j < V; ++j) s += q[(i0 + u) * V + j] * static_cast<float>(kv[u].v[j]);
-        }
-      }
-    }
+      for (int j = 0; j < V; ++j) s += q[i * V + j] * static_cast<float>(kv.v[j]);
+    });
     scores[t] = s;
     local_max = fmaxf(local_max, s);
   }
@@ -94,23 +84,11 @@ __global__ void decoder_self_attention_kernel(const T* __restrict__ qkv,        
   float acc[V];
 #pragma unroll
   for (int j = 0; j < V; ++j) acc[j] = 0.f;
-  // kValueLoads keys per round, their loads issued before the first multiply (same summation order)
-  for (int64_t t0 = g; t0 <= p; t0 += kValueLoads * n_groups) {
-    Pack16<T> vv[kValueLoads];
+  for_each_key_slice<T, kValueLoads, int64_t>(vc, d, i, g, p + 1, n_groups, [&](int64_t t, const Pack16<T>& vv) {
+    const float e = scores[t];
 #pragma unroll
-    for (int u = 0; u < kValueLoads; ++u) {
-      const int64_t t = t0 + u * n_groups;
-      if (t <= p) vv[u] = reinterpret_cast<const Pack16<T>*>(vc + t * d)[i];
-    }
-#pragma unroll
-    for (int u = 0; u < kValueLoads; ++u) {
-      const int64_t t = t0 + u * n_groups;
-      if (t > p) break;
-      const float e = scores[t];
-#pragma unroll
-      for (int j = 0; j < V; ++j) acc[j] += e * static_cast<float>(vv[u].v[j]);
-    }
-  }
+    for (int j = 0; j < V; ++j) acc[j] += e * static_cast<float>(vv.v[j]);
+  });
 #pragma unroll
   for (int j = 0; j < V; ++j) partial[g * head_dim + i * V + j] = acc[j];
   __syncthreads();

@@ -24,14 +24,45 @@ namespace fastwhisper::cuda {
 template <typename T>
 using Pack16 = Pack<T, kPack16<T>>;
 
-// Slices [i0, i0 + kLoads) of a row of 16-byte slices (those below n_vec) into registers, every load
-// issued before any is used: one memory round trip for the group, where a loop that multiplies each
-// slice as it arrives keeps only one or two loads in flight.
-template <typename T, int kLoads>
-__device__ __forceinline__ void load_slices(const Pack16<T>* row, int i0, int n_vec, Pack16<T> (&out)[kLoads]) {
+// The decoder attention kernels' loads in flight per thread: a loop that multiplies each 16-byte slice as
+// it arrives keeps only one or two loads in flight, so the loops below issue a group of loads, then use them.
+constexpr int kKeyLoads = 8;    // 16-byte slices of one key loaded together: a head of 64 fp16/bf16 values
+constexpr int kValueLoads = 4;  // keys whose value slices one thread loads together
+
+// use(i, slice) for the 16-byte slices i = 0 .. n_vec - 1 of row, in order, kLoads loads at a time.
+template <typename T, int kLoads, typename Use>
+__device__ __forceinline__ void for_each_slice(const Pack16<T>* row, int n_vec, Use use) {
+  for (int i0 = 0; i0 < n_vec; i0 += kLoads) {
+    Pack16<T> s[kLoads];
 #pragma unroll
-  for (int u = 0; u < kLoads; ++u) {
-    if (i0 + u < n_vec) out[u] = row[i0 + u];
+    for (int u = 0; u < kLoads; ++u) {
+      if (i0 + u < n_vec) s[u] = row[i0 + u];
+    }
+#pragma unroll
+    for (int u = 0; u < kLoads; ++u) {
+      if (i0 + u < n_vec) use(i0 + u, s[u]);
+    }
+  }
+}
+
+// use(t, slice) for keys t = first, first + step, ... below end, in order: slice `slice` of key t's row
+// (rows `stride` elements apart from base), kLoads keys' loads at a time.
+template <typename T, int kLoads, typename I, typename Use>
+__device__ __forceinline__ void for_each_key_slice(const T* base, int64_t stride, int slice, I first, I end, I step,
+                                                   Use use) {
+  for (I t0 = first; t0 < end; t0 += kLoads * step) {
+    Pack16<T> s[kLoads];
+#pragma unroll
+    for (int u = 0; u < kLoads; ++u) {
+      const I t = t0 + u * step;
+      if (t < end) s[u] = reinterpret_cast<const Pack16<T>*>(base + static_cast<int64_t>(t) * stride)[slice];
+    }
+#pragma unroll
+    for (int u = 0; u < kLoads; ++u) {
+      const I t = t0 + u * step;
+      if (t >= end) break;
+      use(t, s[u]);
+    }
   }
 }
 
