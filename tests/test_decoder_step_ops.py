@@ -75,36 +75,47 @@ def test_decoder_linear_matches_float64(case, device, dtype):
         assert rel_err(out, expected) <= TOL[dtype], case
 
 
+LINEAR_SWITCHES = {  # read once per process; the words each takes
+    "FASTWHISPER_LINEAR_PRELOAD": ("on", "off"),
+    "FASTWHISPER_VOCAB_SMEM": ("half", "full"),
+}
+
+
 @requires_cuda
 @pytest.mark.cuda
-@pytest.mark.parametrize("setting", ["on", "off", "maybe"])
-def test_decoder_linear_preload_switch(setting):
-    """FASTWHISPER_LINEAR_PRELOAD (read once per process): with the biases and LayerNorm parameters read
-    before the producer wait ("on") or where they are used ("off"), every linear case matches the float64
-    reference in fp32 and fp16; any other value is refused with a message naming the variable."""
+@pytest.mark.parametrize("variable,setting", [(v, w) for v, words in LINEAR_SWITCHES.items() for w in words + ("maybe",)])
+def test_decoder_linear_switches(variable, setting):
+    """decoder_linear's switches: biases and LayerNorm parameters read before the producer wait or where
+    they are used (FASTWHISPER_LINEAR_PRELOAD), the vocabulary projection's shared-memory budget
+    (FASTWHISPER_VOCAB_SMEM). With each value every linear case, in fp32 and fp16 and with float output,
+    and a large-v3 vocabulary row, matches the float64 reference; any other value is refused with a
+    message naming the variable."""
     code = textwrap.dedent(
         """
         import torch
         from fastwhisper import ops
         from conftest import rel_err
         from test_decoder_step_ops import LINEAR_CASES, TOL, linear_case, linear_reference
-        for case, (rows, k, outs, biases, ln, residual, gelu) in LINEAR_CASES.items():
+        cases = dict(LINEAR_CASES, **{"large-v3-vocab-1row": (1, 1280, [51866], [False], True, False, False)})
+        for case, (rows, k, outs, biases, ln, residual, gelu) in cases.items():
             x, weights, bs, ln_w, ln_b, res = linear_case(rows, k, outs, biases, ln, residual)
             expected = linear_reference(x, weights, bs, ln_w, ln_b, res, gelu)
             for dtype in (torch.float32, torch.float16):
-                cast = lambda t: None if t is None else t.cuda().to(dtype)
-                ln_args = [None if t is None else t.cuda() for t in (ln_w, ln_b)]
-                out = ops.decoder_linear(cast(x), [cast(w) for w in weights], [cast(b) for b in bs], *ln_args,
-                                         residual=cast(res), gelu=gelu)
-                print(case, dtype, rel_err(out, expected) <= TOL[dtype])
+                for float_output in (False, True):
+                    cast = lambda t: None if t is None else t.cuda().to(dtype)
+                    ln_args = [None if t is None else t.cuda() for t in (ln_w, ln_b)]
+                    out = ops.decoder_linear(cast(x), [cast(w) for w in weights], [cast(b) for b in bs], *ln_args,
+                                             residual=cast(res), gelu=gelu, float_output=float_output)
+                    print(case, dtype, float_output, rel_err(out, expected) <= TOL[dtype])
         """)
-    proc = run_python_with_env(code, timeout=300, FASTWHISPER_LINEAR_PRELOAD=setting)
+    proc = run_python_with_env(code, timeout=300, **{variable: setting})
     if setting == "maybe":
-        assert proc.returncode != 0 and "FASTWHISPER_LINEAR_PRELOAD must be on or off" in proc.stderr, proc.stderr[-2000:]
+        words = " or ".join(LINEAR_SWITCHES[variable])
+        assert proc.returncode != 0 and f"{variable} must be {words}" in proc.stderr, proc.stderr[-2000:]
         return
     assert proc.returncode == 0, proc.stderr[-2000:]
     results = [line.rsplit(" ", 1) for line in proc.stdout.splitlines()]
-    assert len(results) == 2 * len(LINEAR_CASES) and all(ok == "True" for _, ok in results), proc.stdout
+    assert len(results) == 4 * (len(LINEAR_CASES) + 1) and all(ok == "True" for _, ok in results), proc.stdout
 
 
 def attention_case(rows, n_ctx, d, position, seed=1):
