@@ -77,7 +77,6 @@ def test_decoder_linear_matches_float64(case, device, dtype):
 
 LINEAR_SWITCHES = {  # read once per process; the words each takes
     "FASTWHISPER_LINEAR_PRELOAD": ("on", "off"),
-    "FASTWHISPER_VOCAB_SMEM": ("half", "full"),
 }
 
 
@@ -85,11 +84,10 @@ LINEAR_SWITCHES = {  # read once per process; the words each takes
 @pytest.mark.cuda
 @pytest.mark.parametrize("variable,setting", [(v, w) for v, words in LINEAR_SWITCHES.items() for w in words + ("maybe",)])
 def test_decoder_linear_switches(variable, setting):
-    """decoder_linear's switches: biases and LayerNorm parameters read before the producer wait or where
-    they are used (FASTWHISPER_LINEAR_PRELOAD), the vocabulary projection's shared-memory budget
-    (FASTWHISPER_VOCAB_SMEM). With each value every linear case, in fp32 and fp16 and with float output,
-    and a large-v3 vocabulary row, matches the float64 reference; any other value is refused with a
-    message naming the variable."""
+    """decoder_linear's switch: biases and LayerNorm parameters read before the producer wait or where
+    they are used (FASTWHISPER_LINEAR_PRELOAD). With each value every linear case, in fp32 and fp16 and
+    with float output, and a large-v3 vocabulary row, matches the float64 reference; any other value is
+    refused with a message naming the variable."""
     code = textwrap.dedent(
         """
         import torch

@@ -42,9 +42,6 @@ constexpr int kMaxSegments = 3;               // q, k and v weights in one call
 constexpr int kSlots = 2;                     // ring slots per warp
 constexpr int64_t kMaxRowsPerPiece = 8;       // whole weight rows in one slot at most
 constexpr int64_t kBlockSmemBudget = 108 * 1024;  // two blocks (this kernel and the next) per SM
-// The vocabulary projection (float output) ends the step's linear layers: with FASTWHISPER_VOCAB_SMEM=full
-// its block may take most of the SM's shared memory, as no next linear layer needs room beside it.
-constexpr int64_t kLastLinearSmemBudget = 200 * 1024;
 
 template <typename T>
 struct Segments {
@@ -330,16 +327,9 @@ bool parameters_preload() {
   return preload;
 }
 
-// FASTWHISPER_VOCAB_SMEM: "half" (default) gives the vocabulary projection the budget of every linear
-// layer, "full" kLastLinearSmemBudget (larger ring slots).
-bool vocab_full_smem() {
-  static const bool full = env_choice("FASTWHISPER_VOCAB_SMEM", {"half", "full"}, "half") == "full";
-  return full;
-}
-
 // The cut of one call: one block per SM, the block's rows shared among its warps, and ring slots as large
 // as kSlots per warp allow beside the input rows and the preloaded parameters in the budget.
-LinearPlan plan_linear(int64_t rows, int64_t K, int64_t N, int64_t elem, bool layer_norm, int64_t budget) {
+LinearPlan plan_linear(int64_t rows, int64_t K, int64_t N, int64_t elem, bool layer_norm) {
   const int64_t vec = 16 / elem;
   LinearPlan p{};
   p.x_bytes = round_up(static_cast<size_t>(rows * K * elem), 128);
@@ -351,7 +341,7 @@ LinearPlan plan_linear(int64_t rows, int64_t K, int64_t N, int64_t elem, bool la
   const auto bias_bytes = round_up(static_cast<size_t>(p.rows_per_block * 4), 128);
   const auto ln_bytes = layer_norm ? static_cast<size_t>(2 * K * 4) : 0;
   const int64_t slot_bytes = std::max<int64_t>(
-      16, (budget - static_cast<int64_t>(p.x_bytes + bias_bytes + ln_bytes)) / (kWarps * kSlots) / 16 * 16);
+      16, (kBlockSmemBudget - static_cast<int64_t>(p.x_bytes + bias_bytes + ln_bytes)) / (kWarps * kSlots) / 16 * 16);
   const int64_t row_bytes = K * elem;
   if (row_bytes <= slot_bytes) {
     p.k_pieces = 1;
@@ -374,8 +364,7 @@ template <typename T, int kMaxRows>
 void launch_linear(const at::Tensor& x, const float* ln_w, const float* ln_b, const Segments<T>& seg,
                    const T* residual, T* out, float* out_float, int64_t n, bool apply_gelu) {
   const int64_t rows = x.size(0), k = x.size(1);
-  const int64_t budget = out_float != nullptr && vocab_full_smem() ? kLastLinearSmemBudget : kBlockSmemBudget;
-  const LinearPlan plan = plan_linear(rows, k, n, sizeof(T), ln_w != nullptr, budget);
+  const LinearPlan plan = plan_linear(rows, k, n, sizeof(T), ln_w != nullptr);
   auto kernel = decoder_linear_kernel<T, kMaxRows>;
   // dynamic shared memory this kernel may take: the per-block maximum less its static shared memory
   static const size_t dynamic_max = [&] {  // once per instantiation (an eager run precedes any graph capture)
