@@ -1,7 +1,5 @@
 """decoder_cross_attention and decoder_greedy_update: against float64 / whisper's own ops, opcheck, bad input."""
 
-import textwrap
-
 import pytest
 import torch
 import torch.nn.functional as F
@@ -55,8 +53,7 @@ def test_decoder_cross_attention_matches_float64(windows, group, n_keys, n_head,
 def test_cross_attention_choices_match_float64(choice):
     """FASTWHISPER_CROSS_ATTENTION (read once per process) picks ATen's SDPA or the cluster kernel; each must
     match the float64 reference for one and several rows per window, empty key chunks (3 and 5 keys) included."""
-    code = textwrap.dedent(
-        """
+    code = """
         import torch
         from fastwhisper import ops
         from conftest import rel_err
@@ -68,7 +65,7 @@ def test_cross_attention_choices_match_float64(choice):
             q, k, v = cross_case(windows, group, n_keys, head_dim * n_head)
             out = ops.decoder_cross_attention(q.cuda().half(), k.cuda().half(), v.cuda().half(), n_head)
             print(rel_err(out, cross_reference(q, k, v, n_head)))
-        """)
+        """
     proc = run_python_with_env(code, timeout=300, FASTWHISPER_CROSS_ATTENTION=choice)
     assert proc.returncode == 0, proc.stderr
     errors = [float(line) for line in proc.stdout.split()]

@@ -1,8 +1,6 @@
 """The decoder step ops (decoder_linear, decoder_embedding, decoder_self_attention) against float64 references, opcheck,
 bad input, and the DecoderSession running its one-token steps through them."""
 
-import textwrap
-
 import pytest
 import torch
 import torch.nn.functional as F
@@ -83,8 +81,7 @@ def test_decoder_linear_preload_switch(setting):
     before the producer wait ("on") or where they are used ("off"), every linear case, in fp32 and fp16,
     with and without float output, and a large-v3 vocabulary row, matches the float64 reference; any other
     value is refused with a message naming the variable."""
-    code = textwrap.dedent(
-        """
+    code = """
         import torch
         from fastwhisper import ops
         from conftest import rel_err
@@ -100,7 +97,7 @@ def test_decoder_linear_preload_switch(setting):
                     out = ops.decoder_linear(cast(x), [cast(w) for w in weights], [cast(b) for b in bs], *ln_args,
                                              residual=cast(res), gelu=gelu, float_output=float_output)
                     print(case, dtype, float_output, rel_err(out, expected) <= TOL[dtype])
-        """)
+        """
     proc = run_python_with_env(code, timeout=300, FASTWHISPER_LINEAR_PRELOAD=setting)
     if setting == "maybe":
         assert proc.returncode != 0 and "FASTWHISPER_LINEAR_PRELOAD must be on or off" in proc.stderr, proc.stderr[-2000:]

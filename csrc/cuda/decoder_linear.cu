@@ -69,6 +69,12 @@ struct Segments {
     for (int s = 0; s + 1 < kMaxSegments; ++s) i += (s + 1 < count && n >= end[s]) ? 1 : 0;
     return i;
   }
+  // the bias of output column n, 0 when its segment has none
+  __device__ float bias_at(int64_t n) const {
+    const int i = find(n);
+    const T* b = bias_of(i);
+    return b == nullptr ? 0.f : static_cast<float>(b[n - begin(i)]);
+  }
 };
 
 // How a call is cut: grid blocks of rows_per_block weight rows, warps of rows_per_warp of them, and
@@ -230,11 +236,7 @@ __global__ void __launch_bounds__(kThreads, 2)
   }
   allow_dependents();
   if (plan.preload) {
-    for (int64_t n = warp_lo + lane; n < warp_hi; n += 32) {
-      const int i = seg.find(n);
-      const T* bias = seg.bias_of(i);
-      bias_s[n - block_lo] = bias == nullptr ? 0.f : static_cast<float>(bias[n - seg.begin(i)]);
-    }
+    for (int64_t n = warp_lo + lane; n < warp_hi; n += 32) bias_s[n - block_lo] = seg.bias_at(n);
     if (ln_w != nullptr) {  // read by the warps that normalize, so published by a block barrier
       auto* dst = reinterpret_cast<float4*>(ln_s);
       for (int64_t i = threadIdx.x; i < K / 4; i += blockDim.x) {
@@ -292,14 +294,7 @@ __global__ void __launch_bounds__(kThreads, 2)
       }
       if (lane < rows) {
         const int m = lane;
-        float b;
-        if (plan.preload) {
-          b = bias_s[n - block_lo];
-        } else {
-          const int i = seg.find(n);
-          const T* bias = seg.bias_of(i);
-          b = bias == nullptr ? 0.f : static_cast<float>(bias[n - seg.begin(i)]);
-        }
+        const float b = plan.preload ? bias_s[n - block_lo] : seg.bias_at(n);
         T y = static_cast<T>(total + b);  // the Linear's output
         if (apply_gelu) y = static_cast<T>(gelu(static_cast<float>(y)));
         if (residual != nullptr) y = static_cast<T>(static_cast<float>(residual[m * N + n]) + static_cast<float>(y));
