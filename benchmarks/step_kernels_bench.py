@@ -82,6 +82,9 @@ def main():
                 aten = [lambda w=w: F.linear(x, w) for w in ws]  # cuBLAS GEMV alone (no LN/epilogue)
                 row(f"decoder_linear {label} rows={rows} [{n}x{k}]", per_call_us(ours), n * k * 2, bandwidth,
                     per_call_us(aten))
+                if label.startswith("vocab") and rows == 1:  # what reading these bytes alone takes: ATen's sum
+                    sums = [lambda w=w: w.sum(dtype=torch.float32) for w in ws]
+                    row(f"read-only reference: ATen sum [{n}x{k}]", per_call_us(sums), n * k * 2, bandwidth)
                 del ws
             n_keys, heads = 1500, args.heads
             kvs = [(torch.randn(1, n_keys, d, device=dev, dtype=dt, generator=g),
