@@ -10,14 +10,12 @@ the real dims), decodes 1 + `--tokens` tokens and 1 token with EOT suppressed, a
 so the once-per-window work (cross-attention K/V, the first multi-token step, the Python set-up of
 the DecodingTask) cancels out. fp16 activations, CUDA events, warm-up, median of repeats.
 
-Configurations (FASTWHISPER_PDL, FASTWHISPER_CROSS_ATTENTION, FASTWHISPER_LINEAR_PRELOAD,
-FASTWHISPER_LINEAR_RING; see README):
+Configurations (FASTWHISPER_PDL, FASTWHISPER_CROSS_ATTENTION, FASTWHISPER_LINEAR_PRELOAD; see README):
     default       as shipped
     no-pdl        programmatic dependent launch off
     cross-sdpa    cross-attention through ATen's SDPA
     cross-split   cross-attention through fastwhisper's cluster kernel
     linear-late   decoder_linear reads its biases and LayerNorm parameters where it uses them, after its input
-    ring-two      decoder_linear keeps two ring slots per warp even where a block's weights would all fit
 
 With --rounds R every configuration runs R times, the configurations taking turns, and the table gives
 the median over rounds (the JSON keeps every round), so a drift of the GPU's speed during the run
@@ -45,7 +43,6 @@ CONFIGS = {
     "cross-sdpa": {"FASTWHISPER_CROSS_ATTENTION": "sdpa"},
     "cross-split": {"FASTWHISPER_CROSS_ATTENTION": "split"},
     "linear-late": {"FASTWHISPER_LINEAR_PRELOAD": "off"},
-    "ring-two": {"FASTWHISPER_LINEAR_RING": "two"},
 }
 MODES = {"greedy": {}, "beam5": {"beam_size": 5}}
 

@@ -10,9 +10,7 @@
 // wait for each other after the input is loaded, so 16 independent streams per SM hide DRAM latency
 // (the earlier cut, where the whole block took each stage together, spent its time in block barriers).
 // A slot holds several whole weight rows when K is small, or a slice of one row when it is large (the
-// warp then keeps its partial sums across slices). Where all of a block's pieces fit in its half of the
-// SM's shared memory (large-v3's MLP with one row), each warp gets one slot per piece instead of two, so
-// no piece is requested after the producer wait. The first slots are requested before the kernel
+// warp then keeps its partial sums across slices). The first slots are requested before the kernel
 // waits for the kernel that produces its input (PDL, see device_utils.cuh), and the kernel lets its own
 // successor be scheduled at once; a block takes about half of an SM's shared memory, so the next linear
 // layer's blocks sit beside this one's and fill their rings while this one computes.
@@ -41,8 +39,7 @@ namespace {
 constexpr int kWarps = 16;                    // >= kDecoderMaxRows: one warp normalizes each input row
 constexpr int kThreads = kWarps * 32;
 constexpr int kMaxSegments = 3;               // q, k and v weights in one call
-constexpr int kSlots = 2;                     // ring slots per warp, when a block's weights do not all fit
-constexpr int kMaxSlots = 8;                  // ring slots per warp at most (a block's weights all resident)
+constexpr int kSlots = 2;                     // ring slots per warp
 constexpr int64_t kMaxRowsPerPiece = 8;       // whole weight rows in one slot at most
 constexpr int64_t kBlockSmemBudget = 108 * 1024;  // two blocks (this kernel and the next) per SM
 
@@ -90,7 +87,6 @@ struct LinearPlan {
   int64_t k_pieces;        // pieces per weight row
   int64_t piece_k;         // features per piece: K / k_pieces, a multiple of the 16-byte vector
   int64_t slot_elems;      // elements of one ring slot: rows_per_piece * piece_k
-  int slots;               // ring slots per warp: kSlots, or every piece of the warp (no refills)
   unsigned int blocks;
   size_t x_bytes;          // shared bytes of the input rows (rounded up to 128)
   size_t bias_offset;      // shared byte offset of the block's biases (after the rings)
@@ -210,24 +206,24 @@ __global__ void __launch_bounds__(kThreads, 2)
                           float* __restrict__ out_float,     // [rows, N] or nullptr
                           int rows, int64_t K, int64_t N, const LinearPlan plan, bool apply_gelu) {
   extern __shared__ __align__(128) unsigned char smem_raw[];
-  __shared__ __align__(8) uint64_t full[kWarps][kMaxSlots];
+  __shared__ __align__(8) uint64_t full[kWarps][kSlots];
   constexpr int V = kPack16<T>;
   const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
   T* h = reinterpret_cast<T*>(smem_raw);  // [rows, K]: the (normalized) input rows
-  T* ring = reinterpret_cast<T*>(smem_raw + plan.x_bytes) + warp * plan.slots * plan.slot_elems;  // [slots, slot_elems]
+  T* ring = reinterpret_cast<T*>(smem_raw + plan.x_bytes) + warp * kSlots * plan.slot_elems;  // [kSlots, slot_elems]
   const int64_t block_lo = static_cast<int64_t>(blockIdx.x) * plan.rows_per_block;
   const int64_t block_hi = min(N, block_lo + plan.rows_per_block);
   const int64_t warp_lo = min(block_hi, block_lo + warp * plan.rows_per_warp);
   const int64_t warp_hi = min(block_hi, warp_lo + plan.rows_per_warp);
   const int n_pieces =
       static_cast<int>((warp_hi - warp_lo + plan.rows_per_piece - 1) / plan.rows_per_piece * plan.k_pieces);
-  // piece j: weight rows [rows_lo(j), rows_hi(j)), features [k_lo(j), k_lo(j) + piece_k), in slot j % slots
+  // piece j: weight rows [rows_lo(j), rows_hi(j)), features [k_lo(j), k_lo(j) + piece_k), in slot j % kSlots
   auto rows_lo = [&](int j) { return warp_lo + j / plan.k_pieces * plan.rows_per_piece; };
   auto rows_hi = [&](int j) { return min(warp_hi, rows_lo(j) + plan.rows_per_piece); };
   auto k_lo = [&](int j) { return j % plan.k_pieces * plan.piece_k; };
-  auto slot = [&](int j) { return ring + (j % plan.slots) * plan.slot_elems; };
+  auto slot = [&](int j) { return ring + (j % kSlots) * plan.slot_elems; };
   auto request = [&](int j) {
-    request_piece(seg, rows_lo(j), rows_hi(j), k_lo(j), plan.piece_k, K, slot(j), &full[warp][j % plan.slots]);
+    request_piece(seg, rows_lo(j), rows_hi(j), k_lo(j), plan.piece_k, K, slot(j), &full[warp][j % kSlots]);
   };
 
   float* bias_s = reinterpret_cast<float*>(smem_raw + plan.bias_offset);  // [rows_per_block] the block's biases
@@ -235,8 +231,8 @@ __global__ void __launch_bounds__(kThreads, 2)
 
   // 1. this warp's first pieces, its biases and the LayerNorm parameters, requested before the input exists
   if (kHasBulkCopy && lane == 0) {
-    for (int s = 0; s < plan.slots; ++s) mbarrier_init(&full[warp][s], 1);
-    for (int j = 0; j < min(plan.slots, n_pieces); ++j) request(j);
+    for (int s = 0; s < kSlots; ++s) mbarrier_init(&full[warp][s], 1);
+    for (int j = 0; j < min(kSlots, n_pieces); ++j) request(j);
   }
   allow_dependents();
   if (plan.preload) {
@@ -264,7 +260,7 @@ __global__ void __launch_bounds__(kThreads, 2)
   for (int j = 0; j < n_pieces; ++j) {
     const int64_t lo = rows_lo(j), hi = rows_hi(j), k0 = k_lo(j);
     if (kHasBulkCopy) {
-      mbarrier_wait(&full[warp][j % plan.slots], (j / plan.slots) & 1);
+      mbarrier_wait(&full[warp][j % kSlots], (j / kSlots) & 1);
     } else {
       copy_piece(seg, lo, hi, k0, plan.piece_k, K, slot(j));
     }
@@ -310,9 +306,9 @@ __global__ void __launch_bounds__(kThreads, 2)
       }
     }
     __syncwarp();  // every lane is done with the slot
-    if (kHasBulkCopy && lane == 0 && j + plan.slots < n_pieces) {
+    if (kHasBulkCopy && lane == 0 && j + kSlots < n_pieces) {
       fence_shared_for_bulk_copy();
-      request(j + plan.slots);
+      request(j + kSlots);
     }
   }
 }
@@ -326,18 +322,9 @@ bool parameters_preload() {
   return preload;
 }
 
-// FASTWHISPER_LINEAR_RING: "whole" (default) gives each warp a slot per piece when all of a block's weights
-// fit in its share of the SM (half, so that two blocks still sit side by side), so every weight byte is
-// requested before the producer wait; "two" keeps two slots per warp, refilled after the wait.
-bool resident_rings() {
-  static const bool whole = env_choice("FASTWHISPER_LINEAR_RING", {"whole", "two"}, "whole") == "whole";
-  return whole;
-}
-
 // The cut of one call: one block per SM, the block's rows shared among its warps, and ring slots as large
-// as kSlots per warp allow beside the input rows and the preloaded parameters in the budget. When
-// resident_budget > 0 and every piece of the block fits in it, each warp gets one slot per piece instead.
-LinearPlan plan_linear(int64_t rows, int64_t K, int64_t N, int64_t elem, bool layer_norm, size_t resident_budget) {
+// as kSlots per warp allow beside the input rows and the preloaded parameters in the budget.
+LinearPlan plan_linear(int64_t rows, int64_t K, int64_t N, int64_t elem, bool layer_norm) {
   const int64_t vec = 16 / elem;
   LinearPlan p{};
   p.x_bytes = round_up(static_cast<size_t>(rows * K * elem), 128);
@@ -362,55 +349,30 @@ LinearPlan plan_linear(int64_t rows, int64_t K, int64_t N, int64_t elem, bool la
     p.piece_k = K / p.k_pieces;
   }
   p.slot_elems = p.rows_per_piece * p.piece_k;
-  p.slots = kSlots;
-  int64_t ring_warps = kWarps;
-  const int64_t warp_pieces = ceil_div(p.rows_per_warp, p.rows_per_piece) * p.k_pieces;
-  const int64_t busy_warps = ceil_div(p.rows_per_block, p.rows_per_warp);
-  const auto resident_bytes =
-      p.x_bytes + static_cast<size_t>(busy_warps * warp_pieces * p.slot_elems * elem) + bias_bytes + ln_bytes;
-  if (warp_pieces > kSlots && warp_pieces <= kMaxSlots && resident_bytes <= resident_budget) {
-    p.slots = static_cast<int>(warp_pieces);
-    ring_warps = busy_warps;
-  }
-  p.bias_offset = p.x_bytes + static_cast<size_t>(ring_warps * p.slots * p.slot_elems * elem);
+  p.bias_offset = p.x_bytes + static_cast<size_t>(kWarps * kSlots * p.slot_elems * elem);
   p.ln_offset = p.bias_offset + bias_bytes;
   p.smem = p.ln_offset + ln_bytes;
   return p;
-}
-
-// The kernel's shared-memory limits on the current device, found once per instantiation (an eager run
-// precedes any graph capture): the most dynamic shared memory one block may take (the kernel is allowed
-// it here, and prefers shared memory to L1), and the most with which two blocks still share an SM.
-struct SmemLimits {
-  size_t block_max;
-  size_t pair_max;
-};
-
-template <typename Kernel>
-SmemLimits kernel_smem_limits(Kernel kernel) {
-  cudaFuncAttributes attributes{};
-  C10_CUDA_CHECK(cudaFuncGetAttributes(&attributes, kernel));
-  const cudaDeviceProp* prop = at::cuda::getCurrentDeviceProperties();
-  SmemLimits limits{};
-  limits.block_max = prop->sharedMemPerBlockOptin - attributes.sharedSizeBytes;
-  limits.pair_max = prop->sharedMemPerMultiprocessor / 2 - prop->reservedSharedMemPerBlock - attributes.sharedSizeBytes;
-  C10_CUDA_CHECK(
-      cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(limits.block_max)));
-  C10_CUDA_CHECK(
-      cudaFuncSetAttribute(kernel, cudaFuncAttributePreferredSharedMemoryCarveout, cudaSharedmemCarveoutMaxShared));
-  return limits;
 }
 
 template <typename T, int kMaxRows>
 void launch_linear(const at::Tensor& x, const float* ln_w, const float* ln_b, const Segments<T>& seg,
                    const T* residual, T* out, float* out_float, int64_t n, bool apply_gelu) {
   const int64_t rows = x.size(0), k = x.size(1);
+  const LinearPlan plan = plan_linear(rows, k, n, sizeof(T), ln_w != nullptr);
   auto kernel = decoder_linear_kernel<T, kMaxRows>;
-  static const SmemLimits limits = kernel_smem_limits(kernel);
-  const LinearPlan plan =
-      plan_linear(rows, k, n, sizeof(T), ln_w != nullptr, resident_rings() ? limits.pair_max : 0);
-  TORCH_CHECK(plan.smem <= limits.block_max, "fastwhisper.decoder_linear (CUDA): ", rows, " rows of ", k,
-              " features need ", plan.smem, " bytes of shared memory; this GPU allows ", limits.block_max);
+  // dynamic shared memory this kernel may take: the per-block maximum less its static shared memory
+  static const size_t dynamic_max = [&] {  // once per instantiation (an eager run precedes any graph capture)
+    cudaFuncAttributes attributes{};
+    C10_CUDA_CHECK(cudaFuncGetAttributes(&attributes, kernel));
+    const size_t bytes = at::cuda::getCurrentDeviceProperties()->sharedMemPerBlockOptin - attributes.sharedSizeBytes;
+    C10_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(bytes)));
+    C10_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributePreferredSharedMemoryCarveout,
+                                        cudaSharedmemCarveoutMaxShared));
+    return bytes;
+  }();
+  TORCH_CHECK(plan.smem <= dynamic_max, "fastwhisper.decoder_linear (CUDA): ", rows, " rows of ", k, " features need ",
+              plan.smem, " bytes of shared memory; this GPU allows ", dynamic_max);
   launch_pdl(kernel, dim3(plan.blocks), dim3(kThreads), plan.smem, x.data_ptr<T>(), ln_w, ln_b, seg, residual, out,
              out_float, static_cast<int>(rows), k, n, plan, apply_gelu);
 }
