@@ -15,6 +15,7 @@ Configurations (FASTWHISPER_PDL, FASTWHISPER_CROSS_ATTENTION, FASTWHISPER_LINEAR
     no-pdl        programmatic dependent launch off
     cross-sdpa    cross-attention through ATen's SDPA
     cross-split   cross-attention through fastwhisper's cluster kernel
+    split-no-pdl  the cluster kernel, programmatic dependent launch off
     linear-late   decoder_linear reads its biases and LayerNorm parameters where it uses them, after its input
 
 With --rounds R every configuration runs R times, the configurations taking turns, and the table gives
@@ -42,6 +43,7 @@ CONFIGS = {
     "no-pdl": {"FASTWHISPER_PDL": "0"},
     "cross-sdpa": {"FASTWHISPER_CROSS_ATTENTION": "sdpa"},
     "cross-split": {"FASTWHISPER_CROSS_ATTENTION": "split"},
+    "split-no-pdl": {"FASTWHISPER_CROSS_ATTENTION": "split", "FASTWHISPER_PDL": "0"},
     "linear-late": {"FASTWHISPER_LINEAR_PRELOAD": "off"},
 }
 MODES = {"greedy": {}, "beam5": {"beam_size": 5}}

@@ -59,7 +59,12 @@ def main():
     parser.add_argument("--heads", type=int, default=20)
     parser.add_argument("--copies", type=int, default=24)
     parser.add_argument("--rows", default="1,5")
+    parser.add_argument("--chain", action="store_true",
+                        help="only the cross-attention block as the step runs it: LN+cross-q, cross-attention, "
+                             "cross-out+residual, and its first two or last two kernels alone, us per block")
     args = parser.parse_args()
+    if args.chain:
+        return cross_block_chain(args)
     dev, dt, d = "cuda", torch.float16, args.d
     bandwidth = measure_ceilings(dev)["copy_gb_per_s"] * 1e9
     print(f"copy bandwidth {bandwidth / 1e12:.2f} TB/s, d={d}, heads={args.heads}")
@@ -115,6 +120,38 @@ def main():
             aten = [lambda: (logits.argmax(-1), F.log_softmax(logits, -1))]
             row(f"decoder_greedy_update rows={rows}", per_call_us(ours * 20), rows * 51866 * 4, bandwidth,
                 per_call_us(aten * 20))
+
+
+def cross_block_chain(args):
+    """The decoder layer's cross-attention block as consecutive kernels in one CUDA graph (with PDL, as the
+    step runs them), over --copies weight and K/V sets so that every block reads HBM: us per block for the
+    whole block and for its sub-chains. Which cross-attention runs follows FASTWHISPER_CROSS_ATTENTION."""
+    dev, dt, d, heads, n_keys = "cuda", torch.float16, args.d, args.heads, 1500
+    g = torch.Generator(device=dev).manual_seed(0)
+    rand = lambda *shape: torch.randn(*shape, device=dev, dtype=dt, generator=g)  # noqa: E731
+    ln_w, ln_b = torch.ones(d, device=dev), torch.zeros(d, device=dev)
+    sets = [dict(wq=rand(d, d) * 0.02, bq=rand(d), wo=rand(d, d) * 0.02, bo=rand(d), k=rand(1, n_keys, d),
+                 v=rand(1, n_keys, d)) for _ in range(args.copies)]
+    print(f"cross-attention block chain, d={d}, heads={heads}, T={n_keys}, fp16")
+    print("| chain | rows | us per chain |\n|---|---|---|")
+    with torch.inference_mode():
+        for rows in map(int, args.rows.split(",")):
+            x = rand(rows, d)
+            q, a = rand(rows, d), rand(rows, d)
+            crossq = lambda s: ops.decoder_linear(x, [s["wq"]], [s["bq"]], ln_w, ln_b)  # noqa: E731
+            attend = lambda s, q: ops.decoder_cross_attention(q, s["k"], s["v"], heads)  # noqa: E731
+            crossout = lambda s, a: ops.decoder_linear(a, [s["wo"]], [s["bo"]], residual=x)  # noqa: E731
+            chains = {
+                "cross-q": lambda s: crossq(s),
+                "attention": lambda s: attend(s, q),
+                "cross-out": lambda s: crossout(s, a),
+                "cross-q -> attention": lambda s: attend(s, crossq(s)),
+                "attention -> cross-out": lambda s: crossout(s, attend(s, q)),
+                "cross-q -> attention -> cross-out": lambda s: crossout(s, attend(s, crossq(s))),
+            }
+            for name, chain in chains.items():
+                us = per_call_us([lambda s=s: chain(s) for s in sets])
+                print(f"| {name} | {rows} | {us:.2f} |", flush=True)
 
 
 if __name__ == "__main__":
