@@ -19,6 +19,7 @@
 #include <cmath>
 
 #include "checks.h"
+#include "cuda/async_copy.cuh"
 #include "cuda/bulk_copy.cuh"
 #include "cuda/device_utils.cuh"
 #include "env_choice.h"
@@ -39,7 +40,7 @@ __global__ void __launch_bounds__(kThreads)
                            const T* __restrict__ k,  // [W, n_keys, d]
                            const T* __restrict__ v,  // [W, n_keys, d]
                            T* __restrict__ out,      // [W * G, d]
-                           int64_t n_keys, int64_t d, int head_dim, int chunk, float scale) {
+                           int64_t n_keys, int64_t d, int head_dim, int chunk, float scale, bool async_stage) {
   // grid (kCluster, H, W), clusters of kCluster blocks along x: block c = this cluster's rank c takes keys
   // [c * chunk, (c + 1) * chunk) of window w, head `head`.
   // dynamic shared memory: staged keys [chunk][head_dim] and values [chunk][head_dim] (T), then (float)
@@ -62,11 +63,14 @@ __global__ void __launch_bounds__(kThreads)
   const T* k_global = k + (static_cast<int64_t>(w) * n_keys + t0) * d + static_cast<int64_t>(head) * head_dim;
   const T* v_global = v + (static_cast<int64_t>(w) * n_keys + t0) * d + static_cast<int64_t>(head) * head_dim;
 
-  // K/V were written before the step: the first warp copies this block's slice of each key and value
-  // into shared memory (one bulk copy per slice) while the kernels before still compute the query
+  // K/V were written before the step, so this block's slice of each key and value is copied into shared
+  // memory while the kernels before still compute the query: with the bulk copy engine (one copy per
+  // slice, issued by the first warp) or, when async_stage, with every thread's 16-byte asynchronous copies
   allow_dependents();
+  const bool bulk = kHasBulkCopy && !async_stage;
+  const bool staged_async = kHasAsyncCopy && async_stage;
   const uint32_t slice_bytes = static_cast<uint32_t>(head_dim * sizeof(T));
-  if (kHasBulkCopy && threadIdx.x < 32) {
+  if (bulk && threadIdx.x < 32) {
     if (threadIdx.x == 0) {
       mbarrier_init(&staged, 1);
       mbarrier_arrive_expect_tx(&staged, 2u * n_t * slice_bytes);
@@ -78,18 +82,29 @@ __global__ void __launch_bounds__(kThreads)
                           (idx < n_t ? k_global : v_global) + static_cast<int64_t>(t) * d, slice_bytes, &staged);
     }
   }
+  if (staged_async) {  // consecutive threads take consecutive 16-byte pieces of one slice
+    for (int idx = threadIdx.x; idx < 2 * n_t * vecs; idx += blockDim.x) {
+      const int piece = idx % (n_t * vecs), t = piece / vecs, i = piece % vecs;
+      const bool key = idx < n_t * vecs;
+      async_copy16((key ? k_s : v_s) + static_cast<int64_t>(t) * head_dim + i * V,
+                   (key ? k_global : v_global) + static_cast<int64_t>(t) * d + i * V);
+    }
+    async_copy_commit();
+  }
   // where the keys and values are read from: the staged copies (row stride head_dim) or global memory (d)
-  const T* kb = kHasBulkCopy ? k_s : k_global;
-  const T* vb = kHasBulkCopy ? v_s : v_global;
-  const int64_t kv_stride = kHasBulkCopy ? head_dim : d;
+  const bool staged_any = bulk || staged_async;
+  const T* kb = staged_any ? k_s : k_global;
+  const T* vb = staged_any ? v_s : v_global;
+  const int64_t kv_stride = staged_any ? head_dim : d;
   wait_for_producers();  // q comes from the kernel before
   for (int i = threadIdx.x; i < kGroup * head_dim; i += blockDim.x) {
     const int g = i / head_dim, j = i % head_dim;
     result[i] = static_cast<float>(q[(static_cast<int64_t>(w) * kGroup + g) * d + static_cast<int64_t>(head) * head_dim + j]) *
                 scale;
   }
-  __syncthreads();  // also publishes the barrier's initialization
-  if (kHasBulkCopy) mbarrier_wait(&staged, 0);
+  if (staged_async) async_copy_wait_all();
+  __syncthreads();  // also publishes the bulk barrier's initialization, and every thread's asynchronous copies
+  if (bulk) mbarrier_wait(&staged, 0);
 
   // scores: one key per thread, dotted with every row's query
   float local_max[kGroup];
@@ -182,6 +197,14 @@ __global__ void __launch_bounds__(kThreads)
   cluster.sync();  // no block leaves while another still reads its shared memory
 }
 
+// FASTWHISPER_CROSS_STAGE=bulk|async: how the cluster kernel copies its K/V chunk into shared memory
+// before the producer wait: one bulk copy per key slice (bulk, the kernel of 55abaf6), or 16-byte
+// asynchronous copies from every thread (async).
+bool async_staging() {
+  static const bool async = env_choice("FASTWHISPER_CROSS_STAGE", {"bulk", "async"}, "async") == "async";
+  return async;
+}
+
 template <typename T, int kGroup>
 void launch_cross_attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, at::Tensor& out,
                             int n_head, int chunk, size_t smem) {
@@ -191,7 +214,7 @@ void launch_cross_attention(const at::Tensor& q, const at::Tensor& k, const at::
   allow_dynamic_smem<cross_attention_kernel<T, kGroup>>(smem);
   launch_pdl_clusters(kCluster, kernel, dim3(kCluster, n_head, static_cast<unsigned int>(k.size(0))), dim3(kThreads),
                       smem, q.data_ptr<T>(), k.data_ptr<T>(), v.data_ptr<T>(), out.data_ptr<T>(), k.size(1), d, head_dim, chunk,
-             1.0f / std::sqrt(static_cast<float>(head_dim)));
+             1.0f / std::sqrt(static_cast<float>(head_dim)), async_staging());
 }
 
 // FASTWHISPER_CROSS_ATTENTION=sdpa|split|auto (auto: unset): ATen's SDPA (the rows of one window folded
