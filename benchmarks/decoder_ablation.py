@@ -10,15 +10,12 @@ the real dims), decodes 1 + `--tokens` tokens and 1 token with EOT suppressed, a
 so the once-per-window work (cross-attention K/V, the first multi-token step, the Python set-up of
 the DecodingTask) cancels out. fp16 activations, CUDA events, warm-up, median of repeats.
 
-Configurations (FASTWHISPER_PDL, FASTWHISPER_CROSS_ATTENTION, FASTWHISPER_LINEAR_PRELOAD,
-FASTWHISPER_CROSS_STAGE; see README):
-    default       as shipped
+Configurations (FASTWHISPER_PDL, FASTWHISPER_CROSS_ATTENTION, FASTWHISPER_LINEAR_PRELOAD; see README):
+    default       as shipped (cross-attention: SDPA for one row per window, the cluster kernel for several)
     no-pdl        programmatic dependent launch off
     cross-sdpa    cross-attention through ATen's SDPA
     cross-split   cross-attention through fastwhisper's cluster kernel
     split-no-pdl  the cluster kernel, programmatic dependent launch off
-    split-bulk    the cluster kernel staging its K/V chunk with one bulk copy per key slice (the kernel of
-                  55abaf6) instead of every thread's 16-byte asynchronous copies
     linear-late   decoder_linear reads its biases and LayerNorm parameters where it uses them, after its input
 
 With --rounds R every configuration runs R times, the configurations taking turns, and the table gives
@@ -47,7 +44,6 @@ CONFIGS = {
     "cross-sdpa": {"FASTWHISPER_CROSS_ATTENTION": "sdpa"},
     "cross-split": {"FASTWHISPER_CROSS_ATTENTION": "split"},
     "split-no-pdl": {"FASTWHISPER_CROSS_ATTENTION": "split", "FASTWHISPER_PDL": "0"},
-    "split-bulk": {"FASTWHISPER_CROSS_ATTENTION": "split", "FASTWHISPER_CROSS_STAGE": "bulk"},
     "linear-late": {"FASTWHISPER_LINEAR_PRELOAD": "off"},
 }
 MODES = {"greedy": {}, "beam5": {"beam_size": 5}}

@@ -1,14 +1,14 @@
 // CUDA cross-attention of the decoder's one-token step over the cached K/V of the audio (CPU
-// reference: decoder_cross_attention in cpu/decoder_step.cpp): ATen's SDPA, or the kernel below when
-// FASTWHISPER_CROSS_ATTENTION=split (uses_sdpa: SDPA measured faster in whole steps on the H100).
+// reference: decoder_cross_attention in cpu/decoder_step.cpp): ATen's SDPA for one row per window, the
+// kernel below for several (beams), or as FASTWHISPER_CROSS_ATTENTION says (uses_sdpa).
 //
 // One query per row against T = 1500 keys: too little work per (row, head) for one block, so the
 // keys are split into kCluster chunks ("flash decoding"), one block each, and the kCluster blocks of
 // one (window, head) form a thread-block cluster (sm_90). Each block computes, for every row of the
 // window (the beams of one audio read its K/V once), the scores of its chunk's keys (one key per
 // thread, 16-byte loads), their max and exp-sum, and the exp-weighted value sum. The K/V do not depend
-// on the step, so each block copies its chunk of them into shared memory (bulk copies) before it waits
-// for the query's kernel, and reads only shared memory after it. After a cluster barrier each block
+// on the step, so each block copies its chunk of them into shared memory (asynchronous copies) before it
+// waits for the query's kernel, and reads only shared memory after it. After a cluster barrier each block
 // reads the others' partial results from their shared memory (distributed shared memory), rescales them
 // to the common max and writes its share of the outputs: one kernel, and the partial results never go
 // to global memory.
@@ -20,7 +20,6 @@
 
 #include "checks.h"
 #include "cuda/async_copy.cuh"
-#include "cuda/bulk_copy.cuh"
 #include "cuda/device_utils.cuh"
 #include "env_choice.h"
 #include "launch.cuh"
@@ -40,7 +39,7 @@ __global__ void __launch_bounds__(kThreads)
                            const T* __restrict__ k,  // [W, n_keys, d]
                            const T* __restrict__ v,  // [W, n_keys, d]
                            T* __restrict__ out,      // [W * G, d]
-                           int64_t n_keys, int64_t d, int head_dim, int chunk, float scale, bool async_stage) {
+                           int64_t n_keys, int64_t d, int head_dim, int chunk, float scale) {
   // grid (kCluster, H, W), clusters of kCluster blocks along x: block c = this cluster's rank c takes keys
   // [c * chunk, (c + 1) * chunk) of window w, head `head`.
   // dynamic shared memory: staged keys [chunk][head_dim] and values [chunk][head_dim] (T), then (float)
@@ -48,7 +47,6 @@ __global__ void __launch_bounds__(kThreads)
   extern __shared__ __align__(16) unsigned char smem_raw[];
   __shared__ float red[32];
   __shared__ float block_max[kGroup], block_sum[kGroup];  // per row: this chunk's score max, exp-sum
-  __shared__ __align__(8) uint64_t staged;                // the staged K/V's barrier
   constexpr int V = kPack16<T>;
   const cg::cluster_group cluster = cg::this_cluster();
   const int c = static_cast<int>(cluster.block_rank()), head = blockIdx.y, w = blockIdx.z;
@@ -63,48 +61,33 @@ __global__ void __launch_bounds__(kThreads)
   const T* k_global = k + (static_cast<int64_t>(w) * n_keys + t0) * d + static_cast<int64_t>(head) * head_dim;
   const T* v_global = v + (static_cast<int64_t>(w) * n_keys + t0) * d + static_cast<int64_t>(head) * head_dim;
 
-  // K/V were written before the step, so this block's slice of each key and value is copied into shared
-  // memory while the kernels before still compute the query: with the bulk copy engine (one copy per
-  // slice, issued by the first warp) or, when async_stage, with every thread's 16-byte asynchronous copies
+  // K/V were written before the step, so every thread copies 16-byte pieces of this block's slice of
+  // the keys and values into shared memory (asynchronous copies, consecutive threads along one slice)
+  // while the kernels before still compute the query. One bulk copy per 128-byte slice (55abaf6) took
+  // longer than a short producer: step_kernels_bench.py --chain, large-v3 LN+cross-q -> attention 17.8 us
+  // with bulk copies, 13.2 with these (h100-2026-11-23-cross-stage.md).
   allow_dependents();
-  const bool bulk = kHasBulkCopy && !async_stage;
-  const bool staged_async = kHasAsyncCopy && async_stage;
-  const uint32_t slice_bytes = static_cast<uint32_t>(head_dim * sizeof(T));
-  if (bulk && threadIdx.x < 32) {
-    if (threadIdx.x == 0) {
-      mbarrier_init(&staged, 1);
-      mbarrier_arrive_expect_tx(&staged, 2u * n_t * slice_bytes);
-    }
-    __syncwarp();
-    for (int idx = threadIdx.x; idx < 2 * n_t; idx += 32) {
-      const int t = idx % n_t;
-      bulk_copy_to_shared((idx < n_t ? k_s : v_s) + static_cast<int64_t>(t) * head_dim,
-                          (idx < n_t ? k_global : v_global) + static_cast<int64_t>(t) * d, slice_bytes, &staged);
-    }
-  }
-  if (staged_async) {  // consecutive threads take consecutive 16-byte pieces of one slice
+  if (kHasAsyncCopy) {
     for (int idx = threadIdx.x; idx < 2 * n_t * vecs; idx += blockDim.x) {
       const int piece = idx % (n_t * vecs), t = piece / vecs, i = piece % vecs;
-      const bool key = idx < n_t * vecs;
-      async_copy16((key ? k_s : v_s) + static_cast<int64_t>(t) * head_dim + i * V,
-                   (key ? k_global : v_global) + static_cast<int64_t>(t) * d + i * V);
+      const bool is_key = idx < n_t * vecs;
+      async_copy16((is_key ? k_s : v_s) + static_cast<int64_t>(t) * head_dim + i * V,
+                   (is_key ? k_global : v_global) + static_cast<int64_t>(t) * d + i * V);
     }
     async_copy_commit();
   }
   // where the keys and values are read from: the staged copies (row stride head_dim) or global memory (d)
-  const bool staged_any = bulk || staged_async;
-  const T* kb = staged_any ? k_s : k_global;
-  const T* vb = staged_any ? v_s : v_global;
-  const int64_t kv_stride = staged_any ? head_dim : d;
+  const T* kb = kHasAsyncCopy ? k_s : k_global;
+  const T* vb = kHasAsyncCopy ? v_s : v_global;
+  const int64_t kv_stride = kHasAsyncCopy ? head_dim : d;
   wait_for_producers();  // q comes from the kernel before
   for (int i = threadIdx.x; i < kGroup * head_dim; i += blockDim.x) {
     const int g = i / head_dim, j = i % head_dim;
     result[i] = static_cast<float>(q[(static_cast<int64_t>(w) * kGroup + g) * d + static_cast<int64_t>(head) * head_dim + j]) *
                 scale;
   }
-  if (staged_async) async_copy_wait_all();
-  __syncthreads();  // also publishes the bulk barrier's initialization, and every thread's asynchronous copies
-  if (bulk) mbarrier_wait(&staged, 0);
+  async_copy_wait_all();
+  __syncthreads();  // every thread's copies and the scaled queries are visible to the block
 
   // scores: one key per thread, dotted with every row's query
   float local_max[kGroup];
@@ -197,14 +180,6 @@ __global__ void __launch_bounds__(kThreads)
   cluster.sync();  // no block leaves while another still reads its shared memory
 }
 
-// FASTWHISPER_CROSS_STAGE=bulk|async: how the cluster kernel copies its K/V chunk into shared memory
-// before the producer wait: one bulk copy per key slice (bulk, the kernel of 55abaf6), or 16-byte
-// asynchronous copies from every thread (async).
-bool async_staging() {
-  static const bool async = env_choice("FASTWHISPER_CROSS_STAGE", {"bulk", "async"}, "async") == "async";
-  return async;
-}
-
 template <typename T, int kGroup>
 void launch_cross_attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, at::Tensor& out,
                             int n_head, int chunk, size_t smem) {
@@ -214,19 +189,20 @@ void launch_cross_attention(const at::Tensor& q, const at::Tensor& k, const at::
   allow_dynamic_smem<cross_attention_kernel<T, kGroup>>(smem);
   launch_pdl_clusters(kCluster, kernel, dim3(kCluster, n_head, static_cast<unsigned int>(k.size(0))), dim3(kThreads),
                       smem, q.data_ptr<T>(), k.data_ptr<T>(), v.data_ptr<T>(), out.data_ptr<T>(), k.size(1), d, head_dim, chunk,
-             1.0f / std::sqrt(static_cast<float>(head_dim)), async_staging());
+             1.0f / std::sqrt(static_cast<float>(head_dim)));
 }
 
 // FASTWHISPER_CROSS_ATTENTION=sdpa|split|auto (auto: unset): ATen's SDPA (the rows of one window folded
-// into its query length) or the cluster kernel above; auto is SDPA. Measured on the H100 (large-v3 shapes,
-// step_kernels_bench.py, one CUDA graph): at 92078fa, one row 9.54 us with SDPA, 15.64 with the kernel,
-// five rows 20.79 / 23.35; at 55abaf6, with the K/V staged in shared memory before the producer wait, one
-// row 9.48 / 9.33 and five rows 20.70 / 16.63. Over whole steps SDPA stays faster even so: large-v3 greedy
-// 1.780 vs 1.902 ms (55abaf6), beam 5 3.359 vs 3.456 (f9801fe). Files in benchmarks/results/:
-// h100-2026-11-23-step-kernels-92078fa.md, h100-2026-11-23-decoder-ablation-cross-{staged,beams}.md.
-bool uses_sdpa() {
-  static const bool sdpa = env_choice("FASTWHISPER_CROSS_ATTENTION", {"sdpa", "split", "auto"}, "auto") != "split";
-  return sdpa;
+// into its query length) or the cluster kernel above. auto: SDPA for one row per window, the kernel for
+// several (beams). Measured on the H100 in whole steps (decoder_ablation.py, 6e21b2c, one call, SDPA vs
+// kernel): beam 5 tiny 0.641 vs 0.577 ms, turbo 0.710 vs 0.714, large-v3 3.472 vs 3.337; greedy tiny 0.161
+// vs 0.165, turbo 0.271 vs 0.280, large-v3 1.634 vs 1.631 (h100-2026-11-23-cross-stage.md). Before the
+// asynchronous staging (bulk copies, 55abaf6) the kernel lost in both (large-v3 greedy 1.780 vs 1.902 ms,
+// beam 5 3.359 vs 3.456; h100-2026-11-23-decoder-ablation-cross-{staged,beams}.md).
+bool uses_sdpa(int64_t group) {
+  static const std::string choice = env_choice("FASTWHISPER_CROSS_ATTENTION", {"sdpa", "split", "auto"}, "auto");
+  if (choice == "auto") return group == 1;
+  return choice == "sdpa";
 }
 
 }  // namespace
@@ -243,7 +219,7 @@ at::Tensor decoder_cross_attention(const at::Tensor& q, const at::Tensor& k, con
   TORCH_CHECK(is_aligned(k.data_ptr(), 16) && is_aligned(v.data_ptr(), 16),
               "fastwhisper.decoder_cross_attention (CUDA): k and v must start at 16-byte aligned addresses");
   const c10::cuda::CUDAGuard guard(q.device());
-  if (uses_sdpa()) {  // [W * G, d] -> [W, H, G, Dh]: a window's rows are its queries
+  if (uses_sdpa(group)) {  // [W * G, d] -> [W, H, G, Dh]: a window's rows are its queries
     auto heads = [&](const at::Tensor& t) { return t.view({windows, -1, n_head, head_dim}).transpose(1, 2); };
     return at::scaled_dot_product_attention(heads(q), heads(k), heads(v)).transpose(1, 2).reshape({rows, d});
   }
