@@ -10,12 +10,14 @@ the real dims), decodes 1 + `--tokens` tokens and 1 token with EOT suppressed, a
 so the once-per-window work (cross-attention K/V, the first multi-token step, the Python set-up of
 the DecodingTask) cancels out. fp16 activations, CUDA events, warm-up, median of repeats.
 
-Configurations (FASTWHISPER_PDL, FASTWHISPER_CROSS_ATTENTION, FASTWHISPER_LINEAR_PRELOAD; see README):
+Configurations (FASTWHISPER_PDL, FASTWHISPER_CROSS_ATTENTION, FASTWHISPER_CROSS_FUSED,
+FASTWHISPER_LINEAR_PRELOAD; see README):
     default       as shipped (cross-attention: SDPA for one row per window, the cluster kernel for several)
     no-pdl        programmatic dependent launch off
     cross-sdpa    cross-attention through ATen's SDPA
     cross-split   cross-attention through fastwhisper's cluster kernel
     split-no-pdl  the cluster kernel, programmatic dependent launch off
+    cross-unfused the cross query (decoder_linear) and the cross-attention as two ops, not one
     linear-late   decoder_linear reads its biases and LayerNorm parameters where it uses them, after its input
 
 With --rounds R every configuration runs R times, the configurations taking turns, and the table gives
@@ -44,6 +46,7 @@ CONFIGS = {
     "cross-sdpa": {"FASTWHISPER_CROSS_ATTENTION": "sdpa"},
     "cross-split": {"FASTWHISPER_CROSS_ATTENTION": "split"},
     "split-no-pdl": {"FASTWHISPER_CROSS_ATTENTION": "split", "FASTWHISPER_PDL": "0"},
+    "cross-unfused": {"FASTWHISPER_CROSS_FUSED": "off"},
     "linear-late": {"FASTWHISPER_LINEAR_PRELOAD": "off"},
 }
 MODES = {"greedy": {}, "beam5": {"beam_size": 5}}

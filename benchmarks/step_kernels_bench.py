@@ -61,7 +61,8 @@ def main():
     parser.add_argument("--rows", default="1,5")
     parser.add_argument("--chain", action="store_true",
                         help="only the cross-attention block as the step runs it: LN+cross-q, cross-attention, "
-                             "cross-out+residual, and its first two or last two kernels alone, us per block")
+                             "cross-out+residual, its first two or last two kernels alone, and the fused "
+                             "decoder_cross_query_attention in their place, us per block")
     args = parser.parse_args()
     if args.chain:
         return cross_block_chain(args)
@@ -141,6 +142,8 @@ def cross_block_chain(args):
             crossq = lambda s: ops.decoder_linear(x, [s["wq"]], [s["bq"]], ln_w, ln_b)  # noqa: E731
             attend = lambda s, q: ops.decoder_cross_attention(q, s["k"], s["v"], heads)  # noqa: E731
             crossout = lambda s, a: ops.decoder_linear(a, [s["wo"]], [s["bo"]], residual=x)  # noqa: E731
+            fused = lambda s: ops.decoder_cross_query_attention(x, ln_w, ln_b, s["wq"], s["bq"], s["k"], s["v"],  # noqa: E731
+                                                                heads)
             chains = {
                 "cross-q": lambda s: crossq(s),
                 "attention": lambda s: attend(s, q),
@@ -148,6 +151,8 @@ def cross_block_chain(args):
                 "cross-q -> attention": lambda s: attend(s, crossq(s)),
                 "attention -> cross-out": lambda s: crossout(s, attend(s, q)),
                 "cross-q -> attention -> cross-out": lambda s: crossout(s, attend(s, crossq(s))),
+                "fused cross-q+attention": lambda s: fused(s),
+                "fused cross-q+attention -> cross-out": lambda s: crossout(s, fused(s)),
             }
             for name, chain in chains.items():
                 us = per_call_us([lambda s=s: chain(s) for s in sets])

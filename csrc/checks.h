@@ -54,6 +54,10 @@ void check_decoder_self_attention_args(c10::DeviceType device, const at::Tensor&
                                        const at::Tensor& v_cache, const at::Tensor& position, int64_t n_head);
 void check_decoder_cross_attention_args(c10::DeviceType device, const at::Tensor& q, const at::Tensor& k,
                                         const at::Tensor& v, int64_t n_head);
+void check_decoder_cross_query_attention_args(c10::DeviceType device, const at::Tensor& x, const at::Tensor& ln_weight,
+                                              const at::Tensor& ln_bias, const at::Tensor& q_weight,
+                                              const std::optional<at::Tensor>& q_bias, const at::Tensor& k,
+                                              const at::Tensor& v, int64_t n_head);
 void check_decoder_timestamp_rules_args(c10::DeviceType device, const at::Tensor& logits, const at::Tensor& tokens,
                                         int64_t sample_begin, int64_t timestamp_begin, int64_t eot,
                                         int64_t no_timestamps, int64_t max_initial_timestamp_index);

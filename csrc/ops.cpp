@@ -45,6 +45,11 @@ TORCH_LIBRARY(fastwhisper, m) {
   // row r attends to window r / group (rows of one window are adjacent) -> softmax(q k^T / sqrt(Dh)) v per
   // head -> [R, d].
   m.def("decoder_cross_attention(Tensor q, Tensor k, Tensor v, int n_head) -> Tensor");
+  // x [R, d], ln_weight/ln_bias [d] fp32, q_weight [d, d], q_bias [d] or None, k/v [B, T, d] as above:
+  // q = LayerNorm(x) q_weight^T + q_bias (decoder_linear's rounding), then decoder_cross_attention(q, k, v)
+  // -> [R, d]. CUDA computes both in one kernel (each block of a head's cluster a share of its query).
+  m.def("decoder_cross_query_attention(Tensor x, Tensor ln_weight, Tensor ln_bias, Tensor q_weight, Tensor? q_bias, "
+        "Tensor k, Tensor v, int n_head) -> Tensor");
   // Greedy decoding's token choice (whisper's GreedyDecoder.update at temperature 0): logits [N, V] float32
   // (filtered), tokens [N, capacity] int64 holding each sequence in columns [0, length), sum_logprobs [N]
   // float32. next = argmax (first on ties); rows whose last token is eot get eot and keep their sum, the

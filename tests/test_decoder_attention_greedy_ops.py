@@ -1,4 +1,5 @@
-"""decoder_cross_attention and decoder_greedy_update: against float64 / whisper's own ops, opcheck, bad input."""
+"""decoder_cross_attention, decoder_cross_query_attention and decoder_greedy_update: against float64 / whisper's own
+ops, opcheck, bad input."""
 
 import pytest
 import torch
@@ -71,6 +72,103 @@ def test_cross_attention_choices_match_float64(choice):
     assert proc.returncode == 0, proc.stderr
     errors = [float(line) for line in proc.stdout.split()]
     assert len(errors) == 7 and max(errors) <= TOL[torch.float16], errors
+
+
+def cross_query_case(windows, group, n_keys, d, seed=4):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(windows * group, d, generator=g)
+    ln_w, ln_b = 1 + 0.1 * torch.randn(d, generator=g), 0.1 * torch.randn(d, generator=g)
+    q_weight = torch.randn(d, d, generator=g) / d**0.5
+    q_bias = torch.randn(d, generator=g)
+    k = torch.randn(windows, n_keys, d, generator=g)
+    v = torch.randn(windows, n_keys, d, generator=g)
+    return x, ln_w, ln_b, q_weight, q_bias, k, v
+
+
+def cross_query_reference(x, ln_w, ln_b, q_weight, q_bias, k, v, n_head):
+    """whisper's cross_attn_ln, query projection and attention, in float64."""
+    h = F.layer_norm(x.double(), (x.shape[1],), ln_w.double(), ln_b.double(), 1e-5)
+    q = F.linear(h, q_weight.double(), None if q_bias is None else q_bias.double())
+    return cross_reference(q, k, v, n_head)
+
+
+# (windows, group, n_keys, n_head, head_dim): one row, beams, empty key chunks (5 keys over 8 blocks), a head of
+# 256 (32 query features per block), and (fp32 only) a head of 4, too narrow to split over the cluster: the two ops
+CROSS_QUERY_CASES = [(1, 1, 1500, 4, 64), (2, 4, 37, 2, 64), (1, 8, 129, 3, 64), (2, 3, 5, 2, 64), (1, 2, 300, 2, 256),
+                     (2, 1, 40, 2, 4)]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("windows,group,n_keys,n_head,head_dim", CROSS_QUERY_CASES)
+def test_decoder_cross_query_attention_matches_float64(windows, group, n_keys, n_head, head_dim, device, dtype):
+    if device == "cpu" and dtype != torch.float32:
+        pytest.skip("the CPU computes in float32")
+    if head_dim == 4 and dtype != torch.float32:
+        pytest.skip("a head of 4 is one 16-byte slice only in float32")
+    x, ln_w, ln_b, q_weight, q_bias, k, v = cross_query_case(windows, group, n_keys, head_dim * n_head)
+    expected = cross_query_reference(x, ln_w, ln_b, q_weight, q_bias, k, v, n_head)
+    cast = lambda t: t.to(device, dtype)  # noqa: E731
+    for bias in (q_bias, None):
+        out = ops.decoder_cross_query_attention(cast(x), ln_w.to(device), ln_b.to(device), cast(q_weight),
+                                                None if bias is None else cast(bias), cast(k), cast(v), n_head)
+        assert out.shape == x.shape and out.dtype == dtype
+        if bias is None:
+            expected = cross_query_reference(x, ln_w, ln_b, q_weight, None, k, v, n_head)
+        assert rel_err(out, expected) <= TOL[dtype], bias is None
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_opcheck_decoder_cross_query_attention(device):
+    x, ln_w, ln_b, q_weight, q_bias, k, v = cross_query_case(2, 2, 20, 128)
+    args = [t.to(device) for t in (x, ln_w, ln_b, q_weight, q_bias, k, v)]
+    torch.library.opcheck(torch.ops.fastwhisper.decoder_cross_query_attention, (*args, 2))
+
+
+def test_decoder_cross_query_attention_rejects_bad_input():
+    x, ln_w, ln_b, q_weight, q_bias, k, v = cross_query_case(1, 2, 20, 128)
+    with pytest.raises(RuntimeError, match=r"q_weight must be \[128, 128\]"):
+        ops.decoder_cross_query_attention(x, ln_w, ln_b, q_weight[:64], q_bias[:64], k, v, 2)
+    with pytest.raises(RuntimeError, match="not divisible by n_head"):
+        ops.decoder_cross_query_attention(x, ln_w, ln_b, q_weight, q_bias, k, v, 3)
+    with pytest.raises(RuntimeError, match="k must be 3-D"):
+        ops.decoder_cross_query_attention(x, ln_w, ln_b, q_weight, q_bias, k[0], v, 2)
+    with pytest.raises(RuntimeError, match="ln_weight"):
+        ops.decoder_cross_query_attention(x, ln_w[:64], ln_b, q_weight, q_bias, k, v, 2)
+
+
+@requires_cuda
+@pytest.mark.cuda
+@pytest.mark.parametrize("setting", ["on", "off", "maybe"])
+def test_cross_query_fused_switch(setting):
+    """FASTWHISPER_CROSS_FUSED (read once per process): the C++ decoder's fp16 step kernels, with the cross query
+    and attention as one op (on) or two (off), stay within fp16 rounding of its ATen steps over 40 steps of two
+    windows of two rows; any other value is refused with a message naming the variable."""
+    code = """
+        import torch
+        import fastwhisper.cpp_decoding as cd
+        from test_cpp_decoder import random_audio_features, random_model
+        model = random_model(device="cuda")
+        features = random_audio_features(model, batch=2).half()
+        fast, aten = cd.decoder_session(model.decoder), cd.decoder_session(model.decoder)
+        aten.set_step_kernels(2)
+        for s in (fast, aten):
+            s.set_audio(features, 2)
+        tokens = torch.tensor([[50257, 50362, 440]] * 4, device="cuda")
+        worst = 0.0
+        for step in range(40):
+            fed = tokens if step == 0 else tokens[:, -1:]
+            a, b = fast.step(fed), aten.step(fed)
+            worst = max(worst, ((a - b).abs().max() / b.abs().max()).item())
+            tokens = torch.cat([tokens, b[:, -1].argmax(-1, keepdim=True)], dim=1)
+        print(worst)
+        """
+    proc = run_python_with_env(code, timeout=300, FASTWHISPER_CROSS_FUSED=setting)
+    if setting == "maybe":
+        assert proc.returncode != 0 and "FASTWHISPER_CROSS_FUSED must be on or off" in proc.stderr, proc.stderr[-2000:]
+        return
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert float(proc.stdout.split()[-1]) <= 2e-2, proc.stdout
 
 
 def greedy_case(rows, n_vocab, eot, length, finished_rows, seed=3):

@@ -1,5 +1,5 @@
 // CPU reference of the decoder step ops (decoder_linear, decoder_embedding, decoder_self_attention,
-// decoder_cross_attention, decoder_greedy_update): the ATen ops whisper/model.py and whisper/decoding.py
+// decoder_cross_attention, decoder_cross_query_attention, decoder_greedy_update): the ATen ops whisper/model.py and whisper/decoding.py
 // run, in their order and dtypes. The CUDA kernels (cuda/decoder_*.cu) are checked against these.
 #include <torch/library.h>
 
@@ -70,6 +70,18 @@ at::Tensor decoder_cross_attention(const at::Tensor& q, const at::Tensor& k, con
   return a.transpose(1, 2).reshape({rows, d});
 }
 
+// decoder_linear's LayerNorm and query projection, then decoder_cross_attention: whisper's
+// cross_attn_ln, cross_attn.query and the attention over the audio's K/V.
+at::Tensor decoder_cross_query_attention(const at::Tensor& x, const at::Tensor& ln_weight, const at::Tensor& ln_bias,
+                                         const at::Tensor& q_weight, const std::optional<at::Tensor>& q_bias,
+                                         const at::Tensor& k, const at::Tensor& v, int64_t n_head) {
+  check_decoder_cross_query_attention_args(c10::DeviceType::CPU, x, ln_weight, ln_bias, q_weight, q_bias, k, v, n_head);
+  c10::List<std::optional<at::Tensor>> biases;
+  biases.push_back(q_bias);
+  const at::Tensor q = decoder_linear(x, ln_weight, ln_bias, {q_weight}, biases, std::nullopt, false, false);  // [R, d]
+  return decoder_cross_attention(q, k, v, n_head);
+}
+
 // (workspace: used by the CUDA kernel only)
 at::Tensor decoder_greedy_update(const at::Tensor& logits, at::Tensor& tokens, at::Tensor& sum_logprobs,
                                  at::Tensor& workspace, int64_t length, int64_t eot) {
@@ -137,6 +149,7 @@ TORCH_LIBRARY_IMPL(fastwhisper, CPU, m) {
   m.impl("decoder_embedding", &decoder_embedding);
   m.impl("decoder_self_attention", &decoder_self_attention);
   m.impl("decoder_cross_attention", &decoder_cross_attention);
+  m.impl("decoder_cross_query_attention", &decoder_cross_query_attention);
   m.impl("decoder_greedy_update", &decoder_greedy_update);
   m.impl("decoder_timestamp_rules", &decoder_timestamp_rules);
 }

@@ -28,6 +28,7 @@
 #include "checks.h"
 #include "cuda/bulk_copy.cuh"
 #include "cuda/device_utils.cuh"
+#include "cuda/layer_norm_rows.cuh"
 #include "env_choice.h"
 #include "gelu.h"
 #include "kernels.h"
@@ -94,65 +95,6 @@ struct LinearPlan {
   size_t smem;             // dynamic shared memory per block
   bool preload;            // biases and LayerNorm parameters read before the producer wait (else when used)
 };
-
-// Input rows -> shared memory h [rows, K] (16-byte copies), then, when ln_w is given, whisper's LayerNorm
-// of each row in place: fp32 mean, then fp32 variance around it, output rounded to T. Warp m copies and
-// normalizes row m alone (warp reductions, no block barrier), so the block waits at one barrier, the
-// closing one, between the producer's output and its first multiply.
-template <typename T, int kMaxRows>
-__device__ void load_input_rows(const T* __restrict__ x, const float* __restrict__ ln_w,
-                                const float* __restrict__ ln_b, T* h, int rows, int64_t K) {
-  static_assert(kMaxRows <= kWarps, "one warp per input row");
-  constexpr int V = kPack16<T>;
-  const int64_t n_vec = K / V;  // K % V == 0 (checked on the host)
-  const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
-  auto* hv = reinterpret_cast<Pack16<T>*>(h);
-  const auto* src = reinterpret_cast<const Pack16<T>*>(x);
-  if (ln_w == nullptr) {
-    for (int64_t i = threadIdx.x; i < rows * n_vec; i += blockDim.x) hv[i] = src[i];
-    __syncthreads();
-    return;
-  }
-  if (warp < rows) {  // each lane reads back only the vectors it wrote
-    Pack16<T>* row = hv + warp * n_vec;
-    const Pack16<T>* in = src + warp * n_vec;
-    float sum = 0.f;
-    for (int64_t i = lane; i < n_vec; i += 32) {
-      const Pack16<T> p = in[i];
-      row[i] = p;
-#pragma unroll
-      for (int j = 0; j < V; ++j) sum += static_cast<float>(p.v[j]);
-    }
-    const float mean = warp_sum(sum) / static_cast<float>(K);
-    float squares = 0.f;
-    for (int64_t i = lane; i < n_vec; i += 32) {
-      const Pack16<T> p = row[i];
-#pragma unroll
-      for (int j = 0; j < V; ++j) {
-        const float c = static_cast<float>(p.v[j]) - mean;
-        squares += c * c;
-      }
-    }
-    const float rstd = rsqrtf(warp_sum(squares) / static_cast<float>(K) + 1e-5f);
-    const auto* wv = reinterpret_cast<const float4*>(ln_w);  // [K / 4]: V is a multiple of 4
-    const auto* bv = reinterpret_cast<const float4*>(ln_b);
-    for (int64_t i = lane; i < n_vec; i += 32) {
-      Pack16<T> p = row[i];
-#pragma unroll
-      for (int j4 = 0; j4 < V / 4; ++j4) {
-        const float4 g = wv[i * (V / 4) + j4], b = bv[i * (V / 4) + j4];
-        const float gs[4] = {g.x, g.y, g.z, g.w}, bs[4] = {b.x, b.y, b.z, b.w};
-#pragma unroll
-        for (int j = 0; j < 4; ++j) {
-          p.v[j4 * 4 + j] = static_cast<T>((static_cast<float>(p.v[j4 * 4 + j]) - mean) * rstd * gs[j] + bs[j]);
-        }
-      }
-      row[i] = p;
-    }
-  }
-  __syncthreads();
-}
-
 
 // Weight rows [lo, hi) of the concatenated segments -> dst (rows of K), tracked by bar: one bulk copy
 // per segment the range touches. Called by one thread.
@@ -251,7 +193,7 @@ __global__ void __launch_bounds__(kThreads, 2)
   // 2. input rows into shared memory (its closing barrier also publishes the barriers' initialization
   // and the preloaded parameters)
   const bool ln_staged = plan.preload && ln_w != nullptr;
-  load_input_rows<T, kMaxRows>(x, ln_staged ? ln_s : ln_w, ln_staged ? ln_s + K : ln_b, h, rows, K);
+  load_input_rows<T>(x, ln_staged ? ln_s : ln_w, ln_staged ? ln_s + K : ln_b, h, rows, K);
 
   // 3. the warp's pieces, in order; acc holds a weight row's sums over its slices so far
   float acc[kMaxRows];

@@ -6,6 +6,7 @@
 #include <ATen/core/dispatch/Dispatcher.h>
 
 #include "checks.h"
+#include "env_choice.h"
 #include "kernels.h"
 
 namespace fastwhisper::decoder {
@@ -324,6 +325,25 @@ at::Tensor call_decoder_cross_attention(const at::Tensor& q, const at::Tensor& k
   return op.call(q, k, v, n_head);
 }
 
+at::Tensor call_decoder_cross_query_attention(const at::Tensor& x, const at::Tensor& ln_weight,
+                                              const at::Tensor& ln_bias, const at::Tensor& q_weight,
+                                              const std::optional<at::Tensor>& q_bias, const at::Tensor& k,
+                                              const at::Tensor& v, int64_t n_head) {
+  static auto op = c10::Dispatcher::singleton()
+                       .findSchemaOrThrow("fastwhisper::decoder_cross_query_attention", "")
+                       .typed<at::Tensor(const at::Tensor&, const at::Tensor&, const at::Tensor&, const at::Tensor&,
+                                         const std::optional<at::Tensor>&, const at::Tensor&, const at::Tensor&,
+                                         int64_t)>();
+  return op.call(x, ln_weight, ln_bias, q_weight, q_bias, k, v, n_head);
+}
+
+// FASTWHISPER_CROSS_FUSED=on|off: whether a layer's cross-attention query and attention run as one op
+// (decoder_cross_query_attention) or as decoder_linear then decoder_cross_attention.
+bool cross_query_fused() {
+  static const bool fused = env_choice("FASTWHISPER_CROSS_FUSED", {"on", "off"}, "on") == "on";
+  return fused;
+}
+
 c10::List<std::optional<at::Tensor>> bias_list(std::initializer_list<std::optional<at::Tensor>> biases) {
   c10::List<std::optional<at::Tensor>> list;
   for (const auto& b : biases) list.push_back(b);
@@ -349,8 +369,8 @@ bool DecoderSession::uses_step_ops() const {
 }
 
 // One token per row at step_position_ through the step ops: per layer a LayerNorm+QKV kernel, the
-// self-attention kernel (which appends K/V), the out projection with the residual, a LayerNorm+query
-// kernel, cross-attention over the cached K/V (split over key chunks, then combined), its out
+// self-attention kernel (which appends K/V), the out projection with the residual, the LayerNorm, query
+// and cross-attention over the cached K/V in one op (or two, FASTWHISPER_CROSS_FUSED=off), its out
 // projection, and the two MLP kernels.
 at::Tensor DecoderSession::forward_step_ops() {
   const int64_t rows = n_rows_, d = n_state_;
@@ -363,10 +383,16 @@ at::Tensor DecoderSession::forward_step_ops() {
     const at::Tensor a = call_decoder_self_attention(qkv, self_k_[l], self_v_[l], step_position_, n_head_);  // [R, d]
     x = call_decoder_linear(a, std::nullopt, std::nullopt, {w(l, kAttnOutW)}, bias_list({w(l, kAttnOutB)}), x, false,
                             false);
-    const at::Tensor q = call_decoder_linear(x, w(l, kCrossLnW), w(l, kCrossLnB), {w(l, kCrossQW)},
-                                             bias_list({w(l, kCrossQB)}), std::nullopt, false, false);
     // the group rows of one audio share its K/V
-    const at::Tensor c = call_decoder_cross_attention(q, cross_k_[l], cross_v_[l], n_head_);  // [R, d]
+    at::Tensor c;  // [R, d]
+    if (cross_query_fused()) {
+      c = call_decoder_cross_query_attention(x, w(l, kCrossLnW), w(l, kCrossLnB), w(l, kCrossQW), w(l, kCrossQB),
+                                             cross_k_[l], cross_v_[l], n_head_);
+    } else {
+      const at::Tensor q = call_decoder_linear(x, w(l, kCrossLnW), w(l, kCrossLnB), {w(l, kCrossQW)},
+                                               bias_list({w(l, kCrossQB)}), std::nullopt, false, false);
+      c = call_decoder_cross_attention(q, cross_k_[l], cross_v_[l], n_head_);
+    }
     x = call_decoder_linear(c, std::nullopt, std::nullopt, {w(l, kCrossOutW)}, bias_list({w(l, kCrossOutB)}), x, false,
                             false);
     const at::Tensor hidden = call_decoder_linear(x, w(l, kMlpLnW), w(l, kMlpLnB), {w(l, kMlp0W)},

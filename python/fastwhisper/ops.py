@@ -155,6 +155,13 @@ def decoder_cross_attention(q: Tensor, k: Tensor, v: Tensor, n_head: int) -> Ten
     return _ops.decoder_cross_attention(q, k, v, n_head)
 
 
+def decoder_cross_query_attention(x: Tensor, ln_weight: Tensor, ln_bias: Tensor, q_weight: Tensor,
+                                  q_bias: Optional[Tensor], k: Tensor, v: Tensor, n_head: int) -> Tensor:
+    """decoder_linear(x, [q_weight], [q_bias], ln_weight, ln_bias) then decoder_cross_attention with k/v [W, T, d]
+    -> [R, d]; one kernel on CUDA."""
+    return _ops.decoder_cross_query_attention(x, ln_weight, ln_bias, q_weight, q_bias, k, v, n_head)
+
+
 # csrc/greedy_workspace.h: 2 counters, then per row a ticket and 32 chunks of 3 words
 _GREEDY_WORKSPACE_PER_ROW = 1 + 32 * 3
 
@@ -245,6 +252,11 @@ def _decoder_self_attention_fake(qkv, k_cache, v_cache, position, n_head):
 @torch.library.register_fake("fastwhisper::decoder_cross_attention")
 def _decoder_cross_attention_fake(q, k, v, n_head):
     return q.new_empty(q.shape)
+
+
+@torch.library.register_fake("fastwhisper::decoder_cross_query_attention")
+def _decoder_cross_query_attention_fake(x, ln_weight, ln_bias, q_weight, q_bias, k, v, n_head):
+    return x.new_empty(x.shape)
 
 
 @torch.library.register_fake("fastwhisper::decoder_greedy_update")
