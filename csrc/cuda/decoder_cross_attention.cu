@@ -301,7 +301,8 @@ void launch_cross_attention(const T* q, const QueryProjection<T>& proj, const at
   }
 }
 
-// The cluster kernel's checks and cut (shared by both ops): rows per window, key chunk, shared memory.
+// The cluster kernel's checks and cut (shared by both ops): rows per window, key chunk, shared memory (the
+// callers check its size).
 struct CrossPlan {
   int64_t group;
   int64_t chunk;
@@ -326,8 +327,6 @@ CrossPlan plan_cross(const char* op, const at::Tensor& q, const at::Tensor& k, c
   p.smem = cross_layout(static_cast<int>(p.group), static_cast<int>(p.chunk), static_cast<int>(head_dim), n_groups, d,
                         static_cast<int>(head_dim / kCluster), static_cast<int>(q.element_size()), project)
                .total;
-  TORCH_CHECK(p.smem <= 200 * 1024, "fastwhisper.", op, " (CUDA): ", n_keys, " audio positions of ", p.group,
-              " rows are too many for one block per key chunk");
   return p;
 }
 
@@ -350,12 +349,16 @@ at::Tensor decoder_cross_attention(const at::Tensor& q, const at::Tensor& k, con
   check_decoder_cross_attention_args(c10::DeviceType::CUDA, q, k, v, n_head);
   const int64_t rows = q.size(0), d = q.size(1), windows = k.size(0), head_dim = d / n_head;
   const int64_t group = rows / windows;
-  const CrossPlan plan = plan_cross("decoder_cross_attention", q, k, v, n_head, false);
+  TORCH_CHECK(group <= kMaxGroup, "fastwhisper.decoder_cross_attention (CUDA): at most ", kMaxGroup,
+              " rows per audio window, got ", group);
   const c10::cuda::CUDAGuard guard(q.device());
   if (uses_sdpa(group)) {  // [W * G, d] -> [W, H, G, Dh]: a window's rows are its queries
     auto heads = [&](const at::Tensor& t) { return t.view({windows, -1, n_head, head_dim}).transpose(1, 2); };
     return at::scaled_dot_product_attention(heads(q), heads(k), heads(v)).transpose(1, 2).reshape({rows, d});
   }
+  const CrossPlan plan = plan_cross("decoder_cross_attention", q, k, v, n_head, false);
+  TORCH_CHECK(plan.smem <= 200 * 1024, "fastwhisper.decoder_cross_attention (CUDA): ", k.size(1),
+              " audio positions of ", group, " rows are too many for one block per key chunk");
   at::Tensor out = at::empty({rows, d}, q.options());
   FASTWHISPER_DISPATCH_FLOATS(q.scalar_type(), "fastwhisper_decoder_cross_attention", [&] {
     launch_cross_attention<scalar_t, false>(q.data_ptr<scalar_t>(), QueryProjection<scalar_t>{}, k, v, out, plan.group,
@@ -366,8 +369,8 @@ at::Tensor decoder_cross_attention(const at::Tensor& q, const at::Tensor& k, con
 
 // q = LayerNorm(x) Wq^T + bq, then the cross-attention (decoder_linear and decoder_cross_attention in one
 // kernel): the cluster kernel computing its own query when the head splits evenly over the cluster (each
-// block kCluster-th of the head's query features, gathered through distributed shared memory), else the
-// two ops. (CPU reference: decoder_cross_query_attention in cpu/decoder_step.cpp.)
+// block kCluster-th of the head's query features, gathered through distributed shared memory) and two of
+// its blocks fit on an SM, else the two ops. (CPU reference: decoder_cross_query_attention in cpu/decoder_step.cpp.)
 at::Tensor decoder_cross_query_attention(const at::Tensor& x, const at::Tensor& ln_weight, const at::Tensor& ln_bias,
                                          const at::Tensor& q_weight, const std::optional<at::Tensor>& q_bias,
                                          const at::Tensor& k, const at::Tensor& v, int64_t n_head) {
@@ -375,14 +378,19 @@ at::Tensor decoder_cross_query_attention(const at::Tensor& x, const at::Tensor& 
   const int64_t rows = x.size(0), d = x.size(1), head_dim = d / n_head;
   const bool aligned = is_aligned(x.data_ptr(), 16) && is_aligned(q_weight.data_ptr(), 16) &&
                        is_aligned(ln_weight.data_ptr(), 16) && is_aligned(ln_bias.data_ptr(), 16);
-  if (head_dim % kCluster != 0 || !aligned) {
+  const c10::cuda::CUDAGuard guard(x.device());
+  const CrossPlan plan = plan_cross("decoder_cross_query_attention", x, k, v, n_head, true);
+  // The fused kernel only where two of its blocks share an SM: with one (large-v3, 5 rows: 116 KB) its 8
+  // blocks x heads take two waves, and the chain measured 40.7 us against 26.2 for the two ops
+  // (step_kernels_bench.py --chain, h100-2026-11-23-cross-chain-18859e3.txt).
+  const cudaDeviceProp* prop = at::cuda::getCurrentDeviceProperties();
+  const size_t pair_smem = prop->sharedMemPerMultiprocessor / 2 - prop->reservedSharedMemPerBlock - 1024;
+  if (head_dim % kCluster != 0 || !aligned || plan.smem > pair_smem) {
     c10::List<std::optional<at::Tensor>> biases;
     biases.push_back(q_bias);
     const at::Tensor q = decoder_linear(x, ln_weight, ln_bias, {q_weight}, biases, std::nullopt, false, false);
     return decoder_cross_attention(q, k, v, n_head);
   }
-  const c10::cuda::CUDAGuard guard(x.device());
-  const CrossPlan plan = plan_cross("decoder_cross_query_attention", x, k, v, n_head, true);
   at::Tensor out = at::empty({rows, d}, x.options());
   FASTWHISPER_DISPATCH_FLOATS(x.scalar_type(), "fastwhisper_decoder_cross_query_attention", [&] {
     const QueryProjection<scalar_t> proj{x.data_ptr<scalar_t>(), ln_weight.data_ptr<float>(), ln_bias.data_ptr<float>(),
