@@ -12,12 +12,15 @@ the DecodingTask) cancels out. fp16 activations, CUDA events, warm-up, median of
 
 Configurations (FASTWHISPER_PDL, FASTWHISPER_CROSS_ATTENTION, FASTWHISPER_CROSS_FUSED,
 FASTWHISPER_LINEAR_PRELOAD; see README):
-    default       as shipped (cross-attention: SDPA for one row per window, the cluster kernel for several)
+    default       as shipped (one row per audio: the cross query, then SDPA; several: the cluster kernel, which
+                  computes the query itself where its blocks fit two to an SM)
     no-pdl        programmatic dependent launch off
     cross-sdpa    cross-attention through ATen's SDPA
     cross-split   cross-attention through fastwhisper's cluster kernel
     split-no-pdl  the cluster kernel, programmatic dependent launch off
-    cross-unfused the cross query (decoder_linear) and the cross-attention as two ops, not one
+    cross-fused   the cross query and the cross-attention as one op (decoder_cross_query_attention) for every
+                  row count (default: for several rows per audio only)
+    cross-unfused the cross query (decoder_linear) and the cross-attention as two ops for every row count
     linear-late   decoder_linear reads its biases and LayerNorm parameters where it uses them, after its input
 
 With --rounds R every configuration runs R times, the configurations taking turns, and the table gives
@@ -46,6 +49,7 @@ CONFIGS = {
     "cross-sdpa": {"FASTWHISPER_CROSS_ATTENTION": "sdpa"},
     "cross-split": {"FASTWHISPER_CROSS_ATTENTION": "split"},
     "split-no-pdl": {"FASTWHISPER_CROSS_ATTENTION": "split", "FASTWHISPER_PDL": "0"},
+    "cross-fused": {"FASTWHISPER_CROSS_FUSED": "on"},
     "cross-unfused": {"FASTWHISPER_CROSS_FUSED": "off"},
     "linear-late": {"FASTWHISPER_LINEAR_PRELOAD": "off"},
 }

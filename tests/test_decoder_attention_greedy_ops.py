@@ -140,11 +140,12 @@ def test_decoder_cross_query_attention_rejects_bad_input():
 
 @requires_cuda
 @pytest.mark.cuda
-@pytest.mark.parametrize("setting", ["on", "off", "maybe"])
+@pytest.mark.parametrize("setting", ["on", "off", "auto", "maybe"])
 def test_cross_query_fused_switch(setting):
     """FASTWHISPER_CROSS_FUSED (read once per process): the C++ decoder's fp16 step kernels, with the cross query
-    and attention as one op (on) or two (off), stay within fp16 rounding of its ATen steps over 40 steps of two
-    windows of two rows; any other value is refused with a message naming the variable."""
+    and attention as one op (on), two (off) or one for several rows per audio (auto), stay within fp16 rounding
+    of its ATen steps over 40 steps of two windows of two rows; any other value is refused with a message naming
+    the variable."""
     code = """
         import torch
         import fastwhisper.cpp_decoding as cd
@@ -166,7 +167,7 @@ def test_cross_query_fused_switch(setting):
         """
     proc = run_python_with_env(code, timeout=300, FASTWHISPER_CROSS_FUSED=setting)
     if setting == "maybe":
-        assert proc.returncode != 0 and "FASTWHISPER_CROSS_FUSED must be on or off" in proc.stderr, proc.stderr[-2000:]
+        assert proc.returncode != 0 and "FASTWHISPER_CROSS_FUSED must be on, off or auto" in proc.stderr, proc.stderr[-2000:]
         return
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert float(proc.stdout.split()[-1]) <= 2e-2, proc.stdout

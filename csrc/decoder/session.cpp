@@ -337,11 +337,16 @@ at::Tensor call_decoder_cross_query_attention(const at::Tensor& x, const at::Ten
   return op.call(x, ln_weight, ln_bias, q_weight, q_bias, k, v, n_head);
 }
 
-// FASTWHISPER_CROSS_FUSED=on|off: whether a layer's cross-attention query and attention run as one op
-// (decoder_cross_query_attention) or as decoder_linear then decoder_cross_attention.
-bool cross_query_fused() {
-  static const bool fused = env_choice("FASTWHISPER_CROSS_FUSED", {"on", "off"}, "on") == "on";
-  return fused;
+// FASTWHISPER_CROSS_FUSED=on|off|auto (auto: unset): whether a layer's cross-attention query and attention
+// run as one op (decoder_cross_query_attention) or as decoder_linear then decoder_cross_attention; auto
+// fuses them for several rows per audio (beams) only. Measured on the H100 in whole steps
+// (decoder_ablation.py at 3458feb, fused vs two ops; h100-2026-11-23-cross-fused.md): beam 5 tiny 0.562 vs
+// 0.574 ms, turbo 0.672 vs 0.727 (large-v3's beams take the two ops either way); greedy tiny 0.174 vs
+// 0.170, turbo 0.284 vs 0.275, large-v3 1.615 vs 1.593, although the fused chain alone is faster there too.
+bool cross_query_fused(int64_t group) {
+  static const std::string choice = env_choice("FASTWHISPER_CROSS_FUSED", {"on", "off", "auto"}, "auto");
+  if (choice == "auto") return group > 1;
+  return choice == "on";
 }
 
 c10::List<std::optional<at::Tensor>> bias_list(std::initializer_list<std::optional<at::Tensor>> biases) {
@@ -370,7 +375,7 @@ bool DecoderSession::uses_step_ops() const {
 
 // One token per row at step_position_ through the step ops: per layer a LayerNorm+QKV kernel, the
 // self-attention kernel (which appends K/V), the out projection with the residual, the LayerNorm, query
-// and cross-attention over the cached K/V in one op (or two, FASTWHISPER_CROSS_FUSED=off), its out
+// and cross-attention over the cached K/V (one op for beams, two for one row: cross_query_fused), its out
 // projection, and the two MLP kernels.
 at::Tensor DecoderSession::forward_step_ops() {
   const int64_t rows = n_rows_, d = n_state_;
@@ -385,7 +390,7 @@ at::Tensor DecoderSession::forward_step_ops() {
                             false);
     // the group rows of one audio share its K/V
     at::Tensor c;  // [R, d]
-    if (cross_query_fused()) {
+    if (cross_query_fused(group_)) {
       c = call_decoder_cross_query_attention(x, w(l, kCrossLnW), w(l, kCrossLnB), w(l, kCrossQW), w(l, kCrossQB),
                                              cross_k_[l], cross_v_[l], n_head_);
     } else {
