@@ -6,6 +6,7 @@
 #include <limits>
 
 #include "checks.h"
+#include "decoder_step_ops.h"
 #include "kernels.h"
 
 namespace fastwhisper::cpu {

@@ -49,10 +49,6 @@ __device__ __forceinline__ void async_copy_wait_group() {
 }
 
 // Waits until every group this thread committed has landed.
-__device__ __forceinline__ void async_copy_wait_all() {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
-  asm volatile("cp.async.wait_group 0;" ::: "memory");
-#endif
-}
+__device__ __forceinline__ void async_copy_wait_all() { async_copy_wait_group<0>(); }
 
 }  // namespace fastwhisper::cuda
