@@ -1,5 +1,6 @@
 // Per-device implementations of the decoder step ops that another op of the same device composes
-// (decoder_cross_query_attention falls back to decoder_linear, then decoder_cross_attention).
+// (decoder_cross_query_attention as decoder_linear, then decoder_cross_attention: the CPU reference, and
+// the CUDA op where its fused kernel does not apply), and that composition.
 #pragma once
 #include <ATen/ATen.h>
 
@@ -19,6 +20,24 @@ FASTWHISPER_DECLARE_DECODER_STEP_OPS
 }
 namespace cuda {
 FASTWHISPER_DECLARE_DECODER_STEP_OPS
+}
+
+// The biases argument of decoder_linear for a single weight.
+inline c10::List<std::optional<at::Tensor>> one_bias(const std::optional<at::Tensor>& bias) {
+  c10::List<std::optional<at::Tensor>> biases;
+  biases.push_back(bias);
+  return biases;
+}
+
+// decoder_cross_query_attention through one device's two ops: q = linear(x) with LayerNorm, rounded to x's
+// dtype ([R, d]), then attention(q, k, v, n_head).
+template <typename Linear, typename Attention>
+at::Tensor cross_query_then_attention(Linear linear, Attention attention, const at::Tensor& x,
+                                      const at::Tensor& ln_weight, const at::Tensor& ln_bias,
+                                      const at::Tensor& q_weight, const std::optional<at::Tensor>& q_bias,
+                                      const at::Tensor& k, const at::Tensor& v, int64_t n_head) {
+  const at::Tensor q = linear(x, ln_weight, ln_bias, {q_weight}, one_bias(q_bias), std::nullopt, false, false);
+  return attention(q, k, v, n_head);
 }
 
 }  // namespace fastwhisper

@@ -77,10 +77,8 @@ at::Tensor decoder_cross_query_attention(const at::Tensor& x, const at::Tensor& 
                                          const at::Tensor& q_weight, const std::optional<at::Tensor>& q_bias,
                                          const at::Tensor& k, const at::Tensor& v, int64_t n_head) {
   check_decoder_cross_query_attention_args(c10::DeviceType::CPU, x, ln_weight, ln_bias, q_weight, q_bias, k, v, n_head);
-  c10::List<std::optional<at::Tensor>> biases;
-  biases.push_back(q_bias);
-  const at::Tensor q = decoder_linear(x, ln_weight, ln_bias, {q_weight}, biases, std::nullopt, false, false);  // [R, d]
-  return decoder_cross_attention(q, k, v, n_head);
+  return cross_query_then_attention(decoder_linear, decoder_cross_attention, x, ln_weight, ln_bias, q_weight, q_bias, k,
+                                    v, n_head);
 }
 
 // (workspace: used by the CUDA kernel only)

@@ -142,9 +142,6 @@ __global__ void __launch_bounds__(kThreads)
             (is_key ? k_global : v_global) + static_cast<int64_t>(t) * d + i * V);
   }
   async_copy_commit();
-  const T* kb = k_s;  // the staged keys and values, row stride head_dim
-  const T* vb = v_s;
-  const int64_t kv_stride = head_dim;
   wait_for_producers();  // q (or x) comes from the kernel before
 
   if constexpr (kProject) {
@@ -187,7 +184,7 @@ __global__ void __launch_bounds__(kThreads)
 #pragma unroll
   for (int g = 0; g < kGroup; ++g) local_max[g] = -INFINITY;
   for (int t = threadIdx.x; t < n_t; t += blockDim.x) {
-    const auto* key = reinterpret_cast<const Pack16<T>*>(kb + static_cast<int64_t>(t) * kv_stride);
+    const auto* key = reinterpret_cast<const Pack16<T>*>(k_s + static_cast<int64_t>(t) * head_dim);
     float s[kGroup];
 #pragma unroll
     for (int g = 0; g < kGroup; ++g) s[g] = 0.f;
@@ -226,7 +223,7 @@ __global__ void __launch_bounds__(kThreads)
   for (int g = 0; g < kGroup; ++g)
 #pragma unroll
     for (int j = 0; j < V; ++j) acc[g][j] = 0.f;
-  for_each_key_slice<T, kValueLoads, int>(vb, kv_stride, i, kg, n_t, n_groups, [&](int t, const Pack16<T>& vv) {
+  for_each_key_slice<T, kValueLoads, int>(v_s, head_dim, i, kg, n_t, n_groups, [&](int t, const Pack16<T>& vv) {
 #pragma unroll
     for (int g = 0; g < kGroup; ++g) {
       const float e = scores[g * chunk + t];
@@ -386,10 +383,8 @@ at::Tensor decoder_cross_query_attention(const at::Tensor& x, const at::Tensor& 
   const cudaDeviceProp* prop = at::cuda::getCurrentDeviceProperties();
   const size_t pair_smem = prop->sharedMemPerMultiprocessor / 2 - prop->reservedSharedMemPerBlock - 1024;
   if (head_dim % kCluster != 0 || !aligned || plan.smem > pair_smem) {
-    c10::List<std::optional<at::Tensor>> biases;
-    biases.push_back(q_bias);
-    const at::Tensor q = decoder_linear(x, ln_weight, ln_bias, {q_weight}, biases, std::nullopt, false, false);
-    return decoder_cross_attention(q, k, v, n_head);
+    return cross_query_then_attention(decoder_linear, decoder_cross_attention, x, ln_weight, ln_bias, q_weight, q_bias,
+                                      k, v, n_head);
   }
   at::Tensor out = at::empty({rows, d}, x.options());
   FASTWHISPER_DISPATCH_FLOATS(x.scalar_type(), "fastwhisper_decoder_cross_query_attention", [&] {
