@@ -47,6 +47,7 @@ import datetime
 import functools
 import json
 import statistics
+import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -235,6 +236,8 @@ def markdown_report(meta: Dict, rows: List[Dict]) -> str:
     ]
     if ceilings:
         lines += [f"Ceilings: {ceilings_text(ceilings)}.", ""]
+    if meta.get("switches"):
+        lines += ["Switches: " + ", ".join(f"`{k}={v}`" for k, v in meta["switches"].items()) + ".", ""]
     return "\n".join(lines + [markdown_table(rows), ""])
 
 
@@ -291,6 +294,7 @@ def main(argv=None) -> int:
         "models": args.models, "batch_sizes": args.batch_sizes,
         "warmup": args.warmup, "repeats": args.repeats,
         "max_rel_err": MAX_REL_ERR,
+        "switches": {k: v for k, v in sorted(os.environ.items()) if k.startswith("FASTWHISPER_")},
         "reference": "AudioEncoder, fp32 weights and input, TF32 off (matmul and cuDNN)",
         "impls": {i.name: {"class": i.cls.__name__, "weight_dtype": str(i.weight_dtype), "input_dtype": str(i.input_dtype)}
                   for i in impls},

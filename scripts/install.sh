@@ -15,6 +15,8 @@ fi
 python -m pip install -q --upgrade pip
 python -m pip install -q "$TORCH_SPEC"
 python -m pip install -q "scikit-build-core>=0.10" "cmake>=3.26" ninja numpy
+# CUTLASS 3 headers (the encoder MLP's GEMM with a fused exact-erf GELU epilogue on H100s); build time only.
+python -m pip install -q --no-deps nvidia-cutlass==4.2.0.0
 python -m pip install -q openai-whisper "pytest>=8" tqdm soundfile safetensors
 # benchmarks/run.py: its PNG plot, and Hugging Face transformers (SDPA) as a baseline.
 python -m pip install -q matplotlib transformers

@@ -1,6 +1,7 @@
 // CUDA linear. Main path: one cuBLASLt call with the bias in the GEMM epilogue and the residual added
-// through beta = 1 (cublaslt_gemm.h); Whisper's exact-erf GELU (cuBLASLt only has the tanh one) is then one
-// vectorized pass in place. Fallback (shapes, dtypes or alignments cuBLASLt does not take): ATen's GEMM and
+// through beta = 1 (cublaslt_gemm.h). With GELU (the encoder MLP's first layer) in fp16/bf16 on an H100: one
+// CUTLASS GEMM whose epilogue adds the bias and applies Whisper's exact-erf GELU (cutlass_gelu_gemm.h);
+// elsewhere cuBLASLt (its GELU is the tanh one), then one vectorized exact-erf GELU pass in place. Fallback (shapes, dtypes or alignments cuBLASLt does not take): ATen's GEMM and
 // one fused epilogue pass (bias, GELU, residual) that reads the GEMM output once and writes it once.
 #include <torch/library.h>
 
@@ -8,6 +9,8 @@
 
 #include "checks.h"
 #include "cublaslt_gemm.h"
+#include "cutlass_gelu_gemm.h"
+#include "env_choice.h"
 #include "gelu.h"
 #include "kernels.h"
 #include "launch.cuh"
@@ -86,6 +89,12 @@ void epilogue(const at::Tensor& y, const at::Tensor& bias, const at::Tensor& res
   });
 }
 
+// FASTWHISPER_GELU_GEMM: "cutlass" (default) takes the fused GELU GEMM wherever it can, "cublaslt" always
+// uses cuBLASLt and the GELU pass (to measure one against the other).
+bool use_gelu_gemm() {
+  return env_choice("FASTWHISPER_GELU_GEMM", {"cutlass", "cublaslt"}, "cutlass") == "cutlass";
+}
+
 }  // namespace
 
 at::Tensor linear(const at::Tensor& x, const at::Tensor& weight, const std::optional<at::Tensor>& bias,
@@ -102,6 +111,9 @@ at::Tensor linear(const at::Tensor& x, const at::Tensor& weight, const std::opti
   const at::Tensor b = bias.has_value() ? bias->contiguous() : at::Tensor();
   const at::Tensor r = residual.has_value() ? residual->reshape({m, n}) : at::Tensor();
 
+  if (gelu_act && b.defined() && !r.defined() && use_gelu_gemm() && cutlass_linear_bias_gelu(x2, weight, b, y)) {
+    return y.view(out_shape);
+  }
   // GELU comes before the residual: with GELU the residual is added by the GELU pass, not the GEMM
   const at::Tensor* gemm_residual = r.defined() && !gelu_act ? &r : nullptr;
   if (cublaslt_linear(x2, weight, b.defined() ? &b : nullptr, gemm_residual, y)) {

@@ -1,0 +1,136 @@
+// The Hopper GEMM with the bias + exact-erf GELU epilogue (cutlass_gelu_gemm.h). Built from CUTLASS 3's
+// collective builders: a TMA producer warp and two consumer warpgroups (WGMMA) per 128x256 tile, a cluster
+// of two tiles along M sharing the weight tile through TMA multicast, persistent over the tiles; the
+// epilogue visitor computes gelu(acc + bias[n]) in fp32 and stores through TMA.
+#include "cutlass_gelu_gemm.h"
+
+#include <ATen/cuda/CUDAContext.h>
+#include <c10/cuda/CUDAException.h>
+
+#include "cuda/vec.cuh"
+
+#if FASTWHISPER_WITH_CUTLASS
+#include <cute/tensor.hpp>
+#include <cutlass/cutlass.h>
+#include <cutlass/epilogue/collective/collective_builder.hpp>
+#include <cutlass/epilogue/fusion/operations.hpp>
+#include <cutlass/epilogue/thread/activation.h>
+#include <cutlass/gemm/collective/collective_builder.hpp>
+#include <cutlass/gemm/device/gemm_universal_adapter.h>
+#include <cutlass/gemm/kernel/gemm_universal.hpp>
+#include <cutlass/kernel_hardware_info.h>
+#endif
+
+namespace fastwhisper::cuda {
+
+#if FASTWHISPER_WITH_CUTLASS
+namespace {
+
+using namespace cute;
+
+// D[M, N] = gelu(A[M, K] . B[N, K]^T + bias[N]); Element: cutlass::half_t or cutlass::bfloat16_t.
+constexpr int kTileM = 128, kTileN = 256;
+
+template <typename Element>
+struct GeluGemm {
+  static constexpr int kAlign = 8;  // elements per 16-byte TMA access
+  using TileShape = Shape<Int<kTileM>, Int<kTileN>, _64>;
+  using ClusterShape = Shape<_2, _1, _1>;
+  using Fusion = cutlass::epilogue::fusion::LinCombPerColBiasEltAct<cutlass::epilogue::thread::GELU, Element, float,
+                                                                     Element, Element, float>;
+  using Epilogue = typename cutlass::epilogue::collective::CollectiveBuilder<
+      cutlass::arch::Sm90, cutlass::arch::OpClassTensorOp, TileShape, ClusterShape,
+      cutlass::epilogue::collective::EpilogueTileAuto, float, float,
+      void, cutlass::layout::RowMajor, kAlign,     // no C operand
+      Element, cutlass::layout::RowMajor, kAlign,  // D
+      cutlass::epilogue::TmaWarpSpecializedCooperative, Fusion>::CollectiveOp;
+  using Mainloop = typename cutlass::gemm::collective::CollectiveBuilder<
+      cutlass::arch::Sm90, cutlass::arch::OpClassTensorOp,
+      Element, cutlass::layout::RowMajor, kAlign,     // A = x, K contiguous
+      Element, cutlass::layout::ColumnMajor, kAlign,  // B = weight^T, K contiguous
+      float, TileShape, ClusterShape,
+      cutlass::gemm::collective::StageCountAutoCarveout<static_cast<int>(sizeof(typename Epilogue::SharedStorage))>,
+      cutlass::gemm::KernelTmaWarpSpecializedCooperative>::CollectiveOp;
+  using Kernel = cutlass::gemm::kernel::GemmUniversal<Shape<int, int, int, int>, Mainloop, Epilogue>;
+  using Gemm = cutlass::gemm::device::GemmUniversalAdapter<Kernel>;
+};
+
+template <typename Element>
+bool run_gelu_gemm(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& bias, const at::Tensor& out) {
+  using Gemm = typename GeluGemm<Element>::Gemm;
+  using Kernel = typename Gemm::GemmKernel;
+  const int m = static_cast<int>(x.size(0)), n = static_cast<int>(weight.size(0)), k = static_cast<int>(x.size(1));
+  const auto* a = reinterpret_cast<const Element*>(x.data_ptr());
+  const auto* b = reinterpret_cast<const Element*>(weight.data_ptr());
+  auto* d = reinterpret_cast<Element*>(out.data_ptr());
+  const typename Kernel::StrideA stride_a = make_stride(x.stride(0), Int<1>{}, int64_t{0});
+  const typename Kernel::StrideB stride_b = make_stride(weight.stride(0), Int<1>{}, int64_t{0});
+  const typename Kernel::StrideD stride_d = make_stride(out.stride(0), Int<1>{}, int64_t{0});
+  const typename Kernel::StrideC stride_c = stride_d;  // unused: no C operand
+
+  cutlass::KernelHardwareInfo hw_info;
+  hw_info.device_id = x.get_device();
+  hw_info.sm_count = at::cuda::getCurrentDeviceProperties()->multiProcessorCount;
+  typename Gemm::Arguments args{cutlass::gemm::GemmUniversalMode::kGemm,
+                                {m, n, k, 1},
+                                {a, stride_a, b, stride_b},
+                                {{}, nullptr, stride_c, d, stride_d},
+                                hw_info};
+  args.epilogue.thread.alpha = 1.f;
+  args.epilogue.thread.beta = 0.f;
+  args.epilogue.thread.bias_ptr = reinterpret_cast<const Element*>(bias.data_ptr());
+
+  Gemm gemm;
+  if (gemm.can_implement(args) != cutlass::Status::kSuccess) return false;
+  const size_t workspace_bytes = Gemm::get_workspace_size(args);
+  at::Tensor workspace;
+  if (workspace_bytes > 0) workspace = at::empty({static_cast<int64_t>(workspace_bytes)}, x.options().dtype(at::kByte));
+  const cudaStream_t stream = at::cuda::getCurrentCUDAStream();
+  const cutlass::Status init = gemm.initialize(args, workspace_bytes > 0 ? workspace.data_ptr() : nullptr, stream);
+  TORCH_CHECK(init == cutlass::Status::kSuccess, "fastwhisper: the CUTLASS GELU GEMM failed to initialize (",
+              cutlassGetStatusString(init), ") for M=", m, " N=", n, " K=", k);
+  const cutlass::Status ran = gemm.run(stream);
+  TORCH_CHECK(ran == cutlass::Status::kSuccess, "fastwhisper: the CUTLASS GELU GEMM failed to launch (",
+              cutlassGetStatusString(ran), ") for M=", m, " N=", n, " K=", k);
+  C10_CUDA_KERNEL_LAUNCH_CHECK();
+  return true;
+}
+
+}  // namespace
+
+bool cutlass_gelu_gemm_built() { return true; }
+
+bool cutlass_linear_bias_gelu(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& bias,
+                              const at::Tensor& out) {
+  const auto* props = at::cuda::getCurrentDeviceProperties();
+  if (props->major != 9 || props->minor != 0) return false;
+  const auto dtype = x.scalar_type();
+  if ((dtype != at::kHalf && dtype != at::kBFloat16) || weight.scalar_type() != dtype ||
+      bias.scalar_type() != dtype || out.scalar_type() != dtype)
+    return false;
+  if (x.dim() != 2 || weight.dim() != 2 || bias.dim() != 1 || out.dim() != 2) return false;
+  if (x.size(0) == 0 || x.size(0) > INT32_MAX || weight.size(0) > INT32_MAX || x.size(1) > INT32_MAX) return false;
+  constexpr int64_t kBytes = 16, kVec = 8;
+  const bool layout_ok = x.stride(1) == 1 && weight.stride(1) == 1 && out.stride(1) == 1 && bias.is_contiguous() &&
+                         x.size(1) % kVec == 0 && weight.size(0) % kVec == 0 && x.stride(0) % kVec == 0 &&
+                         weight.stride(0) % kVec == 0 && out.stride(0) % kVec == 0 &&
+                         is_aligned(x.data_ptr(), kBytes) && is_aligned(weight.data_ptr(), kBytes) &&
+                         is_aligned(bias.data_ptr(), kBytes) && is_aligned(out.data_ptr(), kBytes);
+  if (!layout_ok) return false;
+  const int64_t tiles = (x.size(0) + kTileM - 1) / kTileM * ((weight.size(0) + kTileN - 1) / kTileN);
+  if (tiles < props->multiProcessorCount) return false;  // fewer tiles than SMs: cuBLASLt's smaller tiles win
+  return dtype == at::kHalf ? run_gelu_gemm<cutlass::half_t>(x, weight, bias, out)
+                            : run_gelu_gemm<cutlass::bfloat16_t>(x, weight, bias, out);
+}
+
+#else  // built without CUTLASS
+
+bool cutlass_gelu_gemm_built() { return false; }
+
+bool cutlass_linear_bias_gelu(const at::Tensor&, const at::Tensor&, const at::Tensor&, const at::Tensor&) {
+  return false;
+}
+
+#endif
+
+}  // namespace fastwhisper::cuda
