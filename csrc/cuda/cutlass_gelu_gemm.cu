@@ -7,7 +7,10 @@
 #include <ATen/cuda/CUDAContext.h>
 #include <c10/cuda/CUDAException.h>
 
+#include <string>
+
 #include "cuda/vec.cuh"
+#include "env_choice.h"
 
 #if FASTWHISPER_WITH_CUTLASS
 #include <cute/tensor.hpp>
@@ -28,14 +31,36 @@ namespace {
 
 using namespace cute;
 
-// D[M, N] = gelu(A[M, K] . B[N, K]^T + bias[N]); Element: cutlass::half_t or cutlass::bfloat16_t.
-constexpr int kTileM = 128, kTileN = 256;
+// Tile configurations (measured against each other with FASTWHISPER_GELU_GEMM_TILE, fp16 only).
+struct Coop128x256C2x1 {
+  using Tile = Shape<_128, _256, _64>;
+  using Cluster = Shape<_2, _1, _1>;
+  using Schedule = cutlass::gemm::KernelTmaWarpSpecializedCooperative;
+  using EpilogueSchedule = cutlass::epilogue::TmaWarpSpecializedCooperative;
+};
+struct Coop128x256C1x2 : Coop128x256C2x1 {
+  using Cluster = Shape<_1, _2, _1>;
+};
+struct Coop256x128C1x2 : Coop128x256C2x1 {
+  using Tile = Shape<_256, _128, _64>;
+  using Cluster = Shape<_1, _2, _1>;
+};
+struct Pingpong128x128C1x2 {
+  using Tile = Shape<_128, _128, _64>;
+  using Cluster = Shape<_1, _2, _1>;
+  using Schedule = cutlass::gemm::KernelTmaWarpSpecializedPingpong;
+  using EpilogueSchedule = cutlass::epilogue::TmaWarpSpecialized;
+};
+struct Pingpong64x256C1x2 : Pingpong128x128C1x2 {
+  using Tile = Shape<_64, _256, _64>;
+};
 
-template <typename Element>
+// D[M, N] = gelu(A[M, K] . B[N, K]^T + bias[N]); Element: cutlass::half_t or cutlass::bfloat16_t.
+template <typename Element, typename Config>
 struct GeluGemm {
   static constexpr int kAlign = 8;  // elements per 16-byte TMA access
-  using TileShape = Shape<Int<kTileM>, Int<kTileN>, _64>;
-  using ClusterShape = Shape<_2, _1, _1>;
+  using TileShape = typename Config::Tile;
+  using ClusterShape = typename Config::Cluster;
   using Fusion = cutlass::epilogue::fusion::LinCombPerColBiasEltAct<cutlass::epilogue::thread::GELU, Element, float,
                                                                      Element, Element, float>;
   using Epilogue = typename cutlass::epilogue::collective::CollectiveBuilder<
@@ -43,23 +68,27 @@ struct GeluGemm {
       cutlass::epilogue::collective::EpilogueTileAuto, float, float,
       void, cutlass::layout::RowMajor, kAlign,     // no C operand
       Element, cutlass::layout::RowMajor, kAlign,  // D
-      cutlass::epilogue::TmaWarpSpecializedCooperative, Fusion>::CollectiveOp;
+      typename Config::EpilogueSchedule, Fusion>::CollectiveOp;
   using Mainloop = typename cutlass::gemm::collective::CollectiveBuilder<
       cutlass::arch::Sm90, cutlass::arch::OpClassTensorOp,
       Element, cutlass::layout::RowMajor, kAlign,     // A = x, K contiguous
       Element, cutlass::layout::ColumnMajor, kAlign,  // B = weight^T, K contiguous
       float, TileShape, ClusterShape,
       cutlass::gemm::collective::StageCountAutoCarveout<static_cast<int>(sizeof(typename Epilogue::SharedStorage))>,
-      cutlass::gemm::KernelTmaWarpSpecializedCooperative>::CollectiveOp;
+      typename Config::Schedule>::CollectiveOp;
   using Kernel = cutlass::gemm::kernel::GemmUniversal<Shape<int, int, int, int>, Mainloop, Epilogue>;
   using Gemm = cutlass::gemm::device::GemmUniversalAdapter<Kernel>;
 };
 
-template <typename Element>
+template <typename Element, typename Config>
 bool run_gelu_gemm(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& bias, const at::Tensor& out) {
-  using Gemm = typename GeluGemm<Element>::Gemm;
+  using Gemm = typename GeluGemm<Element, Config>::Gemm;
   using Kernel = typename Gemm::GemmKernel;
   const int m = static_cast<int>(x.size(0)), n = static_cast<int>(weight.size(0)), k = static_cast<int>(x.size(1));
+  constexpr int kTileM = size<0>(typename Config::Tile{}), kTileN = size<1>(typename Config::Tile{});
+  const int64_t tiles = int64_t{(m + kTileM - 1) / kTileM} * ((n + kTileN - 1) / kTileN);
+  const int sm_count = at::cuda::getCurrentDeviceProperties()->multiProcessorCount;
+  if (tiles < sm_count) return false;  // fewer tiles than SMs: cuBLASLt's smaller tiles win
   const auto* a = reinterpret_cast<const Element*>(x.data_ptr());
   const auto* b = reinterpret_cast<const Element*>(weight.data_ptr());
   auto* d = reinterpret_cast<Element*>(out.data_ptr());
@@ -70,7 +99,7 @@ bool run_gelu_gemm(const at::Tensor& x, const at::Tensor& weight, const at::Tens
 
   cutlass::KernelHardwareInfo hw_info;
   hw_info.device_id = x.get_device();
-  hw_info.sm_count = at::cuda::getCurrentDeviceProperties()->multiProcessorCount;
+  hw_info.sm_count = sm_count;
   typename Gemm::Arguments args{cutlass::gemm::GemmUniversalMode::kGemm,
                                 {m, n, k, 1},
                                 {a, stride_a, b, stride_b},
@@ -96,6 +125,18 @@ bool run_gelu_gemm(const at::Tensor& x, const at::Tensor& weight, const at::Tens
   return true;
 }
 
+bool run_half(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& bias, const at::Tensor& out) {
+  const std::string tile = env_choice("FASTWHISPER_GELU_GEMM_TILE",
+                                      {"coop128x256", "coop128x256n", "coop256x128", "pingpong128", "pingpong64x256"},
+                                      "coop128x256");
+  using H = cutlass::half_t;
+  if (tile == "coop128x256n") return run_gelu_gemm<H, Coop128x256C1x2>(x, weight, bias, out);
+  if (tile == "coop256x128") return run_gelu_gemm<H, Coop256x128C1x2>(x, weight, bias, out);
+  if (tile == "pingpong128") return run_gelu_gemm<H, Pingpong128x128C1x2>(x, weight, bias, out);
+  if (tile == "pingpong64x256") return run_gelu_gemm<H, Pingpong64x256C1x2>(x, weight, bias, out);
+  return run_gelu_gemm<H, Coop128x256C2x1>(x, weight, bias, out);
+}
+
 }  // namespace
 
 bool cutlass_gelu_gemm_built() { return true; }
@@ -117,10 +158,8 @@ bool cutlass_linear_bias_gelu(const at::Tensor& x, const at::Tensor& weight, con
                          is_aligned(x.data_ptr(), kBytes) && is_aligned(weight.data_ptr(), kBytes) &&
                          is_aligned(bias.data_ptr(), kBytes) && is_aligned(out.data_ptr(), kBytes);
   if (!layout_ok) return false;
-  const int64_t tiles = (x.size(0) + kTileM - 1) / kTileM * ((weight.size(0) + kTileN - 1) / kTileN);
-  if (tiles < props->multiProcessorCount) return false;  // fewer tiles than SMs: cuBLASLt's smaller tiles win
-  return dtype == at::kHalf ? run_gelu_gemm<cutlass::half_t>(x, weight, bias, out)
-                            : run_gelu_gemm<cutlass::bfloat16_t>(x, weight, bias, out);
+  return dtype == at::kHalf ? run_half(x, weight, bias, out)
+                            : run_gelu_gemm<cutlass::bfloat16_t, Coop128x256C2x1>(x, weight, bias, out);
 }
 
 #else  // built without CUTLASS

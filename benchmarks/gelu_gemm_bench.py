@@ -1,0 +1,141 @@
+"""The encoder MLP's first layer, gelu(x @ w^T + b), on the GPU: cuBLASLt + the exact-erf GELU pass against
+the CUTLASS GEMM with the GELU in its epilogue (each tile configuration), plus cuBLASLt's GEMM with the
+bias only (what the GEMM alone costs). Same process, same inputs; every path is checked against the
+float64 reference before it is timed.
+
+Each figure: ``--calls`` back-to-back calls between two CUDA events, after a warm-up, median of
+``--repeats``; per call. Floor: the larger of FLOPs at the measured fp16 GEMM rate and bytes (x, w, out
+once) at the measured copy bandwidth.
+
+Usage: python benchmarks/gelu_gemm_bench.py [--out results.json] [--commit HASH]
+"""
+
+import argparse
+import datetime
+import json
+import os
+import statistics
+import sys
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import ceilings_text, device_name, git_commit, json_safe, measure_ceilings  # noqa: E402
+
+import fastwhisper  # noqa: E402
+from fastwhisper import ops  # noqa: E402
+
+# name: (rows, K, N): fc1 of the encoder at 1500 frames per window
+SHAPES = {"large-v3 b1": (1500, 1280, 5120), "large-v3 b8": (12000, 1280, 5120),
+          "small b1": (1500, 768, 3072), "medium b1": (1500, 1024, 4096), "tiny b8": (12000, 384, 1536)}
+TILES = ["coop128x256", "coop128x256n", "coop256x128", "pingpong128", "pingpong64x256"]
+
+
+def time_per_call(fn, calls: int, warmup: int, repeats: int) -> float:
+    for _ in range(warmup):
+        fn()
+    torch.cuda.synchronize()
+    times = []
+    for _ in range(repeats):
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        for _ in range(calls):
+            fn()
+        end.record()
+        end.synchronize()
+        times.append(start.elapsed_time(end) * 1e3 / calls)
+    return statistics.median(times)
+
+
+def cuda_kernels(fn):
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:
+        fn()
+        torch.cuda.synchronize()
+    return [e.name for e in prof.events() if e.device_type == torch.autograd.DeviceType.CUDA]
+
+
+def with_switches(switches: dict, fn):
+    saved = {k: os.environ.get(k) for k in switches}
+    os.environ.update(switches)
+    try:
+        return fn()
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--calls", type=int, default=20)
+    parser.add_argument("--warmup", type=int, default=10)
+    parser.add_argument("--repeats", type=int, default=15)
+    parser.add_argument("--dtype", default="float16", choices=["float16", "bfloat16"])
+    parser.add_argument("--out", type=Path, default=None)
+    parser.add_argument("--commit", default=None)
+    args = parser.parse_args(argv)
+    if not torch.cuda.is_available():
+        parser.error("needs a CUDA GPU")
+    dtype = getattr(torch, args.dtype)
+    ceilings = measure_ceilings("cuda")
+    paths = {"cublaslt bias only (no GELU)": ({"FASTWHISPER_GELU_GEMM": "cublaslt"}, False),
+             "cublaslt + GELU pass": ({"FASTWHISPER_GELU_GEMM": "cublaslt"}, True)}
+    tiles = TILES if dtype == torch.float16 else TILES[:1]
+    for tile in tiles:
+        paths[f"cutlass {tile}"] = ({"FASTWHISPER_GELU_GEMM": "cutlass", "FASTWHISPER_GELU_GEMM_TILE": tile}, True)
+    rows = []
+    gen = torch.Generator(device="cuda").manual_seed(0)
+    for shape_name, (m, k, n) in SHAPES.items():
+        x = torch.randn(m, k, device="cuda", dtype=dtype, generator=gen)
+        w = torch.randn(n, k, device="cuda", dtype=dtype, generator=gen) / k**0.5
+        b = torch.randn(n, device="cuda", dtype=dtype, generator=gen)
+        exact = torch.nn.functional.gelu(x.double() @ w.double().t() + b.double())
+        flops, nbytes = 2 * m * n * k, (m * k + n * k + m * n) * x.element_size()
+        floor_us = max(flops / (ceilings["gemm_tflops"] * 1e12), nbytes / (ceilings["copy_gb_per_s"] * 1e9)) * 1e6
+        for path, (switches, gelu) in paths.items():
+            call = lambda: ops.linear(x, w, b, None, gelu)  # noqa: E731
+            out = with_switches(switches, call)
+            err = ((out.double() - exact).abs().max() / exact.abs().max()).item() if gelu else None
+            bad = gelu and not err <= 1e-2
+            names = with_switches(switches, lambda: cuda_kernels(call))
+            took_cutlass = any("cutlass" in name for name in names)
+            if took_cutlass != path.startswith("cutlass"):  # the op took another path than the one named
+                bad = True
+            us = None if bad else with_switches(switches, lambda: time_per_call(call, args.calls, args.warmup, args.repeats))
+            rows.append({"shape": shape_name, "m": m, "k": k, "n": n, "path": path, "us": us, "rel_err": err,
+                         "tflops": flops / (us * 1e-6) / 1e12 if us else None, "floor_us": floor_us,
+                         "kernels": names,
+                         "status": ("wrong output" if err is not None and not err <= 1e-2 else "other path taken")
+                         if bad else "ok"})
+            print(f"{shape_name:12s} {path:30s} {us if us else float('nan'):8.1f} us  floor {floor_us:6.1f}  "
+                  f"err {err if err is not None else 0:.1e}", flush=True)
+    meta = {"commit": args.commit or git_commit(), "gpu": device_name("cuda"), "dtype": args.dtype,
+            "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+            "torch_version": torch.__version__, "fastwhisper_version": fastwhisper.__version__,
+            "calls": args.calls, "warmup": args.warmup, "repeats": args.repeats, "ceilings": ceilings}
+    lines = [f"# gelu(x @ w^T + b): {meta['gpu']}, {args.dtype}", "",
+             f"commit `{meta['commit']}`, {meta['date']}; {args.calls} back-to-back calls per CUDA event pair, "
+             f"warm-up {args.warmup}, median of {args.repeats}. Ceilings: {ceilings_text(ceilings)}.", "",
+             "| shape | M | K | N | path | us per call | TFLOP/s | floor us | x over floor | rel err | status |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        us = f"{r['us']:.1f}" if r["us"] else "-"
+        tf = f"{r['tflops']:.0f}" if r["tflops"] else "-"
+        over = f"{r['us'] / r['floor_us']:.2f}" if r["us"] else "-"
+        err = f"{r['rel_err']:.1e}" if r["rel_err"] is not None else "-"
+        lines.append(f"| {r['shape']} | {r['m']} | {r['k']} | {r['n']} | {r['path']} | {us} | {tf} | "
+                     f"{r['floor_us']:.1f} | {over} | {err} | {r['status']} |")
+    report = "\n".join(lines) + "\n"
+    print(report)
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(json_safe({**meta, "records": rows}), indent=2) + "\n")
+        args.out.with_suffix(".md").write_text(report)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
