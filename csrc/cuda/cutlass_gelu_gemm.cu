@@ -31,15 +31,51 @@ namespace {
 
 using namespace cute;
 
+// GELU through erfc with Numerical Recipes' Chebyshev fit (erfcc: fractional error below 1.2e-7 for every
+// z >= 0): x * Phi(x), Phi(x) = erfc(-x / sqrt 2) / 2, taken as 1 - erfc(z) / 2 above 0 so that neither side
+// cancels. One reciprocal, one exponential and ten FMAs, no branch; erff's result to within fp32 rounding.
+__device__ __forceinline__ float gelu_erfc(float x) {
+  const float z = fabsf(x) * 0.70710678118654752f;
+  const float t = __frcp_rn(fmaf(0.5f, z, 1.f));
+  float p = 0.17087277f;
+  p = fmaf(p, t, -0.82215223f);
+  p = fmaf(p, t, 1.48851587f);
+  p = fmaf(p, t, -1.13520398f);
+  p = fmaf(p, t, 0.27886807f);
+  p = fmaf(p, t, -0.18628806f);
+  p = fmaf(p, t, 0.09678418f);
+  p = fmaf(p, t, 0.37409196f);
+  p = fmaf(p, t, 1.00002368f);
+  p = fmaf(p, t, -1.26551223f);
+  const float half_erfc = 0.5f * t * __expf(fmaf(-z, z, p));  // erfc(z) / 2
+  return x * (x < 0.f ? half_erfc : 1.f - half_erfc);
+}
+
+// Epilogue activations on the fp32 accumulator fragments (CUTLASS applies ActivationFn<Array<float, N>>).
+template <typename T>
+struct GeluErfc;
+template <int N>
+struct GeluErfc<cutlass::Array<float, N>> {
+  static constexpr bool kIsHeavy = true;
+  CUTLASS_DEVICE cutlass::Array<float, N> operator()(const cutlass::Array<float, N>& v) const {
+    cutlass::Array<float, N> y;
+    CUTLASS_PRAGMA_UNROLL
+    for (int i = 0; i < N; ++i) y[i] = gelu_erfc(v[i]);
+    return y;
+  }
+};
+template <>
+struct GeluErfc<float> {
+  static constexpr bool kIsHeavy = true;
+  CUTLASS_DEVICE float operator()(float v) const { return gelu_erfc(v); }
+};
+
 // Tile configurations (measured against each other with FASTWHISPER_GELU_GEMM_TILE, fp16 only).
 struct Coop128x256C2x1 {
   using Tile = Shape<_128, _256, _64>;
   using Cluster = Shape<_2, _1, _1>;
   using Schedule = cutlass::gemm::KernelTmaWarpSpecializedCooperative;
   using EpilogueSchedule = cutlass::epilogue::TmaWarpSpecializedCooperative;
-};
-struct Coop128x256C1x2 : Coop128x256C2x1 {
-  using Cluster = Shape<_1, _2, _1>;
 };
 struct Coop256x128C1x2 : Coop128x256C2x1 {
   using Tile = Shape<_256, _128, _64>;
@@ -51,17 +87,14 @@ struct Pingpong128x128C1x2 {
   using Schedule = cutlass::gemm::KernelTmaWarpSpecializedPingpong;
   using EpilogueSchedule = cutlass::epilogue::TmaWarpSpecialized;
 };
-struct Pingpong64x256C1x2 : Pingpong128x128C1x2 {
-  using Tile = Shape<_64, _256, _64>;
-};
 
 // D[M, N] = gelu(A[M, K] . B[N, K]^T + bias[N]); Element: cutlass::half_t or cutlass::bfloat16_t.
-template <typename Element, typename Config>
+template <typename Element, typename Config, template <class> class Activation>
 struct GeluGemm {
   static constexpr int kAlign = 8;  // elements per 16-byte TMA access
   using TileShape = typename Config::Tile;
   using ClusterShape = typename Config::Cluster;
-  using Fusion = cutlass::epilogue::fusion::LinCombPerColBiasEltAct<cutlass::epilogue::thread::GELU, Element, float,
+  using Fusion = cutlass::epilogue::fusion::LinCombPerColBiasEltAct<Activation, Element, float,
                                                                      Element, Element, float>;
   using Epilogue = typename cutlass::epilogue::collective::CollectiveBuilder<
       cutlass::arch::Sm90, cutlass::arch::OpClassTensorOp, TileShape, ClusterShape,
@@ -80,9 +113,9 @@ struct GeluGemm {
   using Gemm = cutlass::gemm::device::GemmUniversalAdapter<Kernel>;
 };
 
-template <typename Element, typename Config>
+template <typename Element, typename Config, template <class> class Activation = GeluErfc>
 bool run_gelu_gemm(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& bias, const at::Tensor& out) {
-  using Gemm = typename GeluGemm<Element, Config>::Gemm;
+  using Gemm = typename GeluGemm<Element, Config, Activation>::Gemm;
   using Kernel = typename Gemm::GemmKernel;
   const int m = static_cast<int>(x.size(0)), n = static_cast<int>(weight.size(0)), k = static_cast<int>(x.size(1));
   constexpr int kTileM = size<0>(typename Config::Tile{}), kTileN = size<1>(typename Config::Tile{});
@@ -126,14 +159,24 @@ bool run_gelu_gemm(const at::Tensor& x, const at::Tensor& weight, const at::Tens
 }
 
 bool run_half(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& bias, const at::Tensor& out) {
-  const std::string tile = env_choice("FASTWHISPER_GELU_GEMM_TILE",
-                                      {"coop128x256", "coop128x256n", "coop256x128", "pingpong128", "pingpong64x256"},
-                                      "coop128x256");
+  const std::string tile =
+      env_choice("FASTWHISPER_GELU_GEMM_TILE", {"coop128x256", "coop256x128", "pingpong128"}, "coop128x256");
+  // measurement only: "erf" (CUDA's erff), "none" (no activation: the GEMM + bias alone, a wrong GELU)
+  const std::string act = env_choice("FASTWHISPER_GELU_GEMM_ACT", {"erfc", "erf", "none"}, "erfc");
   using H = cutlass::half_t;
-  if (tile == "coop128x256n") return run_gelu_gemm<H, Coop128x256C1x2>(x, weight, bias, out);
-  if (tile == "coop256x128") return run_gelu_gemm<H, Coop256x128C1x2>(x, weight, bias, out);
-  if (tile == "pingpong128") return run_gelu_gemm<H, Pingpong128x128C1x2>(x, weight, bias, out);
-  if (tile == "pingpong64x256") return run_gelu_gemm<H, Pingpong64x256C1x2>(x, weight, bias, out);
+  using cutlass::epilogue::thread::GELU;
+  using cutlass::epilogue::thread::Identity;
+  if (tile == "coop256x128") {
+    if (act == "erf") return run_gelu_gemm<H, Coop256x128C1x2, GELU>(x, weight, bias, out);
+    if (act == "none") return run_gelu_gemm<H, Coop256x128C1x2, Identity>(x, weight, bias, out);
+    return run_gelu_gemm<H, Coop256x128C1x2>(x, weight, bias, out);
+  }
+  if (tile == "pingpong128") {
+    if (act == "erf") return run_gelu_gemm<H, Pingpong128x128C1x2, GELU>(x, weight, bias, out);
+    if (act == "none") return run_gelu_gemm<H, Pingpong128x128C1x2, Identity>(x, weight, bias, out);
+    return run_gelu_gemm<H, Pingpong128x128C1x2>(x, weight, bias, out);
+  }
+  if (act == "erf") return run_gelu_gemm<H, Coop128x256C2x1, GELU>(x, weight, bias, out);
   return run_gelu_gemm<H, Coop128x256C2x1>(x, weight, bias, out);
 }
 
