@@ -8,6 +8,9 @@ import torch
 from conftest import rel_err, requires_cuda
 import fastwhisper
 from fastwhisper import _build_info, ops
+from conftest import ENCODER_DIMS
+from reference import encoder_reference
+from test_encoder import random_encoder, random_mel
 from test_ops import check_linear_cuda, linear_args
 
 GELU_PASS = "bias_gelu_residual_kernel"
@@ -29,8 +32,9 @@ def ran_cutlass(names):
     return any("cutlass" in name and "GemmUniversal" in name for name in names)
 
 
-# (rows, K, N): large-v3 at batch 1 (1500 frames), tiny at batch 8, M = 3001 (no multiple of the tile).
-FUSED_SHAPES = [(1500, 1280, 5120), (12000, 384, 1536), (3001, 512, 2048)]
+# (rows, K, N): fc1 of large-v3 and tiny at batch 8 (1500 frames per window), small at batch 6 with one row
+# more (no multiple of the tile): each at least four waves of 128x256 tiles on an H100.
+FUSED_SHAPES = [(12000, 1280, 5120), (12000, 384, 1536), (9001, 768, 3072)]
 
 
 @requires_cuda
@@ -60,16 +64,17 @@ def test_gelu_gemm_matches_reference_and_takes_cutlass(shape, dtype, monkeypatch
 @pytest.mark.cuda
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
 def test_gelu_gemm_declines_small_or_unfit_problems(dtype, monkeypatch):
-    """Fewer tiles than SMs (decoding rows, tiny at batch 1), a residual, no bias, unaligned rows: the
-    cuBLASLt path, with the same answer."""
+    """Fewer than four waves of tiles (decoding rows; large-v3 and tiny at batch 1), a residual, no bias,
+    unaligned rows: the cuBLASLt path, with the same answer."""
     monkeypatch.delenv("FASTWHISPER_GELU_GEMM", raising=False)
     gen = torch.Generator().manual_seed(11)
     cases = [linear_args((5,), 1280, 5120, True, False, True, "cuda", dtype, gen=gen),
+             linear_args((1500,), 1280, 5120, True, False, True, "cuda", dtype, gen=gen),
              linear_args((1500,), 384, 1536, True, False, True, "cuda", dtype, gen=gen),
-             linear_args((1500,), 1280, 5120, True, True, True, "cuda", dtype, gen=gen),
-             linear_args((1500,), 1280, 5120, False, False, True, "cuda", dtype, gen=gen)]
-    x, w, b, _, _ = linear_args((1500,), 1280, 5120, True, False, True, "cuda", dtype, gen=gen)
-    x_unaligned = torch.zeros(1500 * 1280 + 1, device="cuda", dtype=dtype)[1:].view(1500, 1280)
+             linear_args((12000,), 384, 1536, True, True, True, "cuda", dtype, gen=gen),
+             linear_args((12000,), 384, 1536, False, False, True, "cuda", dtype, gen=gen)]
+    x, w, b, _, _ = linear_args((12000,), 384, 1536, True, False, True, "cuda", dtype, gen=gen)
+    x_unaligned = torch.zeros(12000 * 384 + 1, device="cuda", dtype=dtype)[1:].view(12000, 384)
     x_unaligned.copy_(x)
     cases.append([x_unaligned, w, b, None, True])
     for args in cases:
@@ -84,7 +89,7 @@ def test_gelu_gemm_in_a_cuda_graph(monkeypatch):
     """Captured and replayed (the encoder runs as a CUDA graph): replays give the eager result."""
     monkeypatch.delenv("FASTWHISPER_GELU_GEMM", raising=False)
     gen = torch.Generator().manual_seed(5)
-    x, w, b, _, _ = linear_args((1500,), 1280, 5120, True, False, True, "cuda", torch.float16, gen=gen)
+    x, w, b, _, _ = linear_args((12000,), 384, 1536, True, False, True, "cuda", torch.float16, gen=gen)
     x0 = x.clone()
     eager = ops.linear(x, w, b, None, True)
     stream = torch.cuda.Stream()
@@ -103,6 +108,27 @@ def test_gelu_gemm_in_a_cuda_graph(monkeypatch):
     x.copy_(x0)
     graph.replay()
     assert torch.equal(captured, eager)
+
+
+@requires_cuda
+@pytest.mark.cuda
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_encoder_at_batch_8_with_the_gelu_gemm(dtype, monkeypatch):
+    """tiny's encoder at batch 8 (its CUDA graph) takes the fused GEMM for every MLP, and its output stays within
+    2x openai-whisper's own error in that dtype of the float64 reference."""
+    if not (_build_info.CUTLASS_GELU_GEMM and is_hopper()):
+        pytest.skip("the fused GELU GEMM needs an H100 (sm_90) and a build with CUTLASS")
+    monkeypatch.delenv("FASTWHISPER_GELU_GEMM", raising=False)
+    enc = random_encoder(ENCODER_DIMS["tiny"]).cuda()
+    fast = fastwhisper.FastAudioEncoder.from_audio_encoder(enc)
+    mel = random_mel(8, enc.conv1.in_channels, device="cuda")
+    with torch.no_grad():
+        fast(mel.to(dtype))  # captures the graph
+        out, names = kernels_of(lambda: fast(mel.to(dtype)))  # one replay
+        assert sum(ran_cutlass([name]) for name in names) == len(enc.blocks), names
+        expected64 = encoder_reference(enc, mel)
+        err, torch_err = rel_err(out, expected64), rel_err(enc(mel.to(dtype)), expected64)
+    assert err <= 2 * torch_err, f"{dtype}: fastwhisper {err:.3e} vs whisper {torch_err:.3e}"
 
 
 def test_gelu_gemm_switch_rejects_unknown_words(monkeypatch):

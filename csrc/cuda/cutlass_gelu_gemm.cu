@@ -1,16 +1,13 @@
 // The Hopper GEMM with the bias + exact-erf GELU epilogue (cutlass_gelu_gemm.h). Built from CUTLASS 3's
 // collective builders: a TMA producer warp and two consumer warpgroups (WGMMA) per 128x256 tile, a cluster
 // of two tiles along M sharing the weight tile through TMA multicast, persistent over the tiles; the
-// epilogue visitor computes gelu(acc + bias[n]) in fp32 and stores through TMA.
+// epilogue visitor computes gelu(acc + bias[n]) in fp32 (erff, as torch does) and stores through TMA.
 #include "cutlass_gelu_gemm.h"
 
 #include <ATen/cuda/CUDAContext.h>
 #include <c10/cuda/CUDAException.h>
 
-#include <string>
-
 #include "cuda/vec.cuh"
-#include "env_choice.h"
 
 #if FASTWHISPER_WITH_CUTLASS
 #include <cute/tensor.hpp>
@@ -31,70 +28,26 @@ namespace {
 
 using namespace cute;
 
-// GELU through erfc with Numerical Recipes' Chebyshev fit (erfcc: fractional error below 1.2e-7 for every
-// z >= 0): x * Phi(x), Phi(x) = erfc(-x / sqrt 2) / 2, taken as 1 - erfc(z) / 2 above 0 so that neither side
-// cancels. One reciprocal, one exponential and ten FMAs, no branch; erff's result to within fp32 rounding.
-__device__ __forceinline__ float gelu_erfc(float x) {
-  const float z = fabsf(x) * 0.70710678118654752f;
-  const float t = __frcp_rn(fmaf(0.5f, z, 1.f));
-  float p = 0.17087277f;
-  p = fmaf(p, t, -0.82215223f);
-  p = fmaf(p, t, 1.48851587f);
-  p = fmaf(p, t, -1.13520398f);
-  p = fmaf(p, t, 0.27886807f);
-  p = fmaf(p, t, -0.18628806f);
-  p = fmaf(p, t, 0.09678418f);
-  p = fmaf(p, t, 0.37409196f);
-  p = fmaf(p, t, 1.00002368f);
-  p = fmaf(p, t, -1.26551223f);
-  const float half_erfc = 0.5f * t * __expf(fmaf(-z, z, p));  // erfc(z) / 2
-  return x * (x < 0.f ? half_erfc : 1.f - half_erfc);
-}
+constexpr int kMinWaves = 4;  // fewest output tiles per SM for which the fused GEMM is taken
 
-// Epilogue activations on the fp32 accumulator fragments (CUTLASS applies ActivationFn<Array<float, N>>).
-template <typename T>
-struct GeluErfc;
-template <int N>
-struct GeluErfc<cutlass::Array<float, N>> {
-  static constexpr bool kIsHeavy = true;
-  CUTLASS_DEVICE cutlass::Array<float, N> operator()(const cutlass::Array<float, N>& v) const {
-    cutlass::Array<float, N> y;
-    CUTLASS_PRAGMA_UNROLL
-    for (int i = 0; i < N; ++i) y[i] = gelu_erfc(v[i]);
-    return y;
-  }
-};
-template <>
-struct GeluErfc<float> {
-  static constexpr bool kIsHeavy = true;
-  CUTLASS_DEVICE float operator()(float v) const { return gelu_erfc(v); }
-};
-
-// Tile configurations (measured against each other with FASTWHISPER_GELU_GEMM_TILE, fp16 only).
+// Tile configuration, measured against cuBLASLt + the GELU pass (benchmarks/results/
+// h100-2026-11-24-gelu-gemm-34f3112.md, CUDA-graph replays, fp16): 128x256 cooperative with a 2x1 cluster and
+// 256x128 with 1x2 tie (large-v3 fc1 at 12000 rows 318 us, cuBLASLt + pass 356); a 128x128 ping-pong schedule
+// is no faster (323); Numerical Recipes' erfc form of the GELU is slower than erff in the epilogue (394).
 struct Coop128x256C2x1 {
   using Tile = Shape<_128, _256, _64>;
   using Cluster = Shape<_2, _1, _1>;
   using Schedule = cutlass::gemm::KernelTmaWarpSpecializedCooperative;
   using EpilogueSchedule = cutlass::epilogue::TmaWarpSpecializedCooperative;
 };
-struct Coop256x128C1x2 : Coop128x256C2x1 {
-  using Tile = Shape<_256, _128, _64>;
-  using Cluster = Shape<_1, _2, _1>;
-};
-struct Pingpong128x128C1x2 {
-  using Tile = Shape<_128, _128, _64>;
-  using Cluster = Shape<_1, _2, _1>;
-  using Schedule = cutlass::gemm::KernelTmaWarpSpecializedPingpong;
-  using EpilogueSchedule = cutlass::epilogue::TmaWarpSpecialized;
-};
 
 // D[M, N] = gelu(A[M, K] . B[N, K]^T + bias[N]); Element: cutlass::half_t or cutlass::bfloat16_t.
-template <typename Element, typename Config, template <class> class Activation>
+template <typename Element, typename Config>
 struct GeluGemm {
   static constexpr int kAlign = 8;  // elements per 16-byte TMA access
   using TileShape = typename Config::Tile;
   using ClusterShape = typename Config::Cluster;
-  using Fusion = cutlass::epilogue::fusion::LinCombPerColBiasEltAct<Activation, Element, float,
+  using Fusion = cutlass::epilogue::fusion::LinCombPerColBiasEltAct<cutlass::epilogue::thread::GELU, Element, float,
                                                                      Element, Element, float>;
   using Epilogue = typename cutlass::epilogue::collective::CollectiveBuilder<
       cutlass::arch::Sm90, cutlass::arch::OpClassTensorOp, TileShape, ClusterShape,
@@ -113,15 +66,17 @@ struct GeluGemm {
   using Gemm = cutlass::gemm::device::GemmUniversalAdapter<Kernel>;
 };
 
-template <typename Element, typename Config, template <class> class Activation = GeluErfc>
+template <typename Element, typename Config>
 bool run_gelu_gemm(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& bias, const at::Tensor& out) {
-  using Gemm = typename GeluGemm<Element, Config, Activation>::Gemm;
+  using Gemm = typename GeluGemm<Element, Config>::Gemm;
   using Kernel = typename Gemm::GemmKernel;
   const int m = static_cast<int>(x.size(0)), n = static_cast<int>(weight.size(0)), k = static_cast<int>(x.size(1));
   constexpr int kTileM = size<0>(typename Config::Tile{}), kTileN = size<1>(typename Config::Tile{});
   const int64_t tiles = int64_t{(m + kTileM - 1) / kTileM} * ((n + kTileN - 1) / kTileN);
   const int sm_count = at::cuda::getCurrentDeviceProperties()->multiProcessorCount;
-  if (tiles < sm_count) return false;  // fewer tiles than SMs: cuBLASLt's smaller tiles win
+  // Below four waves of tiles cuBLASLt + the pass is as fast or faster (1500 rows: large-v3 41 vs 42 us, medium
+  // 37 vs 33, small 31 vs 25); from about eight waves the fused GEMM wins (12000 rows: tiny 56 vs 67 us).
+  if (tiles < kMinWaves * sm_count) return false;
   const auto* a = reinterpret_cast<const Element*>(x.data_ptr());
   const auto* b = reinterpret_cast<const Element*>(weight.data_ptr());
   auto* d = reinterpret_cast<Element*>(out.data_ptr());
@@ -158,28 +113,6 @@ bool run_gelu_gemm(const at::Tensor& x, const at::Tensor& weight, const at::Tens
   return true;
 }
 
-bool run_half(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& bias, const at::Tensor& out) {
-  const std::string tile =
-      env_choice("FASTWHISPER_GELU_GEMM_TILE", {"coop128x256", "coop256x128", "pingpong128"}, "coop128x256");
-  // measurement only: "erf" (CUDA's erff), "none" (no activation: the GEMM + bias alone, a wrong GELU)
-  const std::string act = env_choice("FASTWHISPER_GELU_GEMM_ACT", {"erfc", "erf", "none"}, "erfc");
-  using H = cutlass::half_t;
-  using cutlass::epilogue::thread::GELU;
-  using cutlass::epilogue::thread::Identity;
-  if (tile == "coop256x128") {
-    if (act == "erf") return run_gelu_gemm<H, Coop256x128C1x2, GELU>(x, weight, bias, out);
-    if (act == "none") return run_gelu_gemm<H, Coop256x128C1x2, Identity>(x, weight, bias, out);
-    return run_gelu_gemm<H, Coop256x128C1x2>(x, weight, bias, out);
-  }
-  if (tile == "pingpong128") {
-    if (act == "erf") return run_gelu_gemm<H, Pingpong128x128C1x2, GELU>(x, weight, bias, out);
-    if (act == "none") return run_gelu_gemm<H, Pingpong128x128C1x2, Identity>(x, weight, bias, out);
-    return run_gelu_gemm<H, Pingpong128x128C1x2>(x, weight, bias, out);
-  }
-  if (act == "erf") return run_gelu_gemm<H, Coop128x256C2x1, GELU>(x, weight, bias, out);
-  return run_gelu_gemm<H, Coop128x256C2x1>(x, weight, bias, out);
-}
-
 }  // namespace
 
 bool cutlass_gelu_gemm_built() { return true; }
@@ -201,7 +134,7 @@ bool cutlass_linear_bias_gelu(const at::Tensor& x, const at::Tensor& weight, con
                          is_aligned(x.data_ptr(), kBytes) && is_aligned(weight.data_ptr(), kBytes) &&
                          is_aligned(bias.data_ptr(), kBytes) && is_aligned(out.data_ptr(), kBytes);
   if (!layout_ok) return false;
-  return dtype == at::kHalf ? run_half(x, weight, bias, out)
+  return dtype == at::kHalf ? run_gelu_gemm<cutlass::half_t, Coop128x256C2x1>(x, weight, bias, out)
                             : run_gelu_gemm<cutlass::bfloat16_t, Coop128x256C2x1>(x, weight, bias, out);
 }
 

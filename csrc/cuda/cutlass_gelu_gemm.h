@@ -18,8 +18,8 @@ bool cutlass_gelu_gemm_built();
 // All float16 or all bfloat16, on the current CUDA device; runs on the current stream.
 // Returns false without touching `out` where the kernel cannot take the problem (not built, the device is
 // not compute capability 9.0, another dtype, K or N not a multiple of 8, a pointer or row stride not
-// 16-byte aligned, or fewer 128x256 output tiles than SMs, as in decoding steps and tiny or base encoders at
-// batch 1): the caller then uses its own path.
+// 16-byte aligned, or fewer than four 128x256 output tiles per SM, as in decoding steps and in encoders at
+// batch 1 or 2, where cuBLASLt + the GELU pass is as fast): the caller then uses its own path.
 bool cutlass_linear_bias_gelu(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& bias,
                               const at::Tensor& out);
 
