@@ -115,8 +115,6 @@ bool run_gelu_gemm(const at::Tensor& x, const at::Tensor& weight, const at::Tens
 
 }  // namespace
 
-bool cutlass_gelu_gemm_built() { return true; }
-
 bool cutlass_linear_bias_gelu(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& bias,
                               const at::Tensor& out) {
   const auto* props = at::cuda::getCurrentDeviceProperties();
@@ -138,9 +136,7 @@ bool cutlass_linear_bias_gelu(const at::Tensor& x, const at::Tensor& weight, con
                             : run_gelu_gemm<cutlass::bfloat16_t, Coop128x256C2x1>(x, weight, bias, out);
 }
 
-#else  // built without CUTLASS
-
-bool cutlass_gelu_gemm_built() { return false; }
+#else  // built without CUTLASS headers or without sm_90a (fastwhisper._build_info.CUTLASS_GELU_GEMM is False)
 
 bool cutlass_linear_bias_gelu(const at::Tensor&, const at::Tensor&, const at::Tensor&, const at::Tensor&) {
   return false;

@@ -7,9 +7,6 @@
 
 namespace fastwhisper::cuda {
 
-// Whether this build has the kernel (CUTLASS headers found at build time, sm_90a among the archs).
-bool cutlass_gelu_gemm_built();
-
 // Every matrix row-major with unit inner stride:
 //   x      [M, K]  (row stride >= K)
 //   weight [N, K]  (row stride >= K)

@@ -1,7 +1,8 @@
 // CUDA linear. Main path: one cuBLASLt call with the bias in the GEMM epilogue and the residual added
-// through beta = 1 (cublaslt_gemm.h). With GELU (the encoder MLP's first layer) in fp16/bf16 on an H100: one
-// CUTLASS GEMM whose epilogue adds the bias and applies Whisper's exact-erf GELU (cutlass_gelu_gemm.h);
-// elsewhere cuBLASLt (its GELU is the tanh one), then one vectorized exact-erf GELU pass in place. Fallback (shapes, dtypes or alignments cuBLASLt does not take): ATen's GEMM and
+// through beta = 1 (cublaslt_gemm.h). With GELU (the encoder MLP's first layer) in fp16/bf16 on an H100 and
+// enough rows: one CUTLASS GEMM whose epilogue adds the bias and applies Whisper's exact-erf GELU
+// (cutlass_gelu_gemm.h); elsewhere cuBLASLt (its GELU is the tanh one), then one vectorized exact-erf GELU
+// pass in place. Fallback (shapes, dtypes or alignments cuBLASLt does not take): ATen's GEMM and
 // one fused epilogue pass (bias, GELU, residual) that reads the GEMM output once and writes it once.
 #include <torch/library.h>
 
