@@ -4,6 +4,7 @@ Random weights of Whisper tiny's real dims (normal(0, 0.05)); seeded random mel 
 """
 
 import dataclasses
+import json
 
 import pytest
 import torch
@@ -11,7 +12,7 @@ import whisper
 from whisper.model import ModelDimensions, Whisper
 
 import fastwhisper.cpp_decoding as cd
-from conftest import requires_cuda
+from conftest import requires_cuda, run_python_with_env
 
 TINY_EN = ModelDimensions(80, 1500, 384, 6, 4, 51864, 448, 384, 6, 4)
 TINY_MULTI = dataclasses.replace(TINY_EN, n_vocab=51865)
@@ -429,3 +430,35 @@ def test_decode_fp16_cuda_runs_like_whisper():
         assert o.audio_features.dtype == torch.float16
         assert o.tokens == e.tokens
         assert abs(o.avg_logprob - e.avg_logprob) <= 1e-2
+
+
+@requires_cuda
+@pytest.mark.cuda
+def test_step_io_kernels_and_copies_decode_alike_cuda():
+    """FASTWHISPER_STEP_COPIES (read once per process): the next token, its position and the finished flag pass
+    between steps as kernel writes (default) or copies; both give whisper's tokens, the stop at EOT included,
+    and an unknown word fails with a message naming the variable."""
+    code = """
+        import json, torch, whisper
+        import fastwhisper.cpp_decoding as cd
+        from test_cpp_decoder import random_model, random_audio_features
+        model = random_model(device="cuda")
+        features = random_audio_features(model, batch=2)
+        out = []
+        for fp16, sample_len in ((False, 120), (True, 60)):
+            options = whisper.DecodingOptions(language="en", fp16=fp16, sample_len=sample_len)
+            out.append([r.tokens for r in cd.decode_cpp(model, features[:1] if fp16 else features, options)])
+        options = whisper.DecodingOptions(language="en", fp16=False, sample_len=120)
+        out.append([r.tokens for r in whisper.decode(model, features, options)])
+        print(json.dumps(out))
+        """
+    runs = {}
+    for word in ("kernels", "copies"):
+        proc = run_python_with_env(code, timeout=300, FASTWHISPER_STEP_COPIES=word)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        runs[word] = json.loads(proc.stdout.strip().splitlines()[-1])
+    kernels, copies = runs["kernels"], runs["copies"]
+    assert kernels[0] == kernels[2] == copies[0]  # fp32: whisper's tokens either way
+    assert kernels[1] == copies[1]                # fp16: the same tokens either way
+    proc = run_python_with_env(code, timeout=300, FASTWHISPER_STEP_COPIES="memcpy")
+    assert proc.returncode != 0 and "FASTWHISPER_STEP_COPIES must be kernels or copies" in proc.stderr

@@ -14,6 +14,7 @@
 
 #include "checks.h"
 #include "decoder/logit_filters.h"
+#include "decoder_step_io.h"
 #include "decoder/token_decoders.h"
 
 namespace fastwhisper::decoder {
@@ -90,7 +91,13 @@ class StopTest {
     }
     const c10::Stream stream = c10::impl::VirtualGuardImpl(device_.type()).getStream(device_);
     const int slot = static_cast<int>(steps_ % 2);
-    host_.select(0, slot).copy_(completed, /*non_blocking=*/true);
+    bool written = false;
+#ifdef FASTWHISPER_WITH_CUDA
+    if (completed.is_cuda() && step_io_by_kernels()) {  // a kernel store, no copy engine
+      written = cuda::write_flag_to_host(completed, host_.data_ptr<bool>() + slot);
+    }
+#endif
+    if (!written) host_.select(0, slot).copy_(completed, /*non_blocking=*/true);
     events_[slot]->record(stream);
     ++steps_;
     if (steps_ < 2) return std::nullopt;

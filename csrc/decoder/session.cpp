@@ -6,6 +6,7 @@
 #include <ATen/core/dispatch/Dispatcher.h>
 
 #include "checks.h"
+#include "decoder_step_io.h"
 #include "env_choice.h"
 #include "kernels.h"
 
@@ -417,8 +418,18 @@ at::Tensor DecoderSession::forward(const at::Tensor& tokens) {
   at::Tensor logits;
   const bool step_ops = t == 1 && uses_step_ops();
   if (t == 1 && (step_ops || graphs_)) {
-    step_token_.copy_(tokens);
-    step_position_.fill_(offset_);
+    bool written = false;
+#ifdef FASTWHISPER_WITH_CUDA
+    if (step_token_.is_cuda() && tokens.device() == step_token_.device() && tokens.scalar_type() == at::kLong &&
+        step_io_by_kernels()) {
+      cuda::write_step_inputs(tokens, step_token_, step_position_, offset_);  // one kernel, no copy engine
+      written = true;
+    }
+#endif
+    if (!written) {
+      step_token_.copy_(tokens);
+      step_position_.fill_(offset_);
+    }
   }
   if (t == 1 && graphs_ && use_graphs_) {
     if (step_ops) {  // no key-length buckets: the attention kernel reads the position itself
