@@ -10,10 +10,11 @@ namespace fastwhisper::cuda {
 namespace {
 
 __global__ void write_step_inputs_kernel(const int64_t* __restrict__ tokens,  // [N, 1], row stride token_stride
-                                         int64_t token_stride,
+                                         int64_t token_stride,                 // elements between rows of tokens
                                          int64_t* __restrict__ step_token,     // [N, 1] contiguous
                                          int64_t* __restrict__ step_position,  // [1]
-                                         int64_t rows, int64_t position) {
+                                         int64_t rows,                         // N
+                                         int64_t position) {                   // the step's position
   const int64_t r = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
   if (r < rows) step_token[r] = tokens[r * token_stride];
   if (r == 0) *step_position = position;
