@@ -14,8 +14,8 @@
 
 #include "checks.h"
 #include "decoder/logit_filters.h"
-#include "decoder_step_io.h"
 #include "decoder/token_decoders.h"
+#include "decoder_step_io.h"
 
 namespace fastwhisper::decoder {
 namespace {
