@@ -120,6 +120,29 @@ def time_calls(fn: Callable[[], object], device, warmup: int, repeats: int) -> L
     return time_calls_keep(fn, device, warmup, repeats)[0]
 
 
+def per_call_us(fns, warmup=3, repeats=7):
+    """Median over repeats of (time to replay a CUDA graph running every fn once) / len(fns), in microseconds."""
+    for _ in range(warmup):
+        for fn in fns:
+            fn()
+    torch.cuda.synchronize()
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        for fn in fns:
+            fn()
+    graph.replay()
+    times = []
+    for _ in range(repeats):
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        torch.cuda.synchronize()
+        start.record()
+        graph.replay()
+        end.record()
+        torch.cuda.synchronize()
+        times.append(start.elapsed_time(end) * 1e3 / len(fns))
+    return statistics.median(times)
+
+
 # -- ceilings and floors --------------------------------------------------------------------------
 
 

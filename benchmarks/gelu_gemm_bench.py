@@ -16,14 +16,13 @@ import argparse
 import datetime
 import json
 import os
-import statistics
 import sys
 from pathlib import Path
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import ceilings_text, device_name, git_commit, json_safe, measure_ceilings  # noqa: E402
+from common import ceilings_text, device_name, git_commit, json_safe, measure_ceilings, per_call_us  # noqa: E402
 
 import fastwhisper  # noqa: E402
 from fastwhisper import ops  # noqa: E402
@@ -32,31 +31,6 @@ from fastwhisper import ops  # noqa: E402
 SHAPES = {"large-v3 b1": (1500, 1280, 5120), "large-v3 b2": (3000, 1280, 5120), "large-v3 b4": (6000, 1280, 5120),
           "large-v3 b8": (12000, 1280, 5120), "medium b8": (12000, 1024, 4096), "small b8": (12000, 768, 3072),
           "tiny b8": (12000, 384, 1536)}
-
-
-def time_per_call(fn, calls: int, warmup: int, repeats: int) -> float:
-    """Microseconds per call of fn, from replays of a CUDA graph of ``calls`` calls."""
-    stream = torch.cuda.Stream()
-    stream.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(stream):
-        fn()
-    torch.cuda.current_stream().wait_stream(stream)
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        for _ in range(calls):
-            fn()
-    for _ in range(warmup):
-        graph.replay()
-    torch.cuda.synchronize()
-    times = []
-    for _ in range(repeats):
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        graph.replay()
-        end.record()
-        end.synchronize()
-        times.append(start.elapsed_time(end) * 1e3 / calls)
-    return statistics.median(times)
 
 
 def cuda_kernels(fn):
@@ -116,7 +90,7 @@ def main(argv=None) -> int:
             took_cutlass = any("cutlass" in name for name in names)
             if took_cutlass != path.startswith("cutlass"):  # the op took another path than the one named
                 bad = True
-            timed = lambda: time_per_call(call, args.calls, args.warmup, args.repeats)  # noqa: E731
+            timed = lambda: per_call_us([call] * args.calls, args.warmup, args.repeats)  # noqa: E731
             us = None if bad else with_switches(switches, timed)
             rows.append({"shape": shape_name, "m": m, "k": k, "n": n, "path": path, "us": us, "rel_err": err,
                          "tflops": flops / (us * 1e-6) / 1e12 if us else None, "floor_us": floor_us,

@@ -11,7 +11,6 @@ warm-up; median of repeats. The floor of a call is its bytes / measured copy ban
 """
 
 import argparse
-import statistics
 import sys
 from pathlib import Path
 
@@ -19,32 +18,9 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import measure_ceilings  # noqa: E402
+from common import measure_ceilings, per_call_us  # noqa: E402
 
 from fastwhisper import ops  # noqa: E402
-
-
-def per_call_us(fns, warmup=3, repeats=7):
-    """Median over repeats of (time to replay a CUDA graph running every fn once) / len(fns), in microseconds."""
-    for _ in range(warmup):
-        for fn in fns:
-            fn()
-    torch.cuda.synchronize()
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        for fn in fns:
-            fn()
-    graph.replay()
-    times = []
-    for _ in range(repeats):
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        torch.cuda.synchronize()
-        start.record()
-        graph.replay()
-        end.record()
-        torch.cuda.synchronize()
-        times.append(start.elapsed_time(end) * 1e3 / len(fns))
-    return statistics.median(times)
 
 
 def row(name, us, nbytes, bandwidth, ref_us=None):

@@ -279,7 +279,7 @@ void check_decoder_cross_query_attention_args(c10::DeviceType device, const at::
                                               const std::optional<at::Tensor>& q_bias, const at::Tensor& k,
                                               const at::Tensor& v, int64_t n_head) {
   // the query projection as decoder_linear takes it, then the attention with x in q's place (same shape)
-  check_decoder_linear_args(device, x, ln_weight, ln_bias, {q_weight}, one_bias(q_bias), std::nullopt);
+  check_decoder_linear_args(device, x, ln_weight, ln_bias, {q_weight}, bias_list({q_bias}), std::nullopt);
   TORCH_CHECK(q_weight.size(0) == x.size(1), "fastwhisper.decoder_cross_query_attention: q_weight must be [",
               x.size(1), ", ", x.size(1), "] (the query keeps x's width), got ", shape_str(q_weight.sizes()));
   check_decoder_cross_attention_args(device, x, k, v, n_head);

@@ -23,10 +23,13 @@ namespace cuda {
 void write_step_inputs(const at::Tensor& tokens, const at::Tensor& step_token, const at::Tensor& step_position,
                        int64_t position);
 
-// *host_flag = flag by a one-thread kernel that stores into pinned host memory (device-accessible under
-// unified addressing). flag: one bool on the device. Returns false, with nothing queued, where host_flag
-// has no device address (the caller then copies).
-bool write_flag_to_host(const at::Tensor& flag, bool* host_flag);
+// The device address of pinned host memory (under unified addressing every pinned allocation has one), or
+// nullptr where it has none: look it up once, outside the decoding loop.
+bool* device_address_of_host(bool* host_flag);
+
+// *flag_on_host = flag by a one-thread kernel storing through flag_on_host, a device address of pinned host
+// memory (device_address_of_host). flag: one bool on the device.
+void write_flag_to_host(const at::Tensor& flag, bool* flag_on_host);
 }  // namespace cuda
 
 }  // namespace fastwhisper

@@ -4,6 +4,7 @@
 #pragma once
 #include <ATen/ATen.h>
 
+#include <initializer_list>
 #include <optional>
 
 namespace fastwhisper {
@@ -22,11 +23,11 @@ namespace cuda {
 FASTWHISPER_DECLARE_DECODER_STEP_OPS
 }
 
-// The biases argument of decoder_linear for a single weight.
-inline c10::List<std::optional<at::Tensor>> one_bias(const std::optional<at::Tensor>& bias) {
-  c10::List<std::optional<at::Tensor>> biases;
-  biases.push_back(bias);
-  return biases;
+// The biases argument of decoder_linear: one optional bias per weight.
+inline c10::List<std::optional<at::Tensor>> bias_list(std::initializer_list<std::optional<at::Tensor>> biases) {
+  c10::List<std::optional<at::Tensor>> list;
+  for (const auto& b : biases) list.push_back(b);
+  return list;
 }
 
 // decoder_cross_query_attention through one device's two ops: q = linear(x) with LayerNorm, rounded to x's
@@ -36,7 +37,7 @@ at::Tensor cross_query_then_attention(Linear linear, Attention attention, const 
                                       const at::Tensor& ln_weight, const at::Tensor& ln_bias,
                                       const at::Tensor& q_weight, const std::optional<at::Tensor>& q_bias,
                                       const at::Tensor& k, const at::Tensor& v, int64_t n_head) {
-  const at::Tensor q = linear(x, ln_weight, ln_bias, {q_weight}, one_bias(q_bias), std::nullopt, false, false);
+  const at::Tensor q = linear(x, ln_weight, ln_bias, {q_weight}, bias_list({q_bias}), std::nullopt, false, false);
   return attention(q, k, v, n_head);
 }
 

@@ -47,20 +47,22 @@ void write_step_inputs(const at::Tensor& tokens, const at::Tensor& step_token, c
   C10_CUDA_KERNEL_LAUNCH_CHECK();
 }
 
-bool write_flag_to_host(const at::Tensor& flag, bool* host_flag) {
+bool* device_address_of_host(bool* host_flag) {
+  void* device_address = nullptr;
+  if (cudaHostGetDevicePointer(&device_address, host_flag, 0) != cudaSuccess) {
+    (void)cudaGetLastError();  // clear the error: the caller copies instead
+    return nullptr;
+  }
+  return static_cast<bool*>(device_address);
+}
+
+void write_flag_to_host(const at::Tensor& flag, bool* flag_on_host) {
   TORCH_CHECK(flag.is_cuda() && flag.scalar_type() == at::kBool && flag.numel() == 1,
               "fastwhisper: write_flag_to_host wants one bool on a CUDA device, got ", flag.sizes(), " ",
               flag.scalar_type(), " on ", flag.device());
   const c10::cuda::CUDAGuard guard(flag.device());
-  void* device_address = nullptr;
-  if (cudaHostGetDevicePointer(&device_address, host_flag, 0) != cudaSuccess || device_address == nullptr) {
-    (void)cudaGetLastError();  // clear the error: the caller copies instead
-    return false;
-  }
-  write_flag_kernel<<<1, 1, 0, at::cuda::getCurrentCUDAStream()>>>(flag.data_ptr<bool>(),
-                                                                   static_cast<bool*>(device_address));
+  write_flag_kernel<<<1, 1, 0, at::cuda::getCurrentCUDAStream()>>>(flag.data_ptr<bool>(), flag_on_host);
   C10_CUDA_KERNEL_LAUNCH_CHECK();
-  return true;
 }
 
 }  // namespace fastwhisper::cuda

@@ -88,16 +88,21 @@ class StopTest {
     if (!host_.defined()) {
       host_ = at::empty({2}, at::TensorOptions().dtype(at::kBool).pinned_memory(true));
       for (auto& e : events_) e.emplace(device_.type());
+#ifdef FASTWHISPER_WITH_CUDA
+      if (completed.is_cuda() && step_io_by_kernels()) {
+        host_on_device_ = cuda::device_address_of_host(host_.data_ptr<bool>());
+      }
+#endif
     }
     const c10::Stream stream = c10::impl::VirtualGuardImpl(device_.type()).getStream(device_);
     const int slot = static_cast<int>(steps_ % 2);
-    bool written = false;
+    if (host_on_device_ != nullptr) {
 #ifdef FASTWHISPER_WITH_CUDA
-    if (completed.is_cuda() && step_io_by_kernels()) {  // a kernel store, no copy engine
-      written = cuda::write_flag_to_host(completed, host_.data_ptr<bool>() + slot);
-    }
+      cuda::write_flag_to_host(completed, host_on_device_ + slot);  // a kernel store, no copy engine
 #endif
-    if (!written) host_.select(0, slot).copy_(completed, /*non_blocking=*/true);
+    } else {
+      host_.select(0, slot).copy_(completed, /*non_blocking=*/true);
+    }
     events_[slot]->record(stream);
     ++steps_;
     if (steps_ < 2) return std::nullopt;
@@ -109,6 +114,7 @@ class StopTest {
  private:
   c10::Device device_;
   at::Tensor host_;  // [2] bool, pinned
+  bool* host_on_device_ = nullptr;  // host_'s device address where the flag is written by a kernel
   std::array<std::optional<c10::Event>, 2> events_;
   int64_t steps_ = 0;
 };

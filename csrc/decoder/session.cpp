@@ -7,6 +7,7 @@
 
 #include "checks.h"
 #include "decoder_step_io.h"
+#include "decoder_step_ops.h"
 #include "env_choice.h"
 #include "kernels.h"
 
@@ -348,12 +349,6 @@ bool cross_query_fused(int64_t group) {
   static const std::string choice = env_choice("FASTWHISPER_CROSS_FUSED", {"on", "off", "auto"}, "auto");
   if (choice == "auto") return group > 1;
   return choice == "on";
-}
-
-c10::List<std::optional<at::Tensor>> bias_list(std::initializer_list<std::optional<at::Tensor>> biases) {
-  c10::List<std::optional<at::Tensor>> list;
-  for (const auto& b : biases) list.push_back(b);
-  return list;
 }
 
 }  // namespace
