@@ -11,7 +11,7 @@ so the once-per-window work (cross-attention K/V, the first multi-token step, th
 the DecodingTask) cancels out. fp16 activations, CUDA events, warm-up, median of repeats.
 
 Configurations (FASTWHISPER_PDL, FASTWHISPER_CROSS_ATTENTION, FASTWHISPER_CROSS_FUSED,
-FASTWHISPER_LINEAR_PRELOAD, FASTWHISPER_STEP_COPIES; see README):
+FASTWHISPER_LINEAR_PRELOAD, FASTWHISPER_STEP_COPIES, FASTWHISPER_GREEDY_TAIL; see README):
     default       as shipped (one row per audio: the cross query, then SDPA; several: the cluster kernel, which
                   computes the query itself where its blocks fit two to an SM)
     no-pdl        programmatic dependent launch off
@@ -24,6 +24,8 @@ FASTWHISPER_LINEAR_PRELOAD, FASTWHISPER_STEP_COPIES; see README):
     linear-late   decoder_linear reads its biases and LayerNorm parameters where it uses them, after its input
     step-copies   the next token, its position and the finished flag pass between steps as copies (copy
                   engine), not kernel writes
+    greedy-separate  greedy decoding's suppress filters, token choice (the ticket kernel) and step feedback
+                  (next token and position, finished flag) as separate kernels, not one kernel
 
 With --rounds R every configuration runs R times, the configurations taking turns, and the table gives
 the median over rounds (the JSON keeps every round), so a drift of the GPU's speed during the run
@@ -55,6 +57,7 @@ CONFIGS = {
     "cross-unfused": {"FASTWHISPER_CROSS_FUSED": "off"},
     "linear-late": {"FASTWHISPER_LINEAR_PRELOAD": "off"},
     "step-copies": {"FASTWHISPER_STEP_COPIES": "copies"},
+    "greedy-separate": {"FASTWHISPER_GREEDY_TAIL": "separate"},
 }
 MODES = {"greedy": {}, "beam5": {"beam_size": 5}}
 

@@ -287,10 +287,11 @@ void check_decoder_cross_query_attention_args(c10::DeviceType device, const at::
 
 void check_decoder_greedy_update_args(c10::DeviceType device, const at::Tensor& logits, const at::Tensor& tokens,
                                       const at::Tensor& sum_logprobs, const at::Tensor& workspace, int64_t length,
-                                      int64_t eot) {
+                                      int64_t eot, const std::optional<at::Tensor>& suppress) {
   const char* op = "decoder_greedy_update";
   check_on_device(op, device, logits, "logits",
                   {{"tokens", &tokens}, {"sum_logprobs", &sum_logprobs}, {"workspace", &workspace}});
+  if (suppress.has_value()) check_on_device(op, device, logits, "logits", {{"suppress", &*suppress}});
   TORCH_CHECK(logits.dim() == 2 && logits.size(0) >= 1 && logits.size(1) >= 1 && logits.scalar_type() == at::kFloat,
               "fastwhisper.decoder_greedy_update: logits must be a 2-D float32 tensor [rows, n_vocab], got ",
               logits.scalar_type(), " of shape ", shape_str(logits.sizes()));
@@ -315,6 +316,11 @@ void check_decoder_greedy_update_args(c10::DeviceType device, const at::Tensor& 
               "fastwhisper.decoder_greedy_update: workspace must be a contiguous int32 tensor of at least ", need,
               " elements for ", rows, " rows (fastwhisper.ops.decoder_greedy_workspace makes one), got ",
               workspace.scalar_type(), " of shape ", shape_str(workspace.sizes()));
+  TORCH_CHECK(!suppress.has_value() || (suppress->dim() == 1 && suppress->size(0) == logits.size(1) &&
+                                        suppress->scalar_type() == at::kBool && suppress->is_contiguous()),
+              "fastwhisper.decoder_greedy_update: suppress must be a contiguous bool tensor [", logits.size(1),
+              "] (one flag per token), got ", suppress.has_value() ? suppress->scalar_type() : at::kBool, " of shape ",
+              suppress.has_value() ? shape_str(suppress->sizes()) : std::string("[]"));
 }
 
 void check_decoder_timestamp_rules_args(c10::DeviceType device, const at::Tensor& logits, const at::Tensor& tokens,

@@ -63,6 +63,6 @@ void check_decoder_timestamp_rules_args(c10::DeviceType device, const at::Tensor
                                         int64_t no_timestamps, int64_t max_initial_timestamp_index);
 void check_decoder_greedy_update_args(c10::DeviceType device, const at::Tensor& logits, const at::Tensor& tokens,
                                       const at::Tensor& sum_logprobs, const at::Tensor& workspace, int64_t length,
-                                      int64_t eot);
+                                      int64_t eot, const std::optional<at::Tensor>& suppress);
 
 }  // namespace fastwhisper

@@ -2,8 +2,12 @@
 // inputs, and the "every row has finished" flag back to the host. A copy-engine transfer queued after a
 // kernel left the GPU idle for 2-9 us per copy (benchmarks/step_timeline.py), so on CUDA both are
 // kernel writes; FASTWHISPER_STEP_COPIES=copies keeps the copies (to measure one against the other).
+// Greedy decoding goes further: its token-choice kernel writes both itself, and applies the suppress
+// filters as it reads the logits, so nothing else runs between two steps (FASTWHISPER_GREEDY_TAIL).
 #pragma once
 #include <ATen/ATen.h>
+
+#include <optional>
 
 #include "env_choice.h"
 
@@ -15,7 +19,32 @@ inline bool step_io_by_kernels() {
   return kernels;
 }
 
+// FASTWHISPER_GREEDY_TAIL: "fused" (default): on CUDA, greedy decoding's token choice also applies the static
+// suppress filters and writes the feedback below; "separate": the filters, the choice (the ticket kernel)
+// and the feedback as separate kernels, as before (to measure one against the other). Read once per process.
+inline bool greedy_tail_fused() {
+  static const bool fused = env_choice("FASTWHISPER_GREEDY_TAIL", {"fused", "separate"}, "fused") == "fused";
+  return fused;
+}
+
+// Where a kernel that chooses the next tokens also writes what the next step and the stop test read;
+// each is written only where its pointer is set (plain data: it is a kernel argument).
+struct StepFeedback {
+  int64_t* step_token = nullptr;     // [N] the step graph's token input (contiguous [N, 1])
+  int64_t* step_position = nullptr;  // [1] the step graph's position input
+  int64_t position = 0;              // the value for step_position: the next step's position
+  bool* host_flag = nullptr;         // device address of pinned host memory: whether every row ends in EOT
+};
+
 namespace cuda {
+// decoder_greedy_update on CUDA (the op's checks included), suppress [V] bool or none, plus the feedback.
+// clusters: the sm_90 kernel whose row blocks merge through distributed shared memory (greedy_update_clusters
+// says where it runs), else the kernel whose row blocks merge through workspace tickets.
+at::Tensor greedy_update(const at::Tensor& logits, at::Tensor& tokens, at::Tensor& sum_logprobs,
+                         at::Tensor& workspace, int64_t length, int64_t eot, const std::optional<at::Tensor>& suppress,
+                         const StepFeedback& feedback, bool clusters);
+bool greedy_update_clusters(c10::Device device);
+
 // step_token[r, 0] = tokens[r, 0] for each row r and step_position[0] = position, in one kernel.
 //   tokens        [N, 1] int64 on the device (any strides)
 //   step_token    [N, 1] int64 contiguous, written

@@ -52,12 +52,14 @@ TORCH_LIBRARY(fastwhisper, m) {
         "Tensor k, Tensor v, int n_head) -> Tensor");
   // Greedy decoding's token choice (whisper's GreedyDecoder.update at temperature 0): logits [N, V] float32
   // (filtered), tokens [N, capacity] int64 holding each sequence in columns [0, length), sum_logprobs [N]
-  // float32. next = argmax (first on ties); rows whose last token is eot get eot and keep their sum, the
-  // others add log_softmax(logits)[next]; writes next into column `length`. Returns whether every row's
-  // new token is eot (0-dim bool, on the logits' device). workspace: int32 [greedy_workspace_numel(N)]
-  // zeros (greedy_workspace.h), used by the CUDA kernel, which resets its counters, so one serves every call.
+  // float32. suppress [V] bool (optional): tokens taken as -inf first, as whisper's SuppressTokens and
+  // SuppressBlank fill them (the logits themselves are left as they are). next = argmax (first on ties);
+  // rows whose last token is eot get eot and keep their sum, the others add log_softmax(logits)[next];
+  // writes next into column `length`. Returns whether every row's new token is eot (0-dim bool, on the
+  // logits' device). workspace: int32 [greedy_workspace_numel(N)] zeros (greedy_workspace.h), used by the
+  // CUDA kernels, which reset its counters, so one serves every call.
   m.def("decoder_greedy_update(Tensor logits, Tensor(a!) tokens, Tensor(b!) sum_logprobs, Tensor(c!) workspace, "
-        "int length, int eot) -> Tensor");
+        "int length, int eot, Tensor? suppress=None) -> Tensor");
   // whisper's ApplyTimestampRules on logits [N, V] float32 in place, tokens [N, L] int64 the sequences so far
   // (sampled tokens from column sample_begin): <|notimestamps|> suppressed (no_timestamps >= 0), timestamps
   // in pairs and non-decreasing, the first sampled token a timestamp at most max_initial_timestamp_index

@@ -434,10 +434,16 @@ def test_decode_fp16_cuda_runs_like_whisper():
 
 @requires_cuda
 @pytest.mark.cuda
-def test_step_io_kernels_and_copies_decode_alike_cuda():
-    """FASTWHISPER_STEP_COPIES (read once per process): the next token, its position and the finished flag pass
-    between steps as kernel writes (default) or copies; both give whisper's tokens, the stop at EOT included,
-    and an unknown word fails with a message naming the variable."""
+@pytest.mark.parametrize("variable,words", [("FASTWHISPER_STEP_COPIES", ("kernels", "copies")),
+                                            ("FASTWHISPER_GREEDY_TAIL", ("fused", "separate"))])
+def test_step_io_and_greedy_tail_switches_decode_alike_cuda(variable, words):
+    """Switches read once per process, each in a fresh one. FASTWHISPER_STEP_COPIES: the next token, its position
+    and the finished flag pass between steps as kernel writes (default) or copies. FASTWHISPER_GREEDY_TAIL: the
+    greedy token choice also applies the suppress filters and writes that feedback (default, the cluster kernel
+    on sm_90), or the filters, the choice (the ticket kernel) and the feedback run apart. Every setting gives
+    whisper's tokens (fp32, with timestamp rules, where the suppression stays a filter, and without, where it
+    folds into the choice), the stop at EOT included, and the same fp16 tokens; an unknown word fails with a
+    message naming the variable."""
     code = """
         import json, torch, whisper
         import fastwhisper.cpp_decoding as cd
@@ -445,20 +451,22 @@ def test_step_io_kernels_and_copies_decode_alike_cuda():
         model = random_model(device="cuda")
         features = random_audio_features(model, batch=2)
         out = []
-        for fp16, sample_len in ((False, 120), (True, 60)):
-            options = whisper.DecodingOptions(language="en", fp16=fp16, sample_len=sample_len)
+        cases = ((False, 120, False), (False, 120, True), (True, 60, True))
+        for fp16, sample_len, no_ts in cases:
+            options = whisper.DecodingOptions(language="en", fp16=fp16, sample_len=sample_len, without_timestamps=no_ts)
             out.append([r.tokens for r in cd.decode_cpp(model, features[:1] if fp16 else features, options)])
-        options = whisper.DecodingOptions(language="en", fp16=False, sample_len=120)
-        out.append([r.tokens for r in whisper.decode(model, features, options)])
+        for fp16, sample_len, no_ts in cases[:2]:
+            options = whisper.DecodingOptions(language="en", fp16=False, sample_len=120, without_timestamps=no_ts)
+            out.append([r.tokens for r in whisper.decode(model, features, options)])
         print(json.dumps(out))
         """
     runs = {}
-    for word in ("kernels", "copies"):
-        proc = run_python_with_env(code, timeout=300, FASTWHISPER_STEP_COPIES=word)
+    for word in words:
+        proc = run_python_with_env(code, timeout=300, **{variable: word})
         assert proc.returncode == 0, proc.stderr[-3000:]
         runs[word] = json.loads(proc.stdout.strip().splitlines()[-1])
-    kernels, copies = runs["kernels"], runs["copies"]
-    assert kernels[0] == kernels[2] == copies[0]  # fp32: whisper's tokens either way
-    assert kernels[1] == copies[1]                # fp16: the same tokens either way
-    proc = run_python_with_env(code, timeout=300, FASTWHISPER_STEP_COPIES="memcpy")
-    assert proc.returncode != 0 and "FASTWHISPER_STEP_COPIES must be kernels or copies" in proc.stderr
+    a, b = (runs[w] for w in words)
+    assert a[0] == a[3] == b[0] and a[1] == a[4] == b[1]  # fp32: whisper's tokens either way
+    assert a[2] == b[2]                                   # fp16: the same tokens either way
+    proc = run_python_with_env(code, timeout=300, **{variable: "memcpy"})
+    assert proc.returncode != 0 and f"{variable} must be {words[0]} or {words[1]}" in proc.stderr

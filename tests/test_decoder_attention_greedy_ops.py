@@ -245,6 +245,35 @@ def test_decoder_greedy_update_reuses_its_workspace(device, n_vocab):
 
 
 @pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("rows", [1, 3])
+def test_decoder_greedy_update_suppress_mask_matches_index_fill(rows, device):
+    """The suppress mask acts as whisper's SuppressTokens / SuppressBlank (index_fill with -inf before the choice):
+    each row's own argmax is suppressed, so the choice and its log-probability must move to the unsuppressed
+    maximum; suppressed ties and a suppressed EOT included. The logits themselves stay as they were."""
+    n_vocab, eot, length = 51865, 50256, 5
+    logits, tokens, sums = greedy_case(rows, n_vocab, eot, length, [1] if rows > 1 else [])
+    suppress = torch.zeros(n_vocab, dtype=torch.bool)
+    suppress[logits.argmax(-1)] = True                 # every row's maximum
+    suppress[torch.tensor([0, 220, eot, 51864])] = True  # whisper's blank (" ", EOT) and both ends of the row
+    if rows > 1:  # row 2: a suppressed value above a tie of two unsuppressed maxima in different chunks
+        top = logits[2].max()
+        logits[2, 100], logits[2, 30000], logits[2, 40000] = top + 2, top + 1, top + 1
+        suppress[100] = True
+    expected = greedy_reference(logits.masked_fill(suppress, float("-inf")), tokens, sums, length, eot)
+    if rows > 1:
+        assert expected[0][2, length] == 30000
+    unsuppressed = greedy_reference(logits, tokens, sums, length, eot)
+    assert not torch.equal(expected[0], unsuppressed[0])  # the mask changes the choice, so the test can fail
+    given = logits.to(device)
+    t, s = tokens.to(device), sums.to(device)
+    done = ops.decoder_greedy_update(given, t, s, length, eot, suppress=suppress.to(device))
+    assert torch.equal(t.cpu(), expected[0])
+    assert (s.cpu().double() - expected[1]).abs().max().item() <= 1e-5
+    assert bool(done) == expected[2]
+    assert torch.equal(given.cpu(), logits)
+
+
+@pytest.mark.parametrize("device", DEVICES)
 def test_opcheck_cross_attention_and_greedy(device):
     q, k, v = cross_case(2, 3, 40, 128)
     torch.library.opcheck(torch.ops.fastwhisper.decoder_cross_attention, (q.to(device), k.to(device), v.to(device), 2))
@@ -252,6 +281,11 @@ def test_opcheck_cross_attention_and_greedy(device):
     torch.library.opcheck(torch.ops.fastwhisper.decoder_greedy_update,
                           (logits.to(device), tokens.to(device), sums.to(device),
                            ops.decoder_greedy_workspace(3, device), 4, 11))
+    suppress = torch.zeros(500, dtype=torch.bool, device=device)
+    suppress[::7] = True
+    torch.library.opcheck(torch.ops.fastwhisper.decoder_greedy_update,
+                          (logits.to(device), tokens.to(device), sums.to(device),
+                           ops.decoder_greedy_workspace(3, device), 4, 11, suppress))
 
 
 @pytest.mark.parametrize("device", DEVICES)
@@ -280,6 +314,14 @@ def test_attention_greedy_ops_reject_bad_input(device):
         ops.decoder_greedy_update(logits, tokens, sums, 4, 11, workspace=ops.decoder_greedy_workspace(2, device))
     with pytest.raises(RuntimeError, match="workspace must be a contiguous int32"):
         ops.decoder_greedy_update(logits, tokens, sums, 4, 11, workspace=ops.decoder_greedy_workspace(3, device).long())
+    mask = torch.zeros(500, dtype=torch.bool, device=device)
+    with pytest.raises(RuntimeError, match=r"suppress must be a contiguous bool tensor \[500\]"):
+        ops.decoder_greedy_update(logits, tokens, sums, 4, 11, suppress=mask[:499])
+    with pytest.raises(RuntimeError, match=r"suppress must be a contiguous bool tensor \[500\]"):
+        ops.decoder_greedy_update(logits, tokens, sums, 4, 11, suppress=mask.int())
+    if device == "cuda":
+        with pytest.raises(RuntimeError, match="all inputs must be on one device.*suppress"):
+            ops.decoder_greedy_update(logits, tokens, sums, 4, 11, suppress=mask.cpu())
 
 
 @requires_cuda

@@ -82,9 +82,14 @@ at::Tensor decoder_cross_query_attention(const at::Tensor& x, const at::Tensor& 
 }
 
 // (workspace: used by the CUDA kernel only)
-at::Tensor decoder_greedy_update(const at::Tensor& logits, at::Tensor& tokens, at::Tensor& sum_logprobs,
-                                 at::Tensor& workspace, int64_t length, int64_t eot) {
-  check_decoder_greedy_update_args(c10::DeviceType::CPU, logits, tokens, sum_logprobs, workspace, length, eot);
+at::Tensor decoder_greedy_update(const at::Tensor& logits_in, at::Tensor& tokens, at::Tensor& sum_logprobs,
+                                 at::Tensor& workspace, int64_t length, int64_t eot,
+                                 const std::optional<at::Tensor>& suppress) {
+  check_decoder_greedy_update_args(c10::DeviceType::CPU, logits_in, tokens, sum_logprobs, workspace, length, eot,
+                                   suppress);
+  // whisper's suppress filters fill -inf in place; here on a copy, as the op leaves its logits unchanged
+  const at::Tensor logits =
+      suppress.has_value() ? logits_in.masked_fill(*suppress, -std::numeric_limits<double>::infinity()) : logits_in;
   at::Tensor next = logits.argmax(-1);  // [N]
   const at::Tensor logprobs = at::log_softmax(logits, -1);
   const at::Tensor current = logprobs.gather(1, next.unsqueeze(1)).squeeze(1);  // [N]

@@ -79,24 +79,27 @@ class StopTest {
  public:
   explicit StopTest(c10::Device device) : device_(device) {}
 
-  // The completed flag of the step that produced `length` tokens. Returns the length to stop at, if any.
-  std::optional<int64_t> check(const at::Tensor& completed, int64_t length) {
+  // Where a kernel may store the flag that the next check() reads: the device address of its pinned slot,
+  // or nullptr (on the CPU, or with FASTWHISPER_STEP_COPIES=copies).
+  bool* flag_slot_on_device() {
+    if (device_.is_cpu()) return nullptr;
+    prepare();
+    return host_on_device_ == nullptr ? nullptr : host_on_device_ + steps_ % 2;
+  }
+
+  // The completed flag of the step that produced `length` tokens; flag_stored: a kernel already stored it at
+  // flag_slot_on_device(). Returns the length to stop at, if any.
+  std::optional<int64_t> check(const at::Tensor& completed, int64_t length, bool flag_stored) {
     if (completed.is_cpu()) {
       if (completed.item<bool>()) return length;
       return std::nullopt;
     }
-    if (!host_.defined()) {
-      host_ = at::empty({2}, at::TensorOptions().dtype(at::kBool).pinned_memory(true));
-      for (auto& e : events_) e.emplace(device_.type());
-#ifdef FASTWHISPER_WITH_CUDA
-      if (completed.is_cuda() && step_io_by_kernels()) {
-        host_on_device_ = cuda::device_address_of_host(host_.data_ptr<bool>());
-      }
-#endif
-    }
+    prepare();
     const c10::Stream stream = c10::impl::VirtualGuardImpl(device_.type()).getStream(device_);
     const int slot = static_cast<int>(steps_ % 2);
-    if (host_on_device_ != nullptr) {
+    if (flag_stored) {
+      // the kernel that chose the tokens wrote it
+    } else if (host_on_device_ != nullptr) {
 #ifdef FASTWHISPER_WITH_CUDA
       cuda::write_flag_to_host(completed, host_on_device_ + slot);  // a kernel store, no copy engine
 #endif
@@ -112,6 +115,15 @@ class StopTest {
   }
 
  private:
+  void prepare() {  // the pinned slots, their events and their device address, once
+    if (host_.defined()) return;
+    host_ = at::empty({2}, at::TensorOptions().dtype(at::kBool).pinned_memory(true));
+    for (auto& e : events_) e.emplace(device_.type());
+#ifdef FASTWHISPER_WITH_CUDA
+    if (device_.is_cuda() && step_io_by_kernels()) host_on_device_ = cuda::device_address_of_host(host_.data_ptr<bool>());
+#endif
+  }
+
   c10::Device device_;
   at::Tensor host_;  // [2] bool, pinned
   bool* host_on_device_ = nullptr;  // host_'s device address where the flag is written by a kernel
@@ -127,8 +139,8 @@ DecodeOutput decode(DecoderSession& session, const at::Tensor& initial_tokens, c
   session.reset();
   const int64_t n_rows = session.n_rows(), n_ctx = session.n_text_ctx();
   const auto device = session.device();
-  const auto filters = make_logit_filters(o, device);
   auto token_decoder = make_token_decoder(o, session);
+  const auto filters = make_logit_filters(o, device, !token_decoder->folds_suppression());
 
   // whisper stops once the sequence is longer than n_text_ctx, so it never holds more than n_ctx + 1 tokens
   const int64_t capacity = std::min(o.sample_begin + o.sample_len, n_ctx + 1);
@@ -150,9 +162,13 @@ DecodeOutput decode(DecoderSession& session, const at::Tensor& initial_tokens, c
     }
     logits = logits.select(1, fed.size(1) - 1);  // [N, n_vocab]: the last position only
     for (const auto& filter : filters) filter->apply(logits, tokens);
-    const at::Tensor completed = token_decoder->update(buffer, length, logits, sum_logprobs);
+    StepFeedbackOffer feedback;  // the next step's inputs and this step's stop flag, for a kernel to write
+    session.offer_step_inputs(feedback.targets);
+    feedback.targets.host_flag = stop_test.flag_slot_on_device();
+    const at::Tensor completed = token_decoder->update(buffer, length, logits, sum_logprobs, feedback);
+    if (feedback.written && feedback.targets.step_token != nullptr) session.step_inputs_written();
     ++length;
-    stop = stop_test.check(completed, length);
+    stop = stop_test.check(completed, length, feedback.written && feedback.targets.host_flag != nullptr);
     if (!stop && length > n_ctx) stop = length;
   }
   if (stop) length = *stop;

@@ -43,10 +43,15 @@ void ApplyTimestampRules::apply(at::Tensor& logits, const at::Tensor& tokens) co
   op.call(logits, tokens, sample_begin_, timestamp_begin_, eot_, no_timestamps_, max_initial_timestamp_index_);
 }
 
-std::vector<std::unique_ptr<LogitFilter>> make_logit_filters(const DecodeOptions& o, c10::Device device) {
+std::vector<std::unique_ptr<LogitFilter>> make_logit_filters(const DecodeOptions& o, c10::Device device,
+                                                             bool static_suppression) {
   std::vector<std::unique_ptr<LogitFilter>> filters;
-  if (o.suppress_blank) filters.push_back(std::make_unique<SuppressBlank>(o.blank_tokens, o.sample_begin, device));
-  if (!o.suppress_tokens.empty()) filters.push_back(std::make_unique<SuppressTokens>(o.suppress_tokens, device));
+  if (static_suppression && o.suppress_blank) {
+    filters.push_back(std::make_unique<SuppressBlank>(o.blank_tokens, o.sample_begin, device));
+  }
+  if (static_suppression && !o.suppress_tokens.empty()) {
+    filters.push_back(std::make_unique<SuppressTokens>(o.suppress_tokens, device));
+  }
   if (o.timestamp_rules) filters.push_back(std::make_unique<ApplyTimestampRules>(o));
   return filters;
 }

@@ -50,7 +50,9 @@ class ApplyTimestampRules : public LogitFilter {
   int64_t eot_, timestamp_begin_, no_timestamps_, sample_begin_, max_initial_timestamp_index_;
 };
 
-// The filters options ask for, in whisper's order.
-std::vector<std::unique_ptr<LogitFilter>> make_logit_filters(const DecodeOptions& options, c10::Device device);
+// The filters options ask for, in whisper's order. static_suppression false leaves out SuppressBlank and
+// SuppressTokens, for a token decoder that applies them itself (GreedyDecoder::folds_suppression).
+std::vector<std::unique_ptr<LogitFilter>> make_logit_filters(const DecodeOptions& options, c10::Device device,
+                                                             bool static_suppression = true);
 
 }  // namespace fastwhisper::decoder

@@ -413,10 +413,10 @@ at::Tensor DecoderSession::forward(const at::Tensor& tokens) {
   at::Tensor logits;
   const bool step_ops = t == 1 && uses_step_ops();
   if (t == 1 && (step_ops || graphs_)) {
-    bool written = false;
+    bool written = step_inputs_written_;
 #ifdef FASTWHISPER_WITH_CUDA
-    if (step_token_.is_cuda() && tokens.device() == step_token_.device() && tokens.scalar_type() == at::kLong &&
-        step_io_by_kernels()) {
+    if (!written && step_token_.is_cuda() && tokens.device() == step_token_.device() &&
+        tokens.scalar_type() == at::kLong && step_io_by_kernels()) {
       cuda::write_step_inputs(tokens, step_token_, step_position_, offset_);  // one kernel, no copy engine
       written = true;
     }
@@ -439,7 +439,15 @@ at::Tensor DecoderSession::forward(const at::Tensor& tokens) {
     logits = forward_eager(tokens);
   }
   offset_ += t;
+  step_inputs_written_ = false;
   return logits;
+}
+
+void DecoderSession::offer_step_inputs(StepFeedback& targets) const {
+  if (!step_token_.defined() || !step_token_.is_cuda() || !step_io_by_kernels()) return;
+  targets.step_token = step_token_.data_ptr<int64_t>();
+  targets.step_position = step_position_.data_ptr<int64_t>();
+  targets.position = offset_;
 }
 
 std::tuple<at::Tensor, at::Tensor> DecoderSession::detect_language(int64_t sot, const at::Tensor& language_tokens) {

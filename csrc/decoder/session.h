@@ -25,6 +25,7 @@
 #include <vector>
 
 #include "decoder/step_graphs.h"
+#include "decoder_step_io.h"
 
 namespace fastwhisper::decoder {
 
@@ -81,8 +82,18 @@ class DecoderSession : public torch::CustomClassHolder {
   // Unchecked reorder for the C++ loop; skips the identity permutation like whisper does.
   void reorder_unchecked(const at::Tensor& source_indices);
 
+  // The next one-token step's inputs on CUDA, for a kernel that writes them itself (decoder_step_io.h): sets
+  // targets' step_token, step_position and position, or leaves them null (on the CPU, before set_audio, or
+  // with FASTWHISPER_STEP_COPIES=copies).
+  void offer_step_inputs(StepFeedback& targets) const;
+  // The next forward() of one token finds its token and position already written where offer_step_inputs said.
+  void step_inputs_written() { step_inputs_written_ = true; }
+
   // Forget the cached tokens (offset 0); the audio's cross-attention K/V stay valid.
-  void reset() { offset_ = 0; }
+  void reset() {
+    offset_ = 0;
+    step_inputs_written_ = false;
+  }
 
   int64_t offset() const { return offset_; }
   int64_t n_rows() const { return n_rows_; }
@@ -137,6 +148,7 @@ class DecoderSession : public torch::CustomClassHolder {
   std::unique_ptr<StepGraphs> graphs_;  // null on CPU or in a CPU-only build
   at::Tensor step_token_;     // [N, 1] int64
   at::Tensor step_position_;  // [1] int64: the token's position (the offset)
+  bool step_inputs_written_ = false;  // by the kernel that chose the tokens (step_inputs_written)
 };
 
 }  // namespace fastwhisper::decoder

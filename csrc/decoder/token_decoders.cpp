@@ -11,15 +11,52 @@
 
 namespace fastwhisper::decoder {
 
-at::Tensor GreedyDecoder::update(at::Tensor& buffer, int64_t length, const at::Tensor& logits, at::Tensor& sum_logprobs) {
+namespace {
+// [n_vocab] bool, true at ids (valid token ids: the loop's option checks ran first)
+at::Tensor token_mask(const std::vector<int64_t>& ids, int64_t n_vocab, c10::Device device) {
+  at::Tensor mask = at::zeros({n_vocab}, at::TensorOptions().dtype(at::kBool));
+  bool* m = mask.data_ptr<bool>();
+  for (int64_t id : ids) m[id] = true;
+  return mask.to(device);
+}
+}  // namespace
+
+GreedyDecoder::GreedyDecoder(const DecodeOptions& o, int64_t n_vocab, c10::Device device,
+                             std::optional<at::Generator> generator)
+    : temperature_(o.temperature), eot_(o.eot), sample_begin_(o.sample_begin), generator_(std::move(generator)) {
+  fused_ = temperature_ == 0 && device.is_cuda() && greedy_tail_fused();
+  folds_suppression_ = fused_ && !o.timestamp_rules;
+  if (!folds_suppression_) return;
+  if (!o.suppress_tokens.empty()) suppress_later_ = token_mask(o.suppress_tokens, n_vocab, device);
+  std::vector<int64_t> first = o.suppress_tokens;
+  if (o.suppress_blank) first.insert(first.end(), o.blank_tokens.begin(), o.blank_tokens.end());
+  if (!first.empty()) suppress_first_ = token_mask(first, n_vocab, device);
+}
+
+at::Tensor GreedyDecoder::update(at::Tensor& buffer, int64_t length, const at::Tensor& logits, at::Tensor& sum_logprobs,
+                                 StepFeedbackOffer& feedback) {
   if (temperature_ == 0) {  // argmax and the bookkeeping below in one op (one kernel on CUDA)
-    static auto op = c10::Dispatcher::singleton()
-                         .findSchemaOrThrow("fastwhisper::decoder_greedy_update", "")
-                         .typed<at::Tensor(const at::Tensor&, at::Tensor&, at::Tensor&, at::Tensor&, int64_t, int64_t)>();
-    if (!workspace_.defined()) {  // zeroed once; the op resets its counters
+    if (!workspace_.defined()) {  // zeroed once; the kernels reset its counters
       workspace_ = at::zeros({greedy_workspace_numel(buffer.size(0))}, buffer.options().dtype(at::kInt));
     }
-    return op.call(logits, buffer, sum_logprobs, workspace_, length, eot_);
+#ifdef FASTWHISPER_WITH_CUDA
+    if (fused_) {
+      const at::Tensor& mask = length == sample_begin_ ? suppress_first_ : suppress_later_;
+      feedback.written = true;
+      return cuda::greedy_update(logits, buffer, sum_logprobs, workspace_, length, eot_,
+                                 mask.defined() ? std::optional<at::Tensor>(mask) : std::nullopt, feedback.targets,
+                                 cuda::greedy_update_clusters(logits.device()));
+    }
+    if (logits.is_cuda()) {  // FASTWHISPER_GREEDY_TAIL=separate: the ticket kernel, nothing else
+      return cuda::greedy_update(logits, buffer, sum_logprobs, workspace_, length, eot_, std::nullopt, StepFeedback{},
+                                 /*clusters=*/false);
+    }
+#endif
+    static auto op = c10::Dispatcher::singleton()
+                         .findSchemaOrThrow("fastwhisper::decoder_greedy_update", "")
+                         .typed<at::Tensor(const at::Tensor&, at::Tensor&, at::Tensor&, at::Tensor&, int64_t, int64_t,
+                                           const std::optional<at::Tensor>&)>();
+    return op.call(logits, buffer, sum_logprobs, workspace_, length, eot_, std::nullopt);
   }
   // Categorical(logits=logits / T).sample(): normalized logits -> softmax -> multinomial
   at::Tensor scaled = logits / temperature_;
@@ -47,7 +84,7 @@ BeamSearchDecoder::BeamSearchDecoder(int64_t beam_size, int64_t eot, double pati
 }
 
 at::Tensor BeamSearchDecoder::update(at::Tensor& buffer, int64_t length, const at::Tensor& logits,
-                               at::Tensor& sum_logprobs) {
+                                     at::Tensor& sum_logprobs, StepFeedbackOffer& /*feedback: not written*/) {
   const int64_t n_rows = buffer.size(0), n_audio = n_rows / beam_size_, k = beam_size_ + 1;
   if (rows_.empty()) {  // first update: host copies of the initial tokens and sums
     const at::Tensor host = buffer.narrow(1, 0, length).to(at::kCPU).contiguous();
@@ -155,7 +192,7 @@ std::unique_ptr<TokenDecoder> make_token_decoder(const DecodeOptions& o, Decoder
     generator = at::globalContext().defaultGenerator(session.device()).clone();
     generator->set_current_seed(static_cast<uint64_t>(o.seed));
   }
-  return std::make_unique<GreedyDecoder>(o.temperature, o.eot, std::move(generator));
+  return std::make_unique<GreedyDecoder>(o, session.n_vocab(), session.device(), std::move(generator));
 }
 
 }  // namespace fastwhisper::decoder

@@ -162,7 +162,7 @@ def decoder_cross_query_attention(x: Tensor, ln_weight: Tensor, ln_bias: Tensor,
     return _ops.decoder_cross_query_attention(x, ln_weight, ln_bias, q_weight, q_bias, k, v, n_head)
 
 
-# csrc/greedy_workspace.h: 2 counters, then per row a ticket and 32 chunks of 3 words
+# csrc/greedy_workspace.h: 2 counter words, then per row a ticket and 32 chunks of 3 words
 _GREEDY_WORKSPACE_PER_ROW = 1 + 32 * 3
 
 
@@ -172,13 +172,15 @@ def decoder_greedy_workspace(rows: int, device) -> Tensor:
 
 
 def decoder_greedy_update(logits: Tensor, tokens: Tensor, sum_logprobs: Tensor, length: int, eot: int,
-                          workspace: Tensor | None = None) -> Tensor:
+                          workspace: Tensor | None = None, suppress: Tensor | None = None) -> Tensor:
     """whisper's GreedyDecoder.update at temperature 0, in place: tokens[:, length] <- argmax (EOT for rows that
     ended), sum_logprobs += its log-probability; returns whether every row now ends in EOT (0-dim bool).
-    workspace: from decoder_greedy_workspace (made here when not given; pass one to reuse it across calls)."""
+    workspace: from decoder_greedy_workspace (made here when not given; pass one to reuse it across calls).
+    suppress: [n_vocab] bool, tokens taken as -inf first (whisper's SuppressTokens / SuppressBlank); the logits
+    are left unchanged."""
     if workspace is None:
         workspace = decoder_greedy_workspace(logits.shape[0], logits.device)
-    return _ops.decoder_greedy_update(logits, tokens, sum_logprobs, workspace, length, eot)
+    return _ops.decoder_greedy_update(logits, tokens, sum_logprobs, workspace, length, eot, suppress)
 
 
 def decoder_timestamp_rules(
@@ -260,7 +262,7 @@ def _decoder_cross_query_attention_fake(x, ln_weight, ln_bias, q_weight, q_bias,
 
 
 @torch.library.register_fake("fastwhisper::decoder_greedy_update")
-def _decoder_greedy_update_fake(logits, tokens, sum_logprobs, workspace, length, eot):
+def _decoder_greedy_update_fake(logits, tokens, sum_logprobs, workspace, length, eot, suppress=None):
     return logits.new_empty((), dtype=torch.bool)
 
 
