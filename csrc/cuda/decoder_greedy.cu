@@ -39,10 +39,14 @@ namespace {
 
 namespace cg = cooperative_groups;
 
-constexpr int kLoadsInFlight = 8;  // logits loaded per thread before they are reduced
-constexpr int kClusterChunks = 8;  // blocks per row in the cluster path: the portable cluster size
-constexpr int kClusterThreads = 1024;
+// Blocks of 256 threads: small enough (in registers) to be resident beside the vocabulary projection's
+// blocks, so that under PDL they start while it runs and wait at wait_for_producers (1024-thread blocks
+// started only after it: 2.4-3.0 us later, h100-2026-11-24-step-timeline-a880ddb.md).
+constexpr int kClusterChunks = 8;   // blocks per row in the cluster path: the portable cluster size
+constexpr int kClusterThreads = 256;
+constexpr int kClusterLoads = 32;   // logits per thread in flight: one pass covers 8 x 256 x 32 = 65536
 constexpr int kTicketThreads = 256;
+constexpr int kTicketLoads = 8;
 static_assert(kGreedyChunks == 32 && kClusterChunks <= 32, "the merge gives one chunk to each lane of a warp");
 
 // Running (argmax, max, exp-sum) of a stream of logits: the larger value wins the argmax, the smaller index
@@ -85,7 +89,7 @@ __device__ __forceinline__ RowStats warp_merge(RowStats s) {
 
 // This thread's statistics over [begin, end), strided by the block: kLoadsInFlight loads at a time, then the
 // max and argmax of the batch, then its exp-sum (independent exps), merged into the running statistics.
-template <int kThreads>
+template <int kThreads, int kLoadsInFlight>
 __device__ RowStats thread_stats(const float* __restrict__ row, const bool* __restrict__ suppress, int begin, int end) {
   RowStats st = empty_stats();
   for (int base = begin + static_cast<int>(threadIdx.x); base < end; base += kLoadsInFlight * kThreads) {
@@ -181,15 +185,16 @@ __global__ void __launch_bounds__(kClusterThreads)
   if (c == 0 && threadIdx.x == 0) prev = a.tokens[r * a.capacity + a.length - 1];  // in flight with the logits
   const int chunk_len = (a.n_vocab + kClusterChunks - 1) / kClusterChunks;
   const int begin = c * chunk_len, end = min(a.n_vocab, begin + chunk_len);
+  const float* row = a.logits + r * a.logits_stride;
   const RowStats total =
-      block_stats<kClusterThreads>(thread_stats<kClusterThreads>(a.logits + r * a.logits_stride, a.suppress, begin, end), red);
+      block_stats<kClusterThreads>(thread_stats<kClusterThreads, kClusterLoads>(row, a.suppress, begin, end), red);
   if (threadIdx.x == 0) block_total = total;
   cluster.sync();  // every block's statistics are written and visible to the cluster
   if (c == 0 && threadIdx.x < 32) {
     const int lane = static_cast<int>(threadIdx.x);
-    RowStats row = lane < kClusterChunks ? *cluster.map_shared_rank(&block_total, lane) : empty_stats();
-    row = warp_merge(row);
-    if (lane == 0) finish_row(a, r, n_rows, row, prev);
+    RowStats merged = lane < kClusterChunks ? *cluster.map_shared_rank(&block_total, lane) : empty_stats();
+    merged = warp_merge(merged);
+    if (lane == 0) finish_row(a, r, n_rows, merged, prev);
   }
   cluster.sync();  // no block leaves while block 0 still reads its shared memory
 }
@@ -206,8 +211,9 @@ __global__ void __launch_bounds__(kTicketThreads)
   wait_for_producers();
   const int chunk_len = (a.n_vocab + static_cast<int>(kGreedyChunks) - 1) / static_cast<int>(kGreedyChunks);
   const int begin = chunk * chunk_len, end = min(a.n_vocab, begin + chunk_len);
+  const float* row = a.logits + r * a.logits_stride;
   const RowStats total =
-      block_stats<kTicketThreads>(thread_stats<kTicketThreads>(a.logits + r * a.logits_stride, a.suppress, begin, end), red);
+      block_stats<kTicketThreads>(thread_stats<kTicketThreads, kTicketLoads>(row, a.suppress, begin, end), red);
   if (threadIdx.x == 0) {
     int* p = partials + (r * kGreedyChunks + chunk) * kGreedyStatsWords;
     p[0] = __float_as_int(total.best);
@@ -223,15 +229,15 @@ __global__ void __launch_bounds__(kTicketThreads)
   __threadfence();
   const int lane = static_cast<int>(threadIdx.x);
   const int* p = partials + (r * kGreedyChunks + lane) * kGreedyStatsWords;
-  RowStats row;
-  row.best = __int_as_float(__ldcg(p));
-  row.idx = __ldcg(p + 1);
-  row.sum = __int_as_float(__ldcg(p + 2));
+  RowStats merged;
+  merged.best = __int_as_float(__ldcg(p));
+  merged.idx = __ldcg(p + 1);
+  merged.sum = __int_as_float(__ldcg(p + 2));
   const int64_t prev = lane == 0 ? a.tokens[r * a.capacity + a.length - 1] : 0;
-  row = warp_merge(row);
+  merged = warp_merge(merged);
   if (lane != 0) return;
   chunks_done[r] = 0;  // every chunk of this row has counted: reset for the next call
-  finish_row(a, r, n_rows, row, prev);
+  finish_row(a, r, n_rows, merged, prev);
 }
 
 }  // namespace
