@@ -435,12 +435,12 @@ def test_decode_fp16_cuda_runs_like_whisper():
 @requires_cuda
 @pytest.mark.cuda
 @pytest.mark.parametrize("variable,words", [("FASTWHISPER_STEP_COPIES", ("kernels", "copies")),
-                                            ("FASTWHISPER_GREEDY_TAIL", ("fused", "separate"))])
+                                            ("FASTWHISPER_GREEDY_TAIL", ("fused", "cluster", "separate"))])
 def test_step_io_and_greedy_tail_switches_decode_alike_cuda(variable, words):
     """Switches read once per process, each in a fresh one. FASTWHISPER_STEP_COPIES: the next token, its position
     and the finished flag pass between steps as kernel writes (default) or copies. FASTWHISPER_GREEDY_TAIL: the
-    greedy token choice also applies the suppress filters and writes that feedback (default, the cluster kernel
-    on sm_90), or the filters, the choice (the ticket kernel) and the feedback run apart. Every setting gives
+    greedy token choice also applies the suppress filters and writes that feedback (default: the ticket kernel;
+    cluster: the cluster kernel, sm_90), or the filters, the choice and the feedback run apart. Every setting gives
     whisper's tokens (fp32, with timestamp rules, where the suppression stays a filter, and without, where it
     folds into the choice), the stop at EOT included, and the same fp16 tokens; an unknown word fails with a
     message naming the variable."""
@@ -465,8 +465,10 @@ def test_step_io_and_greedy_tail_switches_decode_alike_cuda(variable, words):
         proc = run_python_with_env(code, timeout=300, **{variable: word})
         assert proc.returncode == 0, proc.stderr[-3000:]
         runs[word] = json.loads(proc.stdout.strip().splitlines()[-1])
-    a, b = (runs[w] for w in words)
-    assert a[0] == a[3] == b[0] and a[1] == a[4] == b[1]  # fp32: whisper's tokens either way
-    assert a[2] == b[2]                                   # fp16: the same tokens either way
+    a = runs[words[0]]
+    assert a[0] == a[3] and a[1] == a[4]  # fp32: whisper's tokens
+    for w in words[1:]:
+        assert runs[w][:3] == a[:3], w      # every setting: the same fp32 and fp16 tokens
     proc = run_python_with_env(code, timeout=300, **{variable: "memcpy"})
-    assert proc.returncode != 0 and f"{variable} must be {words[0]} or {words[1]}" in proc.stderr
+    allowed = ", ".join(words[:-1]) + " or " + words[-1]
+    assert proc.returncode != 0 and f"{variable} must be {allowed}" in proc.stderr

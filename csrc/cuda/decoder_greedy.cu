@@ -10,10 +10,12 @@
 // second read of the logits.
 //
 // How the chunks meet:
-//   - clusters (sm_90): the row's kClusterChunks blocks form a thread-block cluster; after a cluster barrier
-//     block 0 reads the others' statistics from their shared memory (no global round trips);
-//   - tickets (older GPUs, and FASTWHISPER_GREEDY_TAIL=separate): kGreedyChunks blocks leave their statistics
-//     in the workspace, and the row's last block (a per-row ticket) merges them.
+//   - tickets (the default): kGreedyChunks blocks leave their statistics in the workspace, and the row's last
+//     block (a per-row ticket) merges them;
+//   - clusters (sm_90, FASTWHISPER_GREEDY_TAIL=cluster): the row's kClusterChunks blocks form a thread-block
+//     cluster; after a cluster barrier block 0 reads the others' statistics from their shared memory. No
+//     global round trips, but in the step it started only after the vocabulary projection had finished,
+//     where the ticket kernel starts beside it under PDL (h100-2026-11-24-step-timeline-70bb8b1.md).
 // With several rows, the last row to finish (one more ticket, which also counts the rows at EOT) writes
 // whether every row now ends in EOT, so the loop's stop test reads one flag. Every ticket is reset by the
 // block that reads it last, so the caller's workspace serves the next call as it is (greedy_workspace.h).
@@ -39,9 +41,8 @@ namespace {
 
 namespace cg = cooperative_groups;
 
-// Blocks of 256 threads: small enough (in registers) to be resident beside the vocabulary projection's
-// blocks, so that under PDL they start while it runs and wait at wait_for_producers (1024-thread blocks
-// started only after it: 2.4-3.0 us later, h100-2026-11-24-step-timeline-a880ddb.md).
+// Blocks of 256 threads, small enough in registers to be resident beside the vocabulary projection's blocks
+// (1024-thread blocks were not, a880ddb; neither started under PDL before it finished).
 constexpr int kClusterChunks = 8;   // blocks per row in the cluster path: the portable cluster size
 constexpr int kClusterThreads = 256;
 constexpr int kClusterLoads = 32;   // logits per thread in flight: one pass covers 8 x 256 x 32 = 65536
@@ -274,7 +275,7 @@ at::Tensor greedy_update(const at::Tensor& logits, at::Tensor& tokens, at::Tenso
 }
 
 bool greedy_update_clusters(c10::Device device) {
-  return at::cuda::getDeviceProperties(device.index())->major >= 9;
+  return greedy_tail() == GreedyTail::kCluster && at::cuda::getDeviceProperties(device.index())->major >= 9;
 }
 
 namespace {
