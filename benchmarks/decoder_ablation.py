@@ -26,7 +26,6 @@ FASTWHISPER_LINEAR_PRELOAD, FASTWHISPER_STEP_COPIES, FASTWHISPER_GREEDY_TAIL; se
                   engine), not kernel writes
     greedy-separate  greedy decoding's suppress filters, token choice (the ticket kernel) and step feedback
                   (next token and position, finished flag) as separate kernels, not one kernel
-    greedy-cluster   the one kernel with a thread-block cluster per row instead of tickets
 
 With --rounds R every configuration runs R times, the configurations taking turns, and the table gives
 the median over rounds (the JSON keeps every round), so a drift of the GPU's speed during the run
@@ -59,7 +58,6 @@ CONFIGS = {
     "linear-late": {"FASTWHISPER_LINEAR_PRELOAD": "off"},
     "step-copies": {"FASTWHISPER_STEP_COPIES": "copies"},
     "greedy-separate": {"FASTWHISPER_GREEDY_TAIL": "separate"},
-    "greedy-cluster": {"FASTWHISPER_GREEDY_TAIL": "cluster"},
 }
 MODES = {"greedy": {}, "beam5": {"beam_size": 5}}
 

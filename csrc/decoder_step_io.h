@@ -19,19 +19,12 @@ inline bool step_io_by_kernels() {
   return kernels;
 }
 
-// FASTWHISPER_GREEDY_TAIL, read once per process:
-//   "fused" (default): on CUDA, greedy decoding's token choice (the ticket kernel) also applies the static
-//            suppress filters and writes the feedback below;
-//   "cluster": the same with the cluster kernel (sm_90), whose row blocks merge through distributed shared
-//            memory; it is also what the decoder_greedy_update op runs then;
-//   "separate": the filters, the choice (the ticket kernel) and the feedback as separate kernels, as before.
-enum class GreedyTail { kFused, kCluster, kSeparate };
-inline GreedyTail greedy_tail() {
-  static const GreedyTail tail = [] {
-    const std::string w = env_choice("FASTWHISPER_GREEDY_TAIL", {"fused", "cluster", "separate"}, "fused");
-    return w == "fused" ? GreedyTail::kFused : w == "cluster" ? GreedyTail::kCluster : GreedyTail::kSeparate;
-  }();
-  return tail;
+// FASTWHISPER_GREEDY_TAIL: "fused" (default): on CUDA, greedy decoding's token-choice kernel also applies the
+// static suppress filters and writes the feedback below; "separate": the filters, the choice and the
+// feedback as separate kernels, as before (to measure one against the other). Read once per process.
+inline bool greedy_tail_fused() {
+  static const bool fused = env_choice("FASTWHISPER_GREEDY_TAIL", {"fused", "separate"}, "fused") == "fused";
+  return fused;
 }
 
 // Where a kernel that chooses the next tokens also writes what the next step and the stop test read;
@@ -45,12 +38,9 @@ struct StepFeedback {
 
 namespace cuda {
 // decoder_greedy_update on CUDA (the op's checks included), suppress [V] bool or none, plus the feedback.
-// clusters: the sm_90 kernel whose row blocks merge through distributed shared memory (greedy_update_clusters
-// says where it is chosen), else the kernel whose row blocks merge through workspace tickets.
 at::Tensor greedy_update(const at::Tensor& logits, at::Tensor& tokens, at::Tensor& sum_logprobs,
                          at::Tensor& workspace, int64_t length, int64_t eot, const std::optional<at::Tensor>& suppress,
-                         const StepFeedback& feedback, bool clusters);
-bool greedy_update_clusters(c10::Device device);
+                         const StepFeedback& feedback);
 
 // step_token[r, 0] = tokens[r, 0] for each row r and step_position[0] = position, in one kernel.
 //   tokens        [N, 1] int64 on the device (any strides)

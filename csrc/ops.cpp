@@ -57,7 +57,7 @@ TORCH_LIBRARY(fastwhisper, m) {
   // rows whose last token is eot get eot and keep their sum, the others add log_softmax(logits)[next];
   // writes next into column `length`. Returns whether every row's new token is eot (0-dim bool, on the
   // logits' device). workspace: int32 [greedy_workspace_numel(N)] zeros (greedy_workspace.h), used by the
-  // CUDA kernels, which reset its counters, so one serves every call.
+  // CUDA kernel, which resets its counters, so one serves every call.
   m.def("decoder_greedy_update(Tensor logits, Tensor(a!) tokens, Tensor(b!) sum_logprobs, Tensor(c!) workspace, "
         "int length, int eot, Tensor? suppress=None) -> Tensor");
   // whisper's ApplyTimestampRules on logits [N, V] float32 in place, tokens [N, L] int64 the sequences so far

@@ -435,12 +435,12 @@ def test_decode_fp16_cuda_runs_like_whisper():
 @requires_cuda
 @pytest.mark.cuda
 @pytest.mark.parametrize("variable,words", [("FASTWHISPER_STEP_COPIES", ("kernels", "copies")),
-                                            ("FASTWHISPER_GREEDY_TAIL", ("fused", "cluster", "separate"))])
+                                            ("FASTWHISPER_GREEDY_TAIL", ("fused", "separate"))])
 def test_step_io_and_greedy_tail_switches_decode_alike_cuda(variable, words):
     """Switches read once per process, each in a fresh one. FASTWHISPER_STEP_COPIES: the next token, its position
     and the finished flag pass between steps as kernel writes (default) or copies. FASTWHISPER_GREEDY_TAIL: the
-    greedy token choice also applies the suppress filters and writes that feedback (default: the ticket kernel;
-    cluster: the cluster kernel, sm_90), or the filters, the choice and the feedback run apart. Every setting gives
+    greedy token choice also applies the suppress filters and writes that feedback (default), or the filters,
+    the choice and the feedback run apart. Every setting gives
     whisper's tokens (fp32, with timestamp rules, where the suppression stays a filter, and without, where it
     folds into the choice), the stop at EOT included, and the same fp16 tokens; an unknown word fails with a
     message naming the variable."""

@@ -9,13 +9,9 @@
 // maximum, so its log-probability, (logit - max) - log(sum exp(logit - max)) as log_softmax forms it, needs no
 // second read of the logits.
 //
-// How the chunks meet:
-//   - tickets (the default): kGreedyChunks blocks leave their statistics in the workspace, and the row's last
-//     block (a per-row ticket) merges them;
-//   - clusters (sm_90, FASTWHISPER_GREEDY_TAIL=cluster): the row's kClusterChunks blocks form a thread-block
-//     cluster; after a cluster barrier block 0 reads the others' statistics from their shared memory. No
-//     global round trips, but in the step it started only after the vocabulary projection had finished,
-//     where the ticket kernel starts beside it under PDL (h100-2026-11-24-step-timeline-70bb8b1.md).
+// Each block leaves its chunk's statistics in the workspace, and the row's last block (a per-row ticket)
+// merges them. (A thread-block cluster per row, merging through distributed shared memory, was slower in
+// the step: 9.0 against 7.3 us, h100-2026-11-24-step-timeline-greedy-tail-498e9e2.md.)
 // With several rows, the last row to finish (one more ticket, which also counts the rows at EOT) writes
 // whether every row now ends in EOT, so the loop's stop test reads one flag. Every ticket is reset by the
 // block that reads it last, so the caller's workspace serves the next call as it is (greedy_workspace.h).
@@ -24,8 +20,6 @@
 // position into the step graph's inputs, and the flag into pinned host memory, so that no further kernel or
 // copy runs between two steps.
 #include <torch/library.h>
-
-#include <cooperative_groups.h>
 
 #include <climits>
 #include <cmath>
@@ -39,16 +33,9 @@
 namespace fastwhisper::cuda {
 namespace {
 
-namespace cg = cooperative_groups;
-
-// Blocks of 256 threads, small enough in registers to be resident beside the vocabulary projection's blocks
-// (1024-thread blocks were not, a880ddb; neither started under PDL before it finished).
-constexpr int kClusterChunks = 8;   // blocks per row in the cluster path: the portable cluster size
-constexpr int kClusterThreads = 256;
-constexpr int kClusterLoads = 32;   // logits per thread in flight: one pass covers 8 x 256 x 32 = 65536
-constexpr int kTicketThreads = 256;
-constexpr int kTicketLoads = 8;
-static_assert(kGreedyChunks == 32 && kClusterChunks <= 32, "the merge gives one chunk to each lane of a warp");
+constexpr int kThreads = 256;
+constexpr int kLoadsInFlight = 8;  // logits loaded per thread before they are reduced
+static_assert(kGreedyChunks == 32, "the merge gives one chunk to each lane of a warp");
 
 // Running (argmax, max, exp-sum) of a stream of logits: the larger value wins the argmax, the smaller index
 // among equal values; the exp-sum is kept relative to the max (rescaled when two are merged).
@@ -90,7 +77,6 @@ __device__ __forceinline__ RowStats warp_merge(RowStats s) {
 
 // This thread's statistics over [begin, end), strided by the block: kLoadsInFlight loads at a time, then the
 // max and argmax of the batch, then its exp-sum (independent exps), merged into the running statistics.
-template <int kThreads, int kLoadsInFlight>
 __device__ RowStats thread_stats(const float* __restrict__ row, const bool* __restrict__ suppress, int begin, int end) {
   RowStats st = empty_stats();
   for (int base = begin + static_cast<int>(threadIdx.x); base < end; base += kLoadsInFlight * kThreads) {
@@ -119,7 +105,6 @@ __device__ RowStats thread_stats(const float* __restrict__ row, const bool* __re
 }
 
 // The block's statistics, in thread 0 (red: one slot per warp).
-template <int kThreads>
 __device__ RowStats block_stats(RowStats st, RowStats* red) {
   const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
   st = warp_merge(st);
@@ -172,38 +157,10 @@ __device__ void finish_row(const GreedyArgs& a, int r, int n_rows, const RowStat
   if (a.feedback.host_flag != nullptr) *a.feedback.host_flag = all_at_eot;
 }
 
-// grid (kClusterChunks, N) in clusters of kClusterChunks blocks along x: block c takes chunk c of row y.
-__global__ void __launch_bounds__(kClusterThreads)
-    greedy_update_cluster_kernel(const GreedyArgs a) {
-  __shared__ RowStats red[kClusterThreads / 32];
-  __shared__ RowStats block_total;
-  const cg::cluster_group cluster = cg::this_cluster();
-  const int c = static_cast<int>(cluster.block_rank()), r = static_cast<int>(blockIdx.y);
-  const int n_rows = static_cast<int>(gridDim.y);
-  allow_dependents();  // safe this early: a dependent still waits for this grid to finish
-  wait_for_producers();
-  int64_t prev = 0;
-  if (c == 0 && threadIdx.x == 0) prev = a.tokens[r * a.capacity + a.length - 1];  // in flight with the logits
-  const int chunk_len = (a.n_vocab + kClusterChunks - 1) / kClusterChunks;
-  const int begin = c * chunk_len, end = min(a.n_vocab, begin + chunk_len);
-  const float* row = a.logits + r * a.logits_stride;
-  const RowStats total =
-      block_stats<kClusterThreads>(thread_stats<kClusterThreads, kClusterLoads>(row, a.suppress, begin, end), red);
-  if (threadIdx.x == 0) block_total = total;
-  cluster.sync();  // every block's statistics are written and visible to the cluster
-  if (c == 0 && threadIdx.x < 32) {
-    const int lane = static_cast<int>(threadIdx.x);
-    RowStats merged = lane < kClusterChunks ? *cluster.map_shared_rank(&block_total, lane) : empty_stats();
-    merged = warp_merge(merged);
-    if (lane == 0) finish_row(a, r, n_rows, merged, prev);
-  }
-  cluster.sync();  // no block leaves while block 0 still reads its shared memory
-}
-
 // grid (kGreedyChunks, N): block c takes chunk c of row y; the row's last block merges.
-__global__ void __launch_bounds__(kTicketThreads)
-    greedy_update_ticket_kernel(const GreedyArgs a) {
-  __shared__ RowStats red[kTicketThreads / 32];
+__global__ void __launch_bounds__(kThreads)
+    greedy_update_kernel(const GreedyArgs a) {
+  __shared__ RowStats red[kThreads / 32];
   __shared__ bool last_of_row;
   const int n_rows = static_cast<int>(gridDim.y), r = static_cast<int>(blockIdx.y), chunk = static_cast<int>(blockIdx.x);
   auto* chunks_done = reinterpret_cast<unsigned int*>(a.workspace) + 2;  // [N]
@@ -213,8 +170,7 @@ __global__ void __launch_bounds__(kTicketThreads)
   const int chunk_len = (a.n_vocab + static_cast<int>(kGreedyChunks) - 1) / static_cast<int>(kGreedyChunks);
   const int begin = chunk * chunk_len, end = min(a.n_vocab, begin + chunk_len);
   const float* row = a.logits + r * a.logits_stride;
-  const RowStats total =
-      block_stats<kTicketThreads>(thread_stats<kTicketThreads, kTicketLoads>(row, a.suppress, begin, end), red);
+  const RowStats total = block_stats(thread_stats(row, a.suppress, begin, end), red);
   if (threadIdx.x == 0) {
     int* p = partials + (r * kGreedyChunks + chunk) * kGreedyStatsWords;
     p[0] = __float_as_int(total.best);
@@ -245,7 +201,7 @@ __global__ void __launch_bounds__(kTicketThreads)
 
 at::Tensor greedy_update(const at::Tensor& logits, at::Tensor& tokens, at::Tensor& sum_logprobs,
                          at::Tensor& workspace, int64_t length, int64_t eot, const std::optional<at::Tensor>& suppress,
-                         const StepFeedback& feedback, bool clusters) {
+                         const StepFeedback& feedback) {
   check_decoder_greedy_update_args(c10::DeviceType::CUDA, logits, tokens, sum_logprobs, workspace, length, eot,
                                    suppress);
   const c10::cuda::CUDAGuard guard(logits.device());
@@ -263,27 +219,16 @@ at::Tensor greedy_update(const at::Tensor& logits, at::Tensor& tokens, at::Tenso
                      length,
                      eot,
                      feedback};
-  const auto rows = static_cast<unsigned int>(l.size(0));
-  if (clusters) {
-    launch_pdl_clusters(kClusterChunks, greedy_update_cluster_kernel, dim3(kClusterChunks, rows), dim3(kClusterThreads),
-                        0, a);
-  } else {
-    launch_pdl(greedy_update_ticket_kernel, dim3(static_cast<unsigned int>(kGreedyChunks), rows), dim3(kTicketThreads),
-               0, a);
-  }
+  launch_pdl(greedy_update_kernel, dim3(static_cast<unsigned int>(kGreedyChunks), static_cast<unsigned int>(l.size(0))),
+             dim3(kThreads), 0, a);
   return completed;
-}
-
-bool greedy_update_clusters(c10::Device device) {
-  return greedy_tail() == GreedyTail::kCluster && at::cuda::getDeviceProperties(device.index())->major >= 9;
 }
 
 namespace {
 at::Tensor decoder_greedy_update(const at::Tensor& logits, at::Tensor& tokens, at::Tensor& sum_logprobs,
                                  at::Tensor& workspace, int64_t length, int64_t eot,
                                  const std::optional<at::Tensor>& suppress) {
-  return greedy_update(logits, tokens, sum_logprobs, workspace, length, eot, suppress, StepFeedback{},
-                       greedy_update_clusters(logits.device()));
+  return greedy_update(logits, tokens, sum_logprobs, workspace, length, eot, suppress, StepFeedback{});
 }
 }  // namespace
 

@@ -24,7 +24,7 @@ at::Tensor token_mask(const std::vector<int64_t>& ids, int64_t n_vocab, c10::Dev
 GreedyDecoder::GreedyDecoder(const DecodeOptions& o, int64_t n_vocab, c10::Device device,
                              std::optional<at::Generator> generator)
     : temperature_(o.temperature), eot_(o.eot), sample_begin_(o.sample_begin), generator_(std::move(generator)) {
-  fused_ = temperature_ == 0 && device.is_cuda() && greedy_tail() != GreedyTail::kSeparate;
+  fused_ = temperature_ == 0 && device.is_cuda() && greedy_tail_fused();
   folds_suppression_ = fused_ && !o.timestamp_rules;
   if (!folds_suppression_) return;
   if (!o.suppress_tokens.empty()) suppress_later_ = token_mask(o.suppress_tokens, n_vocab, device);
@@ -44,12 +44,7 @@ at::Tensor GreedyDecoder::update(at::Tensor& buffer, int64_t length, const at::T
       const at::Tensor& mask = length == sample_begin_ ? suppress_first_ : suppress_later_;
       feedback.written = true;
       return cuda::greedy_update(logits, buffer, sum_logprobs, workspace_, length, eot_,
-                                 mask.defined() ? std::optional<at::Tensor>(mask) : std::nullopt, feedback.targets,
-                                 cuda::greedy_update_clusters(logits.device()));
-    }
-    if (logits.is_cuda()) {  // FASTWHISPER_GREEDY_TAIL=separate: the ticket kernel, nothing else
-      return cuda::greedy_update(logits, buffer, sum_logprobs, workspace_, length, eot_, std::nullopt, StepFeedback{},
-                                 /*clusters=*/false);
+                                 mask.defined() ? std::optional<at::Tensor>(mask) : std::nullopt, feedback.targets);
     }
 #endif
     static auto op = c10::Dispatcher::singleton()

@@ -44,9 +44,9 @@ class TokenDecoder {
   virtual std::vector<FinishedSequence> finished() const { return {}; }
 };
 
-// Argmax at temperature 0, else sampling. On CUDA at temperature 0 (unless FASTWHISPER_GREEDY_TAIL=separate)
-// one kernel per token also applies the static suppression (without timestamp rules, which must see it
-// first) and writes the feedback.
+// Argmax at temperature 0, else sampling. On CUDA at temperature 0 (FASTWHISPER_GREEDY_TAIL=fused) one kernel
+// per token also applies the static suppression (without timestamp rules, which must see it first) and
+// writes the feedback.
 class GreedyDecoder : public TokenDecoder {
  public:
   GreedyDecoder(const DecodeOptions& options, int64_t n_vocab, c10::Device device,
