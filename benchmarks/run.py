@@ -969,12 +969,14 @@ def summary_table(title: str, rows: List[Dict]) -> List[str]:
 
 
 def table_groups(rows: List[Dict]):
-    """(title, rows) of each summary table: one per section, device and weights kind."""
+    """(title, rows) of each summary table: one per section, device and weights kind. The title takes its
+    settings (tokens per call or per window) from the group's first measured row: a row that was not
+    available (an implementation without that mode) carries none."""
     groups = OrderedDict()
     for r in rows:
-        key = (r["section"], r["device"], r["weights"] == "random")
-        groups.setdefault(key, (table_title(r), []))[1].append(r)
-    return list(groups.values())
+        groups.setdefault((r["section"], r["device"], r["weights"] == "random"), []).append(r)
+    return [(table_title(next((r for r in group if r["status"] == "ok"), group[0])), group)
+            for group in groups.values()]
 
 
 ALL_COLUMNS = [

@@ -193,6 +193,18 @@ def test_table_cells_say_when_a_transcript_was_not_compared(run_module):
     assert cell({"status": "failure", "value": None, "check": {}}) == "FAIL"
 
 
+def test_table_title_takes_its_settings_from_a_measured_row(run_module):
+    """A long-form table whose first row is an implementation without that mode (no token budget) still
+    states the budget of the rows that were measured."""
+    run = run_module
+    absent = run.new_row("longform", "tiny", run.OPENAI, "cuda", mode="batched", batch=8)
+    absent["status"] = "not available"
+    measured = run.new_row("longform", "tiny", run.CPP, "cuda", mode="batched", batch=8, tokens_per_window=100)
+    measured["status"] = "ok"
+    (title, group), = run.table_groups([absent, measured])
+    assert "FIXED BUDGET of 100 tokens" in title and group == [absent, measured]
+
+
 def test_append_replaces_only_the_rows_this_run_measures(run_module, tmp_path):
     run = run_module
     gpu_run = run.Runner(run.parse_args(["--device", "cpu", "--sections", "cpu", "--models", "tiny,large-v3",
