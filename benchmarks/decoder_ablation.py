@@ -27,6 +27,9 @@ FASTWHISPER_LINEAR_PRELOAD, FASTWHISPER_STEP_COPIES, FASTWHISPER_GREEDY_TAIL; se
     greedy-separate  greedy decoding's suppress filters, token choice (the ticket kernel) and step feedback
                   (next token and position, finished flag) as separate kernels, not one kernel
 
+Modes: greedy and beam5 decode one window; batch8 decodes eight windows of different audio together
+(greedy), as batched long-form transcription does: its ms per step is for all eight rows.
+
 With --rounds R every configuration runs R times, the configurations taking turns, and the table gives
 the median over rounds (the JSON keeps every round), so a drift of the GPU's speed during the run
 touches every configuration alike.
@@ -59,7 +62,8 @@ CONFIGS = {
     "step-copies": {"FASTWHISPER_STEP_COPIES": "copies"},
     "greedy-separate": {"FASTWHISPER_GREEDY_TAIL": "separate"},
 }
-MODES = {"greedy": {}, "beam5": {"beam_size": 5}}
+# mode: (DecodingOptions fields, windows decoded together: rows of different audio)
+MODES = {"greedy": ({}, 1), "beam5": ({"beam_size": 5}, 1), "batch8": ({}, 8)}
 
 
 def step_ms(name, modes, tokens, warmup, repeats):
@@ -70,14 +74,16 @@ def step_ms(name, modes, tokens, warmup, repeats):
 
     model = random_whisper(name, device="cuda")
     dims = model.dims
-    features = (torch.randn(1, dims.n_audio_ctx, dims.n_audio_state, device="cuda") * 0.5).half()
     tokenizer = whisper.tokenizer.get_tokenizer(True, num_languages=model.num_languages, language="en", task="transcribe")
     session = decoder_session(model.decoder)
     out = {}
     for mode in modes:
+        fields, windows = MODES[mode]
+        features = (torch.randn(windows, dims.n_audio_ctx, dims.n_audio_state, device="cuda") * 0.5).half()
+
         def run(n):
             options = whisper.DecodingOptions(sample_len=n, language="en", without_timestamps=True,
-                                              suppress_tokens=[-1, tokenizer.eot], **MODES[mode])
+                                              suppress_tokens=[-1, tokenizer.eot], **fields)
             return lambda: decode_cpp(model, features, options, session=session)
 
         with torch.inference_mode():
@@ -108,6 +114,9 @@ def main():
     parser.add_argument("--commit", default=None, help="recorded in the outputs (default: git rev-parse HEAD)")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    for mode in args.modes.split(","):
+        if mode not in MODES:
+            parser.error(f"unknown mode {mode!r}; choose from {', '.join(MODES)}")
     for name in args.models.split(","):
         if name not in DIMS:
             parser.error(f"unknown model {name!r}; choose from {', '.join(DIMS)}")

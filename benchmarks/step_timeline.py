@@ -30,7 +30,9 @@ STEP_START = "decoder_embedding"
 KINDS = [("embedding", r"decoder_embedding"), ("linear", r"decoder_linear_kernel"),
          ("self-attention", r"self_attention_kernel"), ("cross-attention (fastwhisper)", r"cross_attention_kernel"),
          ("cross-attention (cuDNN/SDPA)", r"cudnn|sdpa|fmha|flash"),
-         ("greedy / filters", r"greedy|index_fill|indexFunc|timestamp"), ("copies", r"memcpy|memset")]
+         ("greedy / filters", r"greedy|index_fill|indexFunc|timestamp"), ("copies", r"memcpy|memset"),
+         ("GEMM (cuBLASLt)", r"gemm|xmma|cutlass|cublas"), ("layer norm", r"layer_norm"),
+         ("elementwise / cat", r"elementwise|vectorized|CatArray|gelu")]
 
 
 def kind_of(name: str) -> str:
@@ -45,7 +47,7 @@ def short(name: str) -> str:
     return re.sub(r"\(.*", "", name)[:70]
 
 
-def profile_steps(name: str, tokens: int):
+def profile_steps(name: str, tokens: int, windows: int = 1):
     """[[{name, start_us, dur_us}, ...] per step] of one decode."""
     import torch
     import whisper
@@ -56,7 +58,7 @@ def profile_steps(name: str, tokens: int):
 
     model = random_whisper(name, device="cuda")
     dims = model.dims
-    features = (torch.randn(1, dims.n_audio_ctx, dims.n_audio_state, device="cuda") * 0.5).half()
+    features = (torch.randn(windows, dims.n_audio_ctx, dims.n_audio_state, device="cuda") * 0.5).half()
     tokenizer = whisper.tokenizer.get_tokenizer(True, num_languages=model.num_languages, language="en",
                                                 task="transcribe")
     session = decoder_session(model.decoder)
@@ -121,13 +123,14 @@ def summarize(steps, skip: int):
 
 def child(args):
     for name in args.models.split(","):
-        steps = profile_steps(name, args.tokens)
+        steps = profile_steps(name, args.tokens, args.windows)
         print("RESULT " + json.dumps({"model": name, **summarize(steps, args.skip)}), flush=True)
 
 
 def markdown(results, meta):
     lines = [f"# Greedy step timelines: {meta['gpu']}", "",
-             f"commit `{meta['commit']}`; {meta['tokens']} steps per decode, steps {meta['skip']}.. kept; "
+             f"commit `{meta['commit']}`; {meta['windows']} window(s) of different audio decoded together; "
+             f"{meta['tokens']} steps per decode, steps {meta['skip']}.. kept; "
              "torch.profiler (CUPTI) kernel records of CUDA-graph replays; gap = start minus the end of the "
              "kernels before (negative: overlap through PDL).", ""]
     for r in results:
@@ -153,6 +156,7 @@ def main():
     parser.add_argument("--models", default="tiny,large-v3")
     parser.add_argument("--configs", default="default,cross-split", help="comma list of " + ", ".join(CONFIGS))
     parser.add_argument("--tokens", type=int, default=24)
+    parser.add_argument("--windows", type=int, default=1, help="windows of different audio decoded together (rows)")
     parser.add_argument("--skip", type=int, default=4, help="first steps left out (the prompt step and warm-up)")
     parser.add_argument("--commit", default=None)
     parser.add_argument("--out", type=Path, default=None)
@@ -168,7 +172,7 @@ def main():
     for config in args.configs.split(","):
         env = dict(os.environ, **CONFIGS[config])
         proc = subprocess.run([sys.executable, __file__, "--child", "--models", args.models, "--tokens", str(args.tokens),
-                               "--skip", str(args.skip)], env=env, capture_output=True, text=True)
+                               "--windows", str(args.windows), "--skip", str(args.skip)], env=env, capture_output=True, text=True)
         if proc.returncode != 0:
             print(proc.stdout[-2000:], proc.stderr[-4000:], file=sys.stderr)
             return 1
@@ -176,7 +180,7 @@ def main():
             if line.startswith("RESULT "):
                 results.append({"config": config, "switches": CONFIGS[config], **json.loads(line[len("RESULT "):])})
     meta = {"commit": args.commit or git_commit(), "gpu": device_name("cuda") if torch.cuda.is_available() else "cpu",
-            "tokens": args.tokens, "skip": args.skip}
+            "tokens": args.tokens, "skip": args.skip, "windows": args.windows}
     report = markdown(results, meta)
     print(report)
     if args.out:

@@ -472,3 +472,44 @@ def test_step_io_and_greedy_tail_switches_decode_alike_cuda(variable, words):
     proc = run_python_with_env(code, timeout=300, **{variable: "memcpy"})
     allowed = ", ".join(words[:-1]) + " or " + words[-1]
     assert proc.returncode != 0 and f"{variable} must be {allowed}" in proc.stderr
+
+
+@requires_cuda
+@pytest.mark.cuda
+def test_prefill_by_steps_decodes_like_one_forward_cuda():
+    """FASTWHISPER_PREFILL (read once per process, so a fresh one each): the loop's first step feeds its initial
+    tokens as one-token steps of the step graph (steps; auto does so up to 16 tokens) or as one forward (eager).
+    fp16, where the step ops run: each setting gives whisper's tokens, with and without a 20-token prompt (which
+    auto feeds as one forward), and the no-speech and average log-probabilities within 1e-2 of whisper's;
+    language detection (one sot step) picks whisper's language. An unknown word fails naming the variable."""
+    code = """
+        import json, torch, whisper
+        import fastwhisper.cpp_decoding as cd
+        from test_cpp_decoder import random_model, random_audio_features
+        from whisper.model import ModelDimensions
+        model = random_model(device="cuda")
+        features = random_audio_features(model, batch=2).half()
+        out = []
+        for prompt in (None, list(range(100, 120))):
+            options = whisper.DecodingOptions(language="en", fp16=True, sample_len=8, prompt=prompt)
+            for decode in (cd.decode_cpp, whisper.decode):
+                out.append([[r.tokens, r.no_speech_prob, r.avg_logprob] for r in decode(model, features, options)])
+        multi = random_model(ModelDimensions(n_mels=80, n_audio_ctx=1500, n_audio_state=384, n_audio_head=6,
+                                             n_audio_layer=4, n_vocab=51865, n_text_ctx=448, n_text_state=384,
+                                             n_text_head=6, n_text_layer=4), device="cuda")
+        f = random_audio_features(multi, batch=2).half()
+        options = whisper.DecodingOptions(language=None, fp16=True, sample_len=2)
+        out.append([[r.language for r in decode(multi, f, options)] for decode in (cd.decode_cpp, whisper.decode)])
+        print(json.dumps(out))
+        """
+    for word in ("auto", "steps", "eager"):
+        proc = run_python_with_env(code, timeout=300, FASTWHISPER_PREFILL=word)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        out = json.loads(proc.stdout.strip().splitlines()[-1])
+        for ours, theirs in ((out[0], out[1]), (out[2], out[3])):
+            for (tokens, no_speech, avg), (ref_tokens, ref_no_speech, ref_avg) in zip(ours, theirs):
+                assert tokens == ref_tokens, word
+                assert abs(no_speech - ref_no_speech) <= 1e-2 and abs(avg - ref_avg) <= 1e-2, word
+        assert out[4][0] == out[4][1], word
+    proc = run_python_with_env(code, timeout=300, FASTWHISPER_PREFILL="lazy")
+    assert proc.returncode != 0 and "FASTWHISPER_PREFILL must be auto, steps or eager" in proc.stderr

@@ -131,6 +131,28 @@ class StopTest {
   int64_t steps_ = 0;
 };
 
+// The loop's first step: every initial token [N, t] -> the last position's logits [N, n_vocab]; sets
+// no_speech_probs from the logits at sot_index when the model has a no-speech token. One forward of t tokens,
+// or t one-token steps where the session says that is quicker (DecoderSession::prefills_by_steps).
+at::Tensor first_step(DecoderSession& session, const at::Tensor& tokens, const DecodeOptions& o,
+                      at::Tensor& no_speech_probs) {
+  auto no_speech = [&](const at::Tensor& at_sot) {  // at_sot [N, n_vocab]
+    if (o.no_speech >= 0) no_speech_probs = at_sot.to(at::kFloat).softmax(-1).select(1, o.no_speech).clone();
+  };
+  const int64_t t = tokens.size(1);
+  if (!session.prefills_by_steps(t)) {
+    const at::Tensor logits = session.forward(tokens);  // [N, t, n_vocab]
+    no_speech(logits.select(1, o.sot_index));
+    return logits.select(1, t - 1);
+  }
+  at::Tensor logits;  // [N, n_vocab]: the step graph's output, overwritten by its next replay
+  for (int64_t j = 0; j < t; ++j) {
+    logits = session.forward(tokens.narrow(1, j, 1)).select(1, 0);
+    if (j == o.sot_index) no_speech(logits);  // queued before the next replay overwrites it
+  }
+  return logits;
+}
+
 }  // namespace
 
 DecodeOutput decode(DecoderSession& session, const at::Tensor& initial_tokens, const DecodeOptions& o) {
@@ -156,11 +178,8 @@ DecodeOutput decode(DecoderSession& session, const at::Tensor& initial_tokens, c
     const at::Tensor tokens = buffer.narrow(1, 0, length);  // [N, length]
     // the first step feeds every initial token; later ones only the newest (the rest is cached)
     const at::Tensor fed = i == 0 ? tokens : tokens.narrow(1, length - 1, 1);
-    at::Tensor logits = session.forward(fed);  // [N, t, n_vocab] float32
-    if (i == 0 && o.no_speech >= 0) {
-      no_speech_probs = logits.select(1, o.sot_index).to(at::kFloat).softmax(-1).select(1, o.no_speech).clone();
-    }
-    logits = logits.select(1, fed.size(1) - 1);  // [N, n_vocab]: the last position only
+    at::Tensor logits = i == 0 ? first_step(session, fed, o, no_speech_probs)
+                               : session.forward(fed).select(1, 0);  // [N, n_vocab] float32
     for (const auto& filter : filters) filter->apply(logits, tokens);
     StepFeedbackOffer feedback;  // the next step's inputs and this step's stop flag, for a kernel to write
     session.offer_step_inputs(feedback.targets);

@@ -369,6 +369,15 @@ bool DecoderSession::uses_step_ops() const {
   return weights_[0].is_cuda() && (dtype_ == at::kHalf || dtype_ == at::kBFloat16);
 }
 
+// FASTWHISPER_PREFILL=auto|steps|eager (auto: unset). auto feeds up to kPrefillStepsMax tokens as one-token
+// steps of the step graph; a large-v3 first step of 3-4 tokens takes ~4-6 ms that way against ~25-30 ms of
+// host-bound ATen launches as one forward (decode_call_profile.py, h200-2026-12-02-decode-call-*.md).
+bool DecoderSession::prefills_by_steps(int64_t t) const {
+  static const std::string choice = env_choice("FASTWHISPER_PREFILL", {"auto", "steps", "eager"}, "auto");
+  if (choice == "eager" || !graphs_ || !use_graphs_ || !uses_step_ops()) return false;
+  return choice == "steps" || t <= kPrefillStepsMax;
+}
+
 // One token per row at step_position_ through the step ops: per layer a LayerNorm+QKV kernel, the
 // self-attention kernel (which appends K/V), the out projection with the residual, the LayerNorm, query
 // and cross-attention over the cached K/V (one op for beams, two for one row: cross_query_fused), its out
@@ -466,7 +475,8 @@ std::tuple<at::Tensor, at::Tensor> DecoderSession::detect_language(int64_t sot, 
   reset();
   const at::Tensor sot_tokens = at::full({n_rows_, 1}, sot, ids.options());
   // every row of an audio gives the same logits: keep the first row of each group
-  const at::Tensor logits = forward_eager(sot_tokens).select(1, 0).slice(0, 0, n_rows_, group_);  // [n_audio, V]
+  const at::Tensor all = prefills_by_steps(1) ? forward(sot_tokens) : forward_eager(sot_tokens);  // [N, 1, V]
+  const at::Tensor logits = all.select(1, 0).slice(0, 0, n_rows_, group_);  // [n_audio, V]
   reset();
   // whisper masks every other token with -inf, then argmax and softmax over the vocabulary: the same
   // as both over the language tokens alone (their ids increase, so ties still go to the first)

@@ -36,6 +36,8 @@ constexpr int64_t kTensorsPerBlock = 24;
 constexpr int64_t kTensorsOutsideBlocks = 4;
 // Self-attention key lengths of the one-token CUDA graphs are multiples of this.
 constexpr int64_t kKvBucket = 64;
+// At most this many new tokens are fed as one-token graph steps (prefills_by_steps); more go as one forward.
+constexpr int64_t kPrefillStepsMax = 16;
 
 class DecoderSession : public torch::CustomClassHolder {
  public:
@@ -76,6 +78,11 @@ class DecoderSession : public torch::CustomClassHolder {
   int64_t step_kernels() const { return static_cast<int64_t>(step_kernels_); }
   // Whether the next one-token step runs through the step ops.
   bool uses_step_ops() const;
+  // Whether t new tokens at once (the decoding loop's first step) go quicker as t one-token steps through
+  // the step ops' CUDA graph than as one forward of ATen ops launched one by one from the host (about 30
+  // per layer: host-bound, ~25 ms for large-v3). Same logits up to rounding (the step ops' kernels);
+  // only where the step ops run anyway. FASTWHISPER_PREFILL=auto|steps|eager (README).
+  bool prefills_by_steps(int64_t t) const;
 
   // source_indices [N] int64: cache row i <- cache row source_indices[i], in place (beam search).
   void reorder(const at::Tensor& source_indices);
