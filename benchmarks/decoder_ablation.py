@@ -11,7 +11,8 @@ so the once-per-window work (cross-attention K/V, the first multi-token step, th
 the DecodingTask) cancels out. fp16 activations, CUDA events, warm-up, median of repeats.
 
 Configurations (FASTWHISPER_PDL, FASTWHISPER_CROSS_ATTENTION, FASTWHISPER_CROSS_FUSED,
-FASTWHISPER_LINEAR_PRELOAD, FASTWHISPER_STEP_COPIES, FASTWHISPER_GREEDY_TAIL; see README):
+FASTWHISPER_LINEAR_PRELOAD, FASTWHISPER_STEP_COPIES, FASTWHISPER_GREEDY_TAIL, FASTWHISPER_MANY_ROWS,
+FASTWHISPER_PREFILL; see README):
     default       as shipped (one row per audio: the cross query, then SDPA; several: the cluster kernel, which
                   computes the query itself where its blocks fit two to an SM)
     no-pdl        programmatic dependent launch off
@@ -26,6 +27,11 @@ FASTWHISPER_LINEAR_PRELOAD, FASTWHISPER_STEP_COPIES, FASTWHISPER_GREEDY_TAIL; se
                   engine), not kernel writes
     greedy-separate  greedy decoding's suppress filters, token choice (the ticket kernel) and step feedback
                   (next token and position, finished flag) as separate kernels, not one kernel
+    many-rows-gemm   4-8 fp16/bf16 rows (beams, batched windows) through a LayerNorm kernel and cuBLASLt GEMMs, not
+                  the tensor-core decoder_linear kernel
+    prefill-eager the first step's initial tokens as one forward of ATen ops, not one-token graph steps (this
+                  moves the fixed cost of a call, which the difference of two decodes cancels: see
+                  decode_call_profile.py)
 
 Modes: greedy and beam5 decode one window; batch8 decodes eight windows of different audio together
 (greedy), as batched long-form transcription does: its ms per step is for all eight rows.
@@ -61,6 +67,8 @@ CONFIGS = {
     "linear-late": {"FASTWHISPER_LINEAR_PRELOAD": "off"},
     "step-copies": {"FASTWHISPER_STEP_COPIES": "copies"},
     "greedy-separate": {"FASTWHISPER_GREEDY_TAIL": "separate"},
+    "many-rows-gemm": {"FASTWHISPER_MANY_ROWS": "gemm"},
+    "prefill-eager": {"FASTWHISPER_PREFILL": "eager"},
 }
 # mode: (DecodingOptions fields, windows decoded together: rows of different audio)
 MODES = {"greedy": ({}, 1), "beam5": ({"beam_size": 5}, 1), "batch8": ({}, 8)}

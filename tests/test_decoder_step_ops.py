@@ -51,6 +51,12 @@ LINEAR_CASES = {
     "vocab-columns-3rows": (3, 64, [16500], [False], True, False, False),
     # 8 rows of 3072 fp16 features fill the default 48 KiB of shared memory (small's MLP, batch 8)
     "rows8-k3072-smem-limit": (8, 3072, [96], [True], False, True, False),
+    # the tensor-core kernel (4-8 fp16/bf16 rows): q, k and v; an octet of weight rows across two segments;
+    # a last octet cut short by N; rows of K in several pieces (the input rows taking most shared memory)
+    "qkv-ln-gelu-8rows": (8, 128, [128, 128, 128], [True, False, True], True, False, True),
+    "octet-across-segments-6rows": (6, 64, [20, 12], [True, False], False, True, False),
+    "partial-octet-5rows": (5, 192, [1003], [False], True, False, False),
+    "mlp2-k5120-pieces-8rows": (8, 5120, [1280], [True], False, True, False),
 }
 
 
@@ -75,18 +81,24 @@ def test_decoder_linear_matches_float64(case, device, dtype):
 
 @requires_cuda
 @pytest.mark.cuda
-@pytest.mark.parametrize("setting", ["on", "off", "maybe"])
-def test_decoder_linear_preload_switch(setting):
-    """FASTWHISPER_LINEAR_PRELOAD (read once per process): with the biases and LayerNorm parameters read
-    before the producer wait ("on") or where they are used ("off"), every linear case, in fp32 and fp16,
-    with and without float output, and a large-v3 vocabulary row, matches the float64 reference; any other
-    value is refused with a message naming the variable."""
+@pytest.mark.parametrize("variable,setting,words", [
+    ("FASTWHISPER_LINEAR_PRELOAD", "on", "on or off"), ("FASTWHISPER_LINEAR_PRELOAD", "off", "on or off"),
+    ("FASTWHISPER_LINEAR_PRELOAD", "maybe", "on or off"),
+    ("FASTWHISPER_MANY_ROWS", "mma", "mma or gemm"), ("FASTWHISPER_MANY_ROWS", "gemm", "mma or gemm"),
+    ("FASTWHISPER_MANY_ROWS", "wmma", "mma or gemm")])
+def test_decoder_linear_switches(variable, setting, words):
+    """Switches read once per process, each in a fresh one. FASTWHISPER_LINEAR_PRELOAD: the biases and LayerNorm
+    parameters read before the producer wait ("on") or where they are used ("off"). FASTWHISPER_MANY_ROWS: 4-8
+    fp16/bf16 rows through the tensor-core kernel ("mma") or cuBLASLt ("gemm"). Either way every linear case, in
+    fp32 and fp16, with and without float output, and a large-v3 vocabulary row (one row, and eight), matches the
+    float64 reference; any other value is refused with a message naming the variable."""
     code = """
         import torch
         from fastwhisper import ops
         from conftest import rel_err
         from test_decoder_step_ops import LINEAR_CASES, TOL, linear_case, linear_reference
-        cases = dict(LINEAR_CASES, **{"large-v3-vocab-1row": (1, 1280, [51866], [False], True, False, False)})
+        cases = dict(LINEAR_CASES, **{"large-v3-vocab-1row": (1, 1280, [51866], [False], True, False, False),
+                                      "large-v3-vocab-8rows": (8, 1280, [51866], [False], True, False, False)})
         for case, (rows, k, outs, biases, ln, residual, gelu) in cases.items():
             x, weights, bs, ln_w, ln_b, res = linear_case(rows, k, outs, biases, ln, residual)
             expected = linear_reference(x, weights, bs, ln_w, ln_b, res, gelu)
@@ -98,13 +110,13 @@ def test_decoder_linear_preload_switch(setting):
                                              residual=cast(res), gelu=gelu, float_output=float_output)
                     print(case, dtype, float_output, rel_err(out, expected) <= TOL[dtype])
         """
-    proc = run_python_with_env(code, timeout=300, FASTWHISPER_LINEAR_PRELOAD=setting)
-    if setting == "maybe":
-        assert proc.returncode != 0 and "FASTWHISPER_LINEAR_PRELOAD must be on or off" in proc.stderr, proc.stderr[-2000:]
+    proc = run_python_with_env(code, timeout=300, **{variable: setting})
+    if setting not in words.split(" or "):
+        assert proc.returncode != 0 and f"{variable} must be {words}" in proc.stderr, proc.stderr[-2000:]
         return
     assert proc.returncode == 0, proc.stderr[-2000:]
     results = [line.rsplit(" ", 1) for line in proc.stdout.splitlines()]
-    assert len(results) == 4 * (len(LINEAR_CASES) + 1) and all(ok == "True" for _, ok in results), proc.stdout
+    assert len(results) == 4 * (len(LINEAR_CASES) + 2) and all(ok == "True" for _, ok in results), proc.stdout
 
 
 def attention_case(rows, n_ctx, d, position, seed=1):

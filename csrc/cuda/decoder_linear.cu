@@ -1,7 +1,8 @@
 // CUDA decoder_linear: the linear layers of the decoder's one-token step (CPU reference:
 // decoder_linear in cpu/decoder_step.cpp). At most 8 input rows, so a call is one pass over its
 // weights, and its speed is the rate at which those weights arrive from DRAM. From 4 fp16/bf16 rows up
-// (beam search, batched windows) cuBLASLt's GEMM does the multiplication (decoder_linear_by_gemm below).
+// (beam search, batched windows) the tensor-core kernel of decoder_linear_mma.cu does the multiplication,
+// or cuBLASLt's GEMM (decoder_linear_by_gemm below) where that kernel does not fit.
 //
 // Each block (one per SM) owns a contiguous range of output columns, that is a contiguous range of
 // weight rows, and splits it into one contiguous range per warp. Every warp streams its own rows through
@@ -27,6 +28,8 @@
 
 #include "checks.h"
 #include "cuda/bulk_copy.cuh"
+#include "cuda/decoder_linear_segments.cuh"
+#include "cuda/decoder_linear_mma.h"
 #include "cuda/device_utils.cuh"
 #include "cuda/layer_norm_rows.cuh"
 #include "env_choice.h"
@@ -39,44 +42,9 @@ namespace {
 
 constexpr int kWarps = 16;                    // >= kDecoderMaxRows: one warp normalizes each input row
 constexpr int kThreads = kWarps * 32;
-constexpr int kMaxSegments = 3;               // q, k and v weights in one call
 constexpr int kSlots = 2;                     // ring slots per warp
 constexpr int64_t kMaxRowsPerPiece = 8;       // whole weight rows in one slot at most
 constexpr int64_t kBlockSmemBudget = 108 * 1024;  // two blocks (this kernel and the next) per SM
-
-template <typename T>
-struct Segments {
-  const T* weight[kMaxSegments];  // weight[i]: [end[i] - end[i-1], K] row-major
-  const T* bias[kMaxSegments];    // [end[i] - end[i-1]] or nullptr
-  int64_t end[kMaxSegments];      // cumulative output-column ends
-  int count;
-
-  // a[i] for a run-time i, without indexing the kernel parameter at run time: that would copy the
-  // whole struct to each thread's local memory, which spills out of the L1 left beside the ring
-  template <typename A>
-  __device__ static A pick(const A (&a)[kMaxSegments], int i) {
-    A r = a[0];
-#pragma unroll
-    for (int s = 1; s < kMaxSegments; ++s) r = i == s ? a[s] : r;
-    return r;
-  }
-  __device__ const T* weight_of(int i) const { return pick(weight, i); }
-  __device__ const T* bias_of(int i) const { return pick(bias, i); }
-  __device__ int64_t begin(int i) const { return i == 0 ? 0 : pick(end, i - 1); }
-  // the segment holding output column n (the ends increase, so it is the count of ends <= n)
-  __device__ int find(int64_t n) const {
-    int i = 0;
-#pragma unroll
-    for (int s = 0; s + 1 < kMaxSegments; ++s) i += (s + 1 < count && n >= end[s]) ? 1 : 0;
-    return i;
-  }
-  // the bias of output column n, 0 when its segment has none
-  __device__ float bias_at(int64_t n) const {
-    const int i = find(n);
-    const T* b = bias_of(i);
-    return b == nullptr ? 0.f : static_cast<float>(b[n - begin(i)]);
-  }
-};
 
 // How a call is cut: grid blocks of rows_per_block weight rows, warps of rows_per_warp of them, and
 // each warp's rows into pieces (one ring slot each): rows_per_piece whole rows (k_pieces == 1), or a
@@ -333,7 +301,14 @@ void launch_linear_rows(const at::Tensor& x, const float* ln_w, const float* ln_
   }
 }
 
-// Four or more fp16/bf16 input rows: the LayerNorm kernel, then one cuBLASLt GEMM per weight (bias, and a
+// FASTWHISPER_MANY_ROWS=mma|gemm (mma: unset): four or more fp16/bf16 input rows go to the tensor-core kernel
+// (decoder_linear_mma.cu) where it fits, or to cuBLASLt (decoder_linear_by_gemm).
+bool many_rows_by_mma() {
+  static const bool mma = env_choice("FASTWHISPER_MANY_ROWS", {"mma", "gemm"}, "mma") == "mma";
+  return mma;
+}
+
+// Four or more fp16/bf16 input rows without the tensor-core kernel: the LayerNorm kernel, then one cuBLASLt GEMM per weight (bias, and a
 // single weight's residual, in its epilogue; GELU in the linear op's pass). The weights are read once either
 // way, but this file's kernel multiplies each 16-byte weight vector with every input row and turns compute
 // bound: on the H100 with 5 rows of large-v3 (benchmarks/results/h100-2026-11-23-step-kernels-warp-rings.md)
@@ -376,7 +351,10 @@ at::Tensor decoder_linear(const at::Tensor& x, const std::optional<at::Tensor>& 
   TORCH_CHECK(!ln_weight.has_value() || (is_aligned(ln_weight->data_ptr(), 16) && is_aligned(ln_bias->data_ptr(), 16)),
               "fastwhisper.decoder_linear (CUDA): ln_weight and ln_bias must start at 16-byte aligned addresses");
   const c10::cuda::CUDAGuard guard(x.device());
-  if (x.size(0) >= kGemmMinRows && x.scalar_type() != at::kFloat) {
+  const int64_t rows = x.size(0);
+  const bool many_rows = rows >= kGemmMinRows && x.scalar_type() != at::kFloat;
+  const bool by_mma = many_rows && many_rows_by_mma() && linear_mma_fits(rows, k, n, 2, ln_weight.has_value());
+  if (many_rows && !by_mma) {
     return decoder_linear_by_gemm(x, ln_weight, ln_bias, parts, residual, gelu_act, float_output);
   }
   at::Tensor out = at::empty({x.size(0), n}, x.options().dtype(float_output ? at::kFloat : x.scalar_type()));
@@ -395,6 +373,12 @@ at::Tensor decoder_linear(const at::Tensor& x, const std::optional<at::Tensor>& 
     const scalar_t* res = residual.has_value() ? residual->data_ptr<scalar_t>() : nullptr;
     scalar_t* o = float_output ? nullptr : out.data_ptr<scalar_t>();
     float* of = float_output ? out.data_ptr<float>() : nullptr;
+    if constexpr (!std::is_same_v<scalar_t, float>) {
+      if (by_mma) {
+        return launch_linear_mma<scalar_t>(x.data_ptr<scalar_t>(), static_cast<int>(rows), k, ln_w, ln_b, seg, res, o,
+                                           of, n, gelu_act);
+      }
+    }
     launch_linear_rows<scalar_t>(x, ln_w, ln_b, seg, res, o, of, n, gelu_act);
   });
   return out;

@@ -1,0 +1,302 @@
+// CUDA decoder_linear for 2 to 8 fp16/bf16 input rows on tensor cores (beam search, batched windows; CPU
+// reference: decoder_linear in cpu/decoder_step.cpp). The one-row kernel (decoder_linear.cu) multiplies each
+// weight vector with every input row on the CUDA cores, which with 5-8 rows turns compute bound; cuBLASLt
+// instead needs a LayerNorm kernel, one GEMM per weight, a concatenation and a GELU pass per call, each a
+// launch without PDL (h200-2026-12-02-step-timeline-batch8-f62e4b5.md: about 60 us of a large-v3 layer's 95).
+//
+// The weights' rows (the call's output columns) go in octets of 8: one mma.m16n8k16 multiplies 16 features of
+// an octet (its n = 8 columns) with the same 16 features of the input rows (m = 16, of which rows 8-15 are
+// zero). Octet o belongs to block o % blocks (one block per SM, as many as there are octets), so every SM
+// streams, and to its warp o / blocks % streams there: each of those warps streams its octets, piece by piece
+// along K, through its own ring of two shared-memory slots filled by the bulk copy engine (one copy for an octet's
+// whole rows, else one per row), requested before the kernel waits for its producer (PDL), like the one-row
+// kernel. The input rows, with the optional LayerNorm, are staged in shared memory by the whole block, which
+// has a warp per input row for that even where fewer warps stream.
+//
+// Fragments without ldmatrix: a dot product does not care in which order its features are summed, so each
+// thread loads its 16 features of a 64-feature chunk as two 16-byte vectors (features 8q..8q+7 and
+// 32+8q..32+8q+7 of the chunk, q = lane % 4) from the weight row and from the input row of its fragment
+// (row g = lane / 4 of both), and hands them to four mma k-steps in the same order for both operands. Threads
+// of odd g load their two vectors in the other order, so that the 8 lanes of a quarter warp (rows g, g+1)
+// read 128 distinct bytes: no bank conflicts when rows are 128-byte multiples apart.
+//
+// Epilogue at an octet's last piece: lane (g, q) holds output rows g and columns 8o + 2q + {0, 1}, and
+// applies bias, GELU and the residual with the roundings of the one-row kernel; its fp32 sums come in
+// another order, so results may differ from it in the last bit of the activation dtype.
+#include "cuda/decoder_linear_mma.h"
+
+#include <ATen/cuda/CUDAContext.h>
+#include <c10/cuda/CUDAException.h>
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+
+#include <algorithm>
+#include <type_traits>
+
+#include "cuda/bulk_copy.cuh"
+#include "cuda/device_utils.cuh"
+#include "cuda/layer_norm_rows.cuh"
+#include "gelu.h"
+#include "launch.cuh"
+
+namespace fastwhisper::cuda {
+namespace {
+
+constexpr int kOctet = 8;          // weight rows per mma (its n)
+constexpr int kMaxRows = 8;        // input rows (mma rows 0-7; rows 8-15 are zero)
+constexpr int kChunk = 64;         // features per two 16-byte loads of each lane: four mma k-steps
+constexpr int kSlots = 2;          // ring slots per warp
+constexpr int kMaxWarps = 16;
+constexpr int64_t kBlockSmemBudget = 108 * 1024;  // two blocks (this kernel and the next) per SM
+
+struct MmaPlan {
+  int warps;            // per block: at least one per input row (the LayerNorm), and the streaming warps
+  int streams;          // of them, warps 0 .. streams-1 stream octets
+  int k_pieces;         // pieces per octet along K
+  int64_t octets;       // ceil(N / 8)
+  int64_t total_streams;  // blocks * streams: octet o goes to block o % blocks, warp o / blocks % streams
+  int64_t piece_k;      // features per piece, a multiple of kChunk
+  unsigned int blocks;
+  size_t ln_offset;     // shared bytes: input rows [0, ln_offset), LayerNorm weight and bias, then the rings
+  size_t ring_offset;
+  size_t smem;
+};
+
+size_t round_up(size_t v, size_t to) { return (v + to - 1) / to * to; }
+
+// The cut of one call within `budget` bytes of shared memory per block; k_pieces == 0 when it does not fit.
+MmaPlan plan_linear_mma(int64_t rows, int64_t K, int64_t N, int64_t elem, bool layer_norm, size_t budget) {
+  MmaPlan p{};
+  const int64_t sms = at::cuda::getCurrentDeviceProperties()->multiProcessorCount;
+  p.octets = ceil_div(N, kOctet);
+  p.blocks = static_cast<unsigned int>(std::min(sms, p.octets));
+  p.streams = static_cast<int>(std::clamp<int64_t>(ceil_div(p.octets, p.blocks), 1, kMaxWarps));
+  p.warps = static_cast<int>(std::max<int64_t>(p.streams, rows));
+  p.total_streams = static_cast<int64_t>(p.blocks) * p.streams;
+  p.ln_offset = round_up(static_cast<size_t>(rows * K * elem), 128);
+  p.ring_offset = round_up(p.ln_offset + (layer_norm ? static_cast<size_t>(2 * K * 4) : 0), 128);
+  if (budget <= p.ring_offset) return p;
+  const int64_t slot_bytes = static_cast<int64_t>(budget - p.ring_offset) / (p.streams * kSlots);
+  const int64_t max_chunks = slot_bytes / (kOctet * kChunk * elem);  // chunks per piece that fit a slot
+  const int64_t chunks = K / kChunk;
+  if (max_chunks < 1) return p;
+  int64_t pieces = ceil_div(chunks, max_chunks);
+  while (chunks % pieces != 0) ++pieces;  // ends at chunks at the latest
+  p.k_pieces = static_cast<int>(pieces);
+  p.piece_k = K / pieces;
+  p.smem = p.ring_offset + static_cast<size_t>(p.streams * kSlots * kOctet * p.piece_k * elem);
+  return p;
+}
+
+size_t dynamic_smem_max() {
+  return at::cuda::getCurrentDeviceProperties()->sharedMemPerBlockOptin - sizeof(uint64_t) * kMaxWarps * kSlots;
+}
+
+// Within two blocks per SM where possible, else within one.
+MmaPlan plan_for(int64_t rows, int64_t K, int64_t N, int64_t elem, bool layer_norm) {
+  const MmaPlan p = plan_linear_mma(rows, K, N, elem, layer_norm, kBlockSmemBudget);
+  return p.k_pieces > 0 ? p : plan_linear_mma(rows, K, N, elem, layer_norm, dynamic_smem_max());
+}
+
+// Weight rows [lo, hi) (hi - lo <= 8), features [k0, k0 + piece_k) -> dst ([hi - lo, piece_k]), tracked by bar:
+// one bulk copy per segment for whole rows, else one per row. Called by one thread.
+template <typename T>
+__device__ void request_octet_piece(const Segments<T>& seg, int64_t lo, int64_t hi, int64_t k0, int64_t piece_k,
+                                    int64_t K, T* dst, uint64_t* bar) {
+  mbarrier_arrive_expect_tx(bar, static_cast<uint32_t>((hi - lo) * piece_k * sizeof(T)));
+  if (piece_k == K) {
+#pragma unroll
+    for (int i = 0; i < kMaxSegments; ++i) {  // unrolled: i is a constant, so no run-time indexing
+      if (i >= seg.count) break;
+      const int64_t s0 = seg.begin(i);
+      const int64_t a = max(lo, s0), b = min(hi, seg.end[i]);
+      if (a < b) bulk_copy_to_shared(dst + (a - lo) * K, seg.weight[i] + (a - s0) * K,
+                                     static_cast<uint32_t>((b - a) * K * sizeof(T)), bar);
+    }
+    return;
+  }
+  for (int64_t n = lo; n < hi; ++n) {
+    const int i = seg.find(n);
+    bulk_copy_to_shared(dst + (n - lo) * piece_k, seg.weight_of(i) + (n - seg.begin(i)) * K + k0,
+                        static_cast<uint32_t>(piece_k * sizeof(T)), bar);
+  }
+}
+
+// c[0..3] += A (16 x 16: rows 0-7 from a_lo / a_hi, rows 8-15 zero) * B (16 x 8), fp32 accumulators.
+// a_lo: this thread's features {2q, 2q+1} of row g, a_hi: {2q+8, 2q+9}; b_lo / b_hi: the same features of
+// column g. T: c10::Half or c10::BFloat16.
+template <typename T>
+__device__ __forceinline__ void mma_rows8(float (&c)[4], uint32_t a_lo, uint32_t a_hi, uint32_t b_lo, uint32_t b_hi) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+  const uint32_t zero = 0;
+  if constexpr (std::is_same_v<T, c10::Half>) {
+    asm volatile(
+        "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};"
+        : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+        : "r"(a_lo), "r"(zero), "r"(a_hi), "r"(zero), "r"(b_lo), "r"(b_hi));
+  } else {
+    asm volatile(
+        "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};"
+        : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+        : "r"(a_lo), "r"(zero), "r"(a_hi), "r"(zero), "r"(b_lo), "r"(b_hi));
+  }
+#endif
+}
+
+// This thread's 16 features of a 64-feature chunk at p: lo = p[8q .. 8q+7], hi = p[32+8q .. 32+8q+7]; the
+// thread loads them in the order `swap` says (bank conflicts, see the file comment).
+template <typename T>
+__device__ __forceinline__ void load_chunk(const T* p, int q, bool swap, uint4& lo, uint4& hi) {
+  const uint4 first = *reinterpret_cast<const uint4*>(p + (swap ? 32 : 0) + q * 8);
+  const uint4 second = *reinterpret_cast<const uint4*>(p + (swap ? 0 : 32) + q * 8);
+  lo = swap ? second : first;
+  hi = swap ? first : second;
+}
+
+template <typename T>
+__global__ void __launch_bounds__(kMaxWarps * 32)
+    decoder_linear_mma_kernel(const T* __restrict__ x,           // [rows, K]
+                              const float* __restrict__ ln_w,    // [K] or nullptr (no LayerNorm)
+                              const float* __restrict__ ln_b,    // [K]
+                              const Segments<T> seg,             // weights [N_i, K], biases [N_i]
+                              const T* __restrict__ residual,    // [rows, N] or nullptr
+                              T* __restrict__ out,               // [rows, N] (out_float == nullptr)
+                              float* __restrict__ out_float,     // [rows, N] or nullptr
+                              int rows, int64_t K, int64_t N, const MmaPlan plan, bool apply_gelu) {
+  extern __shared__ __align__(128) unsigned char smem_raw[];
+  __shared__ __align__(8) uint64_t full[kMaxWarps][kSlots];
+  const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
+  const int g = lane / 4, q = lane % 4;  // fragment row (input row, weight row of the octet), thread in group
+  T* h = reinterpret_cast<T*>(smem_raw);                                    // [rows, K] (normalized) input rows
+  float* ln_s = reinterpret_cast<float*>(smem_raw + plan.ln_offset);        // [2, K] LayerNorm weight, bias
+  const int64_t slot_elems = kOctet * plan.piece_k;
+  T* ring = reinterpret_cast<T*>(smem_raw + plan.ring_offset) + warp * kSlots * slot_elems;  // [kSlots, 8, piece_k]
+  // octets blockIdx.x + blocks * (warp + streams * i), i = 0, 1, ...: spread over every SM first
+  const int64_t first_octet = blockIdx.x + static_cast<int64_t>(plan.blocks) * warp;
+  const int64_t n_octets = warp < plan.streams && first_octet < plan.octets
+                               ? (plan.octets - 1 - first_octet) / plan.total_streams + 1
+                               : 0;
+  const int n_pieces = static_cast<int>(n_octets * plan.k_pieces);
+  // piece j: octet octet_of(j), features [(j % k_pieces) * piece_k, + piece_k), in slot j % kSlots
+  auto octet_of = [&](int j) { return first_octet + static_cast<int64_t>(j / plan.k_pieces) * plan.total_streams; };
+  auto slot = [&](int j) { return ring + (j % kSlots) * slot_elems; };
+  auto request = [&](int j) {
+    const int64_t lo = octet_of(j) * kOctet;
+    request_octet_piece(seg, lo, min(N, lo + kOctet), (j % plan.k_pieces) * plan.piece_k, plan.piece_k, K, slot(j),
+                        &full[warp][j % kSlots]);
+  };
+  // the biases of this lane's two output columns of octet o
+  float bias[2] = {0.f, 0.f};
+  auto load_bias = [&](int64_t o) {
+#pragma unroll
+    for (int e = 0; e < 2; ++e) {
+      const int64_t n = o * kOctet + 2 * q + e;
+      bias[e] = n < N ? seg.bias_at(n) : 0.f;
+    }
+  };
+
+  // 1. the first pieces, the first octet's biases and the LayerNorm parameters, before the input exists
+  if (kHasBulkCopy && lane == 0 && n_pieces > 0) {
+    for (int s = 0; s < kSlots; ++s) mbarrier_init(&full[warp][s], 1);
+    for (int j = 0; j < min(kSlots, n_pieces); ++j) request(j);
+  }
+  allow_dependents();
+  if (n_pieces > 0) load_bias(first_octet);
+  if (ln_w != nullptr) {
+    auto* dst = reinterpret_cast<float4*>(ln_s);
+    for (int64_t i = threadIdx.x; i < K / 4; i += blockDim.x) {
+      dst[i] = reinterpret_cast<const float4*>(ln_w)[i];
+      dst[K / 4 + i] = reinterpret_cast<const float4*>(ln_b)[i];
+    }
+    __syncthreads();
+  }
+  wait_for_producers();
+
+  // 2. input rows (normalized) into shared memory; the closing barrier also publishes the barriers' init
+  load_input_rows<T>(x, ln_w != nullptr ? ln_s : nullptr, ln_s + K, h, rows, K);
+
+  // 3. the warp's pieces in order; acc (two chains) holds the octet's sums over its pieces so far
+  const bool row_used = g < rows;
+  const bool swap = (g & 1) != 0;
+  const T* x_row = h + static_cast<int64_t>(g) * K;
+  float acc[2][4] = {};
+  for (int j = 0; j < n_pieces; ++j) {
+    const int piece = j % plan.k_pieces;
+    const int64_t o = octet_of(j);
+    if (piece == 0 && j > 0) load_bias(o);
+    if (kHasBulkCopy) mbarrier_wait(&full[warp][j % kSlots], (j / kSlots) & 1);
+    const T* w_row = slot(j) + static_cast<int64_t>(g) * plan.piece_k;  // weight row 8o + g of the piece
+    const T* xp = x_row + piece * plan.piece_k;
+#pragma unroll 2
+    for (int64_t c = 0; c < plan.piece_k; c += kChunk) {
+      uint4 w_lo, w_hi, x_lo = {0, 0, 0, 0}, x_hi = {0, 0, 0, 0};
+      load_chunk(w_row + c, q, swap, w_lo, w_hi);
+      if (row_used) load_chunk(xp + c, q, swap, x_lo, x_hi);
+      mma_rows8<T>(acc[0], x_lo.x, x_lo.y, w_lo.x, w_lo.y);
+      mma_rows8<T>(acc[1], x_lo.z, x_lo.w, w_lo.z, w_lo.w);
+      mma_rows8<T>(acc[0], x_hi.x, x_hi.y, w_hi.x, w_hi.y);
+      mma_rows8<T>(acc[1], x_hi.z, x_hi.w, w_hi.z, w_hi.w);
+    }
+    __syncwarp();  // every lane is done with the slot
+    if (kHasBulkCopy && lane == 0 && j + kSlots < n_pieces) {
+      fence_shared_for_bulk_copy();
+      request(j + kSlots);
+    }
+    if (piece + 1 < plan.k_pieces) continue;
+    // the octet's last piece: this lane finishes outputs (g, 8o + 2q + e)
+    if (row_used) {
+#pragma unroll
+      for (int e = 0; e < 2; ++e) {
+        const int64_t n = o * kOctet + 2 * q + e;
+        if (n >= N) continue;
+        T y = static_cast<T>(acc[0][e] + acc[1][e] + bias[e]);  // the Linear's output
+        if (apply_gelu) y = static_cast<T>(gelu(static_cast<float>(y)));
+        if (residual != nullptr) y = static_cast<T>(static_cast<float>(residual[g * N + n]) + static_cast<float>(y));
+        if (out_float != nullptr) {
+          out_float[g * N + n] = static_cast<float>(y);
+        } else {
+          out[g * N + n] = y;
+        }
+      }
+    }
+#pragma unroll
+    for (int e = 0; e < 4; ++e) acc[0][e] = acc[1][e] = 0.f;
+  }
+}
+
+}  // namespace
+
+bool linear_mma_fits(int64_t rows, int64_t K, int64_t N, int64_t elem, bool layer_norm) {
+  if (rows < 2 || rows > kMaxRows || K % kChunk != 0 || elem != 2 || N < 1) return false;
+  if (at::cuda::getCurrentDeviceProperties()->major < 9) return false;  // the bulk copy engine
+  const MmaPlan p = plan_for(rows, K, N, elem, layer_norm);
+  return p.k_pieces > 0 && p.smem <= dynamic_smem_max();
+}
+
+template <typename T>
+void launch_linear_mma(const T* x, int rows, int64_t K, const float* ln_w, const float* ln_b, const Segments<T>& seg,
+                       const T* residual, T* out, float* out_float, int64_t N, bool apply_gelu) {
+  const MmaPlan plan = plan_for(rows, K, N, sizeof(T), ln_w != nullptr);
+  TORCH_CHECK(plan.k_pieces > 0 && plan.smem <= dynamic_smem_max(), "fastwhisper.decoder_linear (CUDA): ", rows,
+              " rows of ", K, " features do not fit the tensor-core kernel's shared memory");
+  auto kernel = decoder_linear_mma_kernel<T>;
+  static const bool configured = [&] {  // once per instantiation (an eager run precedes any graph capture)
+    C10_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                        static_cast<int>(dynamic_smem_max())));
+    C10_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributePreferredSharedMemoryCarveout,
+                                        cudaSharedmemCarveoutMaxShared));
+    return true;
+  }();
+  (void)configured;
+  launch_pdl(kernel, dim3(plan.blocks), dim3(plan.warps * 32), plan.smem, x, ln_w, ln_b, seg, residual, out, out_float,
+             rows, K, N, plan, apply_gelu);
+}
+
+template void launch_linear_mma<c10::Half>(const c10::Half*, int, int64_t, const float*, const float*,
+                                           const Segments<c10::Half>&, const c10::Half*, c10::Half*, float*, int64_t,
+                                           bool);
+template void launch_linear_mma<c10::BFloat16>(const c10::BFloat16*, int, int64_t, const float*, const float*,
+                                               const Segments<c10::BFloat16>&, const c10::BFloat16*, c10::BFloat16*,
+                                               float*, int64_t, bool);
+
+}  // namespace fastwhisper::cuda
