@@ -28,10 +28,11 @@ from decoder_ablation import CONFIGS  # noqa: E402
 STEP_START = "decoder_embedding"
 # kind: pattern in the kernel name (first match wins)
 KINDS = [("embedding", r"decoder_embedding"), ("linear", r"decoder_linear_kernel"),
+         ("linear (tensor cores)", r"decoder_linear_mma_kernel"),
          ("self-attention", r"self_attention_kernel"), ("cross-attention (fastwhisper)", r"cross_attention_kernel"),
          ("cross-attention (cuDNN/SDPA)", r"cudnn|sdpa|fmha|flash"),
          ("greedy / filters", r"greedy|index_fill|indexFunc|timestamp"), ("copies", r"memcpy|memset"),
-         ("GEMM (cuBLASLt)", r"gemm|xmma|cutlass|cublas"), ("layer norm", r"layer_norm"),
+         ("GEMM (cuBLASLt)", r"gemm|xmma|cutlass|cublas|nvjet"), ("layer norm", r"layer_norm"),
          ("elementwise / cat", r"elementwise|vectorized|CatArray|gelu")]
 
 
