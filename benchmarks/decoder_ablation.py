@@ -28,7 +28,8 @@ FASTWHISPER_PREFILL; see README):
     greedy-separate  greedy decoding's suppress filters, token choice (the ticket kernel) and step feedback
                   (next token and position, finished flag) as separate kernels, not one kernel
     many-rows-gemm   4-8 fp16/bf16 rows (beams, batched windows) through a LayerNorm kernel and cuBLASLt GEMMs, not
-                  the tensor-core decoder_linear kernel
+                  the tensor-core decoder_linear kernel (default: that kernel up to 2048 features, cuBLASLt above)
+    many-rows-mma the tensor-core kernel for every feature count where it fits
     prefill-eager the first step's initial tokens as one forward of ATen ops, not one-token graph steps (this
                   moves the fixed cost of a call, which the difference of two decodes cancels: see
                   decode_call_profile.py)
@@ -68,6 +69,7 @@ CONFIGS = {
     "step-copies": {"FASTWHISPER_STEP_COPIES": "copies"},
     "greedy-separate": {"FASTWHISPER_GREEDY_TAIL": "separate"},
     "many-rows-gemm": {"FASTWHISPER_MANY_ROWS": "gemm"},
+    "many-rows-mma": {"FASTWHISPER_MANY_ROWS": "mma"},
     "prefill-eager": {"FASTWHISPER_PREFILL": "eager"},
 }
 # mode: (DecodingOptions fields, windows decoded together: rows of different audio)

@@ -84,12 +84,13 @@ def test_decoder_linear_matches_float64(case, device, dtype):
 @pytest.mark.parametrize("variable,setting,words", [
     ("FASTWHISPER_LINEAR_PRELOAD", "on", "on or off"), ("FASTWHISPER_LINEAR_PRELOAD", "off", "on or off"),
     ("FASTWHISPER_LINEAR_PRELOAD", "maybe", "on or off"),
-    ("FASTWHISPER_MANY_ROWS", "mma", "mma or gemm"), ("FASTWHISPER_MANY_ROWS", "gemm", "mma or gemm"),
-    ("FASTWHISPER_MANY_ROWS", "wmma", "mma or gemm")])
+    ("FASTWHISPER_MANY_ROWS", "auto", "auto, mma or gemm"), ("FASTWHISPER_MANY_ROWS", "mma", "auto, mma or gemm"),
+    ("FASTWHISPER_MANY_ROWS", "gemm", "auto, mma or gemm"), ("FASTWHISPER_MANY_ROWS", "wmma", "auto, mma or gemm")])
 def test_decoder_linear_switches(variable, setting, words):
     """Switches read once per process, each in a fresh one. FASTWHISPER_LINEAR_PRELOAD: the biases and LayerNorm
     parameters read before the producer wait ("on") or where they are used ("off"). FASTWHISPER_MANY_ROWS: 4-8
-    fp16/bf16 rows through the tensor-core kernel ("mma") or cuBLASLt ("gemm"). Either way every linear case, in
+    fp16/bf16 rows through the tensor-core kernel ("mma"), cuBLASLt ("gemm"), or the kernel up to 2048 features
+    ("auto"). Either way every linear case, in
     fp32 and fp16, with and without float output, and a large-v3 vocabulary row (one row, and eight), matches the
     float64 reference; any other value is refused with a message naming the variable."""
     code = """
@@ -111,7 +112,7 @@ def test_decoder_linear_switches(variable, setting, words):
                     print(case, dtype, float_output, rel_err(out, expected) <= TOL[dtype])
         """
     proc = run_python_with_env(code, timeout=300, **{variable: setting})
-    if setting not in words.split(" or "):
+    if setting not in words.replace(",", " or").split(" or "):
         assert proc.returncode != 0 and f"{variable} must be {words}" in proc.stderr, proc.stderr[-2000:]
         return
     assert proc.returncode == 0, proc.stderr[-2000:]

@@ -301,11 +301,14 @@ void launch_linear_rows(const at::Tensor& x, const float* ln_w, const float* ln_
   }
 }
 
-// FASTWHISPER_MANY_ROWS=mma|gemm (mma: unset): four or more fp16/bf16 input rows go to the tensor-core kernel
-// (decoder_linear_mma.cu) where it fits, or to cuBLASLt (decoder_linear_by_gemm).
-bool many_rows_by_mma() {
-  static const bool mma = env_choice("FASTWHISPER_MANY_ROWS", {"mma", "gemm"}, "mma") == "mma";
-  return mma;
+// FASTWHISPER_MANY_ROWS=auto|mma|gemm (auto: unset): four or more fp16/bf16 input rows go to the tensor-core
+// kernel (decoder_linear_mma.cu) where it fits, or to cuBLASLt (decoder_linear_by_gemm); auto takes the
+// kernel for up to kMmaMaxK features, where it was measured faster (the MLP's second layer of large-v3,
+// 5120 features, was not: its input rows fill most of the kernel's shared memory).
+constexpr int64_t kMmaMaxK = 2048;
+bool many_rows_by_mma(int64_t k) {
+  static const std::string choice = env_choice("FASTWHISPER_MANY_ROWS", {"auto", "mma", "gemm"}, "auto");
+  return choice == "mma" || (choice == "auto" && k <= kMmaMaxK);
 }
 
 // Four or more fp16/bf16 input rows without the tensor-core kernel: the LayerNorm kernel, then one cuBLASLt GEMM per weight (bias, and a
@@ -353,7 +356,7 @@ at::Tensor decoder_linear(const at::Tensor& x, const std::optional<at::Tensor>& 
   const c10::cuda::CUDAGuard guard(x.device());
   const int64_t rows = x.size(0);
   const bool many_rows = rows >= kGemmMinRows && x.scalar_type() != at::kFloat;
-  const bool by_mma = many_rows && many_rows_by_mma() && linear_mma_fits(rows, k, n, 2, ln_weight.has_value());
+  const bool by_mma = many_rows && many_rows_by_mma(k) && linear_mma_fits(rows, k, n, 2, ln_weight.has_value());
   if (many_rows && !by_mma) {
     return decoder_linear_by_gemm(x, ln_weight, ln_bias, parts, residual, gelu_act, float_output);
   }

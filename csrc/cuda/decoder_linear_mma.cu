@@ -92,10 +92,15 @@ size_t dynamic_smem_max() {
   return at::cuda::getCurrentDeviceProperties()->sharedMemPerBlockOptin - sizeof(uint64_t) * kMaxWarps * kSlots;
 }
 
-// Within two blocks per SM where possible, else within one.
+// Within two blocks per SM (this kernel's and the next one's, see kBlockSmemBudget), unless that leaves a
+// stream less than half of an octet's features in flight (the input rows take most of it: large-v3's mlp2
+// with 8 rows of 5120 features, 80 KB, had 2 x 5 KB slots per stream and took 34 us against cuBLASLt's 9;
+// h200-2026-12-02-step-timeline-batch8-mma-*.md) or does not fit at all: then within one block per SM.
 MmaPlan plan_for(int64_t rows, int64_t K, int64_t N, int64_t elem, bool layer_norm) {
   const MmaPlan p = plan_linear_mma(rows, K, N, elem, layer_norm, kBlockSmemBudget);
-  return p.k_pieces > 0 ? p : plan_linear_mma(rows, K, N, elem, layer_norm, dynamic_smem_max());
+  if (p.k_pieces > 0 && 2 * kSlots * p.piece_k >= K) return p;
+  const MmaPlan whole = plan_linear_mma(rows, K, N, elem, layer_norm, dynamic_smem_max());
+  return whole.k_pieces > 0 ? whole : p;
 }
 
 // Weight rows [lo, hi) (hi - lo <= 8), features [k0, k0 + piece_k) -> dst ([hi - lo, piece_k]), tracked by bar:
