@@ -28,7 +28,7 @@
 
 #include "checks.h"
 #include "cuda/bulk_copy.cuh"
-#include "cuda/decoder_linear_segments.cuh"
+#include "cuda/decoder_linear_common.cuh"
 #include "cuda/decoder_linear_mma.h"
 #include "cuda/device_utils.cuh"
 #include "cuda/layer_norm_rows.cuh"
@@ -63,21 +63,6 @@ struct LinearPlan {
   size_t smem;             // dynamic shared memory per block
   bool preload;            // biases and LayerNorm parameters read before the producer wait (else when used)
 };
-
-// Weight rows [lo, hi) of the concatenated segments -> dst (rows of K), tracked by bar: one bulk copy
-// per segment the range touches. Called by one thread.
-template <typename T>
-__device__ void request_rows(const Segments<T>& seg, int64_t lo, int64_t hi, int64_t K, T* dst, uint64_t* bar) {
-  mbarrier_arrive_expect_tx(bar, static_cast<uint32_t>((hi - lo) * K * sizeof(T)));
-#pragma unroll
-  for (int i = 0; i < kMaxSegments; ++i) {  // unrolled: i is a constant, so no run-time indexing
-    if (i >= seg.count) break;
-    const int64_t s0 = seg.begin(i);
-    const int64_t a = max(lo, s0), b = min(hi, seg.end[i]);
-    if (a < b) bulk_copy_to_shared(dst + (a - lo) * K, seg.weight[i] + (a - s0) * K,
-                                   static_cast<uint32_t>((b - a) * K * sizeof(T)), bar);
-  }
-}
 
 // Piece [lo, hi) x [k0, k0 + piece_k) -> dst, tracked by bar (one thread): whole rows, or one row's slice.
 template <typename T>
@@ -147,14 +132,7 @@ __global__ void __launch_bounds__(kThreads, 2)
   allow_dependents();
   if (plan.preload) {
     for (int64_t n = warp_lo + lane; n < warp_hi; n += 32) bias_s[n - block_lo] = seg.bias_at(n);
-    if (ln_w != nullptr) {  // read by the warps that normalize, so published by a block barrier
-      auto* dst = reinterpret_cast<float4*>(ln_s);
-      for (int64_t i = threadIdx.x; i < K / 4; i += blockDim.x) {
-        dst[i] = reinterpret_cast<const float4*>(ln_w)[i];
-        dst[K / 4 + i] = reinterpret_cast<const float4*>(ln_b)[i];
-      }
-      __syncthreads();
-    }
+    if (ln_w != nullptr) stage_layer_norm(ln_w, ln_b, ln_s, K);
   }
   wait_for_producers();
 
@@ -205,14 +183,7 @@ __global__ void __launch_bounds__(kThreads, 2)
       if (lane < rows) {
         const int m = lane;
         const float b = plan.preload ? bias_s[n - block_lo] : seg.bias_at(n);
-        T y = static_cast<T>(total + b);  // the Linear's output
-        if (apply_gelu) y = static_cast<T>(gelu(static_cast<float>(y)));
-        if (residual != nullptr) y = static_cast<T>(static_cast<float>(residual[m * N + n]) + static_cast<float>(y));
-        if (out_float != nullptr) {
-          out_float[m * N + n] = static_cast<float>(y);
-        } else {
-          out[m * N + n] = y;
-        }
+        store_linear_output(total, b, apply_gelu, residual, out, out_float, m, n, N);
       }
     }
     __syncwarp();  // every lane is done with the slot
@@ -271,16 +242,7 @@ void launch_linear(const at::Tensor& x, const float* ln_w, const float* ln_b, co
   const int64_t rows = x.size(0), k = x.size(1);
   const LinearPlan plan = plan_linear(rows, k, n, sizeof(T), ln_w != nullptr);
   auto kernel = decoder_linear_kernel<T, kMaxRows>;
-  // dynamic shared memory this kernel may take: the per-block maximum less its static shared memory
-  static const size_t dynamic_max = [&] {  // once per instantiation (an eager run precedes any graph capture)
-    cudaFuncAttributes attributes{};
-    C10_CUDA_CHECK(cudaFuncGetAttributes(&attributes, kernel));
-    const size_t bytes = at::cuda::getCurrentDeviceProperties()->sharedMemPerBlockOptin - attributes.sharedSizeBytes;
-    C10_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(bytes)));
-    C10_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributePreferredSharedMemoryCarveout,
-                                        cudaSharedmemCarveoutMaxShared));
-    return bytes;
-  }();
+  static const size_t dynamic_max = allow_all_dynamic_smem(kernel);  // once per instantiation
   TORCH_CHECK(plan.smem <= dynamic_max, "fastwhisper.decoder_linear (CUDA): ", rows, " rows of ", k, " features need ",
               plan.smem, " bytes of shared memory; this GPU allows ", dynamic_max);
   launch_pdl(kernel, dim3(plan.blocks), dim3(kThreads), plan.smem, x.data_ptr<T>(), ln_w, ln_b, seg, residual, out,

@@ -108,18 +108,8 @@ MmaPlan plan_for(int64_t rows, int64_t K, int64_t N, int64_t elem, bool layer_no
 template <typename T>
 __device__ void request_octet_piece(const Segments<T>& seg, int64_t lo, int64_t hi, int64_t k0, int64_t piece_k,
                                     int64_t K, T* dst, uint64_t* bar) {
+  if (piece_k == K) return request_rows(seg, lo, hi, K, dst, bar);
   mbarrier_arrive_expect_tx(bar, static_cast<uint32_t>((hi - lo) * piece_k * sizeof(T)));
-  if (piece_k == K) {
-#pragma unroll
-    for (int i = 0; i < kMaxSegments; ++i) {  // unrolled: i is a constant, so no run-time indexing
-      if (i >= seg.count) break;
-      const int64_t s0 = seg.begin(i);
-      const int64_t a = max(lo, s0), b = min(hi, seg.end[i]);
-      if (a < b) bulk_copy_to_shared(dst + (a - lo) * K, seg.weight[i] + (a - s0) * K,
-                                     static_cast<uint32_t>((b - a) * K * sizeof(T)), bar);
-    }
-    return;
-  }
   for (int64_t n = lo; n < hi; ++n) {
     const int i = seg.find(n);
     bulk_copy_to_shared(dst + (n - lo) * piece_k, seg.weight_of(i) + (n - seg.begin(i)) * K + k0,
@@ -207,14 +197,7 @@ __global__ void __launch_bounds__(kMaxWarps * 32)
   }
   allow_dependents();
   if (n_pieces > 0) load_bias(first_octet);
-  if (ln_w != nullptr) {
-    auto* dst = reinterpret_cast<float4*>(ln_s);
-    for (int64_t i = threadIdx.x; i < K / 4; i += blockDim.x) {
-      dst[i] = reinterpret_cast<const float4*>(ln_w)[i];
-      dst[K / 4 + i] = reinterpret_cast<const float4*>(ln_b)[i];
-    }
-    __syncthreads();
-  }
+  if (ln_w != nullptr) stage_layer_norm(ln_w, ln_b, ln_s, K);
   wait_for_producers();
 
   // 2. input rows (normalized) into shared memory; the closing barrier also publishes the barriers' init
@@ -253,15 +236,7 @@ __global__ void __launch_bounds__(kMaxWarps * 32)
 #pragma unroll
       for (int e = 0; e < 2; ++e) {
         const int64_t n = o * kOctet + 2 * q + e;
-        if (n >= N) continue;
-        T y = static_cast<T>(acc[0][e] + acc[1][e] + bias[e]);  // the Linear's output
-        if (apply_gelu) y = static_cast<T>(gelu(static_cast<float>(y)));
-        if (residual != nullptr) y = static_cast<T>(static_cast<float>(residual[g * N + n]) + static_cast<float>(y));
-        if (out_float != nullptr) {
-          out_float[g * N + n] = static_cast<float>(y);
-        } else {
-          out[g * N + n] = y;
-        }
+        if (n < N) store_linear_output(acc[0][e] + acc[1][e], bias[e], apply_gelu, residual, out, out_float, g, n, N);
       }
     }
 #pragma unroll
@@ -282,17 +257,10 @@ template <typename T>
 void launch_linear_mma(const T* x, int rows, int64_t K, const float* ln_w, const float* ln_b, const Segments<T>& seg,
                        const T* residual, T* out, float* out_float, int64_t N, bool apply_gelu) {
   const MmaPlan plan = plan_for(rows, K, N, sizeof(T), ln_w != nullptr);
-  TORCH_CHECK(plan.k_pieces > 0 && plan.smem <= dynamic_smem_max(), "fastwhisper.decoder_linear (CUDA): ", rows,
-              " rows of ", K, " features do not fit the tensor-core kernel's shared memory");
   auto kernel = decoder_linear_mma_kernel<T>;
-  static const bool configured = [&] {  // once per instantiation (an eager run precedes any graph capture)
-    C10_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                        static_cast<int>(dynamic_smem_max())));
-    C10_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributePreferredSharedMemoryCarveout,
-                                        cudaSharedmemCarveoutMaxShared));
-    return true;
-  }();
-  (void)configured;
+  static const size_t dynamic_max = allow_all_dynamic_smem(kernel);  // once per instantiation
+  TORCH_CHECK(plan.k_pieces > 0 && plan.smem <= dynamic_max, "fastwhisper.decoder_linear (CUDA): ", rows,
+              " rows of ", K, " features do not fit the tensor-core kernel's shared memory");
   launch_pdl(kernel, dim3(plan.blocks), dim3(plan.warps * 32), plan.smem, x, ln_w, ln_b, seg, residual, out, out_float,
              rows, K, N, plan, apply_gelu);
 }

@@ -6,7 +6,7 @@
 
 #include <cstdint>
 
-#include "cuda/decoder_linear_segments.cuh"
+#include "cuda/decoder_linear_common.cuh"
 
 namespace fastwhisper::cuda {
 

@@ -35,4 +35,18 @@ void allow_dynamic_smem(size_t smem) {
   }
 }
 
+// Lets `kernel` take all the dynamic shared memory a block may opt in to beside its static shared memory, with
+// the SM's carveout preferring shared memory over L1; returns those bytes. Callers keep the result in a
+// static: once per kernel (an eager run precedes any graph capture).
+template <typename Kernel>
+size_t allow_all_dynamic_smem(Kernel kernel) {
+  cudaFuncAttributes attributes{};
+  C10_CUDA_CHECK(cudaFuncGetAttributes(&attributes, kernel));
+  const size_t bytes = at::cuda::getCurrentDeviceProperties()->sharedMemPerBlockOptin - attributes.sharedSizeBytes;
+  C10_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(bytes)));
+  C10_CUDA_CHECK(
+      cudaFuncSetAttribute(kernel, cudaFuncAttributePreferredSharedMemoryCarveout, cudaSharedmemCarveoutMaxShared));
+  return bytes;
+}
+
 }  // namespace fastwhisper::cuda
