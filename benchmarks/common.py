@@ -7,6 +7,7 @@ Used by run.py (the benchmark CLI), encoder_bench.py, decoder_bench.py and profi
 import contextlib
 import gc
 import math
+import os
 import re
 import statistics
 import subprocess
@@ -68,7 +69,11 @@ def slug(text: str) -> str:
 
 
 def git_commit() -> str:
-    """HEAD of the checkout this file is in, or "unknown" (e.g. a copy without .git)."""
+    """$FASTWHISPER_COMMIT where set, else HEAD of the checkout this file is in, or "unknown" (e.g. a copy without
+    .git). The GPU machine's copy of the working tree keeps the .git of the session's first commit, so
+    scripts/gpu_run.sh sets FASTWHISPER_COMMIT from the commit it is given."""
+    if os.environ.get("FASTWHISPER_COMMIT"):
+        return os.environ["FASTWHISPER_COMMIT"]
     try:
         result = subprocess.run(
             ["git", "rev-parse", "HEAD"], cwd=Path(__file__).resolve().parent,

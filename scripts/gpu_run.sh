@@ -12,6 +12,10 @@
 set -uo pipefail
 commit=${1:-unknown}
 shift || true
+# the benchmarks record this commit (benchmarks/common.py: git_commit): the machine's copy of the working tree
+# keeps the .git of the session's first commit, so `git rev-parse HEAD` there names that one. Pass the
+# commit of your checkout, not one computed on the machine.
+export FASTWHISPER_COMMIT=$commit
 OUT=${OUT:-/tmp/fastwhisper-out}
 mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1

@@ -5,6 +5,7 @@ transcribe() row whose text equals openai-whisper's. Plus in-process checks of t
 
 import importlib.util
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -255,3 +256,17 @@ def test_ncu_summary_groups_kernels_by_name_grid_and_bytes(tmp_path):
     assert cells[0][2:] == ["2", "14.0", "7.00", "3.32", "474", "13.0"]  # (3.30 + 3.34) MB / 14 us
     assert cells[1][0] == "`decoder_self_attention_kernel<c10::Half>`" and cells[1][2] == "1"
     assert cells[2][2:5] == ["1", "12.0", "12.00"] and cells[2][5] == "13.10"
+
+
+def test_benchmarks_record_the_commit_they_are_given():
+    """benchmarks/common.py's git_commit: $FASTWHISPER_COMMIT where set (scripts/gpu_run.sh sets it from its
+    argument, since the GPU machine's .git is the session's first commit), else this checkout's HEAD."""
+    code = "import sys; sys.path.insert(0, sys.argv[1]); import common; print(common.git_commit())"
+    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=BENCH_DIR, capture_output=True, text=True).stdout.strip()
+    env = {k: v for k, v in os.environ.items() if k != "FASTWHISPER_COMMIT"}
+    plain = subprocess.run([sys.executable, "-c", code, str(BENCH_DIR)], capture_output=True, text=True, env=env)
+    given = subprocess.run([sys.executable, "-c", code, str(BENCH_DIR)], capture_output=True, text=True,
+                           env=dict(env, FASTWHISPER_COMMIT="c0ffee1"))
+    assert given.returncode == 0 and given.stdout.strip() == "c0ffee1", given.stderr[-2000:]
+    assert plain.returncode == 0 and plain.stdout.strip() == (head or "unknown"), plain.stderr[-2000:]
+    assert "export FASTWHISPER_COMMIT=$commit" in (BENCH_DIR.parent / "scripts" / "gpu_run.sh").read_text()
