@@ -90,9 +90,9 @@ def test_decoder_linear_switches(variable, setting, words):
     """Switches read once per process, each in a fresh one. FASTWHISPER_LINEAR_PRELOAD: the biases and LayerNorm
     parameters read before the producer wait ("on") or where they are used ("off"). FASTWHISPER_MANY_ROWS: 4-8
     fp16/bf16 rows through the tensor-core kernel ("mma"), cuBLASLt ("gemm"), or the kernel up to 2048 features
-    ("auto"). Either way every linear case, in
-    fp32 and fp16, with and without float output, and a large-v3 vocabulary row (one row, and eight), matches the
-    float64 reference; any other value is refused with a message naming the variable."""
+    ("auto"), as the profiler's kernel names show. Either way every linear case, in fp32 and fp16, with and without
+    float output, and a large-v3 vocabulary row (one row, and eight), matches the float64 reference; any other
+    value is refused with a message naming the variable."""
     code = """
         import torch
         from fastwhisper import ops
@@ -110,14 +110,27 @@ def test_decoder_linear_switches(variable, setting, words):
                     out = ops.decoder_linear(cast(x), [cast(w) for w in weights], [cast(b) for b in bs], *ln_args,
                                              residual=cast(res), gelu=gelu, float_output=float_output)
                     print(case, dtype, float_output, rel_err(out, expected) <= TOL[dtype])
+        from torch.profiler import ProfilerActivity, profile
+        def by_mma(rows, k):  # whether an fp16 call of `rows` rows of k features ran the tensor-core kernel
+            x = torch.randn(rows, k, device="cuda", dtype=torch.float16)
+            w = torch.randn(64, k, device="cuda", dtype=torch.float16)
+            with profile(activities=[ProfilerActivity.CUDA]) as prof:
+                ops.decoder_linear(x, [w], [None], None, None)
+                torch.cuda.synchronize()
+            return any("decoder_linear_mma_kernel" in e.name for e in prof.events())
+        print("ROUTE", by_mma(8, 128), by_mma(8, 5120), by_mma(3, 128))
         """
     proc = run_python_with_env(code, timeout=300, **{variable: setting})
     if setting not in words.replace(",", " or").split(" or "):
         assert proc.returncode != 0 and f"{variable} must be {words}" in proc.stderr, proc.stderr[-2000:]
         return
     assert proc.returncode == 0, proc.stderr[-2000:]
-    results = [line.rsplit(" ", 1) for line in proc.stdout.splitlines()]
+    lines = proc.stdout.splitlines()
+    results = [line.rsplit(" ", 1) for line in lines if not line.startswith("ROUTE")]
     assert len(results) == 4 * (len(LINEAR_CASES) + 2) and all(ok == "True" for _, ok in results), proc.stdout
+    # which kernel 8 rows of 128 and of 5120 features, and 3 rows, went to (3 rows: the CUDA-core kernel always)
+    expected_route = {"mma": "True True False", "gemm": "False False False"}.get(setting, "True False False")
+    assert f"ROUTE {expected_route}" in lines, proc.stdout[-500:]
 
 
 def attention_case(rows, n_ctx, d, position, seed=1):

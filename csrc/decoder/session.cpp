@@ -370,8 +370,9 @@ bool DecoderSession::uses_step_ops() const {
 }
 
 // FASTWHISPER_PREFILL=auto|steps|eager (auto: unset). auto feeds up to kPrefillStepsMax tokens as one-token
-// steps of the step graph; a large-v3 first step of 3-4 tokens takes ~4-6 ms that way against ~25-30 ms of
-// host-bound ATen launches as one forward (decode_call_profile.py, h200-2026-12-02-decode-call-*.md).
+// steps of the step graph. On the H200 a large-v3 decode call's fixed cost (its first step of 3-4 tokens and
+// the cross-attention K/V) fell from 20.0 to 7.9 ms with one window, 36.2 to 16.6 ms with eight
+// (decode_call_profile.py, h200-2026-12-02-decode-call-prefill-{auto,eager}-73d1c44.md).
 bool DecoderSession::prefills_by_steps(int64_t t) const {
   static const std::string choice = env_choice("FASTWHISPER_PREFILL", {"auto", "steps", "eager"}, "auto");
   if (choice == "eager" || !graphs_ || !use_graphs_ || !uses_step_ops()) return false;

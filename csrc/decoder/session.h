@@ -80,7 +80,7 @@ class DecoderSession : public torch::CustomClassHolder {
   bool uses_step_ops() const;
   // Whether t new tokens at once (the decoding loop's first step) go quicker as t one-token steps through
   // the step ops' CUDA graph than as one forward of ATen ops launched one by one from the host (about 30
-  // per layer: host-bound, ~25 ms for large-v3). Same logits up to rounding (the step ops' kernels);
+  // per layer: host-bound, 12-28 ms more per large-v3 call). Same logits up to rounding (the step ops' kernels);
   // only where the step ops run anyway. FASTWHISPER_PREFILL=auto|steps|eager (README).
   bool prefills_by_steps(int64_t t) const;
 
