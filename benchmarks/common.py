@@ -246,6 +246,23 @@ def random_whisper(name: str, device="cpu", seed: int = WEIGHT_SEED) -> Whisper:
     return model.eval()
 
 
+def random_audio_features(dims, windows: int, device="cuda") -> torch.Tensor:
+    """Encoded audio of ``windows`` windows [windows, n_audio_ctx, n_audio_state], N(0, 0.25); fp16 on a GPU."""
+    features = torch.randn(windows, dims.n_audio_ctx, dims.n_audio_state, device=device) * 0.5
+    return features.half() if is_cuda(device) else features
+
+
+def fixed_length_options(model: Whisper, sample_len: int, **fields):
+    """whisper.DecodingOptions for the decoder step benchmarks: English, no timestamps, EOT suppressed, so every
+    decode takes exactly ``sample_len`` tokens; ``fields`` add or override (beam_size=5, ...)."""
+    import whisper
+
+    tokenizer = whisper.tokenizer.get_tokenizer(True, num_languages=model.num_languages, language="en",
+                                                task="transcribe")
+    return whisper.DecodingOptions(**{"sample_len": sample_len, "language": "en", "without_timestamps": True,
+                                      "suppress_tokens": [-1, tokenizer.eot], **fields})
+
+
 def make_mel(dims, batch: int) -> torch.Tensor:
     """A log-mel-like input [batch, n_mels, 2 * n_ctx] (fp32, CPU), reproducible per (n_mels, batch)."""
     generator = torch.Generator().manual_seed(INPUT_SEED + 1000 * dims[0] + batch)

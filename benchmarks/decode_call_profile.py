@@ -25,7 +25,8 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import DIMS, device_name, git_commit, random_whisper, time_calls  # noqa: E402
+from common import (DIMS, device_name, fixed_length_options, git_commit, random_audio_features,  # noqa: E402
+                    random_whisper, time_calls)
 
 
 def host_profile(fn, top: int):
@@ -56,19 +57,14 @@ def device_profile(fn, top: int):
 
 
 def measure(name: str, windows: int, tokens: int, warmup: int, repeats: int, top: int):
-    import whisper
-
     from fastwhisper.cpp_decoding import decode_cpp, decoder_session
 
     model = random_whisper(name, device="cuda")
-    dims = model.dims
-    features = (torch.randn(windows, dims.n_audio_ctx, dims.n_audio_state, device="cuda") * 0.5).half()
-    tokenizer = whisper.tokenizer.get_tokenizer(True, num_languages=model.num_languages, language="en", task="transcribe")
+    features = random_audio_features(model.dims, windows)
     session = decoder_session(model.decoder)
 
     def call(n):
-        options = whisper.DecodingOptions(sample_len=n, language="en", without_timestamps=True,
-                                          suppress_tokens=[-1, tokenizer.eot])
+        options = fixed_length_options(model, n)
         return lambda: decode_cpp(model, features, options, session=session)
 
     with torch.inference_mode():

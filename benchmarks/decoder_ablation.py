@@ -55,7 +55,8 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import DIMS, device_name, git_commit, random_whisper, time_calls  # noqa: E402
+from common import (DIMS, device_name, fixed_length_options, git_commit, random_audio_features,  # noqa: E402
+                    random_whisper, time_calls)
 
 CONFIGS = {
     "default": {},
@@ -78,22 +79,17 @@ MODES = {"greedy": ({}, 1), "beam5": ({"beam_size": 5}, 1), "batch8": ({}, 8)}
 
 def step_ms(name, modes, tokens, warmup, repeats):
     """{mode: ms per decoding step} of model ``name`` in this process's configuration."""
-    import whisper
-
     from fastwhisper.cpp_decoding import decode_cpp, decoder_session
 
     model = random_whisper(name, device="cuda")
-    dims = model.dims
-    tokenizer = whisper.tokenizer.get_tokenizer(True, num_languages=model.num_languages, language="en", task="transcribe")
     session = decoder_session(model.decoder)
     out = {}
     for mode in modes:
         fields, windows = MODES[mode]
-        features = (torch.randn(windows, dims.n_audio_ctx, dims.n_audio_state, device="cuda") * 0.5).half()
+        features = random_audio_features(model.dims, windows)
 
         def run(n):
-            options = whisper.DecodingOptions(sample_len=n, language="en", without_timestamps=True,
-                                              suppress_tokens=[-1, tokenizer.eot], **fields)
+            options = fixed_length_options(model, n, **fields)
             return lambda: decode_cpp(model, features, options, session=session)
 
         with torch.inference_mode():

@@ -51,20 +51,15 @@ def short(name: str) -> str:
 def profile_steps(name: str, tokens: int, windows: int = 1):
     """[[{name, start_us, dur_us}, ...] per step] of one decode."""
     import torch
-    import whisper
     from torch.profiler import ProfilerActivity, profile
 
-    from common import random_whisper
+    from common import fixed_length_options, random_audio_features, random_whisper
     from fastwhisper.cpp_decoding import decode_cpp, decoder_session
 
     model = random_whisper(name, device="cuda")
-    dims = model.dims
-    features = (torch.randn(windows, dims.n_audio_ctx, dims.n_audio_state, device="cuda") * 0.5).half()
-    tokenizer = whisper.tokenizer.get_tokenizer(True, num_languages=model.num_languages, language="en",
-                                                task="transcribe")
+    features = random_audio_features(model.dims, windows)
     session = decoder_session(model.decoder)
-    options = whisper.DecodingOptions(sample_len=1 + tokens, language="en", without_timestamps=True,
-                                      suppress_tokens=[-1, tokenizer.eot])
+    options = fixed_length_options(model, 1 + tokens)
     with torch.inference_mode():
         for _ in range(2):
             decode_cpp(model, features, options, session=session)
