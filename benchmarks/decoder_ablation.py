@@ -27,15 +27,15 @@ FASTWHISPER_PREFILL; see README):
                   engine), not kernel writes
     greedy-separate  greedy decoding's suppress filters, token choice (the ticket kernel) and step feedback
                   (next token and position, finished flag) as separate kernels, not one kernel
-    many-rows-gemm   4-8 fp16/bf16 rows (beams, batched windows) through a LayerNorm kernel and cuBLASLt GEMMs, not
+    many-rows-gemm   4-16 fp16/bf16 rows (beams, batched windows) through a LayerNorm kernel and cuBLASLt GEMMs, not
                   the tensor-core decoder_linear kernel (default: that kernel up to 2048 features, cuBLASLt above)
     many-rows-mma the tensor-core kernel for every feature count where it fits
     prefill-eager the first step's initial tokens as one forward of ATen ops, not one-token graph steps (this
                   moves the fixed cost of a call, which the difference of two decodes cancels: see
                   decode_call_profile.py)
 
-Modes: greedy and beam5 decode one window; batch8 decodes eight windows of different audio together
-(greedy), as batched long-form transcription does: its ms per step is for all eight rows.
+Modes: greedy and beam5 decode one window; batch8 and batch16 decode eight or sixteen windows of different audio
+together (greedy), as batched long-form transcription does: their ms per step is for all the rows.
 
 With --rounds R every configuration runs R times, the configurations taking turns, and the table gives
 the median over rounds (the JSON keeps every round), so a drift of the GPU's speed during the run
@@ -74,7 +74,7 @@ CONFIGS = {
     "prefill-eager": {"FASTWHISPER_PREFILL": "eager"},
 }
 # mode: (DecodingOptions fields, windows decoded together: rows of different audio)
-MODES = {"greedy": ({}, 1), "beam5": ({"beam_size": 5}, 1), "batch8": ({}, 8)}
+MODES = {"greedy": ({}, 1), "beam5": ({"beam_size": 5}, 1), "batch8": ({}, 8), "batch16": ({}, 16)}
 
 
 def step_ms(name, modes, tokens, warmup, repeats):

@@ -33,8 +33,9 @@ void check_linear_args(c10::DeviceType device, const at::Tensor& x, const at::Te
 void check_attention_args(c10::DeviceType device, const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
                           int64_t n_head);
 
-// Rows a decoder_linear call takes at most (one position per decoded sequence).
-constexpr int64_t kDecoderMaxRows = 8;
+// Rows a decoder_linear call takes at most (one position per decoded sequence): the rows of the step ops,
+// as many as one tensor-core mma has (decoder_linear_mma.cu).
+constexpr int64_t kDecoderMaxRows = 16;
 // decoder_linear's weights and biases as vectors, and the output features (the weights' rows in all).
 struct DecoderLinearParts {
   std::vector<at::Tensor> weights;

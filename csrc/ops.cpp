@@ -21,7 +21,7 @@ TORCH_LIBRARY(fastwhisper, m) {
         "Tensor conv2_bias, Tensor positional_embedding, Tensor[] block_weights, Tensor ln_post_weight, "
         "Tensor ln_post_bias, int n_head, Tensor[]? packed_qkv=None) -> Tensor");
 
-  // Decoder one-token step (M <= 8 rows, one position each).
+  // Decoder one-token step (M <= 16 rows, one position each).
   // x [M, K] -> h = LayerNorm(x) with fp32 ln_weight/ln_bias [K] (fp32 statistics, h in x's dtype; both
   // None: h = x) -> h @ cat(weights)^T with weights[i] [N_i, K] (+ biases[i] [N_i]; None: no bias), each
   // output rounded to x's dtype (then GELU) (+ residual [M, N]) -> [M, N = sum N_i] in x's dtype, or

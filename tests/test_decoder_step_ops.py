@@ -57,6 +57,11 @@ LINEAR_CASES = {
     "octet-across-segments-6rows": (6, 64, [20, 12], [True, False], False, True, False),
     "partial-octet-5rows": (5, 192, [1003], [False], True, False, False),
     "mlp2-k5120-pieces-8rows": (8, 5120, [1280], [True], False, True, False),
+    # 9-16 rows (batched windows): the mma's rows 8-15, partly used; and 16 rows of 5120 features, too many for
+    # either kernel's shared memory (fp16: cuBLASLt; fp32: the same GEMM path instead of the CUDA-core kernel)
+    "qkv-ln-gelu-16rows": (16, 128, [128, 128, 128], [True, False, True], True, False, True),
+    "octets-11rows-two-segments": (11, 192, [40, 1003], [True, False], True, True, False),
+    "mlp2-k5120-16rows": (16, 5120, [256], [True], False, True, False),
 }
 
 
@@ -88,7 +93,7 @@ def test_decoder_linear_matches_float64(case, device, dtype):
     ("FASTWHISPER_MANY_ROWS", "gemm", "auto, mma or gemm"), ("FASTWHISPER_MANY_ROWS", "wmma", "auto, mma or gemm")])
 def test_decoder_linear_switches(variable, setting, words):
     """Switches read once per process, each in a fresh one. FASTWHISPER_LINEAR_PRELOAD: the biases and LayerNorm
-    parameters read before the producer wait ("on") or where they are used ("off"). FASTWHISPER_MANY_ROWS: 4-8
+    parameters read before the producer wait ("on") or where they are used ("off"). FASTWHISPER_MANY_ROWS: 4-16
     fp16/bf16 rows through the tensor-core kernel ("mma"), cuBLASLt ("gemm"), or the kernel up to 2048 features
     ("auto"), as the profiler's kernel names show. Either way every linear case, in fp32 and fp16, with and without
     float output, and a large-v3 vocabulary row (one row, and eight), matches the float64 reference; any other
@@ -118,7 +123,7 @@ def test_decoder_linear_switches(variable, setting, words):
                 ops.decoder_linear(x, [w], [None], None, None)
                 torch.cuda.synchronize()
             return any("decoder_linear_mma_kernel" in e.name for e in prof.events())
-        print("ROUTE", by_mma(8, 128), by_mma(8, 5120), by_mma(3, 128))
+        print("ROUTE", by_mma(8, 128), by_mma(8, 5120), by_mma(3, 128), by_mma(16, 128))
         """
     proc = run_python_with_env(code, timeout=300, **{variable: setting})
     if setting not in words.replace(",", " or").split(" or "):
@@ -128,8 +133,10 @@ def test_decoder_linear_switches(variable, setting, words):
     lines = proc.stdout.splitlines()
     results = [line.rsplit(" ", 1) for line in lines if not line.startswith("ROUTE")]
     assert len(results) == 4 * (len(LINEAR_CASES) + 2) and all(ok == "True" for _, ok in results), proc.stdout
-    # which kernel 8 rows of 128 and of 5120 features, and 3 rows, went to (3 rows: the CUDA-core kernel always)
-    expected_route = {"mma": "True True False", "gemm": "False False False"}.get(setting, "True False False")
+    # which kernel 8 rows of 128 and of 5120 features, 3 rows and 16 rows went to (3 rows: the CUDA-core kernel
+    # always)
+    expected_route = {"mma": "True True False True", "gemm": "False False False False"}.get(setting,
+                                                                                             "True False False True")
     assert f"ROUTE {expected_route}" in lines, proc.stdout[-500:]
 
 
@@ -181,8 +188,8 @@ def test_opcheck_decoder_step_ops(device):
 
 def test_decoder_step_ops_reject_bad_input():
     x, weights, bs, ln_w, ln_b, res = linear_case(2, 64, [32], [True], True, True)
-    with pytest.raises(RuntimeError, match="1 to 8 rows"):
-        ops.decoder_linear(torch.randn(9, 64), weights, bs)
+    with pytest.raises(RuntimeError, match="1 to 16 rows"):
+        ops.decoder_linear(torch.randn(17, 64), weights, bs)
     with pytest.raises(RuntimeError, match=r"weights\[0\] must be contiguous \[out_features, 64\]"):
         ops.decoder_linear(x, [torch.randn(32, 63)], bs)
     with pytest.raises(RuntimeError, match="one entry \\(or None\\) per weight"):
@@ -326,17 +333,17 @@ def test_decode_through_step_ops_matches_whisper(model, opts):
                         cd.decode_cpp(model, features, options, session=session))
 
 
-def step_kernels_vs_aten_steps(dtype, steps):
+def step_kernels_vs_aten_steps(dtype, steps, audios=2, group=2):
     """The worst relative logit difference between a CUDA session on its step kernels (by default for fp16/bf16,
-    in CUDA graphs) and one on the ATen step, over `steps` one-token steps of two audios of two rows each."""
+    in CUDA graphs) and one on the ATen step, over `steps` one-token steps of `audios` audios of `group` rows each."""
     model = random_model(device="cuda")
-    features = random_audio_features(model, batch=2).to(dtype)
+    features = random_audio_features(model, batch=audios).to(dtype)
     fast, aten = cd.decoder_session(model.decoder), cd.decoder_session(model.decoder)
     aten.set_step_kernels(2)
     for s in (fast, aten):
-        s.set_audio(features, 2)
+        s.set_audio(features, group)
     assert fast.uses_step_ops() and not aten.uses_step_ops()
-    tokens = torch.tensor([[50257, 50362, 440]] * 4, device="cuda")
+    tokens = torch.tensor([[50257, 50362, 440]] * (audios * group), device="cuda")
     worst = 0.0
     for step in range(steps):
         fed = tokens if step == 0 else tokens[:, -1:]
@@ -354,3 +361,13 @@ def test_session_step_ops_cuda_match_aten_steps(dtype):
     low-precision rounding of the ATen step's, over 120 steps."""
     worst = step_kernels_vs_aten_steps(dtype, 120)
     assert worst <= (2e-2 if dtype == torch.float16 else 6e-2), worst
+
+
+@requires_cuda
+@pytest.mark.cuda
+@pytest.mark.parametrize("audios,group", [(16, 1), (3, 5), (1, 12)])
+def test_session_step_ops_cuda_many_rows_match_aten_steps(audios, group):
+    """Up to 16 rows on the step kernels: 16 windows (the tensor-core kernel's rows 8-15, SDPA over 16 audios), 3
+    audios of 5 beams (the cluster cross-attention) and 12 rows of one audio (more than the cluster kernel keeps:
+    SDPA); fp16 logits within rounding of the ATen step's over 40 steps."""
+    assert step_kernels_vs_aten_steps(torch.float16, 40, audios, group) <= 2e-2

@@ -1,6 +1,7 @@
 // CUDA cross-attention of the decoder's one-token step over the cached K/V of the audio (CPU
 // reference: decoder_cross_attention in cpu/decoder_step.cpp): ATen's SDPA for one row per window, the
-// kernel below for several (beams), or as FASTWHISPER_CROSS_ATTENTION says (uses_sdpa).
+// kernel below for 2 to kMaxGroup (beams), SDPA again for more, or as FASTWHISPER_CROSS_ATTENTION says
+// (uses_sdpa).
 //
 // One query per row against T = 1500 keys: too little work per (row, head) for one block, so the
 // keys are split into kCluster chunks ("flash decoding"), one block each, and the kCluster blocks of
@@ -32,7 +33,7 @@ namespace {
 namespace cg = cooperative_groups;
 
 constexpr int kThreads = 128;
-constexpr int kMaxGroup = 8;  // rows per window (kDecoderMaxRows)
+constexpr int kMaxGroup = 8;  // rows per window in the cluster kernel (more: SDPA)
 constexpr int kCluster = 8;   // key chunks per (window, head): the portable cluster size
 
 // The query projection the fused kernel computes itself: q = LayerNorm(x) Wq^T + bq, as decoder_linear
@@ -346,10 +347,8 @@ at::Tensor decoder_cross_attention(const at::Tensor& q, const at::Tensor& k, con
   check_decoder_cross_attention_args(c10::DeviceType::CUDA, q, k, v, n_head);
   const int64_t rows = q.size(0), d = q.size(1), windows = k.size(0), head_dim = d / n_head;
   const int64_t group = rows / windows;
-  TORCH_CHECK(group <= kMaxGroup, "fastwhisper.decoder_cross_attention (CUDA): at most ", kMaxGroup,
-              " rows per audio window, got ", group);
   const c10::cuda::CUDAGuard guard(q.device());
-  if (uses_sdpa(group)) {  // [W * G, d] -> [W, H, G, Dh]: a window's rows are its queries
+  if (uses_sdpa(group) || group > kMaxGroup) {  // [W * G, d] -> [W, H, G, Dh]: a window's rows are its queries
     auto heads = [&](const at::Tensor& t) { return t.view({windows, -1, n_head, head_dim}).transpose(1, 2); };
     return at::scaled_dot_product_attention(heads(q), heads(k), heads(v)).transpose(1, 2).reshape({rows, d});
   }
@@ -376,6 +375,10 @@ at::Tensor decoder_cross_query_attention(const at::Tensor& x, const at::Tensor& 
   const bool aligned = is_aligned(x.data_ptr(), 16) && is_aligned(q_weight.data_ptr(), 16) &&
                        is_aligned(ln_weight.data_ptr(), 16) && is_aligned(ln_bias.data_ptr(), 16);
   const c10::cuda::CUDAGuard guard(x.device());
+  if (rows / k.size(0) > kMaxGroup) {  // more rows per window than the cluster kernel keeps: SDPA after the query
+    return cross_query_then_attention(decoder_linear, decoder_cross_attention, x, ln_weight, ln_bias, q_weight, q_bias,
+                                      k, v, n_head);
+  }
   const CrossPlan plan = plan_cross("decoder_cross_query_attention", x, k, v, n_head, true);
   // The fused kernel only where two of its blocks share an SM: with one (large-v3, 5 rows: 116 KB) its 8
   // blocks x heads take two waves, and the chain measured 40.7 us against 26.2 for the two ops

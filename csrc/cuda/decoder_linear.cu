@@ -1,8 +1,9 @@
 // CUDA decoder_linear: the linear layers of the decoder's one-token step (CPU reference:
-// decoder_linear in cpu/decoder_step.cpp). At most 8 input rows, so a call is one pass over its
+// decoder_linear in cpu/decoder_step.cpp). At most 16 input rows, so a call is one pass over its
 // weights, and its speed is the rate at which those weights arrive from DRAM. From 4 fp16/bf16 rows up
 // (beam search, batched windows) the tensor-core kernel of decoder_linear_mma.cu does the multiplication,
-// or cuBLASLt's GEMM (decoder_linear_by_gemm below) where that kernel does not fit.
+// or cuBLASLt's GEMM (decoder_linear_by_gemm below) where that kernel does not fit; so do float32 rows
+// whose input does not fit this kernel's shared memory (16 rows of 5120 features).
 //
 // Each block (one per SM) owns a contiguous range of output columns, that is a contiguous range of
 // weight rows, and splits it into one contiguous range per warp. Every warp streams its own rows through
@@ -41,6 +42,7 @@ namespace fastwhisper::cuda {
 namespace {
 
 constexpr int kWarps = 16;                    // >= kDecoderMaxRows: one warp normalizes each input row
+static_assert(kWarps >= kDecoderMaxRows, "load_input_rows gives each input row its own warp");
 constexpr int kThreads = kWarps * 32;
 constexpr int kSlots = 2;                     // ring slots per warp
 constexpr int64_t kMaxRowsPerPiece = 8;       // whole weight rows in one slot at most
@@ -236,6 +238,12 @@ LinearPlan plan_linear(int64_t rows, int64_t K, int64_t N, int64_t elem, bool la
   return p;
 }
 
+// Whether plan_linear's cut fits the kernel's shared memory on this GPU (the opt-in maximum less its barriers).
+bool linear_kernel_fits(int64_t rows, int64_t K, int64_t N, int64_t elem, bool layer_norm) {
+  const size_t optin = at::cuda::getCurrentDeviceProperties()->sharedMemPerBlockOptin;
+  return plan_linear(rows, K, N, elem, layer_norm).smem + sizeof(uint64_t) * kWarps * kSlots <= optin;
+}
+
 template <typename T, int kMaxRows>
 void launch_linear(const at::Tensor& x, const float* ln_w, const float* ln_b, const Segments<T>& seg,
                    const T* residual, T* out, float* out_float, int64_t n, bool apply_gelu) {
@@ -319,7 +327,7 @@ at::Tensor decoder_linear(const at::Tensor& x, const std::optional<at::Tensor>& 
   const int64_t rows = x.size(0);
   const bool many_rows = rows >= kGemmMinRows && x.scalar_type() != at::kFloat;
   const bool by_mma = many_rows && many_rows_by_mma(k) && linear_mma_fits(rows, k, n, 2, ln_weight.has_value());
-  if (many_rows && !by_mma) {
+  if ((many_rows && !by_mma) || (!by_mma && !linear_kernel_fits(rows, k, n, x.element_size(), ln_weight.has_value()))) {
     return decoder_linear_by_gemm(x, ln_weight, ln_bias, parts, residual, gelu_act, float_output);
   }
   at::Tensor out = at::empty({x.size(0), n}, x.options().dtype(float_output ? at::kFloat : x.scalar_type()));

@@ -1,12 +1,12 @@
-// CUDA decoder_linear for 2 to 8 fp16/bf16 input rows on tensor cores (beam search, batched windows; CPU
+// CUDA decoder_linear for 2 to 16 fp16/bf16 input rows on tensor cores (beam search, batched windows; CPU
 // reference: decoder_linear in cpu/decoder_step.cpp). The one-row kernel (decoder_linear.cu) multiplies each
 // weight vector with every input row on the CUDA cores, which with 5-8 rows turns compute bound; cuBLASLt
 // instead needs a LayerNorm kernel, one GEMM per weight, a concatenation and a GELU pass per call, each a
 // launch without PDL (h200-2026-12-02-step-timeline-batch8-f62e4b5.md: about 60 us of a large-v3 layer's 95).
 //
 // The weights' rows (the call's output columns) go in octets of 8: one mma.m16n8k16 multiplies 16 features of
-// an octet (its n = 8 columns) with the same 16 features of the input rows (m = 16, of which rows 8-15 are
-// zero). Octet o belongs to block o % blocks (one block per SM, as many as there are octets), so every SM
+// an octet (its n = 8 columns) with the same 16 features of the input rows (m = 16: input rows 0-15, zero
+// past the call's rows). Octet o belongs to block o % blocks (one block per SM, as many as there are octets), so every SM
 // streams, and to its warp o / blocks % streams there: each of those warps streams its octets, piece by piece
 // along K, through its own ring of two shared-memory slots filled by the bulk copy engine (one copy for an octet's
 // whole rows, else one per row), requested before the kernel waits for its producer (PDL), like the one-row
@@ -15,12 +15,13 @@
 //
 // Fragments without ldmatrix: a dot product does not care in which order its features are summed, so each
 // thread loads its 16 features of a 64-feature chunk as two 16-byte vectors (features 8q..8q+7 and
-// 32+8q..32+8q+7 of the chunk, q = lane % 4) from the weight row and from the input row of its fragment
-// (row g = lane / 4 of both), and hands them to four mma k-steps in the same order for both operands. Threads
+// 32+8q..32+8q+7 of the chunk, q = lane % 4) from the weight row and from the input rows of its fragment
+// (row g = lane / 4 of both, and input row g + 8), and hands them to four mma k-steps in the same order for
+// both operands. Threads
 // of odd g load their two vectors in the other order, so that the 8 lanes of a quarter warp (rows g, g+1)
 // read 128 distinct bytes: no bank conflicts when rows are 128-byte multiples apart.
 //
-// Epilogue at an octet's last piece: lane (g, q) holds output rows g and columns 8o + 2q + {0, 1}, and
+// Epilogue at an octet's last piece: lane (g, q) holds output rows g and g + 8, columns 8o + 2q + {0, 1}, and
 // applies bias, GELU and the residual with the roundings of the one-row kernel; its fp32 sums come in
 // another order, so results may differ from it in the last bit of the activation dtype.
 #include "cuda/decoder_linear_mma.h"
@@ -43,7 +44,7 @@ namespace fastwhisper::cuda {
 namespace {
 
 constexpr int kOctet = 8;          // weight rows per mma (its n)
-constexpr int kMaxRows = 8;        // input rows (mma rows 0-7; rows 8-15 are zero)
+constexpr int kMaxRows = 16;       // input rows: the mma's m
 constexpr int kChunk = 64;         // features per two 16-byte loads of each lane: four mma k-steps
 constexpr int kSlots = 2;          // ring slots per warp
 constexpr int kMaxWarps = 16;
@@ -117,23 +118,23 @@ __device__ void request_octet_piece(const Segments<T>& seg, int64_t lo, int64_t 
   }
 }
 
-// c[0..3] += A (16 x 16: rows 0-7 from a_lo / a_hi, rows 8-15 zero) * B (16 x 8), fp32 accumulators.
-// a_lo: this thread's features {2q, 2q+1} of row g, a_hi: {2q+8, 2q+9}; b_lo / b_hi: the same features of
-// column g. T: c10::Half or c10::BFloat16.
+// c[0..3] += A (16 x 16 input rows) * B (16 x 8 weight columns), fp32 accumulators: c[0..1] row g, c[2..3] row
+// g + 8, columns 2q, 2q + 1. a_lo / a_hi: this thread's features {2q, 2q+1} / {2q+8, 2q+9} of row g, a8_lo /
+// a8_hi: the same of row g + 8; b_lo / b_hi: the same features of column g. T: c10::Half or c10::BFloat16.
 template <typename T>
-__device__ __forceinline__ void mma_rows8(float (&c)[4], uint32_t a_lo, uint32_t a_hi, uint32_t b_lo, uint32_t b_hi) {
+__device__ __forceinline__ void mma_m16n8k16(float (&c)[4], uint32_t a_lo, uint32_t a8_lo, uint32_t a_hi,
+                                             uint32_t a8_hi, uint32_t b_lo, uint32_t b_hi) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
-  const uint32_t zero = 0;
   if constexpr (std::is_same_v<T, c10::Half>) {
     asm volatile(
         "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};"
         : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-        : "r"(a_lo), "r"(zero), "r"(a_hi), "r"(zero), "r"(b_lo), "r"(b_hi));
+        : "r"(a_lo), "r"(a8_lo), "r"(a_hi), "r"(a8_hi), "r"(b_lo), "r"(b_hi));
   } else {
     asm volatile(
         "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};"
         : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-        : "r"(a_lo), "r"(zero), "r"(a_hi), "r"(zero), "r"(b_lo), "r"(b_hi));
+        : "r"(a_lo), "r"(a8_lo), "r"(a_hi), "r"(a8_hi), "r"(b_lo), "r"(b_hi));
   }
 #endif
 }
@@ -204,9 +205,10 @@ __global__ void __launch_bounds__(kMaxWarps * 32)
   load_input_rows<T>(x, ln_w != nullptr ? ln_s : nullptr, ln_s + K, h, rows, K);
 
   // 3. the warp's pieces in order; acc (two chains) holds the octet's sums over its pieces so far
-  const bool row_used = g < rows;
+  const bool row_used = g < rows, row8_used = g + 8 < rows;  // row8_used: the same for every lane of a call
   const bool swap = (g & 1) != 0;
   const T* x_row = h + static_cast<int64_t>(g) * K;
+  const T* x_row8 = x_row + 8 * K;
   float acc[2][4] = {};
   for (int j = 0; j < n_pieces; ++j) {
     const int piece = j % plan.k_pieces;
@@ -215,15 +217,17 @@ __global__ void __launch_bounds__(kMaxWarps * 32)
     if (kHasBulkCopy) mbarrier_wait(&full[warp][j % kSlots], (j / kSlots) & 1);
     const T* w_row = slot(j) + static_cast<int64_t>(g) * plan.piece_k;  // weight row 8o + g of the piece
     const T* xp = x_row + piece * plan.piece_k;
+    const T* xp8 = x_row8 + piece * plan.piece_k;
 #pragma unroll 2
     for (int64_t c = 0; c < plan.piece_k; c += kChunk) {
-      uint4 w_lo, w_hi, x_lo = {0, 0, 0, 0}, x_hi = {0, 0, 0, 0};
+      uint4 w_lo, w_hi, x_lo = {0, 0, 0, 0}, x_hi = {0, 0, 0, 0}, y_lo = {0, 0, 0, 0}, y_hi = {0, 0, 0, 0};
       load_chunk(w_row + c, q, swap, w_lo, w_hi);
       if (row_used) load_chunk(xp + c, q, swap, x_lo, x_hi);
-      mma_rows8<T>(acc[0], x_lo.x, x_lo.y, w_lo.x, w_lo.y);
-      mma_rows8<T>(acc[1], x_lo.z, x_lo.w, w_lo.z, w_lo.w);
-      mma_rows8<T>(acc[0], x_hi.x, x_hi.y, w_hi.x, w_hi.y);
-      mma_rows8<T>(acc[1], x_hi.z, x_hi.w, w_hi.z, w_hi.w);
+      if (row8_used) load_chunk(xp8 + c, q, swap, y_lo, y_hi);
+      mma_m16n8k16<T>(acc[0], x_lo.x, y_lo.x, x_lo.y, y_lo.y, w_lo.x, w_lo.y);
+      mma_m16n8k16<T>(acc[1], x_lo.z, y_lo.z, x_lo.w, y_lo.w, w_lo.z, w_lo.w);
+      mma_m16n8k16<T>(acc[0], x_hi.x, y_hi.x, x_hi.y, y_hi.y, w_hi.x, w_hi.y);
+      mma_m16n8k16<T>(acc[1], x_hi.z, y_hi.z, x_hi.w, y_hi.w, w_hi.z, w_hi.w);
     }
     __syncwarp();  // every lane is done with the slot
     if (kHasBulkCopy && lane == 0 && j + kSlots < n_pieces) {
@@ -231,12 +235,14 @@ __global__ void __launch_bounds__(kMaxWarps * 32)
       request(j + kSlots);
     }
     if (piece + 1 < plan.k_pieces) continue;
-    // the octet's last piece: this lane finishes outputs (g, 8o + 2q + e)
-    if (row_used) {
+    // the octet's last piece: this lane finishes outputs (g, 8o + 2q + e) and (g + 8, 8o + 2q + e)
 #pragma unroll
-      for (int e = 0; e < 2; ++e) {
-        const int64_t n = o * kOctet + 2 * q + e;
-        if (n < N) store_linear_output(acc[0][e] + acc[1][e], bias[e], apply_gelu, residual, out, out_float, g, n, N);
+    for (int e = 0; e < 2; ++e) {
+      const int64_t n = o * kOctet + 2 * q + e;
+      if (n >= N) continue;
+      if (row_used) store_linear_output(acc[0][e] + acc[1][e], bias[e], apply_gelu, residual, out, out_float, g, n, N);
+      if (row8_used) {
+        store_linear_output(acc[0][2 + e] + acc[1][2 + e], bias[e], apply_gelu, residual, out, out_float, g + 8, n, N);
       }
     }
 #pragma unroll

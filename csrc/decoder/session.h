@@ -72,7 +72,7 @@ class DecoderSession : public torch::CustomClassHolder {
   // How one-token steps compute: the step ops (decoder_linear with the LayerNorm and epilogues fused,
   // decoder_self_attention) or whisper's ATen ops one by one.
   enum class StepKernels : int64_t { kAuto = 0, kStepOps = 1, kAten = 2 };
-  // kAuto: step ops for float16/bfloat16 on CUDA with at most 8 rows, ATen otherwise (float32 keeps
+  // kAuto: step ops for float16/bfloat16 on CUDA with at most 16 rows, ATen otherwise (float32 keeps
   // whisper's exact op sequence). kStepOps: wherever their shapes allow (the CPU runs their reference).
   void set_step_kernels(int64_t mode);
   int64_t step_kernels() const { return static_cast<int64_t>(step_kernels_); }

@@ -131,7 +131,7 @@ def decoder_linear(
     gelu: bool = False,
     float_output: bool = False,
 ) -> Tensor:
-    """Decoder step linear for at most 8 rows: (GELU)(LayerNorm(x) @ cat(weights).T + cat(biases)) (+ residual).
+    """Decoder step linear for at most 16 rows: (GELU)(LayerNorm(x) @ cat(weights).T + cat(biases)) (+ residual).
     x [M, K]; weights[i] [N_i, K]; ln_weight/ln_bias fp32 [K] or None (no LayerNorm)."""
     return _ops.decoder_linear(x, ln_weight, ln_bias, weights, biases, residual, gelu, float_output)
 
