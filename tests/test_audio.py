@@ -89,6 +89,47 @@ def test_long_sample_is_a_concatenation_of_the_short_ones():
     np.testing.assert_array_equal(long_audio[: len(first)], first)
 
 
+# ------------------------------------------------------------------------------- long files, in parts
+
+@pytest.mark.parametrize("name,subtype,channels", [("long.flac", "PCM_16", 1), ("long.wav", "PCM_16", 2),
+                                                   ("long_float.wav", "FLOAT", 1)])
+def test_long_file_decoded_in_parallel_parts_like_one_read(tmp_path, monkeypatch, speech, name, subtype, channels):
+    """Files of several _PART_SECONDS are decoded by one thread per part: the same samples as one read (parts
+    whose bounds fall anywhere in a FLAC frame), mono or downmixed."""
+    clip = np.tile(speech, 3)[: 7 * SAMPLE_RATE + 123]
+    data = np.stack([clip, -0.5 * clip], axis=1)[:, :channels]
+    path = tmp_path / name
+    sf.write(path, data, SAMPLE_RATE, subtype=subtype)
+    expected = sf.read(path, dtype="float32", always_2d=True)[0].mean(axis=1, dtype=np.float64).astype(np.float32)
+    parts = []
+    real = audio_mod._read_parts
+    monkeypatch.setattr(audio_mod, "_PART_SECONDS", 1.0)
+    monkeypatch.setattr(audio_mod.os, "cpu_count", lambda: 5)
+    monkeypatch.setattr(audio_mod, "_read_parts", lambda *args: parts.append(args[-1]) or real(*args))
+    loaded = load_audio(path)
+    assert parts == [5]
+    np.testing.assert_array_equal(loaded, expected)
+
+
+def test_parts_that_come_back_short_fall_back_to_one_read(tmp_path, monkeypatch, speech):
+    path = tmp_path / "long.flac"
+    sf.write(path, np.tile(speech, 2)[: 5 * SAMPLE_RATE], SAMPLE_RATE, subtype="PCM_16")
+    monkeypatch.setattr(audio_mod, "_PART_SECONDS", 1.0)
+    monkeypatch.setattr(audio_mod, "_read_parts", lambda *args: None)
+    np.testing.assert_array_equal(load_audio(path), sf.read(path, dtype="float32")[0])
+
+
+def test_short_or_unseekable_formats_are_read_in_one_part(tmp_path, monkeypatch, speech):
+    monkeypatch.setattr(audio_mod, "_read_parts", lambda *args: pytest.fail("read in parts"))
+    path = tmp_path / "short.flac"
+    sf.write(path, speech[: SAMPLE_RATE], SAMPLE_RATE, subtype="PCM_16")
+    np.testing.assert_array_equal(load_audio(path), sf.read(path, dtype="float32")[0])
+    monkeypatch.setattr(audio_mod, "_PART_SECONDS", 0.1)
+    ogg = tmp_path / "speech.ogg"  # not in _PARALLEL_FORMATS
+    sf.write(ogg, speech[: 2 * SAMPLE_RATE], SAMPLE_RATE, format="OGG", subtype="VORBIS")
+    assert load_audio(ogg).shape == (2 * SAMPLE_RATE,)
+
+
 # ----------------------------------------------------------------------------- resampling and downmixing
 
 def test_44k_stereo_wav_loads_back_like_the_16k_original(tmp_path, speech):

@@ -13,6 +13,7 @@ import math
 import os
 import shutil
 import subprocess
+from concurrent.futures import ThreadPoolExecutor
 from typing import Union
 
 import numpy as np
@@ -28,6 +29,14 @@ MAX_CHANNELS = 8  # a 2-D array is taken as multi-channel audio only with at mos
 # Extensions libsndfile decodes natively; a failure on one of these means a corrupt file, not a missing codec.
 _SNDFILE_EXTENSIONS = {".wav", ".wave", ".flac", ".ogg", ".oga", ".aif", ".aiff", ".aifc", ".au", ".snd",
                        ".caf", ".w64", ".rf64", ".nist", ".sph", ".voc"}
+
+# Long files of these libsndfile formats (sample-exact seeking) are decoded in parallel parts of at least
+# _PART_SECONDS each, one thread per part (libsndfile runs without the GIL): on the H200 machine's CPU one
+# thread decoded 8 minutes of 16 kHz FLAC in 142 ms, about 9 ms per 30-s window
+# (benchmarks/longform_profile.py, h200-2026-12-02-longform-profile-392ad57.md).
+_PARALLEL_FORMATS = {"WAV", "WAVEX", "W64", "RF64", "FLAC", "AIFF", "CAF"}
+_PART_SECONDS = 60.0
+_MAX_PARTS = 16
 
 # ffmpeg time limit: generous, proportional to the file size, so that a stuck decoder cannot hang us.
 _FFMPEG_TIMEOUT_BASE_S = 60.0
@@ -157,10 +166,12 @@ def _from_file(source, sr: int) -> np.ndarray:
     else:
         if samples.shape[0] == 0:
             raise AudioLoadError(f"audio file {path!r} contains no audio samples")
+        # mono: column 0 of [frames, 1] float32 is already a contiguous float32 view
         samples = samples.mean(axis=1, dtype=np.float64).astype(np.float32) if samples.shape[1] > 1 \
-            else samples[:, 0].astype(np.float32)
-        _check_finite(samples, f"audio file {path!r}")
-        samples = resample(samples, file_sr, sr)
+            else samples[:, 0]
+        if file_sr != sr:
+            _check_finite(samples, f"audio file {path!r}")  # before the filter spreads a bad sample
+            samples = resample(samples, file_sr, sr)
     if samples.size == 0:
         raise AudioLoadError(f"audio file {path!r} contains no audio samples")
     _check_finite(samples, f"audio file {path!r}")
@@ -178,14 +189,47 @@ def _read_soundfile(path: str):
     except (ImportError, OSError) as exc:  # OSError: the libsndfile shared library failed to load
         raise _NotReadableBySoundfile(f"soundfile is unavailable ({exc})") from exc
     try:
-        samples, file_sr = soundfile.read(path, dtype="float32", always_2d=True)
+        with soundfile.SoundFile(path) as f:
+            file_sr, frames, channels, fmt = int(f.samplerate), f.frames, f.channels, f.format
+            parts = _parallel_parts(fmt, frames, file_sr) if f.seekable() else 1
+            if parts <= 1:
+                return f.read(dtype="float32", always_2d=True), file_sr
+        samples = _read_parts(soundfile, path, frames, channels, parts)
+        if samples is None:  # a part came back short (the header's frame count was wrong): one plain read
+            samples = soundfile.read(path, dtype="float32", always_2d=True)[0]
     except (RuntimeError, TypeError, ValueError, EOFError, OverflowError, MemoryError) as exc:
         # soundfile.LibsndfileError is a RuntimeError
         reason = str(exc).strip() or type(exc).__name__
         if "does not exist or is not a regular file" in reason:  # libsndfile's generic "can't open" text
             reason = "unrecognised or undecodable data"
         raise _NotReadableBySoundfile(reason) from exc
-    return samples, int(file_sr)
+    return samples, file_sr
+
+
+def _parallel_parts(fmt: str, frames: int, sr: int) -> int:
+    """Threads to decode a file with: one per _PART_SECONDS of audio, at most the CPUs and _MAX_PARTS."""
+    if fmt not in _PARALLEL_FORMATS or frames <= 0:
+        return 1
+    return max(1, min(int(frames / (_PART_SECONDS * sr)), os.cpu_count() or 1, _MAX_PARTS))
+
+
+def _read_parts(soundfile, path: str, frames: int, channels: int, parts: int):
+    """The file's [frames, channels] float32 samples decoded as `parts` contiguous ranges, each by its own
+    thread with its own handle (the same samples as one read), or None if a range came back short."""
+    out = np.empty((frames, channels), dtype=np.float32)
+    bounds = [frames * i // parts for i in range(parts + 1)]
+
+    def read(i):
+        with soundfile.SoundFile(path) as f:
+            f.seek(bounds[i])
+            return len(f.read(bounds[i + 1] - bounds[i], dtype="float32", always_2d=True,
+                              out=out[bounds[i]:bounds[i + 1]]))
+
+    with ThreadPoolExecutor(max_workers=parts) as pool:
+        counts = list(pool.map(read, range(parts)))
+    if counts != [bounds[i + 1] - bounds[i] for i in range(parts)]:
+        return None
+    return out
 
 
 def _ffmpeg_timeout(size_bytes: int) -> float:
