@@ -1169,8 +1169,10 @@ def comma_list(text: str) -> List[str]:
 QUICK = {"warmup": 1, "repeats": 2, "encoder_repeats": 2, "tokens": 8, "check_tokens": 8, "longform_seconds": 60,
          "longform_tokens": 8, "longform_batch": 2, "longform_budget_s": 0.0, "batch_sizes": "1,2",
          "real_audio": QUICK_REAL_AUDIO}
-FULL = {"warmup": 1, "repeats": 3, "encoder_repeats": 10, "tokens": 50, "check_tokens": 32, "longform_seconds": 600,
-        "longform_tokens": 100, "longform_batch": 8, "longform_budget_s": 2.0, "batch_sizes": "1,8",
+# long-form: 64 windows of audio, whole batches of 16 (a short last batch would leave rows idle); 16 windows per
+# batch took large-v3 from RTFx 621 (8) to 817 (h200-2026-12-02-longform-profile-392ad57.md)
+FULL = {"warmup": 1, "repeats": 3, "encoder_repeats": 10, "tokens": 50, "check_tokens": 32, "longform_seconds": 1920,
+        "longform_tokens": 100, "longform_batch": 16, "longform_budget_s": 2.0, "batch_sizes": "1,8",
         "real_audio": LONG_CLIP}
 DEFAULT_LONGFORM_ROWS = "single:openai-whisper,fastwhisper-hybrid,fastwhisper-cpp;batched:hf-sdpa,fastwhisper-cpp"
 

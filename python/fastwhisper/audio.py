@@ -35,7 +35,7 @@ _SNDFILE_EXTENSIONS = {".wav", ".wave", ".flac", ".ogg", ".oga", ".aif", ".aiff"
 # thread decoded 8 minutes of 16 kHz FLAC in 142 ms, about 9 ms per 30-s window
 # (benchmarks/longform_profile.py, h200-2026-12-02-longform-profile-392ad57.md).
 _PARALLEL_FORMATS = {"WAV", "WAVEX", "W64", "RF64", "FLAC", "AIFF", "CAF"}
-_PART_SECONDS = 60.0
+_PART_SECONDS = 30.0
 _MAX_PARTS = 16
 
 # ffmpeg time limit: generous, proportional to the file size, so that a stuck decoder cannot hang us.
