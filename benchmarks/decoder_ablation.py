@@ -12,7 +12,7 @@ the DecodingTask) cancels out. fp16 activations, CUDA events, warm-up, median of
 
 Configurations (FASTWHISPER_PDL, FASTWHISPER_CROSS_ATTENTION, FASTWHISPER_CROSS_FUSED,
 FASTWHISPER_LINEAR_PRELOAD, FASTWHISPER_STEP_COPIES, FASTWHISPER_GREEDY_TAIL, FASTWHISPER_MANY_ROWS,
-FASTWHISPER_PREFILL; see README):
+FASTWHISPER_PREFILL, FASTWHISPER_MMA_PIECES; see README):
     default       as shipped (one row per audio: the cross query, then SDPA; several: the cluster kernel, which
                   computes the query itself where its blocks fit two to an SM)
     no-pdl        programmatic dependent launch off
@@ -30,6 +30,8 @@ FASTWHISPER_PREFILL; see README):
     many-rows-gemm   4-16 fp16/bf16 rows (beams, batched windows) through a LayerNorm kernel and cuBLASLt GEMMs, not
                   the tensor-core decoder_linear kernel (default: that kernel up to 2048 features, cuBLASLt above)
     many-rows-mma the tensor-core kernel for every feature count where it fits
+    mma-whole-octets the tensor-core kernel's pieces as whole octets of weight rows (one bulk copy each, fewer
+                  streaming warps), not octets cut along the features (eight copies each)
     prefill-eager the first step's initial tokens as one forward of ATen ops, not one-token graph steps (this
                   moves the fixed cost of a call, which the difference of two decodes cancels: see
                   decode_call_profile.py)
@@ -71,6 +73,7 @@ CONFIGS = {
     "greedy-separate": {"FASTWHISPER_GREEDY_TAIL": "separate"},
     "many-rows-gemm": {"FASTWHISPER_MANY_ROWS": "gemm"},
     "many-rows-mma": {"FASTWHISPER_MANY_ROWS": "mma"},
+    "mma-whole-octets": {"FASTWHISPER_MMA_PIECES": "rows"},
     "prefill-eager": {"FASTWHISPER_PREFILL": "eager"},
 }
 # mode: (DecodingOptions fields, windows decoded together: rows of different audio)

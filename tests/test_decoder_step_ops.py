@@ -90,12 +90,15 @@ def test_decoder_linear_matches_float64(case, device, dtype):
     ("FASTWHISPER_LINEAR_PRELOAD", "on", "on or off"), ("FASTWHISPER_LINEAR_PRELOAD", "off", "on or off"),
     ("FASTWHISPER_LINEAR_PRELOAD", "maybe", "on or off"),
     ("FASTWHISPER_MANY_ROWS", "auto", "auto, mma or gemm"), ("FASTWHISPER_MANY_ROWS", "mma", "auto, mma or gemm"),
-    ("FASTWHISPER_MANY_ROWS", "gemm", "auto, mma or gemm"), ("FASTWHISPER_MANY_ROWS", "wmma", "auto, mma or gemm")])
+    ("FASTWHISPER_MANY_ROWS", "gemm", "auto, mma or gemm"), ("FASTWHISPER_MANY_ROWS", "wmma", "auto, mma or gemm"),
+    ("FASTWHISPER_MMA_PIECES", "slices", "slices or rows"), ("FASTWHISPER_MMA_PIECES", "rows", "slices or rows"),
+    ("FASTWHISPER_MMA_PIECES", "octets", "slices or rows")])
 def test_decoder_linear_switches(variable, setting, words):
     """Switches read once per process, each in a fresh one. FASTWHISPER_LINEAR_PRELOAD: the biases and LayerNorm
     parameters read before the producer wait ("on") or where they are used ("off"). FASTWHISPER_MANY_ROWS: 4-16
     fp16/bf16 rows through the tensor-core kernel ("mma"), cuBLASLt ("gemm"), or the kernel up to 2048 features
-    ("auto"), as the profiler's kernel names show. Either way every linear case, in fp32 and fp16, with and without
+    ("auto"), as the profiler's kernel names show. FASTWHISPER_MMA_PIECES: that kernel's weight pieces cut along
+    the features ("slices") or whole octets of rows ("rows"). Either way every linear case, in fp32 and fp16, with and without
     float output, and a large-v3 vocabulary row (one row, and eight), matches the float64 reference; any other
     value is refused with a message naming the variable."""
     code = """

@@ -37,6 +37,7 @@
 #include "cuda/bulk_copy.cuh"
 #include "cuda/device_utils.cuh"
 #include "cuda/layer_norm_rows.cuh"
+#include "env_choice.h"
 #include "gelu.h"
 #include "launch.cuh"
 
@@ -89,6 +90,32 @@ MmaPlan plan_linear_mma(int64_t rows, int64_t K, int64_t N, int64_t elem, bool l
   return p;
 }
 
+// FASTWHISPER_MMA_PIECES=slices|rows (slices: unset). slices: as many streaming warps per block as octets
+// allow, each piece an octet's 8 rows cut along K to fit the ring (8 bulk copies of piece_k features each);
+// rows: whole octets per piece (one bulk copy of 8 contiguous rows), with as few streaming warps as that
+// takes to fit the budget. Unmeasured hypothesis behind "rows": many small (640-byte) bulk copies per SM
+// limit the sliced pieces (16 rows of large-v3's qkv took 16.8 us under ncu with 12% of DRAM bandwidth,
+// h200-2026-12-02-ncu-decoder-linear-0036863.md).
+bool whole_octet_pieces() {
+  static const bool rows = env_choice("FASTWHISPER_MMA_PIECES", {"slices", "rows"}, "slices") == "rows";
+  return rows;
+}
+
+// plan_linear_mma's plan with whole octets per piece where kSlots of them fit for at least one stream.
+MmaPlan whole_octets_plan(MmaPlan p, int64_t rows, int64_t K, int64_t elem, size_t budget) {
+  const auto octet_bytes = static_cast<size_t>(kOctet * K * elem);
+  if (budget <= p.ring_offset) return p;
+  const auto fit = static_cast<int64_t>((budget - p.ring_offset) / (kSlots * octet_bytes));
+  if (fit < 1) return p;
+  p.streams = static_cast<int>(std::min<int64_t>(p.streams, fit));
+  p.warps = static_cast<int>(std::max<int64_t>(p.streams, rows));
+  p.total_streams = static_cast<int64_t>(p.blocks) * p.streams;
+  p.k_pieces = 1;
+  p.piece_k = K;
+  p.smem = p.ring_offset + static_cast<size_t>(p.streams * kSlots) * octet_bytes;
+  return p;
+}
+
 size_t dynamic_smem_max() {
   return at::cuda::getCurrentDeviceProperties()->sharedMemPerBlockOptin - sizeof(uint64_t) * kMaxWarps * kSlots;
 }
@@ -98,7 +125,11 @@ size_t dynamic_smem_max() {
 // with 8 rows of 5120 features, 80 KB, had 2 x 5 KB slots per stream and took 34 us against cuBLASLt's 9;
 // h200-2026-12-02-step-timeline-batch8-mma-*.md) or does not fit at all: then within one block per SM.
 MmaPlan plan_for(int64_t rows, int64_t K, int64_t N, int64_t elem, bool layer_norm) {
-  const MmaPlan p = plan_linear_mma(rows, K, N, elem, layer_norm, kBlockSmemBudget);
+  MmaPlan p = plan_linear_mma(rows, K, N, elem, layer_norm, kBlockSmemBudget);
+  if (whole_octet_pieces()) {
+    p = whole_octets_plan(p, rows, K, elem, kBlockSmemBudget);
+    if (p.k_pieces == 1) return p;
+  }
   if (p.k_pieces > 0 && 2 * kSlots * p.piece_k >= K) return p;
   const MmaPlan whole = plan_linear_mma(rows, K, N, elem, layer_norm, dynamic_smem_max());
   return whole.k_pieces > 0 ? whole : p;
