@@ -20,6 +20,7 @@ from whisper.transcribe import transcribe as whisper_transcribe
 import fastwhisper
 from fastwhisper import batch_decoding
 from fastwhisper.batch_options import TRANSCRIBE_DEFAULTS
+from fastwhisper.batch_stream import TranscriptionStream
 from real_models import SAMPLES_DIR, fast_model, require, samples
 
 SAMPLES = samples()
@@ -139,6 +140,71 @@ def test_without_condition_on_previous_text_windows_of_two_files_share_calls(mod
     ours = batched(model, audios, "cpp", 4, **options)
     assert_all_same(ours, one_by_one(model, audios, "cpp", **options))
     assert [n for n, t in decode_calls if t == 0][:2] == [3, 2]
+
+
+# windows of one audio decoded ahead of their turn (TranscriptionStream.speculates)
+AHEAD = dict(fp16=False, without_timestamps=True, condition_on_previous_text=False)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("decoder", ["torch", "cpp"])
+def test_windows_of_one_long_audio_decoded_together_equal_one_by_one(model, decoder, decode_calls):
+    """Without timestamps or carried text, the 3 windows of the 72.7-s sample go in one decode call."""
+    ours = batched(model, [LONG], decoder, 4, **AHEAD)
+    assert_all_same(ours, one_by_one(model, [LONG], decoder, **AHEAD))
+    assert len({s["seek"] for s in ours[0]["segments"]}) == 3
+    assert decode_calls[0] == (3, 0.0)
+
+
+@pytest.mark.slow
+def test_windows_ahead_that_need_a_higher_temperature_are_decoded_in_their_turn(model, decode_calls):
+    """Tight thresholds: windows ahead that fail at temperature 0 are dropped, then decoded in order with the
+    audio's generator: the samples and the default generator are those of one-by-one transcription."""
+    options = dict(AHEAD, compression_ratio_threshold=1.6, logprob_threshold=-0.5)
+    ours = batched(model, [LONG], "cpp", 4, **options)
+    after = torch.get_rng_state()
+    torch.manual_seed(0)
+    assert torch.equal(after, torch.get_rng_state())
+    assert_all_same(ours, one_by_one(model, [LONG], "cpp", **options))
+    temperatures = [s["temperature"] for s in ours[0]["segments"]]
+    assert max(temperatures[1:]) > 0, temperatures  # a window after the first fell back
+    # the windows ahead went at temperature 0 only; each retry decodes one window
+    assert decode_calls[0] == (3, 0.0) and all(n == 1 for n, t in decode_calls if t > 0)
+
+
+@pytest.mark.slow
+def test_windows_ahead_at_another_position_are_dropped(model, monkeypatch, decode_calls):
+    """A window ahead that is not where the audio moves to (here: every one, shifted by 1 s) is never accepted:
+    each window is decoded again in its turn, and the result is one-by-one's."""
+    real = TranscriptionStream.lookahead
+
+    def shifted(self, count):
+        return [type(w)(w.seek + 100, w.segment_size, w.mel_segment) for w in real(self, count)]
+
+    monkeypatch.setattr(TranscriptionStream, "lookahead", shifted)
+    ours = batched(model, [LONG], "cpp", 4, **AHEAD)
+    assert_all_same(ours, one_by_one(model, [LONG], "cpp", **AHEAD))
+    assert [n for n, _ in decode_calls] == [3, 2, 1]  # each round: the audio's window and the shifted ones
+
+
+@pytest.mark.slow
+def test_windows_ahead_with_an_initial_prompt_and_silence_equal_one_by_one(model, decode_calls):
+    """The first window's prompt is the initial prompt, the windows ahead have none; 30 s of silence first: a
+    window skipped as silence leaves the initial prompt to the next one, which must not take a window ahead
+    decoded without it."""
+    speech = fastwhisper.load_audio(LONG)[: 50 * 16000]
+    audio = np.concatenate([np.zeros(30 * 16000, np.float32), speech])
+    options = dict(AHEAD, initial_prompt="A recording of read speech.")
+    ours = batched(model, [audio], "cpp", 4, **options)
+    assert_all_same(ours, one_by_one(model, [audio], "cpp", **options))
+
+
+@pytest.mark.slow
+def test_windows_of_one_audio_with_timestamps_are_decoded_one_at_a_time(model, decode_calls):
+    options = dict(fp16=False, condition_on_previous_text=False)
+    ours = batched(model, [LONG], "cpp", 4, **options)
+    assert_all_same(ours, one_by_one(model, [LONG], "cpp", **options))
+    assert decode_calls and all(n == 1 for n, _ in decode_calls)
 
 
 @pytest.mark.slow

@@ -101,7 +101,8 @@ def test_whisper_defaults_pass_through(fake_model, tmp_path):
     assert options == dict(
         decoder="torch", verbose=True, task="transcribe", language=None, best_of=5, beam_size=5, patience=None,
         length_penalty=None, suppress_tokens="-1", initial_prompt=None, carry_initial_prompt=False,
-        condition_on_previous_text=True, fp16=False,  # True, but openai-whisper computes in fp32 on CPU anyway
+        condition_on_previous_text=True, without_timestamps=False,
+        fp16=False,  # True, but openai-whisper computes in fp32 on CPU anyway
         compression_ratio_threshold=2.4, logprob_threshold=-1.0, no_speech_threshold=0.6, word_timestamps=False,
         prepend_punctuations="\"'“¿([{-", append_punctuations="\"'.。,，!！?？:：”)]}、", clip_timestamps="0",
         hallucination_silence_threshold=None,
@@ -119,7 +120,8 @@ def test_every_option_passes_through(fake_model, tmp_path, monkeypatch):
         "--verbose", "False", "--task", "translate", "--language", "French", "--temperature", "0.1",
         "--temperature_increment_on_fallback", "0.3", "--best_of", "3", "--beam_size", "None", "--patience", "1.5",
         "--length_penalty", "0.5", "--suppress_tokens=-1,50", "--initial_prompt", "Hi.",
-        "--carry_initial_prompt", "True", "--condition_on_previous_text", "False", "--fp16", "False",
+        "--carry_initial_prompt", "True", "--condition_on_previous_text", "False", "--without_timestamps", "True",
+        "--fp16", "False",
         "--compression_ratio_threshold", "None", "--logprob_threshold", "-2", "--no_speech_threshold", "0.5",
         "--word_timestamps", "True", "--prepend_punctuations", "(", "--append_punctuations", ")",
         "--highlight_words", "True", "--clip_timestamps", "0,5", "--hallucination_silence_threshold", "1",
@@ -133,7 +135,8 @@ def test_every_option_passes_through(fake_model, tmp_path, monkeypatch):
     assert options == dict(
         decoder="torch", verbose=False, task="translate", language="en", best_of=3, beam_size=None, patience=1.5,
         length_penalty=0.5, suppress_tokens="-1,50", initial_prompt="Hi.", carry_initial_prompt=True,
-        condition_on_previous_text=False, fp16=False, compression_ratio_threshold=None, logprob_threshold=-2.0,
+        condition_on_previous_text=False, without_timestamps=True, fp16=False, compression_ratio_threshold=None,
+        logprob_threshold=-2.0,
         no_speech_threshold=0.5, word_timestamps=True, prepend_punctuations="(", append_punctuations=")",
         clip_timestamps="0,5", hallucination_silence_threshold=1.0,
     )

@@ -53,10 +53,12 @@ def test_batch_passes_the_options_and_reports_a_failed_batch(fake_model, monkeyp
 
     monkeypatch.setattr(batch_transcribe, "iter_transcribe_batch", iter_transcribe_batch)
     status, out, err = run_cli("a.wav", "b.wav", "c.wav", "--batch_size", "3", "--device", "cpu",
-                               "--output_dir", tmp_path, "--output_format", "txt", "--beam_size", "2")
+                               "--output_dir", tmp_path, "--output_format", "txt", "--beam_size", "2",
+                               "--without_timestamps", "True")
     assert status == 1
     assert seen["audios"] == ["a.wav", "b.wav", "c.wav"] and seen["batch_size"] == 3
     assert seen["options"]["beam_size"] == 2 and seen["options"]["decoder"] == "torch"
+    assert seen["options"]["without_timestamps"] is True
     assert [line.split(": ")[2] for line in error_lines(err)] == ["a.wav", "c.wav"]
     assert all("RuntimeError: the decoder broke" in line for line in error_lines(err))
     assert out == "b.wav: Hello there.\n"

@@ -17,7 +17,7 @@ with that state swapped in (the default generator is left as it was).
 
 from collections import defaultdict
 from contextlib import contextmanager
-from typing import Dict, List, Sequence
+from typing import Dict, List, Optional, Sequence
 
 import torch
 from whisper.decoding import DecodingResult
@@ -55,11 +55,14 @@ class StreamGenerators:
 
 
 def decode_with_fallback(model, features: torch.Tensor, window_options: Sequence[dict], keys: Sequence[int],
-                         settings: TranscribeOptions, decoder: str,
-                         generators: StreamGenerators) -> List[DecodingResult]:
+                         settings: TranscribeOptions, decoder: str, generators: StreamGenerators,
+                         ahead: Optional[Sequence[bool]] = None) -> List[Optional[DecodingResult]]:
     """The DecodingResult of each window: features[i] (encoded) with DecodingOptions fields window_options[i],
-    for audio keys[i], as decode_with_fallback would return it for that window alone."""
-    results: List[DecodingResult] = [None] * len(window_options)
+    for audio keys[i], as decode_with_fallback would return it for that window alone. ahead[i]: window i is
+    decoded ahead of its audio's turn (batch_stream.TranscriptionStream.speculates); it gets the first
+    temperature only, and None where that result would need another (sampling draws from the audio's
+    generator, which must see the windows in their order)."""
+    results: List[Optional[DecodingResult]] = [None] * len(window_options)
     todo = list(range(len(window_options)))
     for temperature in settings.temperatures:
         if not todo:
@@ -78,4 +81,9 @@ def decode_with_fallback(model, features: torch.Tensor, window_options: Sequence
                 for i, result in zip(members, decode(model, batch, options[members[0]], decoder=decoder)):
                     results[i] = result
         todo = [i for i in todo if needs_fallback(results[i], settings)]
+        if ahead is not None:
+            for i in todo:
+                if ahead[i]:
+                    results[i] = None
+            todo = [i for i in todo if not ahead[i]]
     return results

@@ -114,24 +114,75 @@ class TranscriptionStream:
         seek then moves by the window's size (zero or less) it never returns. With one set of clips for
         several audios of different lengths, this would hang the whole batch.
         """
-        while self.clip_idx < len(self.clips):
-            clip_start, clip_end = self.clips[self.clip_idx]
-            if self.seek < clip_start:
-                self.seek = clip_start
-            if self.seek >= clip_end:
-                self.clip_idx += 1
-                if self.clip_idx < len(self.clips):
-                    self.seek = self.clips[self.clip_idx][0]
+        self.seek, self.clip_idx, size = self._locate(self.seek, self.clip_idx)
+        if size == 0:
+            self.window, self.finished = None, True
+            return None
+        self.window = self._window(self.seek, size)
+        return self.window
+
+    def _locate(self, seek: int, clip_idx: int):
+        """(seek, clip_idx, size) of the window at or after `seek` in clip `clip_idx`; size 0: none is left."""
+        while clip_idx < len(self.clips):
+            clip_start, clip_end = self.clips[clip_idx]
+            if seek < clip_start:
+                seek = clip_start
+            if seek >= clip_end:
+                clip_idx += 1
+                if clip_idx < len(self.clips):
+                    seek = self.clips[clip_idx][0]
                 continue
-            size = min(N_FRAMES, self.content_frames - self.seek, clip_end - self.seek)
-            if size <= 0:  # the clip reaches past the end of the audio: it ends there (see below)
-                self.seek = clip_end
+            size = min(N_FRAMES, self.content_frames - seek, clip_end - seek)
+            if size <= 0:  # the clip reaches past the end of the audio: it ends there (see next_window)
+                seek = clip_end
                 continue
-            segment = pad_or_trim(self.mel[:, self.seek:self.seek + size], N_FRAMES)
-            self.window = Window(self.seek, size, segment.to(self.model.device).to(self.settings.dtype))
-            return self.window
-        self.window, self.finished = None, True
-        return None
+            return seek, clip_idx, size
+        return seek, clip_idx, 0
+
+    def _window(self, seek: int, size: int) -> Window:
+        segment = pad_or_trim(self.mel[:, seek:seek + size], N_FRAMES)
+        return Window(seek, size, segment.to(self.model.device).to(self.settings.dtype))
+
+    # ---- windows ahead (batch_transcribe: the windows of one audio decoded together)
+
+    @property
+    def speculates(self) -> bool:
+        """Whether the windows after the current one may be decoded before it is accepted: no text carried
+        to the next window (condition_on_previous_text=False, no carry_initial_prompt), so every later window
+        decodes with an empty prompt; no timestamps, so each window almost always moves the seek by its whole
+        size (a window that samples two consecutive timestamp tokens anyway moves it less, and the windows
+        decoded after it are dropped, see `matches`); no word timestamps (their hallucination skip moves the
+        seek too); temperature 0 first (windows ahead are never sampled: a window that needs a higher
+        temperature is decoded again in its turn, with its audio's generator)."""
+        s = self.settings
+        return (not s.condition_on_previous_text and not s.carry_initial_prompt and not s.word_timestamps
+                and bool(self.options.get("without_timestamps")) and bool(s.temperatures) and s.temperatures[0] == 0)
+
+    def lookahead(self, count: int) -> List[Window]:
+        """Up to `count` windows after the current one, each where the window before it would end if the
+        seek moved by its whole size."""
+        windows: List[Window] = []
+        if self.window is None:
+            return windows
+        seek, clip_idx, size = self.window.seek, self.clip_idx, self.window.segment_size
+        while len(windows) < count:
+            seek, clip_idx, size = self._locate(seek + size, clip_idx)
+            if size == 0:
+                break
+            windows.append(self._window(seek, size))
+        return windows
+
+    def lookahead_options(self) -> dict:
+        """The DecodingOptions fields of a window ahead: the prompt is empty after any accepted window."""
+        return {**self.options, "prompt": []}
+
+    def matches(self, window: Window) -> bool:
+        """Whether `window` (from `lookahead`, decoded with `lookahead_options`) is this stream's next window,
+        with those options: the same position and size, and an empty prompt (a first window skipped as
+        silence leaves the initial prompt to the next one). Moves the stream to its next window."""
+        current = self.next_window()
+        return (current is not None and (current.seek, current.segment_size) == (window.seek, window.segment_size)
+                and self.decode_options() == self.lookahead_options())
 
     def decode_options(self) -> dict:
         """This window's DecodingOptions fields: the call's, with this audio's language and prompt."""

@@ -14,9 +14,14 @@ of audios without a prompt; every window with condition_on_previous_text=False, 
 carry_initial_prompt and no previous text) at temperature 0. Not batched: windows with different prompts
 (with condition_on_previous_text=True, every window after the first carries its audio's previous text),
 sampling at temperature > 0 (each audio draws from its own generator state), and word-timestamp alignment.
-Windows of one audio are never batched with each other: each window starts where the previous window's
-last complete segment ended (seek), so it is known only once the previous window is decoded, whatever
-condition_on_previous_text is.
+Windows of one audio: each window starts where the previous window's last complete segment ended (seek),
+so in general it is known only once the previous window is decoded. With without_timestamps=True,
+condition_on_previous_text=False (and no carry_initial_prompt, no word timestamps) a window almost always
+moves the seek by its whole size and the next window's prompt is empty, so places that no other audio
+takes are filled with the windows ahead of the current one, decoded at the first temperature with an empty
+prompt; each is accepted only if it is exactly the window (and prompt) the audio moves to, and a window
+ahead that needs a higher temperature is decoded again in its turn. A single long audio is then encoded and
+decoded batch_size windows at a time, with the results of one-by-one transcription.
 
 Results: for each audio, the dict `transcribe()` returns for it alone (and with the default generator in
 the same state). Decoding several windows in one call computes each row with the same operations, but a
@@ -87,19 +92,48 @@ def iter_transcribe_batch(model, audios: Iterable, *, batch_size: int = 8, decod
                     break
             if not ready:
                 continue
+            rows = _rows(ready, batch_size)
             with torch.no_grad():
-                features = model.encoder(torch.stack([s.window.mel_segment for s in ready.values()]))
-            decoded = decode_with_fallback(model, features, [s.decode_options() for s in ready.values()],
-                                           list(ready), settings, decoder, generators)
-            for (index, stream), result in zip(ready.items(), decoded):
-                try:
-                    stream.accept(result)
-                except Exception as exc:  # this audio's own failure (e.g. in word alignment)
-                    del active[index]
-                    progress.finish(index)
-                    yield index, exc
-                    continue
-                progress.advance(index)
+                features = model.encoder(torch.stack([window.mel_segment for _, _, window, _ in rows]))
+            decoded = decode_with_fallback(
+                model, features, [s.lookahead_options() if ahead else s.decode_options() for _, s, _, ahead in rows],
+                [index for index, _, _, _ in rows], settings, decoder, generators, [ahead for *_, ahead in rows])
+            yield from _accept(rows, decoded, active, progress)
+
+
+def _rows(ready: Dict[int, TranscriptionStream], batch_size: int) -> List[tuple]:
+    """(index, stream, window, ahead) of each window to decode this round: every ready stream's own window,
+    then, in the places no other audio takes, windows ahead of their turn from the streams that allow it
+    (TranscriptionStream.speculates: the windows of one long audio decoded together)."""
+    rows = [(index, stream, stream.window, False) for index, stream in ready.items()]
+    for index, stream in ready.items():
+        free = batch_size - len(rows)
+        if free <= 0:
+            break
+        if stream.speculates:
+            rows += [(index, stream, window, True) for window in stream.lookahead(free)]
+    return rows
+
+
+def _accept(rows: List[tuple], decoded: list, active: dict, progress):
+    """Hand each stream its results in window order: its own window's, then each window ahead's while that
+    window is the one the stream moved to (else the rest are dropped, to be decoded in their turn); yield
+    (index, exception) for a stream that fails (e.g. in word alignment), and drop it."""
+    by_stream: Dict[int, list] = {}
+    for (index, stream, window, ahead), result in zip(rows, decoded):
+        by_stream.setdefault(index, []).append((stream, window, ahead, result))
+    for index, entries in by_stream.items():
+        for stream, window, ahead, result in entries:
+            if ahead and (result is None or not stream.matches(window)):
+                break
+            try:
+                stream.accept(result)
+            except Exception as exc:  # this audio's own failure
+                del active[index]
+                progress.finish(index)
+                yield index, exc
+                break
+            progress.advance(index)
 
 
 def _load(model, settings, pending: deque, active: dict, batch_size: int, progress, labelled: bool):

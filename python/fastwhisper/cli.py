@@ -70,7 +70,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="number of threads used by torch for CPU inference; supersedes MKL_NUM_THREADS/OMP_NUM_THREADS")
     g.add_argument("--batch_size", type=_positive_int, default=1,
                    help="transcribe up to this many files together, their 30-s windows encoded and decoded in "
-                   "batches (same outputs); 1 transcribes one file after the other")
+                   "batches (same outputs); with --without_timestamps True and --condition_on_previous_text False "
+                   "the windows of one long file fill the batch too; 1 transcribes one file after the other")
 
     g = p.add_argument_group("output")
     g.add_argument("--output_dir", "-o", type=str, default=".", help="directory to save the outputs")
@@ -124,6 +125,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="if True, provide the previous output of the model as a prompt for the next window; "
                    "disabling may make the text inconsistent across windows, but the model becomes less prone to "
                    "getting stuck in a failure loop")
+    g.add_argument("--without_timestamps", type=str2bool, default=False,
+                   help="decode text only, without timestamp tokens (one segment per 30-s window); not in "
+                   "openai-whisper's CLI, a field of its DecodingOptions")
     g.add_argument("--fp16", type=str2bool, default=True,
                    help="whether to perform inference in fp16 (GPU only: on CPU it is float32, as in openai-whisper)")
     g.add_argument("--compression_ratio_threshold", type=optional_float, default=2.4,
