@@ -41,7 +41,10 @@ Sections (--sections)
             in fp16 (GPU) identical, or "differs" when openai-whisper's own fp16 text differs from its
             fp32 text too (a failure otherwise). Batched real-weight rows use fastwhisper's batched
             API when it exists (fastwhisper.transcribe_batch, or transcribe(batch_size=)) and are
-            "not available" otherwise; openai-whisper has no batched long-form transcription.
+            "not available" otherwise; openai-whisper has no batched long-form transcription. They
+            transcribe the one clip with without_timestamps=True and condition_on_previous_text=False,
+            so that its windows are decoded --longform-batch at a time, and are checked against
+            openai-whisper's transcript with the same options (untimed), by the same rules.
   cpu       on a GPU run, CPU rows for tiny and base: openai-whisper vs fastwhisper, encoder at batch
             1, decoder greedy, and the real-weight long-form rows.
 
@@ -820,24 +823,38 @@ def bench_real(runner: Runner, model_name: str, device: str, ceilings, audio_pat
             check["openai_fp16_equals_fp32"] = fp32 == text
         return check
 
-    def ours_compare(text):
-        if OPENAI not in texts:
-            raise WrongOutput("no openai-whisper transcript to compare with")
-        theirs = texts[OPENAI]
+    def compare_texts(text, theirs, theirs_fp32):
+        """ours against openai-whisper's text with the same options: identical in fp32; in fp16 a difference
+        is a failure unless openai-whisper's own fp16 and fp32 texts differ too."""
         check = {"text": "identical" if text == theirs else "differs",
                  "wer_vs_openai": normalized_wer(theirs, text, language)}
         if text != theirs:
             if not gpu:
                 raise WrongOutput(f"wrong output: fp32 text differs from openai-whisper's "
                                   f"(WER {check['wer_vs_openai']:.3f} against it)")
-            if texts.get("openai-fp32") == theirs:
+            if theirs_fp32 == theirs:
                 raise WrongOutput(f"wrong output: fp16 text differs from openai-whisper's (WER {check['wer_vs_openai']:.3f}) "
                                   "while openai-whisper's own fp16 and fp32 texts agree")
             check["note"] = "differs; openai-whisper's own fp16 text differs from its fp32 text too"
         return check
 
+    def ours_compare(text):
+        if OPENAI not in texts:
+            raise WrongOutput("no openai-whisper transcript to compare with")
+        return compare_texts(text, texts[OPENAI], texts.get("openai-fp32"))
+
     if OPENAI in args.impls:
         runner.run(base_row(OPENAI), measure_with(OPENAI, transcribe_openai, openai_compare))
+    # the batched rows transcribe the one file with its windows decoded together (BATCHED_REAL_OPTIONS): their
+    # reference is openai-whisper's transcript with the same options, untimed
+    batched_reference = None
+    if "batched" in args.longform_modes and OPENAI in args.impls and not runner.past_deadline():
+        try:
+            batched_reference = [transcript_text(transcribe_openai(audio_path, **BATCHED_REAL_OPTIONS))]
+            batched_reference.append(transcript_text(transcribe_openai(audio_path, **{**BATCHED_REAL_OPTIONS, "fp16": False}))
+                                     if gpu else None)
+        except Exception as exc:  # noqa: BLE001  (the batched rows then fail with this reason)
+            batched_reference = f"openai-whisper's reference for the batched rows failed: {error_status(exc)}"
     del reference
     free_device_memory(device)
     for impl, kind in ((HYBRID, "torch"), (CPP, "cpp")):
@@ -859,19 +876,18 @@ def bench_real(runner: Runner, model_name: str, device: str, ceilings, audio_pat
             label, call = api
             row["api"] = label
 
+            row["options"] = dict(BATCHED_REAL_OPTIONS)
+
             def batched(path, kind=kind, call=call, **extra):
                 torch.manual_seed(0)
-                return call(fast, path, args.longform_batch, kind, {**options, **extra})
+                return call(fast, path, args.longform_batch, kind, {**options, **BATCHED_REAL_OPTIONS, **extra})
 
             def batched_compare(text):
-                theirs = texts.get(OPENAI)
-                if theirs is None:  # openai-whisper not in --impls (or it failed): nothing to compare with
+                if batched_reference is None:  # openai-whisper not in --impls: nothing to compare with
                     return {"text": "unchecked", "note": "no openai-whisper transcript in this run"}
-                check = {"text": "identical" if text == theirs else "differs",
-                         "wer_vs_openai": normalized_wer(theirs, text, language) if theirs else None,
-                         "note": "batched windows are cut at fixed 30-s boundaries: the text may differ from "
-                                 "openai-whisper's sequential transcription"}
-                return check
+                if isinstance(batched_reference, str):
+                    raise WrongOutput(batched_reference)
+                return compare_texts(text, *batched_reference)
             runner.run(row, measure_with(impl, batched, batched_compare))
     if HF in args.impls:
         runner.not_available(base_row(HF), "no Hugging Face-format real weights bundled; HF is timed with random weights")
@@ -1174,6 +1190,9 @@ QUICK = {"warmup": 1, "repeats": 2, "encoder_repeats": 2, "tokens": 8, "check_to
 FULL = {"warmup": 1, "repeats": 3, "encoder_repeats": 10, "tokens": 50, "check_tokens": 32, "longform_seconds": 1920,
         "longform_tokens": 100, "longform_batch": 16, "longform_budget_s": 2.0, "batch_sizes": "1,8",
         "real_audio": LONG_CLIP}
+# Real-weight batched rows: one file, its windows decoded together (transcribe_batch decodes the windows ahead of
+# the current one when they cannot depend on it), compared with openai-whisper's transcript with these options.
+BATCHED_REAL_OPTIONS = {"without_timestamps": True, "condition_on_previous_text": False}
 DEFAULT_LONGFORM_ROWS = "single:openai-whisper,fastwhisper-hybrid,fastwhisper-cpp;batched:hf-sdpa,fastwhisper-cpp"
 
 

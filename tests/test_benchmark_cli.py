@@ -113,6 +113,10 @@ def test_real_weights_text_identical_to_openai(cpu_run):
     assert cpp["floor"] > 0 and cpp["tokens"] > 0
     hybrid = rows_where(data, weights="tiny.en", impl="fastwhisper-hybrid", mode="single")[0]
     assert hybrid["status"] == "failure"  # injected: empty transcript
+    # batched: the clip without timestamps or carried text, against openai-whisper with the same options
+    batched = rows_where(data, weights="tiny.en", impl="fastwhisper-cpp", mode="batched")[0]
+    assert batched["status"] == "ok" and batched["check"]["text"] == "identical", batched
+    assert batched["options"] == {"without_timestamps": True, "condition_on_previous_text": False}
 
 
 def test_markdown_and_png(cpu_run, tmp_path):
