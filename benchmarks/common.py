@@ -1,13 +1,18 @@
 """Helpers shared by the benchmark scripts: model dimensions, random models, timing, the measured
 ceilings (GEMM rate, copy bandwidth) and the floors derived from them, and report formatting.
 
-Used by run.py (the benchmark CLI), encoder_bench.py, decoder_bench.py and profile_kernels.py.
+Used by run.py (the benchmark CLI), encoder_bench.py, decoder_bench.py, profile_kernels.py and the GPU
+profiling scripts (decoder_ablation.py, step_timeline.py, decode_call_profile.py, longform_profile.py).
 """
 
 import contextlib
+import cProfile
 import gc
+import io
+import json
 import math
 import os
+import pstats
 import re
 import statistics
 import subprocess
@@ -307,3 +312,36 @@ def json_safe(value):
     if isinstance(value, (list, tuple)):
         return [json_safe(v) for v in value]
     return value
+
+
+# -- the GPU profiling scripts (decode_call_profile.py, longform_profile.py) ----------------------------
+
+
+def check_model_names(parser, models: str) -> List[str]:
+    """The comma list `models` as names of DIMS, or a parser error naming the unknown one."""
+    names = models.split(",")
+    for name in names:
+        if name not in DIMS:
+            parser.error(f"unknown model {name!r}; choose from {', '.join(DIMS)}")
+    return names
+
+
+def host_profile(fn: Callable[[], object], top: int):
+    """The ``top`` functions of one call of fn (then a CUDA synchronize) by cumulative host time under cProfile:
+    [(file:line(function), calls, cumulative ms)]."""
+    prof = cProfile.Profile()
+    prof.enable()
+    fn()
+    torch.cuda.synchronize()
+    prof.disable()
+    rows = [(f"{Path(path).name}:{line}({func})", calls, cumulative * 1e3)
+            for (path, line, func), (_, calls, _, cumulative, _) in pstats.Stats(prof, stream=io.StringIO()).stats.items()]
+    return sorted(rows, key=lambda r: -r[2])[:top]
+
+
+def write_report(out: Optional[Path], meta: Dict, results: List[Dict], report: str) -> None:
+    """Print the markdown report; with `out`, write meta and results as JSON there and the report beside it (.md)."""
+    print(report)
+    if out:
+        out.write_text(json.dumps({**meta, "results": results}, indent=1) + "\n")
+        out.with_suffix(".md").write_text(report)

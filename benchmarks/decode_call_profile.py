@@ -14,10 +14,6 @@ fixed cost splits into host work, GPU work and waiting.
 """
 
 import argparse
-import cProfile
-import io
-import json
-import pstats
 import statistics
 import sys
 from pathlib import Path
@@ -25,22 +21,8 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import (DIMS, device_name, fixed_length_options, git_commit, random_audio_features,  # noqa: E402
-                    random_whisper, time_calls)
-
-
-def host_profile(fn, top: int):
-    """The ``top`` functions of one call of fn by cumulative host time: [(name, calls, cumulative ms)]."""
-    prof = cProfile.Profile()
-    prof.enable()
-    fn()
-    torch.cuda.synchronize()
-    prof.disable()
-    stats = pstats.Stats(prof, stream=io.StringIO())
-    rows = []
-    for (path, line, func), (_, calls, _, cumulative, _) in stats.stats.items():
-        rows.append((f"{Path(path).name}:{line}({func})", calls, cumulative * 1e3))
-    return sorted(rows, key=lambda r: -r[2])[:top]
+from common import (check_model_names, device_name, fixed_length_options, git_commit, host_profile,  # noqa: E402
+                    random_audio_features, random_whisper, time_calls, write_report)
 
 
 def device_profile(fn, top: int):
@@ -108,20 +90,14 @@ def main():
     parser.add_argument("--commit", default=None)
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
-    for name in args.models.split(","):
-        if name not in DIMS:
-            parser.error(f"unknown model {name!r}; choose from {', '.join(DIMS)}")
+    models = check_model_names(parser, args.models)
     if not torch.cuda.is_available():
         sys.exit("decode_call_profile.py needs a CUDA GPU")
     results = [measure(name, int(w), args.tokens, args.warmup, args.repeats, args.top)
-               for name in args.models.split(",") for w in args.windows.split(",")]
+               for name in models for w in args.windows.split(",")]
     meta = {"commit": args.commit or git_commit(), "gpu": device_name("cuda"), "warmup": args.warmup,
             "repeats": args.repeats}
-    report = markdown(results, meta)
-    print(report)
-    if args.out:
-        args.out.write_text(json.dumps({**meta, "results": results}, indent=1) + "\n")
-        args.out.with_suffix(".md").write_text(report)
+    write_report(args.out, meta, results, markdown(results, meta))
 
 
 if __name__ == "__main__":

@@ -14,10 +14,6 @@ random weights of the real dims), three ways:
 """
 
 import argparse
-import cProfile
-import io
-import json
-import pstats
 import statistics
 import sys
 import tempfile
@@ -28,7 +24,8 @@ from types import SimpleNamespace
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import DIMS, device_name, fixed_length_options, git_commit, random_whisper  # noqa: E402
+from common import (check_model_names, device_name, fixed_length_options, git_commit, host_profile,  # noqa: E402
+                    random_whisper, write_report)
 from run import LONG_CLIP, LongAudio, fixed_budget_transcription  # noqa: E402
 
 import fastwhisper  # noqa: E402
@@ -51,17 +48,6 @@ class PhaseClock:
             self.seconds[phase] += time.perf_counter() - start
             return out
         return wrapper
-
-
-def top_functions(fn, top: int):
-    prof = cProfile.Profile()
-    prof.enable()
-    fn()
-    torch.cuda.synchronize()
-    prof.disable()
-    rows = [(f"{Path(path).name}:{line}({func})", calls, cumulative * 1e3)
-            for (path, line, func), (_, calls, _, cumulative, _) in pstats.Stats(prof, stream=io.StringIO()).stats.items()]
-    return sorted(rows, key=lambda r: -r[2])[:top]
 
 
 def measure(name: str, windows: int, batch: int, tokens: int, repeats: int, top: int, workdir: Path):
@@ -106,7 +92,7 @@ def measure(name: str, windows: int, batch: int, tokens: int, repeats: int, top:
             torch.cuda.synchronize()
             clock.seconds["total"] = time.perf_counter() - start
             clocks.append(clock.seconds)
-        hosts = top_functions(plain, top)
+        hosts = host_profile(plain, top)
     del model
     torch.cuda.empty_cache()
     per_window = {p: 1e3 * statistics.median(c[p] for c in clocks) / windows for p in ("encode", "decode", "total")}
@@ -146,20 +132,14 @@ def main():
     parser.add_argument("--commit", default=None)
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
-    for name in args.models.split(","):
-        if name not in DIMS:
-            parser.error(f"unknown model {name!r}; choose from {', '.join(DIMS)}")
+    models = check_model_names(parser, args.models)
     if not torch.cuda.is_available():
         sys.exit("longform_profile.py needs a CUDA GPU")
     with tempfile.TemporaryDirectory() as tmp:
         results = [measure(name, args.windows, int(b), args.tokens, args.repeats, args.top, Path(tmp))
-                   for name in args.models.split(",") for b in args.batch.split(",")]
+                   for name in models for b in args.batch.split(",")]
     meta = {"commit": args.commit or git_commit(), "gpu": device_name("cuda"), "repeats": args.repeats}
-    report = markdown(results, meta)
-    print(report)
-    if args.out:
-        args.out.write_text(json.dumps({**meta, "results": results}, indent=1) + "\n")
-        args.out.with_suffix(".md").write_text(report)
+    write_report(args.out, meta, results, markdown(results, meta))
 
 
 if __name__ == "__main__":
