@@ -157,6 +157,18 @@ def test_windows_of_one_long_audio_decoded_together_equal_one_by_one(model, deco
 
 
 @pytest.mark.slow
+def test_transcribe_with_a_batch_size_decodes_windows_of_the_audio_together(model, decode_calls, tmp_path):
+    torch.manual_seed(0)
+    ours = model.transcribe(LONG, decoder="cpp", batch_size=4, **AHEAD)
+    assert_same_result(ours, one_by_one(model, [LONG], "cpp", **AHEAD)[0])
+    assert decode_calls[0] == (3, 0.0)
+    with pytest.raises(fastwhisper.AudioLoadError, match="missing.flac"):
+        model.transcribe(str(tmp_path / "missing.flac"), batch_size=2, **AHEAD)
+    with pytest.raises(ValueError, match="batch_size"):
+        model.transcribe(LONG, batch_size=0, **AHEAD)
+
+
+@pytest.mark.slow
 def test_windows_ahead_that_need_a_higher_temperature_are_decoded_in_their_turn(model, decode_calls):
     """Tight thresholds: windows ahead that fail at temperature 0 are dropped, then decoded in order with the
     audio's generator: the samples and the default generator are those of one-by-one transcription."""

@@ -31,10 +31,10 @@ class FastWhisper(Whisper):
         super().__init__(dims)
         self.encoder = FastAudioEncoder.from_audio_encoder(self.encoder)
 
-    def transcribe(self, audio, *, decoder: str = "torch", **options):
+    def transcribe(self, audio, *, decoder: str = "torch", batch_size: int = 1, **options):
         from .transcribe import transcribe
 
-        return transcribe(self, audio, decoder=decoder, **options)
+        return transcribe(self, audio, decoder=decoder, batch_size=batch_size, **options)
 
     def transcribe_batch(self, audios, *, batch_size: int = 8, decoder: str = "torch", **options):
         from .batch_transcribe import transcribe_batch

@@ -10,13 +10,24 @@ from .encoder import FastAudioEncoder, accelerate
 from .model import check_decoder
 
 
-def transcribe(model, audio, *, decoder: str = "torch", **options) -> dict:
+def transcribe(model, audio, *, decoder: str = "torch", batch_size: int = 1, **options) -> dict:
     """Transcribe `audio` (a path, or a 16 kHz waveform as numpy array / torch tensor) with `model`.
 
     decoder: "torch" (openai-whisper's PyTorch decoder) or "cpp" (fastwhisper's C++ decoding loop).
     Takes every option of `whisper.transcribe` (temperature, beam_size, word_timestamps, ...) and
     returns the same dict (text, segments, language). Audio errors raise AudioLoadError.
+    batch_size > 1: through `transcribe_batch`, which decodes up to that many windows of the audio together
+    where they cannot depend on each other (without_timestamps=True, condition_on_previous_text=False, no
+    carry_initial_prompt or word timestamps) and gives the same result; otherwise it decodes one window at
+    a time as well.
     """
+    if batch_size != 1:
+        from .batch_transcribe import transcribe_batch
+
+        [result] = transcribe_batch(model, [audio], batch_size=batch_size, decoder=decoder, **options)
+        if isinstance(result, Exception):
+            raise result
+        return result
     check_decoder(decoder)
     if not isinstance(model.encoder, FastAudioEncoder):
         accelerate(model)
