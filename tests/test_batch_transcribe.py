@@ -157,6 +157,17 @@ def test_windows_of_one_long_audio_decoded_together_equal_one_by_one(model, deco
 
 
 @pytest.mark.slow
+def test_windows_ahead_of_several_audios_equal_one_by_one(model, decode_calls):
+    """Three audios of 3, 1 and 2 windows in 4 places: the free place takes the first audio's next window, and
+    as audios finish their places go to windows ahead of the others."""
+    long_audio = fastwhisper.load_audio(LONG)
+    audios = [long_audio[: 70 * 16000], short(1)[0], long_audio[20 * 16000: 75 * 16000]]
+    ours = batched(model, audios, "cpp", 4, **AHEAD)
+    assert_all_same(ours, one_by_one(model, audios, "cpp", **AHEAD))
+    assert decode_calls[0] == (4, 0.0)
+
+
+@pytest.mark.slow
 def test_transcribe_with_a_batch_size_decodes_windows_of_the_audio_together(model, decode_calls, tmp_path):
     torch.manual_seed(0)
     ours = model.transcribe(LONG, decoder="cpp", batch_size=4, **AHEAD)
