@@ -847,14 +847,14 @@ def bench_real(runner: Runner, model_name: str, device: str, ceilings, audio_pat
         runner.run(base_row(OPENAI), measure_with(OPENAI, transcribe_openai, openai_compare))
     # the batched rows transcribe the one file with its windows decoded together (BATCHED_REAL_OPTIONS): their
     # reference is openai-whisper's transcript with the same options, untimed
-    batched_reference = None
+    batched_texts, batched_error = None, None  # (openai-whisper's text, its fp32 text on a GPU), or why not
     if "batched" in args.longform_modes and OPENAI in args.impls and not runner.past_deadline():
         try:
-            batched_reference = [transcript_text(transcribe_openai(audio_path, **BATCHED_REAL_OPTIONS))]
-            batched_reference.append(transcript_text(transcribe_openai(audio_path, **{**BATCHED_REAL_OPTIONS, "fp16": False}))
-                                     if gpu else None)
+            batched_texts = (transcript_text(transcribe_openai(audio_path, **BATCHED_REAL_OPTIONS)),
+                             transcript_text(transcribe_openai(audio_path, **BATCHED_REAL_OPTIONS, fp16=False))
+                             if gpu else None)
         except Exception as exc:  # noqa: BLE001  (the batched rows then fail with this reason)
-            batched_reference = f"openai-whisper's reference for the batched rows failed: {error_status(exc)}"
+            batched_error = f"openai-whisper's reference for the batched rows failed: {error_status(exc)}"
     del reference
     free_device_memory(device)
     for impl, kind in ((HYBRID, "torch"), (CPP, "cpp")):
@@ -883,11 +883,11 @@ def bench_real(runner: Runner, model_name: str, device: str, ceilings, audio_pat
                 return call(fast, path, args.longform_batch, kind, {**options, **BATCHED_REAL_OPTIONS, **extra})
 
             def batched_compare(text):
-                if batched_reference is None:  # openai-whisper not in --impls: nothing to compare with
+                if batched_error:
+                    raise WrongOutput(batched_error)
+                if batched_texts is None:  # openai-whisper not in --impls: nothing to compare with
                     return {"text": "unchecked", "note": "no openai-whisper transcript in this run"}
-                if isinstance(batched_reference, str):
-                    raise WrongOutput(batched_reference)
-                return compare_texts(text, *batched_reference)
+                return compare_texts(text, *batched_texts)
             runner.run(row, measure_with(impl, batched, batched_compare))
     if HF in args.impls:
         runner.not_available(base_row(HF), "no Hugging Face-format real weights bundled; HF is timed with random weights")
