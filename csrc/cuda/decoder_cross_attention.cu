@@ -148,7 +148,7 @@ __global__ void __launch_bounds__(kThreads)
   if constexpr (kProject) {
     async_copy_wait_group<1>();  // the weight rows and LayerNorm parameters (the K/V may still be in flight)
     __syncthreads();
-    load_input_rows<T>(proj.x + static_cast<int64_t>(w) * kGroup * d, ln_s, ln_s + d, h, kGroup, d);
+    load_input_rows<T>(proj.x + static_cast<int64_t>(w) * kGroup * d, ln_s, ln_s + d, h, kGroup, d, d);
     // this block's query features: warp-sized dot products of a normalized row with a weight row
     const int lane = threadIdx.x % 32, warp = threadIdx.x / 32, n_warps = blockDim.x / 32;
     const int64_t d_vecs = d / V;

@@ -141,7 +141,7 @@ __global__ void __launch_bounds__(kThreads, 2)
   // 2. input rows into shared memory (its closing barrier also publishes the barriers' initialization
   // and the preloaded parameters)
   const bool ln_staged = plan.preload && ln_w != nullptr;
-  load_input_rows<T>(x, ln_staged ? ln_s : ln_w, ln_staged ? ln_s + K : ln_b, h, rows, K);
+  load_input_rows<T>(x, ln_staged ? ln_s : ln_w, ln_staged ? ln_s + K : ln_b, h, rows, K, K);
 
   // 3. the warp's pieces, in order; acc holds a weight row's sums over its slices so far
   float acc[kMaxRows];

@@ -61,6 +61,19 @@ __device__ void request_rows(const Segments<T>& seg, int64_t lo, int64_t hi, int
   }
 }
 
+// Asks L2 for weight rows [lo, hi) of the concatenated segments (one bulk prefetch per segment the range
+// touches), without waiting. Called by one thread.
+template <typename T>
+__device__ void prefetch_rows(const Segments<T>& seg, int64_t lo, int64_t hi, int64_t K) {
+#pragma unroll
+  for (int i = 0; i < kMaxSegments; ++i) {
+    if (i >= seg.count) break;
+    const int64_t s0 = seg.begin(i);
+    const int64_t a = max(lo, s0), b = min(hi, seg.end[i]);
+    if (a < b) prefetch_l2(seg.weight[i] + (a - s0) * K, static_cast<uint32_t>((b - a) * K * sizeof(T)));
+  }
+}
+
 // The LayerNorm weight and bias ln_w, ln_b [K] fp32 (16-byte aligned, K % 4 == 0) -> shared ln_s [2, K] by the
 // whole block, published by a block barrier (the warps that normalize read rows other threads copied).
 __device__ __forceinline__ void stage_layer_norm(const float* ln_w, const float* ln_b,

@@ -90,32 +90,6 @@ MmaPlan plan_linear_mma(int64_t rows, int64_t K, int64_t N, int64_t elem, bool l
   return p;
 }
 
-// FASTWHISPER_MMA_PIECES=slices|rows (slices: unset). slices: as many streaming warps per block as octets
-// allow, each piece an octet's 8 rows cut along K to fit the ring (8 bulk copies of piece_k features each);
-// rows: whole octets per piece (one bulk copy of 8 contiguous rows), with as few streaming warps as that
-// takes to fit the budget. Unmeasured hypothesis behind "rows": many small (640-byte) bulk copies per SM
-// limit the sliced pieces (16 rows of large-v3's qkv took 16.8 us under ncu with 12% of DRAM bandwidth,
-// h200-2026-12-02-ncu-decoder-linear-0036863.md).
-bool whole_octet_pieces() {
-  static const bool rows = env_choice("FASTWHISPER_MMA_PIECES", {"slices", "rows"}, "slices") == "rows";
-  return rows;
-}
-
-// plan_linear_mma's plan with whole octets per piece where kSlots of them fit for at least one stream.
-MmaPlan whole_octets_plan(MmaPlan p, int64_t rows, int64_t K, int64_t elem, size_t budget) {
-  const auto octet_bytes = static_cast<size_t>(kOctet * K * elem);
-  if (budget <= p.ring_offset) return p;
-  const auto fit = static_cast<int64_t>((budget - p.ring_offset) / (kSlots * octet_bytes));
-  if (fit < 1) return p;
-  p.streams = static_cast<int>(std::min<int64_t>(p.streams, fit));
-  p.warps = static_cast<int>(std::max<int64_t>(p.streams, rows));
-  p.total_streams = static_cast<int64_t>(p.blocks) * p.streams;
-  p.k_pieces = 1;
-  p.piece_k = K;
-  p.smem = p.ring_offset + static_cast<size_t>(p.streams * kSlots) * octet_bytes;
-  return p;
-}
-
 size_t dynamic_smem_max() {
   return at::cuda::getCurrentDeviceProperties()->sharedMemPerBlockOptin - sizeof(uint64_t) * kMaxWarps * kSlots;
 }
@@ -126,10 +100,6 @@ size_t dynamic_smem_max() {
 // h200-2026-12-02-step-timeline-batch8-mma-*.md) or does not fit at all: then within one block per SM.
 MmaPlan plan_for(int64_t rows, int64_t K, int64_t N, int64_t elem, bool layer_norm) {
   MmaPlan p = plan_linear_mma(rows, K, N, elem, layer_norm, kBlockSmemBudget);
-  if (whole_octet_pieces()) {
-    p = whole_octets_plan(p, rows, K, elem, kBlockSmemBudget);
-    if (p.k_pieces == 1) return p;
-  }
   if (p.k_pieces > 0 && 2 * kSlots * p.piece_k >= K) return p;
   const MmaPlan whole = plan_linear_mma(rows, K, N, elem, layer_norm, dynamic_smem_max());
   return whole.k_pieces > 0 ? whole : p;
@@ -157,12 +127,12 @@ __device__ __forceinline__ void mma_m16n8k16(float (&c)[4], uint32_t a_lo, uint3
                                              uint32_t a8_hi, uint32_t b_lo, uint32_t b_hi) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
   if constexpr (std::is_same_v<T, c10::Half>) {
-    asm volatile(
+    asm(
         "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};"
         : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
         : "r"(a_lo), "r"(a8_lo), "r"(a_hi), "r"(a8_hi), "r"(b_lo), "r"(b_hi));
   } else {
-    asm volatile(
+    asm(
         "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};"
         : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
         : "r"(a_lo), "r"(a8_lo), "r"(a_hi), "r"(a8_hi), "r"(b_lo), "r"(b_hi));
@@ -233,7 +203,7 @@ __global__ void __launch_bounds__(kMaxWarps * 32)
   wait_for_producers();
 
   // 2. input rows (normalized) into shared memory; the closing barrier also publishes the barriers' init
-  load_input_rows<T>(x, ln_w != nullptr ? ln_s : nullptr, ln_s + K, h, rows, K);
+  load_input_rows<T>(x, ln_w != nullptr ? ln_s : nullptr, ln_s + K, h, rows, K, K);
 
   // 3. the warp's pieces in order; acc (two chains) holds the octet's sums over its pieces so far
   const bool row_used = g < rows, row8_used = g + 8 < rows;  // row8_used: the same for every lane of a call
@@ -281,11 +251,222 @@ __global__ void __launch_bounds__(kMaxWarps * 32)
   }
 }
 
+
+// ---- The streaming kernel (FASTWHISPER_MMA_KERNEL=stream, the default) ----
+// The ring kernel above gives each octet to one warp, which walks its K features alone through two ring slots:
+// with 16 rows of large-v3's qkv, 4 of a block's 16 warps did all the multiplying, a chain of 20 chunks each,
+// and the block took 12.2 us against cuBLAS's 6.0 (h200-2026-12-02-step-kernels-session21.md; Nsight Compute
+// put most warp time in that loop). Here every warp multiplies: a block's octets are cut along K into items of
+// slice_units units (32 features each), items go to the block's 16 warps in turn, and each warp streams its
+// items' weights straight from global memory into registers, kAhead units ahead of the mma. Before the
+// producer wait, the block asks L2 for its first octets' weights (an L2 prefetch, no shared memory) and each
+// warp loads its first kAhead units. Partial sums of split octets meet in shared memory (in slice order, so
+// the result does not depend on timing), and one warp per octet applies the epilogue.
+//
+// Fragments: lane (g, q) holds features 8q .. 8q+7 of each 32-feature unit, of weight row 8o + g and of input
+// rows g and g + 8 (one 16-byte vector each), and gives them to two mma k-steps in the same order for both
+// operands. Input rows sit 64 bytes (mod 128) apart in shared memory, so the 8 lanes of a quarter warp (rows g,
+// g + 1) read distinct banks. Input rows past the call's (fragment rows g >= rows) read the last row again:
+// their outputs are never stored.
+constexpr int kUnit = 32;          // features per unit: one 16-byte vector per lane and operand row, two k-steps
+constexpr int kMaxItems = 64;      // items per block: their sums wait in shared memory for the epilogue
+constexpr int64_t kPrefetchBytes = 128 * 1024;  // weights per block asked of L2 before the producer wait
+
+// The kernel's shape: warps per block, weight units in flight per warp (registers) and the blocks per SM its
+// registers leave room for (this kernel's and the next kernel's). FASTWHISPER_MMA_STREAM=wide|deep|lean
+// (wide: unset) picks one; an experiment to be settled by measurement.
+struct StreamShape {
+  int warps, ahead, blocks_per_sm;
+};
+constexpr StreamShape kWide{16, 4, 1}, kDeep{8, 8, 2}, kLean{16, 2, 2};
+const StreamShape& stream_shape() {
+  static const std::string c = env_choice("FASTWHISPER_MMA_STREAM", {"wide", "deep", "lean"}, "wide");
+  return c == "deep" ? kDeep : c == "lean" ? kLean : kWide;
+}
+
+struct StreamPlan {
+  int64_t octets;        // ceil(N / 8); octet o belongs to block o % blocks
+  unsigned int blocks;
+  int max_octets;        // octets of the busiest block
+  int slice_units;       // units per item: one octet's features [s * slice_units * 32, (s + 1) * slice_units * 32)
+  int slices;            // items per octet
+  int prefetch_octets;   // a block's first octets asked of L2 before the producer wait
+  int64_t x_stride;      // elements between input rows in shared memory
+  size_t ln_offset;      // shared bytes: input rows, LayerNorm weight and bias, then the partial sums
+  size_t partial_offset;
+  size_t smem;
+};
+
+// The slice that gives the busiest warp the fewest units (ties: fewer, longer items), within kMaxItems partials.
+StreamPlan plan_stream(int64_t rows, int64_t K, int64_t N, int64_t elem, bool layer_norm, int warps) {
+  StreamPlan p{};
+  const int64_t sms = at::cuda::getCurrentDeviceProperties()->multiProcessorCount;
+  p.octets = ceil_div(N, kOctet);
+  p.blocks = static_cast<unsigned int>(std::min(sms, p.octets));
+  p.max_octets = static_cast<int>(ceil_div(p.octets, p.blocks));
+  const int64_t units = K / kUnit;
+  int64_t best = -1;
+  for (int64_t s = units; s >= 1; --s) {
+    if (units % s != 0) continue;
+    const int64_t slices = units / s, items = p.max_octets * slices;
+    if (items > kMaxItems) break;  // a shorter slice only makes more items
+    const int64_t chain = ceil_div(items, warps) * s;
+    if (best < 0 || chain < best) {
+      best = chain;
+      p.slice_units = static_cast<int>(s);
+      p.slices = static_cast<int>(slices);
+    }
+  }
+  p.prefetch_octets = static_cast<int>(std::clamp<int64_t>(kPrefetchBytes / (kOctet * K * elem), 1, p.max_octets));
+  const auto row_bytes = round_up(static_cast<size_t>(K * elem), 128) + 64;  // 64 bytes mod 128: no bank conflicts
+  p.x_stride = static_cast<int64_t>(row_bytes) / elem;
+  p.ln_offset = round_up(static_cast<size_t>(rows) * row_bytes, 128);
+  p.partial_offset = round_up(p.ln_offset + (layer_norm ? static_cast<size_t>(2 * K * 4) : 0), 128);
+  p.smem = p.partial_offset + static_cast<size_t>(p.max_octets * p.slices) * 32 * sizeof(float4);
+  return p;
+}
+
+template <typename T, bool kHigh, int kWarps, int kAhead, int kBlocksPerSm>
+__global__ void __launch_bounds__(kWarps * 32, kBlocksPerSm)
+    decoder_linear_stream_kernel(const T* __restrict__ x,           // [rows, K]
+                                 const float* __restrict__ ln_w,    // [K] or nullptr (no LayerNorm)
+                                 const float* __restrict__ ln_b,    // [K]
+                                 const Segments<T> seg,             // weights [N_i, K], biases [N_i]
+                                 const T* __restrict__ residual,    // [rows, N] or nullptr
+                                 T* __restrict__ out,               // [rows, N] (out_float == nullptr)
+                                 float* __restrict__ out_float,     // [rows, N] or nullptr
+                                 int rows, int64_t K, int64_t N, const StreamPlan plan, bool apply_gelu) {
+  extern __shared__ __align__(128) unsigned char smem_raw[];
+  const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
+  const int g = lane / 4, q = lane % 4;  // fragment row (input row, weight row of the octet), thread in group
+  T* h = reinterpret_cast<T*>(smem_raw);                                        // [rows, x_stride] input rows
+  float* ln_s = reinterpret_cast<float*>(smem_raw + plan.ln_offset);            // [2, K] LayerNorm weight, bias
+  float4* partial = reinterpret_cast<float4*>(smem_raw + plan.partial_offset);  // [items, 32 lanes]
+  const int n_octets = static_cast<int>((plan.octets - 1 - blockIdx.x) / plan.blocks + 1);  // blocks <= octets
+  const int items = n_octets * plan.slices;
+  const int S = plan.slice_units;
+  // the block's octet i, and item t's weight row 8o + g (the last row past N) at this lane's first feature
+  auto octet = [&](int i) { return blockIdx.x + static_cast<int64_t>(plan.blocks) * i; };
+  auto weight_at = [&](int t) {
+    const int64_t n = min(octet(t / plan.slices) * kOctet + g, N - 1);
+    const int i = seg.find(n);
+    return seg.weight_of(i) + (n - seg.begin(i)) * K + static_cast<int64_t>(t % plan.slices) * S * kUnit + q * 8;
+  };
+  auto load_bias = [&](int i, float (&b)[2]) {
+#pragma unroll
+    for (int e = 0; e < 2; ++e) {
+      const int64_t n = octet(i) * kOctet + 2 * q + e;
+      b[e] = n < N ? seg.bias_at(n) : 0.f;
+    }
+  };
+  float first_bias[2] = {0.f, 0.f};  // of octet `warp`, the first this warp finishes
+  // outputs (g, 8o + 2q + e) and (g + 8, 8o + 2q + e) of the block's octet i from its sums c
+  auto finish = [&](int i, const float (&c)[4]) {
+    float b[2] = {first_bias[0], first_bias[1]};
+    if (i != warp) load_bias(i, b);
+#pragma unroll
+    for (int e = 0; e < 2; ++e) {
+      const int64_t n = octet(i) * kOctet + 2 * q + e;
+      if (n >= N) continue;
+      if (g < rows) store_linear_output(c[e], b[e], apply_gelu, residual, out, out_float, g, n, N);
+      if (kHigh && g + 8 < rows) store_linear_output(c[2 + e], b[e], apply_gelu, residual, out, out_float, g + 8, n, N);
+    }
+  };
+  // this warp's units, items warp, warp + 16, ..., in order; the load cursor runs kAhead units ahead
+  const int my_units = warp < items ? ((items - 1 - warp) / kWarps + 1) * S : 0;
+  int load_item = warp, load_left = S;
+  const T* load_ptr = my_units > 0 ? weight_at(warp) : nullptr;
+  auto next_weights = [&]() {
+    const uint4 v = __ldg(reinterpret_cast<const uint4*>(load_ptr));
+    if (--load_left > 0) {
+      load_ptr += kUnit;
+    } else {
+      load_item += kWarps;
+      load_left = S;
+      if (load_item < items) load_ptr = weight_at(load_item);
+    }
+    return v;
+  };
+
+  // 1. before the input exists: the block's first octets into L2, this warp's first units into registers,
+  // the first bias and the LayerNorm parameters
+  if (lane == 0) {
+    for (int i = warp; i < min(n_octets, plan.prefetch_octets); i += kWarps) {
+      prefetch_rows(seg, octet(i) * kOctet, min(N, (octet(i) + 1) * kOctet), K);
+    }
+  }
+  allow_dependents();
+  uint4 w_ahead[kAhead];
+#pragma unroll
+  for (int l = 0; l < kAhead; ++l) w_ahead[l] = l < my_units ? next_weights() : make_uint4(0, 0, 0, 0);
+  if (warp < n_octets) load_bias(warp, first_bias);
+  if (ln_w != nullptr) stage_layer_norm(ln_w, ln_b, ln_s, K);
+  wait_for_producers();
+
+  // 2. input rows (normalized) into shared memory
+  load_input_rows<T>(x, ln_w != nullptr ? ln_s : nullptr, ln_s + K, h, rows, K, plan.x_stride);
+
+  // 3. the units; acc (two chains) holds the current item's sums, which go to shared memory at its last unit
+  const auto* x_row = reinterpret_cast<const char*>(h + static_cast<int64_t>(min(g, rows - 1)) * plan.x_stride + q * 8);
+  const auto* x_row8 =
+      reinterpret_cast<const char*>(h + static_cast<int64_t>(min(g + 8, rows - 1)) * plan.x_stride + q * 8);
+  const int slice_bytes = S * kUnit * static_cast<int>(sizeof(T));
+  int item = warp, unit = 0;
+  uint32_t x_off = static_cast<uint32_t>(item % plan.slices * slice_bytes);  // bytes into the input rows
+  float acc[2][4] = {};
+  for (int j0 = 0; j0 < my_units; j0 += kAhead) {
+#pragma unroll
+    for (int l = 0; l < kAhead; ++l) {
+      if (j0 + l >= my_units) break;
+      const uint4 w = w_ahead[l];
+      if (j0 + l + kAhead < my_units) w_ahead[l] = next_weights();
+      const uint4 a = *reinterpret_cast<const uint4*>(x_row + x_off);
+      const uint4 a8 = kHigh ? *reinterpret_cast<const uint4*>(x_row8 + x_off) : make_uint4(0, 0, 0, 0);
+      mma_m16n8k16<T>(acc[l & 1], a.x, a8.x, a.y, a8.y, w.x, w.y);
+      mma_m16n8k16<T>(acc[l & 1], a.z, a8.z, a.w, a8.w, w.z, w.w);
+      x_off += kUnit * sizeof(T);
+      if (++unit < S) continue;
+      partial[item * 32 + lane] =
+          make_float4(acc[0][0] + acc[1][0], acc[0][1] + acc[1][1], acc[0][2] + acc[1][2], acc[0][3] + acc[1][3]);
+#pragma unroll
+      for (int e = 0; e < 4; ++e) acc[0][e] = acc[1][e] = 0.f;
+      item += kWarps;
+      unit = 0;
+      x_off = static_cast<uint32_t>(item % plan.slices * slice_bytes);
+    }
+  }
+
+  // 4. each octet's slices summed in slice order, then the epilogue, one warp per octet
+  __syncthreads();
+  for (int i = warp; i < n_octets; i += kWarps) {
+    float c[4] = {0.f, 0.f, 0.f, 0.f};
+    for (int s = 0; s < plan.slices; ++s) {
+      const float4 v = partial[(i * plan.slices + s) * 32 + lane];
+      c[0] += v.x;
+      c[1] += v.y;
+      c[2] += v.z;
+      c[3] += v.w;
+    }
+    finish(i, c);
+  }
+}
+
+// FASTWHISPER_MMA_KERNEL=stream|ring (stream: unset): which tensor-core kernel takes 2 to 16 rows.
+bool mma_by_ring() {
+  static const bool ring = env_choice("FASTWHISPER_MMA_KERNEL", {"stream", "ring"}, "stream") == "ring";
+  return ring;
+}
+
 }  // namespace
 
 bool linear_mma_fits(int64_t rows, int64_t K, int64_t N, int64_t elem, bool layer_norm) {
-  if (rows < 2 || rows > kMaxRows || K % kChunk != 0 || elem != 2 || N < 1) return false;
-  if (at::cuda::getCurrentDeviceProperties()->major < 9) return false;  // the bulk copy engine
+  if (rows < 2 || rows > kMaxRows || elem != 2 || N < 1) return false;
+  if (at::cuda::getCurrentDeviceProperties()->major < 9) return false;  // the bulk copy engine, the L2 prefetch
+  if (!mma_by_ring()) {
+    const StreamPlan p = plan_stream(rows, K, N, elem, layer_norm, stream_shape().warps);
+    return K % kUnit == 0 && p.slice_units > 0 && p.smem <= dynamic_smem_max();
+  }
+  if (K % kChunk != 0) return false;
   const MmaPlan p = plan_for(rows, K, N, elem, layer_norm);
   return p.k_pieces > 0 && p.smem <= dynamic_smem_max();
 }
@@ -293,6 +474,24 @@ bool linear_mma_fits(int64_t rows, int64_t K, int64_t N, int64_t elem, bool laye
 template <typename T>
 void launch_linear_mma(const T* x, int rows, int64_t K, const float* ln_w, const float* ln_b, const Segments<T>& seg,
                        const T* residual, T* out, float* out_float, int64_t N, bool apply_gelu) {
+  if (!mma_by_ring()) {
+    const StreamShape& shape = stream_shape();
+    const StreamPlan plan = plan_stream(rows, K, N, sizeof(T), ln_w != nullptr, shape.warps);
+    auto pick = [&](auto low, auto high) {
+      static const size_t max_smem = std::min(allow_all_dynamic_smem(low), allow_all_dynamic_smem(high));
+      TORCH_CHECK(plan.smem <= max_smem, "fastwhisper.decoder_linear (CUDA): ", rows, " rows of ", K,
+                  " features do not fit the tensor-core kernel's shared memory");
+      launch_pdl(rows > 8 ? high : low, dim3(plan.blocks), dim3(shape.warps * 32), plan.smem, x, ln_w, ln_b, seg,
+                 residual, out, out_float, rows, K, N, plan, apply_gelu);
+    };
+    if (&shape == &kDeep) {
+      return pick(decoder_linear_stream_kernel<T, false, 8, 8, 2>, decoder_linear_stream_kernel<T, true, 8, 8, 2>);
+    }
+    if (&shape == &kLean) {
+      return pick(decoder_linear_stream_kernel<T, false, 16, 2, 2>, decoder_linear_stream_kernel<T, true, 16, 2, 2>);
+    }
+    return pick(decoder_linear_stream_kernel<T, false, 16, 4, 1>, decoder_linear_stream_kernel<T, true, 16, 4, 1>);
+  }
   const MmaPlan plan = plan_for(rows, K, N, sizeof(T), ln_w != nullptr);
   auto kernel = decoder_linear_mma_kernel<T>;
   static const size_t dynamic_max = allow_all_dynamic_smem(kernel);  // once per instantiation

@@ -6,26 +6,27 @@
 
 namespace fastwhisper::cuda {
 
-// Input rows x [rows, K] -> shared memory h [rows, K] (16-byte copies), then, when ln_w is given, whisper's
+// Input rows x [rows, K] -> shared memory h [rows, h_stride] (16-byte copies; h_stride >= K, a multiple of the
+// 16-byte vector), then, when ln_w is given, whisper's
 // LayerNorm of each row in place: fp32 mean, then fp32 variance around it, output rounded to T. Each warp
 // copies and normalizes whole rows alone (warp reductions, no block barrier; row m to warp m % warps), so
 // the block waits at one barrier, the closing one, between the producer's output and its first use.
 // ln_w and ln_b [K] fp32 (global or shared memory), 16-byte aligned; K % kPack16<T> == 0.
 template <typename T>
 __device__ void load_input_rows(const T* __restrict__ x, const float* __restrict__ ln_w,
-                                const float* __restrict__ ln_b, T* h, int rows, int64_t K) {
+                                const float* __restrict__ ln_b, T* h, int rows, int64_t K, int64_t h_stride) {
   constexpr int V = kPack16<T>;
-  const int64_t n_vec = K / V;
+  const int64_t n_vec = K / V, stride_vec = h_stride / V;
   const int lane = threadIdx.x % 32, warp = threadIdx.x / 32, n_warps = blockDim.x / 32;
   auto* hv = reinterpret_cast<Pack16<T>*>(h);
   const auto* src = reinterpret_cast<const Pack16<T>*>(x);
   if (ln_w == nullptr) {
-    for (int64_t i = threadIdx.x; i < rows * n_vec; i += blockDim.x) hv[i] = src[i];
+    for (int64_t i = threadIdx.x; i < rows * n_vec; i += blockDim.x) hv[i / n_vec * stride_vec + i % n_vec] = src[i];
     __syncthreads();
     return;
   }
   for (int m = warp; m < rows; m += n_warps) {  // each lane reads back only the vectors it wrote
-    Pack16<T>* row = hv + m * n_vec;
+    Pack16<T>* row = hv + m * stride_vec;
     const Pack16<T>* in = src + m * n_vec;
     float sum = 0.f;
     for (int64_t i = lane; i < n_vec; i += 32) {
