@@ -12,7 +12,7 @@ the DecodingTask) cancels out. fp16 activations, CUDA events, warm-up, median of
 
 Configurations (FASTWHISPER_PDL, FASTWHISPER_CROSS_ATTENTION, FASTWHISPER_CROSS_FUSED,
 FASTWHISPER_LINEAR_PRELOAD, FASTWHISPER_STEP_COPIES, FASTWHISPER_GREEDY_TAIL, FASTWHISPER_MANY_ROWS,
-FASTWHISPER_PREFILL, FASTWHISPER_MMA_KERNEL, FASTWHISPER_MMA_STREAM; see README):
+FASTWHISPER_PREFILL; see README):
     default       as shipped (one row per audio: the cross query, then SDPA; several: the cluster kernel, which
                   computes the query itself where its blocks fit two to an SM)
     no-pdl        programmatic dependent launch off
@@ -30,10 +30,6 @@ FASTWHISPER_PREFILL, FASTWHISPER_MMA_KERNEL, FASTWHISPER_MMA_STREAM; see README)
     many-rows-gemm   4-16 fp16/bf16 rows (beams, batched windows) through a LayerNorm kernel and cuBLASLt GEMMs, not
                   the tensor-core decoder_linear kernel (default: that kernel up to 2048 features, cuBLASLt above)
     many-rows-mma the tensor-core kernel for every feature count where it fits
-    mma-ring      2-16 rows through the tensor-core kernel that rings weights through shared memory, one warp
-                  per octet, not the streaming kernel (every warp, weights into registers)
-    mma-stream-deep / mma-stream-lean  the streaming kernel with 8 warps and 8 units in flight (2 blocks per SM)
-                  or 16 warps and 2 units (2 blocks per SM), not 16 warps and 4 units (1 block per SM)
     prefill-eager the first step's initial tokens as one forward of ATen ops, not one-token graph steps (this
                   moves the fixed cost of a call, which the difference of two decodes cancels: see
                   decode_call_profile.py)
@@ -75,9 +71,6 @@ CONFIGS = {
     "greedy-separate": {"FASTWHISPER_GREEDY_TAIL": "separate"},
     "many-rows-gemm": {"FASTWHISPER_MANY_ROWS": "gemm"},
     "many-rows-mma": {"FASTWHISPER_MANY_ROWS": "mma"},
-    "mma-ring": {"FASTWHISPER_MMA_KERNEL": "ring"},
-    "mma-stream-deep": {"FASTWHISPER_MMA_STREAM": "deep"},
-    "mma-stream-lean": {"FASTWHISPER_MMA_STREAM": "lean"},
     "prefill-eager": {"FASTWHISPER_PREFILL": "eager"},
 }
 # mode: (DecodingOptions fields, windows decoded together: rows of different audio)

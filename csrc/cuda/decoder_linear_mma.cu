@@ -4,26 +4,32 @@
 // instead needs a LayerNorm kernel, one GEMM per weight, a concatenation and a GELU pass per call, each a
 // launch without PDL (h200-2026-12-02-step-timeline-batch8-f62e4b5.md: about 60 us of a large-v3 layer's 95).
 //
-// The weights' rows (the call's output columns) go in octets of 8: one mma.m16n8k16 multiplies 16 features of
-// an octet (its n = 8 columns) with the same 16 features of the input rows (m = 16: input rows 0-15, zero
-// past the call's rows). Octet o belongs to block o % blocks (one block per SM, as many as there are octets), so every SM
-// streams, and to its warp o / blocks % streams there: each of those warps streams its octets, piece by piece
-// along K, through its own ring of two shared-memory slots filled by the bulk copy engine (one copy for an octet's
-// whole rows, else one per row), requested before the kernel waits for its producer (PDL), like the one-row
-// kernel. The input rows, with the optional LayerNorm, are staged in shared memory by the whole block, which
-// has a warp per input row for that even where fewer warps stream.
+// The weights' rows (the call's output columns) go in octets of 8: one mma.m16n8k16 multiplies 16 features of an
+// octet (its n = 8 columns) with the same features of input rows 0-15 (its m = 16). Octet o belongs to block
+// o % blocks (one block per SM). A block cuts its octets along K into items of slice_units units of 32
+// features, and its 16 warps take the items in turn, so that every warp multiplies and no warp walks a whole
+// octet alone. Each warp streams its items' weights from global memory straight into registers, kAhead units
+// ahead of the mma. Before the kernel waits for its producer (PDL), the block asks L2 for its first octets'
+// weights (a bulk L2 prefetch) and each warp loads its first kAhead units. The input rows, with the optional
+// LayerNorm, are staged in shared memory by the whole block (a warp per input row). Each item's sums wait in
+// shared memory; at the end one warp per octet adds its slices in slice order (so a result does not depend on
+// timing) and applies the epilogue.
 //
-// Fragments without ldmatrix: a dot product does not care in which order its features are summed, so each
-// thread loads its 16 features of a 64-feature chunk as two 16-byte vectors (features 8q..8q+7 and
-// 32+8q..32+8q+7 of the chunk, q = lane % 4) from the weight row and from the input rows of its fragment
-// (row g = lane / 4 of both, and input row g + 8), and hands them to four mma k-steps in the same order for
-// both operands. Threads
-// of odd g load their two vectors in the other order, so that the 8 lanes of a quarter warp (rows g, g+1)
-// read 128 distinct bytes: no bank conflicts when rows are 128-byte multiples apart.
+// An earlier kernel gave each octet to one warp, which walked its K features through a ring of shared-memory
+// slots filled by the bulk copy engine: with 16 rows of large-v3's qkv, 4 warps of a block's 16 did all the
+// multiplying, and Nsight Compute found most warp time in that loop. On the H200 the streaming kernel took large-v3's 16-row
+// qkv from 12.3 to 9.3 us and the 16-window greedy step from 3.505 to 2.942 ms
+// (h200-2026-12-02-step-kernels-stream-5764fff.md, h200-2026-12-02-decoder-ablation-stream-5764fff.md).
 //
-// Epilogue at an octet's last piece: lane (g, q) holds output rows g and g + 8, columns 8o + 2q + {0, 1}, and
-// applies bias, GELU and the residual with the roundings of the one-row kernel; its fp32 sums come in
-// another order, so results may differ from it in the last bit of the activation dtype.
+// Fragments: lane (g, q) holds features 8q .. 8q+7 of each unit of weight row 8o + g and of input rows g and
+// g + 8 (one 16-byte vector each), and gives them to two mma k-steps in the same order for both operands (a dot
+// product does not care in which order its features are summed). Input rows sit 64 bytes (mod 128) apart in
+// shared memory, so the 8 lanes of a quarter warp (rows g, g + 1) read distinct banks. Fragment rows past the
+// call's rows read the last row again (their outputs are never stored), and weight rows past N read row N - 1.
+//
+// Epilogue: lane (g, q) finishes output rows g and g + 8, columns 8o + 2q + {0, 1}, with bias, GELU and the
+// residual rounded as the one-row kernel rounds them; its fp32 sums come in another order, so results may
+// differ from it in the last bit of the activation dtype.
 #include "cuda/decoder_linear_mma.h"
 
 #include <ATen/cuda/CUDAContext.h>
@@ -37,7 +43,6 @@
 #include "cuda/bulk_copy.cuh"
 #include "cuda/device_utils.cuh"
 #include "cuda/layer_norm_rows.cuh"
-#include "env_choice.h"
 #include "gelu.h"
 #include "launch.cuh"
 
@@ -46,78 +51,27 @@ namespace {
 
 constexpr int kOctet = 8;          // weight rows per mma (its n)
 constexpr int kMaxRows = 16;       // input rows: the mma's m
-constexpr int kChunk = 64;         // features per two 16-byte loads of each lane: four mma k-steps
-constexpr int kSlots = 2;          // ring slots per warp
-constexpr int kMaxWarps = 16;
-constexpr int64_t kBlockSmemBudget = 108 * 1024;  // two blocks (this kernel and the next) per SM
-
-struct MmaPlan {
-  int warps;            // per block: at least one per input row (the LayerNorm), and the streaming warps
-  int streams;          // of them, warps 0 .. streams-1 stream octets
-  int k_pieces;         // pieces per octet along K
-  int64_t octets;       // ceil(N / 8)
-  int64_t total_streams;  // blocks * streams: octet o goes to block o % blocks, warp o / blocks % streams
-  int64_t piece_k;      // features per piece, a multiple of kChunk
-  unsigned int blocks;
-  size_t ln_offset;     // shared bytes: input rows [0, ln_offset), LayerNorm weight and bias, then the rings
-  size_t ring_offset;
-  size_t smem;
-};
+constexpr int kUnit = 32;          // features per unit: one 16-byte vector per lane and operand row, two k-steps
+constexpr int kWarps = 16;         // per block: one per input row for the LayerNorm, all of them multiply
+constexpr int kAhead = 4;          // weight units in flight per warp, in registers (80 registers, no spills)
+constexpr int kMaxItems = 64;      // items per block: their sums wait in shared memory for the epilogue
+constexpr int64_t kPrefetchBytes = 128 * 1024;  // weights per block asked of L2 before the producer wait
+static_assert(kWarps >= kMaxRows, "load_input_rows gives each input row its own warp");
 
 size_t round_up(size_t v, size_t to) { return (v + to - 1) / to * to; }
 
-// The cut of one call within `budget` bytes of shared memory per block; k_pieces == 0 when it does not fit.
-MmaPlan plan_linear_mma(int64_t rows, int64_t K, int64_t N, int64_t elem, bool layer_norm, size_t budget) {
-  MmaPlan p{};
-  const int64_t sms = at::cuda::getCurrentDeviceProperties()->multiProcessorCount;
-  p.octets = ceil_div(N, kOctet);
-  p.blocks = static_cast<unsigned int>(std::min(sms, p.octets));
-  p.streams = static_cast<int>(std::clamp<int64_t>(ceil_div(p.octets, p.blocks), 1, kMaxWarps));
-  p.warps = static_cast<int>(std::max<int64_t>(p.streams, rows));
-  p.total_streams = static_cast<int64_t>(p.blocks) * p.streams;
-  p.ln_offset = round_up(static_cast<size_t>(rows * K * elem), 128);
-  p.ring_offset = round_up(p.ln_offset + (layer_norm ? static_cast<size_t>(2 * K * 4) : 0), 128);
-  if (budget <= p.ring_offset) return p;
-  const int64_t slot_bytes = static_cast<int64_t>(budget - p.ring_offset) / (p.streams * kSlots);
-  const int64_t max_chunks = slot_bytes / (kOctet * kChunk * elem);  // chunks per piece that fit a slot
-  const int64_t chunks = K / kChunk;
-  if (max_chunks < 1) return p;
-  int64_t pieces = ceil_div(chunks, max_chunks);
-  while (chunks % pieces != 0) ++pieces;  // ends at chunks at the latest
-  p.k_pieces = static_cast<int>(pieces);
-  p.piece_k = K / pieces;
-  p.smem = p.ring_offset + static_cast<size_t>(p.streams * kSlots * kOctet * p.piece_k * elem);
-  return p;
-}
-
-size_t dynamic_smem_max() {
-  return at::cuda::getCurrentDeviceProperties()->sharedMemPerBlockOptin - sizeof(uint64_t) * kMaxWarps * kSlots;
-}
-
-// Within two blocks per SM (this kernel's and the next one's, see kBlockSmemBudget), unless that leaves a
-// stream less than half of an octet's features in flight (the input rows take most of it: large-v3's mlp2
-// with 8 rows of 5120 features, 80 KB, had 2 x 5 KB slots per stream and took 34 us against cuBLASLt's 9;
-// h200-2026-12-02-step-timeline-batch8-mma-*.md) or does not fit at all: then within one block per SM.
-MmaPlan plan_for(int64_t rows, int64_t K, int64_t N, int64_t elem, bool layer_norm) {
-  MmaPlan p = plan_linear_mma(rows, K, N, elem, layer_norm, kBlockSmemBudget);
-  if (p.k_pieces > 0 && 2 * kSlots * p.piece_k >= K) return p;
-  const MmaPlan whole = plan_linear_mma(rows, K, N, elem, layer_norm, dynamic_smem_max());
-  return whole.k_pieces > 0 ? whole : p;
-}
-
-// Weight rows [lo, hi) (hi - lo <= 8), features [k0, k0 + piece_k) -> dst ([hi - lo, piece_k]), tracked by bar:
-// one bulk copy per segment for whole rows, else one per row. Called by one thread.
-template <typename T>
-__device__ void request_octet_piece(const Segments<T>& seg, int64_t lo, int64_t hi, int64_t k0, int64_t piece_k,
-                                    int64_t K, T* dst, uint64_t* bar) {
-  if (piece_k == K) return request_rows(seg, lo, hi, K, dst, bar);
-  mbarrier_arrive_expect_tx(bar, static_cast<uint32_t>((hi - lo) * piece_k * sizeof(T)));
-  for (int64_t n = lo; n < hi; ++n) {
-    const int i = seg.find(n);
-    bulk_copy_to_shared(dst + (n - lo) * piece_k, seg.weight_of(i) + (n - seg.begin(i)) * K + k0,
-                        static_cast<uint32_t>(piece_k * sizeof(T)), bar);
-  }
-}
+struct StreamPlan {
+  int64_t octets;        // ceil(N / 8); octet o belongs to block o % blocks
+  unsigned int blocks;
+  int max_octets;        // octets of the busiest block
+  int slice_units;       // units per item: one octet's features [s * slice_units * 32, (s + 1) * slice_units * 32)
+  int slices;            // items per octet
+  int prefetch_octets;   // a block's first octets asked of L2 before the producer wait
+  int64_t x_stride;      // elements between input rows in shared memory
+  size_t ln_offset;      // shared bytes: input rows, LayerNorm weight and bias, then the items' sums
+  size_t partial_offset;
+  size_t smem;
+};
 
 // c[0..3] += A (16 x 16 input rows) * B (16 x 8 weight columns), fp32 accumulators: c[0..1] row g, c[2..3] row
 // g + 8, columns 2q, 2q + 1. a_lo / a_hi: this thread's features {2q, 2q+1} / {2q+8, 2q+9} of row g, a8_lo /
@@ -140,165 +94,8 @@ __device__ __forceinline__ void mma_m16n8k16(float (&c)[4], uint32_t a_lo, uint3
 #endif
 }
 
-// This thread's 16 features of a 64-feature chunk at p: lo = p[8q .. 8q+7], hi = p[32+8q .. 32+8q+7]; the
-// thread loads them in the order `swap` says (bank conflicts, see the file comment).
-template <typename T>
-__device__ __forceinline__ void load_chunk(const T* p, int q, bool swap, uint4& lo, uint4& hi) {
-  const uint4 first = *reinterpret_cast<const uint4*>(p + (swap ? 32 : 0) + q * 8);
-  const uint4 second = *reinterpret_cast<const uint4*>(p + (swap ? 0 : 32) + q * 8);
-  lo = swap ? second : first;
-  hi = swap ? first : second;
-}
-
-template <typename T>
-__global__ void __launch_bounds__(kMaxWarps * 32)
-    decoder_linear_mma_kernel(const T* __restrict__ x,           // [rows, K]
-                              const float* __restrict__ ln_w,    // [K] or nullptr (no LayerNorm)
-                              const float* __restrict__ ln_b,    // [K]
-                              const Segments<T> seg,             // weights [N_i, K], biases [N_i]
-                              const T* __restrict__ residual,    // [rows, N] or nullptr
-                              T* __restrict__ out,               // [rows, N] (out_float == nullptr)
-                              float* __restrict__ out_float,     // [rows, N] or nullptr
-                              int rows, int64_t K, int64_t N, const MmaPlan plan, bool apply_gelu) {
-  extern __shared__ __align__(128) unsigned char smem_raw[];
-  __shared__ __align__(8) uint64_t full[kMaxWarps][kSlots];
-  const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
-  const int g = lane / 4, q = lane % 4;  // fragment row (input row, weight row of the octet), thread in group
-  T* h = reinterpret_cast<T*>(smem_raw);                                    // [rows, K] (normalized) input rows
-  float* ln_s = reinterpret_cast<float*>(smem_raw + plan.ln_offset);        // [2, K] LayerNorm weight, bias
-  const int64_t slot_elems = kOctet * plan.piece_k;
-  T* ring = reinterpret_cast<T*>(smem_raw + plan.ring_offset) + warp * kSlots * slot_elems;  // [kSlots, 8, piece_k]
-  // octets blockIdx.x + blocks * (warp + streams * i), i = 0, 1, ...: spread over every SM first
-  const int64_t first_octet = blockIdx.x + static_cast<int64_t>(plan.blocks) * warp;
-  const int64_t n_octets = warp < plan.streams && first_octet < plan.octets
-                               ? (plan.octets - 1 - first_octet) / plan.total_streams + 1
-                               : 0;
-  const int n_pieces = static_cast<int>(n_octets * plan.k_pieces);
-  // piece j: octet octet_of(j), features [(j % k_pieces) * piece_k, + piece_k), in slot j % kSlots
-  auto octet_of = [&](int j) { return first_octet + static_cast<int64_t>(j / plan.k_pieces) * plan.total_streams; };
-  auto slot = [&](int j) { return ring + (j % kSlots) * slot_elems; };
-  auto request = [&](int j) {
-    const int64_t lo = octet_of(j) * kOctet;
-    request_octet_piece(seg, lo, min(N, lo + kOctet), (j % plan.k_pieces) * plan.piece_k, plan.piece_k, K, slot(j),
-                        &full[warp][j % kSlots]);
-  };
-  // the biases of this lane's two output columns of octet o
-  float bias[2] = {0.f, 0.f};
-  auto load_bias = [&](int64_t o) {
-#pragma unroll
-    for (int e = 0; e < 2; ++e) {
-      const int64_t n = o * kOctet + 2 * q + e;
-      bias[e] = n < N ? seg.bias_at(n) : 0.f;
-    }
-  };
-
-  // 1. the first pieces, the first octet's biases and the LayerNorm parameters, before the input exists
-  if (kHasBulkCopy && lane == 0 && n_pieces > 0) {
-    for (int s = 0; s < kSlots; ++s) mbarrier_init(&full[warp][s], 1);
-    for (int j = 0; j < min(kSlots, n_pieces); ++j) request(j);
-  }
-  allow_dependents();
-  if (n_pieces > 0) load_bias(first_octet);
-  if (ln_w != nullptr) stage_layer_norm(ln_w, ln_b, ln_s, K);
-  wait_for_producers();
-
-  // 2. input rows (normalized) into shared memory; the closing barrier also publishes the barriers' init
-  load_input_rows<T>(x, ln_w != nullptr ? ln_s : nullptr, ln_s + K, h, rows, K, K);
-
-  // 3. the warp's pieces in order; acc (two chains) holds the octet's sums over its pieces so far
-  const bool row_used = g < rows, row8_used = g + 8 < rows;  // row8_used: the same for every lane of a call
-  const bool swap = (g & 1) != 0;
-  const T* x_row = h + static_cast<int64_t>(g) * K;
-  const T* x_row8 = x_row + 8 * K;
-  float acc[2][4] = {};
-  for (int j = 0; j < n_pieces; ++j) {
-    const int piece = j % plan.k_pieces;
-    const int64_t o = octet_of(j);
-    if (piece == 0 && j > 0) load_bias(o);
-    if (kHasBulkCopy) mbarrier_wait(&full[warp][j % kSlots], (j / kSlots) & 1);
-    const T* w_row = slot(j) + static_cast<int64_t>(g) * plan.piece_k;  // weight row 8o + g of the piece
-    const T* xp = x_row + piece * plan.piece_k;
-    const T* xp8 = x_row8 + piece * plan.piece_k;
-#pragma unroll 2
-    for (int64_t c = 0; c < plan.piece_k; c += kChunk) {
-      uint4 w_lo, w_hi, x_lo = {0, 0, 0, 0}, x_hi = {0, 0, 0, 0}, y_lo = {0, 0, 0, 0}, y_hi = {0, 0, 0, 0};
-      load_chunk(w_row + c, q, swap, w_lo, w_hi);
-      if (row_used) load_chunk(xp + c, q, swap, x_lo, x_hi);
-      if (row8_used) load_chunk(xp8 + c, q, swap, y_lo, y_hi);
-      mma_m16n8k16<T>(acc[0], x_lo.x, y_lo.x, x_lo.y, y_lo.y, w_lo.x, w_lo.y);
-      mma_m16n8k16<T>(acc[1], x_lo.z, y_lo.z, x_lo.w, y_lo.w, w_lo.z, w_lo.w);
-      mma_m16n8k16<T>(acc[0], x_hi.x, y_hi.x, x_hi.y, y_hi.y, w_hi.x, w_hi.y);
-      mma_m16n8k16<T>(acc[1], x_hi.z, y_hi.z, x_hi.w, y_hi.w, w_hi.z, w_hi.w);
-    }
-    __syncwarp();  // every lane is done with the slot
-    if (kHasBulkCopy && lane == 0 && j + kSlots < n_pieces) {
-      fence_shared_for_bulk_copy();
-      request(j + kSlots);
-    }
-    if (piece + 1 < plan.k_pieces) continue;
-    // the octet's last piece: this lane finishes outputs (g, 8o + 2q + e) and (g + 8, 8o + 2q + e)
-#pragma unroll
-    for (int e = 0; e < 2; ++e) {
-      const int64_t n = o * kOctet + 2 * q + e;
-      if (n >= N) continue;
-      if (row_used) store_linear_output(acc[0][e] + acc[1][e], bias[e], apply_gelu, residual, out, out_float, g, n, N);
-      if (row8_used) {
-        store_linear_output(acc[0][2 + e] + acc[1][2 + e], bias[e], apply_gelu, residual, out, out_float, g + 8, n, N);
-      }
-    }
-#pragma unroll
-    for (int e = 0; e < 4; ++e) acc[0][e] = acc[1][e] = 0.f;
-  }
-}
-
-
-// ---- The streaming kernel (FASTWHISPER_MMA_KERNEL=stream, the default) ----
-// The ring kernel above gives each octet to one warp, which walks its K features alone through two ring slots:
-// with 16 rows of large-v3's qkv, 4 of a block's 16 warps did all the multiplying, a chain of 20 chunks each,
-// and the block took 12.2 us against cuBLAS's 6.0 (h200-2026-12-02-step-kernels-session21.md; Nsight Compute
-// put most warp time in that loop). Here every warp multiplies: a block's octets are cut along K into items of
-// slice_units units (32 features each), items go to the block's 16 warps in turn, and each warp streams its
-// items' weights straight from global memory into registers, kAhead units ahead of the mma. Before the
-// producer wait, the block asks L2 for its first octets' weights (an L2 prefetch, no shared memory) and each
-// warp loads its first kAhead units. Partial sums of split octets meet in shared memory (in slice order, so
-// the result does not depend on timing), and one warp per octet applies the epilogue.
-//
-// Fragments: lane (g, q) holds features 8q .. 8q+7 of each 32-feature unit, of weight row 8o + g and of input
-// rows g and g + 8 (one 16-byte vector each), and gives them to two mma k-steps in the same order for both
-// operands. Input rows sit 64 bytes (mod 128) apart in shared memory, so the 8 lanes of a quarter warp (rows g,
-// g + 1) read distinct banks. Input rows past the call's (fragment rows g >= rows) read the last row again:
-// their outputs are never stored.
-constexpr int kUnit = 32;          // features per unit: one 16-byte vector per lane and operand row, two k-steps
-constexpr int kMaxItems = 64;      // items per block: their sums wait in shared memory for the epilogue
-constexpr int64_t kPrefetchBytes = 128 * 1024;  // weights per block asked of L2 before the producer wait
-
-// The kernel's shape: warps per block, weight units in flight per warp (registers) and the blocks per SM its
-// registers leave room for (this kernel's and the next kernel's). FASTWHISPER_MMA_STREAM=wide|deep|lean
-// (wide: unset) picks one; an experiment to be settled by measurement.
-struct StreamShape {
-  int warps, ahead, blocks_per_sm;
-};
-constexpr StreamShape kWide{16, 4, 1}, kDeep{8, 8, 2}, kLean{16, 2, 2};
-const StreamShape& stream_shape() {
-  static const std::string c = env_choice("FASTWHISPER_MMA_STREAM", {"wide", "deep", "lean"}, "wide");
-  return c == "deep" ? kDeep : c == "lean" ? kLean : kWide;
-}
-
-struct StreamPlan {
-  int64_t octets;        // ceil(N / 8); octet o belongs to block o % blocks
-  unsigned int blocks;
-  int max_octets;        // octets of the busiest block
-  int slice_units;       // units per item: one octet's features [s * slice_units * 32, (s + 1) * slice_units * 32)
-  int slices;            // items per octet
-  int prefetch_octets;   // a block's first octets asked of L2 before the producer wait
-  int64_t x_stride;      // elements between input rows in shared memory
-  size_t ln_offset;      // shared bytes: input rows, LayerNorm weight and bias, then the partial sums
-  size_t partial_offset;
-  size_t smem;
-};
-
 // The slice that gives the busiest warp the fewest units (ties: fewer, longer items), within kMaxItems partials.
-StreamPlan plan_stream(int64_t rows, int64_t K, int64_t N, int64_t elem, bool layer_norm, int warps) {
+StreamPlan plan_stream(int64_t rows, int64_t K, int64_t N, int64_t elem, bool layer_norm) {
   StreamPlan p{};
   const int64_t sms = at::cuda::getCurrentDeviceProperties()->multiProcessorCount;
   p.octets = ceil_div(N, kOctet);
@@ -310,7 +107,7 @@ StreamPlan plan_stream(int64_t rows, int64_t K, int64_t N, int64_t elem, bool la
     if (units % s != 0) continue;
     const int64_t slices = units / s, items = p.max_octets * slices;
     if (items > kMaxItems) break;  // a shorter slice only makes more items
-    const int64_t chain = ceil_div(items, warps) * s;
+    const int64_t chain = ceil_div(items, kWarps) * s;
     if (best < 0 || chain < best) {
       best = chain;
       p.slice_units = static_cast<int>(s);
@@ -326,8 +123,8 @@ StreamPlan plan_stream(int64_t rows, int64_t K, int64_t N, int64_t elem, bool la
   return p;
 }
 
-template <typename T, bool kHigh, int kWarps, int kAhead, int kBlocksPerSm>
-__global__ void __launch_bounds__(kWarps * 32, kBlocksPerSm)
+template <typename T, bool kHigh>
+__global__ void __launch_bounds__(kWarps * 32, 1)
     decoder_linear_stream_kernel(const T* __restrict__ x,           // [rows, K]
                                  const float* __restrict__ ln_w,    // [K] or nullptr (no LayerNorm)
                                  const float* __restrict__ ln_b,    // [K]
@@ -451,54 +248,25 @@ __global__ void __launch_bounds__(kWarps * 32, kBlocksPerSm)
   }
 }
 
-// FASTWHISPER_MMA_KERNEL=stream|ring (stream: unset): which tensor-core kernel takes 2 to 16 rows.
-bool mma_by_ring() {
-  static const bool ring = env_choice("FASTWHISPER_MMA_KERNEL", {"stream", "ring"}, "stream") == "ring";
-  return ring;
-}
-
 }  // namespace
 
 bool linear_mma_fits(int64_t rows, int64_t K, int64_t N, int64_t elem, bool layer_norm) {
-  if (rows < 2 || rows > kMaxRows || elem != 2 || N < 1) return false;
-  if (at::cuda::getCurrentDeviceProperties()->major < 9) return false;  // the bulk copy engine, the L2 prefetch
-  if (!mma_by_ring()) {
-    const StreamPlan p = plan_stream(rows, K, N, elem, layer_norm, stream_shape().warps);
-    return K % kUnit == 0 && p.slice_units > 0 && p.smem <= dynamic_smem_max();
-  }
-  if (K % kChunk != 0) return false;
-  const MmaPlan p = plan_for(rows, K, N, elem, layer_norm);
-  return p.k_pieces > 0 && p.smem <= dynamic_smem_max();
+  if (rows < 2 || rows > kMaxRows || K % kUnit != 0 || elem != 2 || N < 1) return false;
+  if (at::cuda::getCurrentDeviceProperties()->major < 9) return false;  // the bulk L2 prefetch
+  const StreamPlan p = plan_stream(rows, K, N, elem, layer_norm);
+  return p.slice_units > 0 && p.smem <= at::cuda::getCurrentDeviceProperties()->sharedMemPerBlockOptin;
 }
 
 template <typename T>
 void launch_linear_mma(const T* x, int rows, int64_t K, const float* ln_w, const float* ln_b, const Segments<T>& seg,
                        const T* residual, T* out, float* out_float, int64_t N, bool apply_gelu) {
-  if (!mma_by_ring()) {
-    const StreamShape& shape = stream_shape();
-    const StreamPlan plan = plan_stream(rows, K, N, sizeof(T), ln_w != nullptr, shape.warps);
-    auto pick = [&](auto low, auto high) {
-      static const size_t max_smem = std::min(allow_all_dynamic_smem(low), allow_all_dynamic_smem(high));
-      TORCH_CHECK(plan.smem <= max_smem, "fastwhisper.decoder_linear (CUDA): ", rows, " rows of ", K,
-                  " features do not fit the tensor-core kernel's shared memory");
-      launch_pdl(rows > 8 ? high : low, dim3(plan.blocks), dim3(shape.warps * 32), plan.smem, x, ln_w, ln_b, seg,
-                 residual, out, out_float, rows, K, N, plan, apply_gelu);
-    };
-    if (&shape == &kDeep) {
-      return pick(decoder_linear_stream_kernel<T, false, 8, 8, 2>, decoder_linear_stream_kernel<T, true, 8, 8, 2>);
-    }
-    if (&shape == &kLean) {
-      return pick(decoder_linear_stream_kernel<T, false, 16, 2, 2>, decoder_linear_stream_kernel<T, true, 16, 2, 2>);
-    }
-    return pick(decoder_linear_stream_kernel<T, false, 16, 4, 1>, decoder_linear_stream_kernel<T, true, 16, 4, 1>);
-  }
-  const MmaPlan plan = plan_for(rows, K, N, sizeof(T), ln_w != nullptr);
-  auto kernel = decoder_linear_mma_kernel<T>;
-  static const size_t dynamic_max = allow_all_dynamic_smem(kernel);  // once per instantiation
-  TORCH_CHECK(plan.k_pieces > 0 && plan.smem <= dynamic_max, "fastwhisper.decoder_linear (CUDA): ", rows,
+  const StreamPlan plan = plan_stream(rows, K, N, sizeof(T), ln_w != nullptr);
+  auto low = decoder_linear_stream_kernel<T, false>, high = decoder_linear_stream_kernel<T, true>;
+  static const size_t dynamic_max = std::min(allow_all_dynamic_smem(low), allow_all_dynamic_smem(high));
+  TORCH_CHECK(plan.slice_units > 0 && plan.smem <= dynamic_max, "fastwhisper.decoder_linear (CUDA): ", rows,
               " rows of ", K, " features do not fit the tensor-core kernel's shared memory");
-  launch_pdl(kernel, dim3(plan.blocks), dim3(plan.warps * 32), plan.smem, x, ln_w, ln_b, seg, residual, out, out_float,
-             rows, K, N, plan, apply_gelu);
+  launch_pdl(rows > 8 ? high : low, dim3(plan.blocks), dim3(kWarps * 32), plan.smem, x, ln_w, ln_b, seg, residual,
+             out, out_float, rows, K, N, plan, apply_gelu);
 }
 
 template void launch_linear_mma<c10::Half>(const c10::Half*, int, int64_t, const float*, const float*,

@@ -10,7 +10,7 @@
 
 namespace fastwhisper::cuda {
 
-// Whether the kernel takes `rows` input rows of K features (2 to 16 rows, K a multiple of 64) and fits its
+// Whether the kernel takes `rows` input rows of K features (2 to 16 rows, K a multiple of 32) and fits its
 // shared memory on this GPU.
 bool linear_mma_fits(int64_t rows, int64_t K, int64_t N, int64_t elem, bool layer_norm);
 
