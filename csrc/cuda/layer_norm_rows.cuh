@@ -21,7 +21,12 @@ __device__ void load_input_rows(const T* __restrict__ x, const float* __restrict
   auto* hv = reinterpret_cast<Pack16<T>*>(h);
   const auto* src = reinterpret_cast<const Pack16<T>*>(x);
   if (ln_w == nullptr) {
-    for (int64_t i = threadIdx.x; i < rows * n_vec; i += blockDim.x) hv[i / n_vec * stride_vec + i % n_vec] = src[i];
+    if (stride_vec == n_vec) {  // packed rows: no index arithmetic on the path after the producer wait
+      for (int64_t i = threadIdx.x; i < rows * n_vec; i += blockDim.x) hv[i] = src[i];
+    } else {
+      const int nv = static_cast<int>(n_vec), sv = static_cast<int>(stride_vec);
+      for (int i = threadIdx.x; i < rows * nv; i += blockDim.x) hv[i / nv * sv + i % nv] = src[i];
+    }
     __syncthreads();
     return;
   }
