@@ -51,16 +51,19 @@ LINEAR_CASES = {
     "vocab-columns-3rows": (3, 64, [16500], [False], True, False, False),
     # 8 rows of 3072 fp16 features fill the default 48 KiB of shared memory (small's MLP, batch 8)
     "rows8-k3072-smem-limit": (8, 3072, [96], [True], False, True, False),
-    # the tensor-core kernel (4-8 fp16/bf16 rows): q, k and v; an octet of weight rows across two segments;
-    # a last octet cut short by N; rows of K in several pieces (the input rows taking most shared memory)
+    # the tensor-core kernel (4-16 fp16/bf16 rows): q, k and v; an octet of weight rows across two segments;
+    # a last octet cut short by N; octets cut along K into items whose sums meet in shared memory
     "qkv-ln-gelu-8rows": (8, 128, [128, 128, 128], [True, False, True], True, False, True),
     "octet-across-segments-6rows": (6, 64, [20, 12], [True, False], False, True, False),
     "partial-octet-5rows": (5, 192, [1003], [False], True, False, False),
     "mlp2-k5120-pieces-8rows": (8, 5120, [1280], [True], False, True, False),
-    # 9-16 rows (batched windows): the mma's rows 8-15, partly used; and 16 rows of 5120 features, too many for
-    # either kernel's shared memory (fp16: cuBLASLt; fp32: the same GEMM path instead of the CUDA-core kernel)
+    # 9-16 rows (batched windows): the mma's rows 8-15, partly used; and 16 rows of 5120 features (fp16: cuBLASLt,
+    # above the tensor-core kernel's 2048 features; fp32: too many for the CUDA-core kernel's shared memory, the
+    # same GEMM path)
     "qkv-ln-gelu-16rows": (16, 128, [128, 128, 128], [True, False, True], True, False, True),
     "octets-11rows-two-segments": (11, 192, [40, 1003], [True, False], True, True, False),
+    # K of 5 units of 32 features (not a multiple of 64): items of one unit, five partial sums per octet
+    "odd-units-12rows": (12, 160, [200], [True], True, True, False),
     "mlp2-k5120-16rows": (16, 5120, [256], [True], False, True, False),
 }
 
