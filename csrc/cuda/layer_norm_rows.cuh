@@ -7,10 +7,10 @@
 namespace fastwhisper::cuda {
 
 // Input rows x [rows, K] -> shared memory h [rows, h_stride] (16-byte copies; h_stride >= K, a multiple of the
-// 16-byte vector), then, when ln_w is given, whisper's
-// LayerNorm of each row in place: fp32 mean, then fp32 variance around it, output rounded to T. Each warp
-// copies and normalizes whole rows alone (warp reductions, no block barrier; row m to warp m % warps), so
-// the block waits at one barrier, the closing one, between the producer's output and its first use.
+// 16-byte vector), then, when ln_w is given, whisper's LayerNorm of each row in place: fp32 mean, then fp32
+// variance around it, output rounded to T. Each warp copies and normalizes whole rows alone (warp reductions,
+// no block barrier; row m to warp m % warps), so the block waits at one barrier, the closing one, between the
+// producer's output and its first use.
 // ln_w and ln_b [K] fp32 (global or shared memory), 16-byte aligned; K % kPack16<T> == 0.
 template <typename T>
 __device__ void load_input_rows(const T* __restrict__ x, const float* __restrict__ ln_w,
