@@ -330,13 +330,14 @@ CrossPlan plan_cross(const char* op, const at::Tensor& q, const at::Tensor& k, c
 
 // FASTWHISPER_CROSS_ATTENTION=sdpa|split|auto (auto: unset): ATen's SDPA (the rows of one window folded
 // into its query length) or the cluster kernel above. auto: SDPA for one row per window, the kernel for
-// several (beams). Measured on the H100 in whole steps (decoder_ablation.py, 6e21b2c, one call, SDPA vs
+// several (beams). More than kMaxGroup rows per window take SDPA whatever the setting. Measured on the H100 in whole steps (decoder_ablation.py, 6e21b2c, one call, SDPA vs
 // kernel): beam 5 tiny 0.641 vs 0.577 ms, turbo 0.710 vs 0.714, large-v3 3.472 vs 3.337; greedy tiny 0.161
 // vs 0.165, turbo 0.271 vs 0.280, large-v3 1.634 vs 1.631 (h100-2026-11-23-cross-stage.md). Before the
 // asynchronous staging (bulk copies, 55abaf6) the kernel lost in both (large-v3 greedy 1.780 vs 1.902 ms,
 // beam 5 3.359 vs 3.456; h100-2026-11-23-decoder-ablation-cross-{staged,beams}.md).
 bool uses_sdpa(int64_t group) {
   static const std::string choice = env_choice("FASTWHISPER_CROSS_ATTENTION", {"sdpa", "split", "auto"}, "auto");
+  if (group > kMaxGroup) return true;  // more rows per window than the cluster kernel keeps
   if (choice == "auto") return group == 1;
   return choice == "sdpa";
 }
@@ -348,7 +349,7 @@ at::Tensor decoder_cross_attention(const at::Tensor& q, const at::Tensor& k, con
   const int64_t rows = q.size(0), d = q.size(1), windows = k.size(0), head_dim = d / n_head;
   const int64_t group = rows / windows;
   const c10::cuda::CUDAGuard guard(q.device());
-  if (uses_sdpa(group) || group > kMaxGroup) {  // [W * G, d] -> [W, H, G, Dh]: a window's rows are its queries
+  if (uses_sdpa(group)) {  // [W * G, d] -> [W, H, G, Dh]: a window's rows are its queries
     auto heads = [&](const at::Tensor& t) { return t.view({windows, -1, n_head, head_dim}).transpose(1, 2); };
     return at::scaled_dot_product_attention(heads(q), heads(k), heads(v)).transpose(1, 2).reshape({rows, d});
   }

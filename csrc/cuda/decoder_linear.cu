@@ -238,34 +238,35 @@ LinearPlan plan_linear(int64_t rows, int64_t K, int64_t N, int64_t elem, bool la
   return p;
 }
 
-// Whether plan_linear's cut fits the kernel's shared memory on this GPU (the opt-in maximum less its barriers).
-bool linear_kernel_fits(int64_t rows, int64_t K, int64_t N, int64_t elem, bool layer_norm) {
+// Whether a cut fits the kernel's shared memory on this GPU: the opt-in maximum less the kernel's barriers (its
+// only static shared memory). decoder_linear takes the GEMM path where it does not.
+bool linear_plan_fits(const LinearPlan& plan) {
   const size_t optin = at::cuda::getCurrentDeviceProperties()->sharedMemPerBlockOptin;
-  return plan_linear(rows, K, N, elem, layer_norm).smem + sizeof(uint64_t) * kWarps * kSlots <= optin;
+  return plan.smem + sizeof(uint64_t) * kWarps * kSlots <= optin;
 }
 
 template <typename T, int kMaxRows>
-void launch_linear(const at::Tensor& x, const float* ln_w, const float* ln_b, const Segments<T>& seg,
-                   const T* residual, T* out, float* out_float, int64_t n, bool apply_gelu) {
+void launch_linear(const at::Tensor& x, const LinearPlan& plan, const float* ln_w, const float* ln_b,
+                   const Segments<T>& seg, const T* residual, T* out, float* out_float, int64_t n, bool apply_gelu) {
   const int64_t rows = x.size(0), k = x.size(1);
-  const LinearPlan plan = plan_linear(rows, k, n, sizeof(T), ln_w != nullptr);
   auto kernel = decoder_linear_kernel<T, kMaxRows>;
   static const size_t dynamic_max = allow_all_dynamic_smem(kernel);  // once per instantiation
-  TORCH_CHECK(plan.smem <= dynamic_max, "fastwhisper.decoder_linear (CUDA): ", rows, " rows of ", k, " features need ",
-              plan.smem, " bytes of shared memory; this GPU allows ", dynamic_max);
+  TORCH_CHECK(linear_plan_fits(plan) && plan.smem <= dynamic_max, "fastwhisper.decoder_linear (CUDA): ", rows,
+              " rows of ", k, " features need ", plan.smem, " bytes of shared memory; this GPU allows ", dynamic_max);
   launch_pdl(kernel, dim3(plan.blocks), dim3(kThreads), plan.smem, x.data_ptr<T>(), ln_w, ln_b, seg, residual, out,
              out_float, static_cast<int>(rows), k, n, plan, apply_gelu);
 }
 
 template <typename T>
-void launch_linear_rows(const at::Tensor& x, const float* ln_w, const float* ln_b, const Segments<T>& seg,
-                        const T* residual, T* out, float* out_float, int64_t n, bool apply_gelu) {
+void launch_linear_rows(const at::Tensor& x, const LinearPlan& plan, const float* ln_w, const float* ln_b,
+                        const Segments<T>& seg, const T* residual, T* out, float* out_float, int64_t n,
+                        bool apply_gelu) {
   const int64_t rows = x.size(0);
-  if (rows <= 1) return launch_linear<T, 1>(x, ln_w, ln_b, seg, residual, out, out_float, n, apply_gelu);
-  if (rows <= 2) return launch_linear<T, 2>(x, ln_w, ln_b, seg, residual, out, out_float, n, apply_gelu);
-  if (rows <= 4) return launch_linear<T, 4>(x, ln_w, ln_b, seg, residual, out, out_float, n, apply_gelu);
+  if (rows <= 1) return launch_linear<T, 1>(x, plan, ln_w, ln_b, seg, residual, out, out_float, n, apply_gelu);
+  if (rows <= 2) return launch_linear<T, 2>(x, plan, ln_w, ln_b, seg, residual, out, out_float, n, apply_gelu);
+  if (rows <= 4) return launch_linear<T, 4>(x, plan, ln_w, ln_b, seg, residual, out, out_float, n, apply_gelu);
   if constexpr (std::is_same_v<T, float>) {  // fp16/bf16 take cuBLASLt from kGemmMinRows rows
-    return launch_linear<T, kDecoderMaxRows>(x, ln_w, ln_b, seg, residual, out, out_float, n, apply_gelu);
+    return launch_linear<T, kDecoderMaxRows>(x, plan, ln_w, ln_b, seg, residual, out, out_float, n, apply_gelu);
   } else {
     TORCH_CHECK(false, "fastwhisper.decoder_linear (CUDA): ", rows, " fp16/bf16 rows go to cuBLASLt, not this kernel");
   }
@@ -326,8 +327,13 @@ at::Tensor decoder_linear(const at::Tensor& x, const std::optional<at::Tensor>& 
   const c10::cuda::CUDAGuard guard(x.device());
   const int64_t rows = x.size(0);
   const bool many_rows = rows >= kGemmMinRows && x.scalar_type() != at::kFloat;
-  const bool by_mma = many_rows && many_rows_by_mma(k) && linear_mma_fits(rows, k, n, 2, ln_weight.has_value());
-  if ((many_rows && !by_mma) || (!by_mma && !linear_kernel_fits(rows, k, n, x.element_size(), ln_weight.has_value()))) {
+  // the tensor-core kernel's cut where it takes the call, else the CUDA-core kernel's where that one may
+  const std::optional<MmaPlan> mma_plan =
+      many_rows && many_rows_by_mma(k) ? plan_linear_mma(rows, k, n, 2, ln_weight.has_value()) : std::nullopt;
+  const bool by_mma = mma_plan.has_value();
+  const LinearPlan plan =
+      many_rows ? LinearPlan{} : plan_linear(rows, k, n, x.element_size(), ln_weight.has_value());
+  if (!by_mma && (many_rows || !linear_plan_fits(plan))) {
     return decoder_linear_by_gemm(x, ln_weight, ln_bias, parts, residual, gelu_act, float_output);
   }
   at::Tensor out = at::empty({x.size(0), n}, x.options().dtype(float_output ? at::kFloat : x.scalar_type()));
@@ -348,11 +354,11 @@ at::Tensor decoder_linear(const at::Tensor& x, const std::optional<at::Tensor>& 
     float* of = float_output ? out.data_ptr<float>() : nullptr;
     if constexpr (!std::is_same_v<scalar_t, float>) {
       if (by_mma) {
-        return launch_linear_mma<scalar_t>(x.data_ptr<scalar_t>(), static_cast<int>(rows), k, ln_w, ln_b, seg, res, o,
-                                           of, n, gelu_act);
+        return launch_linear_mma<scalar_t>(*mma_plan, x.data_ptr<scalar_t>(), static_cast<int>(rows), k, ln_w, ln_b, seg,
+                                           res, o, of, n, gelu_act);
       }
     }
-    launch_linear_rows<scalar_t>(x, ln_w, ln_b, seg, res, o, of, n, gelu_act);
+    launch_linear_rows<scalar_t>(x, plan, ln_w, ln_b, seg, res, o, of, n, gelu_act);
   });
   return out;
 }

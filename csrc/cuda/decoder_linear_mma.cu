@@ -60,18 +60,6 @@ static_assert(kWarps >= kMaxRows, "load_input_rows gives each input row its own 
 
 size_t round_up(size_t v, size_t to) { return (v + to - 1) / to * to; }
 
-struct StreamPlan {
-  int64_t octets;        // ceil(N / 8); octet o belongs to block o % blocks
-  unsigned int blocks;
-  int max_octets;        // octets of the busiest block
-  int slice_units;       // units per item: one octet's features [s * slice_units * 32, (s + 1) * slice_units * 32)
-  int slices;            // items per octet
-  int prefetch_octets;   // a block's first octets asked of L2 before the producer wait
-  int64_t x_stride;      // elements between input rows in shared memory
-  size_t ln_offset;      // shared bytes: input rows, LayerNorm weight and bias, then the items' sums
-  size_t partial_offset;
-  size_t smem;
-};
 
 // c[0..3] += A (16 x 16 input rows) * B (16 x 8 weight columns), fp32 accumulators: c[0..1] row g, c[2..3] row
 // g + 8, columns 2q, 2q + 1. a_lo / a_hi: this thread's features {2q, 2q+1} / {2q+8, 2q+9} of row g, a8_lo /
@@ -95,8 +83,8 @@ __device__ __forceinline__ void mma_m16n8k16(float (&c)[4], uint32_t a_lo, uint3
 }
 
 // The slice that gives the busiest warp the fewest units (ties: fewer, longer items), within kMaxItems partials.
-StreamPlan plan_stream(int64_t rows, int64_t K, int64_t N, int64_t elem, bool layer_norm) {
-  StreamPlan p{};
+MmaPlan plan_stream(int64_t rows, int64_t K, int64_t N, int64_t elem, bool layer_norm) {
+  MmaPlan p{};
   const int64_t sms = at::cuda::getCurrentDeviceProperties()->multiProcessorCount;
   p.octets = ceil_div(N, kOctet);
   p.blocks = static_cast<unsigned int>(std::min(sms, p.octets));
@@ -132,7 +120,7 @@ __global__ void __launch_bounds__(kWarps * 32, 1)
                                  const T* __restrict__ residual,    // [rows, N] or nullptr
                                  T* __restrict__ out,               // [rows, N] (out_float == nullptr)
                                  float* __restrict__ out_float,     // [rows, N] or nullptr
-                                 int rows, int64_t K, int64_t N, const StreamPlan plan, bool apply_gelu) {
+                                 int rows, int64_t K, int64_t N, const MmaPlan plan, bool apply_gelu) {
   extern __shared__ __align__(128) unsigned char smem_raw[];
   const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
   const int g = lane / 4, q = lane % 4;  // fragment row (input row, weight row of the octet), thread in group
@@ -250,30 +238,30 @@ __global__ void __launch_bounds__(kWarps * 32, 1)
 
 }  // namespace
 
-bool linear_mma_fits(int64_t rows, int64_t K, int64_t N, int64_t elem, bool layer_norm) {
-  if (rows < 2 || rows > kMaxRows || K % kUnit != 0 || elem != 2 || N < 1) return false;
-  if (at::cuda::getCurrentDeviceProperties()->major < 9) return false;  // the bulk L2 prefetch
-  const StreamPlan p = plan_stream(rows, K, N, elem, layer_norm);
-  return p.slice_units > 0 && p.smem <= at::cuda::getCurrentDeviceProperties()->sharedMemPerBlockOptin;
+std::optional<MmaPlan> plan_linear_mma(int64_t rows, int64_t K, int64_t N, int64_t elem, bool layer_norm) {
+  if (rows < 2 || rows > kMaxRows || K % kUnit != 0 || elem != 2 || N < 1) return std::nullopt;
+  if (at::cuda::getCurrentDeviceProperties()->major < 9) return std::nullopt;  // the bulk L2 prefetch
+  const MmaPlan p = plan_stream(rows, K, N, elem, layer_norm);
+  if (p.slice_units == 0 || p.smem > at::cuda::getCurrentDeviceProperties()->sharedMemPerBlockOptin) return std::nullopt;
+  return p;
 }
 
 template <typename T>
-void launch_linear_mma(const T* x, int rows, int64_t K, const float* ln_w, const float* ln_b, const Segments<T>& seg,
-                       const T* residual, T* out, float* out_float, int64_t N, bool apply_gelu) {
-  const StreamPlan plan = plan_stream(rows, K, N, sizeof(T), ln_w != nullptr);
+void launch_linear_mma(const MmaPlan& plan, const T* x, int rows, int64_t K, const float* ln_w, const float* ln_b,
+                       const Segments<T>& seg, const T* residual, T* out, float* out_float, int64_t N, bool apply_gelu) {
   auto low = decoder_linear_stream_kernel<T, false>, high = decoder_linear_stream_kernel<T, true>;
   static const size_t dynamic_max = std::min(allow_all_dynamic_smem(low), allow_all_dynamic_smem(high));
-  TORCH_CHECK(plan.slice_units > 0 && plan.smem <= dynamic_max, "fastwhisper.decoder_linear (CUDA): ", rows,
-              " rows of ", K, " features do not fit the tensor-core kernel's shared memory");
+  TORCH_CHECK(plan.smem <= dynamic_max, "fastwhisper.decoder_linear (CUDA): ", rows, " rows of ", K,
+              " features do not fit the tensor-core kernel's shared memory");
   launch_pdl(rows > 8 ? high : low, dim3(plan.blocks), dim3(kWarps * 32), plan.smem, x, ln_w, ln_b, seg, residual,
              out, out_float, rows, K, N, plan, apply_gelu);
 }
 
-template void launch_linear_mma<c10::Half>(const c10::Half*, int, int64_t, const float*, const float*,
+template void launch_linear_mma<c10::Half>(const MmaPlan&, const c10::Half*, int, int64_t, const float*, const float*,
                                            const Segments<c10::Half>&, const c10::Half*, c10::Half*, float*, int64_t,
                                            bool);
-template void launch_linear_mma<c10::BFloat16>(const c10::BFloat16*, int, int64_t, const float*, const float*,
-                                               const Segments<c10::BFloat16>&, const c10::BFloat16*, c10::BFloat16*,
-                                               float*, int64_t, bool);
+template void launch_linear_mma<c10::BFloat16>(const MmaPlan&, const c10::BFloat16*, int, int64_t, const float*,
+                                               const float*, const Segments<c10::BFloat16>&, const c10::BFloat16*,
+                                               c10::BFloat16*, float*, int64_t, bool);
 
 }  // namespace fastwhisper::cuda
