@@ -1,0 +1,782 @@
+// The decoder's layers for one row in one persistent kernel (decoder_persistent.h says why). The CPU
+// reference is the step the kernel replaces: DecoderSession's step ops (cpu/decoder_step.cpp) and its
+// ATen step; tests/test_decoder_step_ops.py compares the three.
+//
+// One block per SM, all co-resident (a cooperative launch), 16 warps. A layer is eight phases; between two
+// phases every block waits at a grid-wide barrier (a counter in global memory):
+//   1. LayerNorm + q/k/v               5. cross-attention: one block per (head, chunk of keys), partial sums
+//   2. self-attention: one block a head  6. the partial sums merged, cross out + residual
+//   3. out + residual                  7. LayerNorm + mlp.0 + GELU
+//   4. LayerNorm + cross query         8. mlp.2 + residual
+// Linear phases: a block owns a contiguous range of output columns (weight rows); each row is cut along K
+// into `splits` slices, and the (row, slice) items go round-robin to the warps. A warp streams its items'
+// weights through its own ring of kSlots shared-memory slots with the bulk copy engine, in the order it
+// will use them: its items of phase 1 of layer 0, of phase 3, ..., of phase 8 of the last layer. Weights do
+// not depend on activations, so a warp refills a slot as soon as it has used it, whatever phase or layer
+// the next item belongs to: when a block reaches a barrier its rings already hold the next phase's weights.
+// The items' sums meet in shared memory and are added in slice order, so a result does not depend on timing.
+// The cross-attention's keys and values of a block's chunk are copied to shared memory (cp.async) before
+// the barrier that precedes phase 5.
+//
+// Rounding follows whisper's ops as decoder_linear's does: the LayerNorm output, each linear output (bias
+// added in fp32), the GELU output, the residual sums and each attention output are rounded to T.
+// Data that other blocks wrote in this launch is read through L2 (ld.global.cg): L1 is not coherent.
+#include "cuda/decoder_persistent.h"
+
+#include <ATen/cuda/CUDAContext.h>
+#include <c10/cuda/CUDAGuard.h>
+
+#include <algorithm>
+#include <cmath>
+
+#include "cuda/async_copy.cuh"
+#include "cuda/bulk_copy.cuh"
+#include "cuda/device_utils.cuh"
+#include "env_choice.h"
+#include "gelu.h"
+#include "launch.cuh"
+
+namespace fastwhisper::cuda {
+namespace {
+
+constexpr int kWarps = 16;
+constexpr int kThreads = kWarps * 32;
+constexpr int kSlots = 3;              // ring slots per warp
+constexpr int kHeadDim = 64;           // every Whisper model's head size
+constexpr int kMaxItems = 64;          // (row, slice) items of one linear phase in one block
+constexpr int kMaxItemElems = 1280;    // weights of one item: one ring slot
+constexpr int kMinItemElems = 128;     // a finer cut leaves lanes idle
+constexpr int kMaxLnVecs = 5;          // 16-byte vectors of a LayerNorm row per lane: d <= 5 * 32 * 8
+constexpr int kPartWords = 2 + kHeadDim;  // cross-attention partial: max, exp-sum, unnormalized output
+
+enum Kind : int { kQkv = 0, kOut, kCrossQ, kCrossOut, kMlp0, kMlp2, kKinds };
+
+struct PersistentPlan {
+  int n_layer, d, n_head, n_ctx, n_audio_ctx;
+  int rows_per_block[kKinds];  // weight rows (output columns) a block owns
+  int splits[kKinds];          // slices per weight row
+  int chunks, chunk_len;       // cross-attention: key chunks per head, keys per chunk
+  int slot_elems;              // elements of one ring slot
+  float scale;                 // 1 / sqrt(head size)
+  // workspace
+  unsigned int* sync;          // [2] barrier counter, exit counter
+  void* qkv;                   // [3d] T
+  void* attn;                  // [d] T
+  void* cq;                    // [d] T
+  void* hidden;                // [4d] T
+  float* cross_part;           // [n_head * chunks, kPartWords]
+  unsigned long long* trace;   // [8 n_layer + 1, grid, 2] or nullptr: per barrier and block, arrival and departure (ns)
+  int barrier_sleep_ns;        // pause between two polls of the barrier counter (0: none)
+  // shared memory, byte offsets
+  int h_off, kv_off, part_off, scores_off, vsum_off, q_off, smem;
+};
+
+// ---- device helpers -------------------------------------------------------------------------------------
+
+// a[i] for a run-time i without indexing the kernel parameter at run time (that copies it to local memory)
+template <typename A>
+__device__ __forceinline__ A pick(const A (&a)[kKinds], int i) {
+  A r = a[0];
+#pragma unroll
+  for (int s = 1; s < kKinds; ++s) r = i == s ? a[s] : r;
+  return r;
+}
+
+__device__ __forceinline__ int kind_n(const PersistentPlan& p, int kind) {
+  return kind == kQkv ? 3 * p.d : kind == kMlp0 ? 4 * p.d : p.d;
+}
+__device__ __forceinline__ int kind_k(const PersistentPlan& p, int kind) { return kind == kMlp2 ? 4 * p.d : p.d; }
+
+__device__ __forceinline__ int block_rows(const PersistentPlan& p, int kind) {
+  const int rpb = pick(p.rows_per_block, kind);
+  return max(0, min(rpb, kind_n(p, kind) - static_cast<int>(blockIdx.x) * rpb));
+}
+__device__ __forceinline__ int block_items(const PersistentPlan& p, int kind) {
+  return block_rows(p, kind) * pick(p.splits, kind);
+}
+
+template <typename T>
+__device__ __forceinline__ const T* field(const int64_t* layer, int f) {
+  return reinterpret_cast<const T*>(layer[f]);
+}
+
+// 16 bytes that another block wrote in this launch, from L2
+template <typename T>
+__device__ __forceinline__ Pack16<T> load_cg(const T* p, int vec) {
+  const int4 raw = __ldcg(reinterpret_cast<const int4*>(p) + vec);
+  return *reinterpret_cast<const Pack16<T>*>(&raw);
+}
+template <typename T>
+__device__ __forceinline__ float load_cg1(const T* p) {
+  if constexpr (sizeof(T) == 2) {
+    const unsigned short raw = __ldcg(reinterpret_cast<const unsigned short*>(p));
+    return static_cast<float>(*reinterpret_cast<const T*>(&raw));
+  } else {
+    return __ldcg(reinterpret_cast<const float*>(p));
+  }
+}
+
+__device__ __forceinline__ unsigned long long global_ns() {
+  unsigned long long t;
+  asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t));
+  return t;
+}
+
+// trace[(index * grid + block) * 2 + which] = now, where tracing is on (FASTWHISPER_PERSISTENT_TRACE). One thread.
+__device__ __forceinline__ void trace_time(const PersistentPlan& p, int index, int which) {
+  if (p.trace != nullptr) p.trace[(static_cast<int64_t>(index) * gridDim.x + blockIdx.x) * 2 + which] = global_ns();
+}
+
+// Every block arrives, then waits until all have: one counter, whose target grows by the grid each time.
+__device__ __forceinline__ void grid_barrier(const PersistentPlan& p, unsigned int& target) {
+  target += gridDim.x;
+  const int index = static_cast<int>(target / gridDim.x);
+  __syncthreads();
+  if (threadIdx.x == 0) {
+    trace_time(p, index, 0);
+    __threadfence();
+    atomicAdd(p.sync, 1u);
+    unsigned int seen = 0;
+    while (true) {
+      asm volatile("ld.acquire.gpu.global.u32 %0, [%1];" : "=r"(seen) : "l"(p.sync) : "memory");
+      if (seen >= target) break;
+      if (p.barrier_sleep_ns > 0) __nanosleep(p.barrier_sleep_ns);
+    }
+    __threadfence();
+    trace_time(p, index, 1);
+  }
+  __syncthreads();
+}
+
+// ---- the weight streams -----------------------------------------------------------------------------------
+
+// The next item a warp requests: layer, kind, item index in the block (layer == n_layer: none left).
+struct Stream {
+  int layer, kind, i;
+};
+
+// Moves s to the first item at or after it that exists (this warp takes items warp, warp + kWarps, ...).
+__device__ void skip_empty(const PersistentPlan& p, Stream& s, int warp) {
+  while (s.layer < p.n_layer && s.i >= block_items(p, s.kind)) {
+    s.i = warp;
+    if (++s.kind == kKinds) {
+      s.kind = 0;
+      ++s.layer;
+    }
+  }
+}
+
+// Item s's weights -> dst (one ring slot), tracked by bar; then s moves to the warp's next item. One lane.
+template <typename T>
+__device__ void request_item(const PersistentPlan& p, const int64_t* __restrict__ table, Stream& s, T* dst,
+                             uint64_t* bar, int warp) {
+  const int ks = pick(p.splits, s.kind), K = kind_k(p, s.kind), ksl = K / ks;
+  int n = static_cast<int>(blockIdx.x) * pick(p.rows_per_block, s.kind) + s.i / ks;
+  const int64_t* layer = table + static_cast<int64_t>(s.layer) * kPersistentFields;
+  int f;
+  switch (s.kind) {
+    case kQkv: {
+      const int seg = n / p.d;
+      n -= seg * p.d;
+      f = seg == 0 ? kPQW : seg == 1 ? kPKW : kPVW;
+      break;
+    }
+    case kOut: f = kPOutW; break;
+    case kCrossQ: f = kPCrossQW; break;
+    case kCrossOut: f = kPCrossOutW; break;
+    case kMlp0: f = kPMlp0W; break;
+    default: f = kPMlp2W; break;
+  }
+  const T* src = field<T>(layer, f) + static_cast<int64_t>(n) * K + (s.i % ks) * ksl;
+  const auto bytes = static_cast<uint32_t>(ksl * sizeof(T));
+  mbarrier_arrive_expect_tx(bar, bytes);
+  bulk_copy_to_shared(dst, src, bytes, bar);
+  s.i += kWarps;
+  skip_empty(p, s, warp);
+}
+
+struct WarpRing {
+  uint64_t* full;  // [kSlots] this warp's barriers
+  int used;        // items consumed so far
+};
+
+// This warp's items of phase `kind`: each item's dot product with its slice of h [K] (shared), into
+// partial[item]; each used slot refilled with the warp's next item, whatever phase it belongs to.
+template <typename T>
+__device__ void multiply_items(const PersistentPlan& p, int kind, const T* h, T* ring, WarpRing& wr, Stream& s,
+                               const int64_t* __restrict__ table, float* partial) {
+  constexpr int V = kPack16<T>;
+  const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
+  const int ks = pick(p.splits, kind), ksl = kind_k(p, kind) / ks, n_items = block_items(p, kind);
+  const int nv = ksl / V;
+  for (int i = warp; i < n_items; i += kWarps, ++wr.used) {
+    const int slot = wr.used % kSlots;
+    T* w = ring + slot * p.slot_elems;
+    mbarrier_wait(&wr.full[slot], (wr.used / kSlots) & 1);
+    const auto* wv = reinterpret_cast<const Pack16<T>*>(w);
+    const auto* hv = reinterpret_cast<const Pack16<T>*>(h + (i % ks) * ksl);
+    float acc = 0.f;
+#pragma unroll 2
+    for (int v = lane; v < nv; v += 32) {
+      const Pack16<T> a = wv[v], b = hv[v];
+#pragma unroll
+      for (int e = 0; e < V; ++e) acc += static_cast<float>(a.v[e]) * static_cast<float>(b.v[e]);
+    }
+    acc = warp_sum(acc);
+    if (lane == 0) partial[i] = acc;
+    __syncwarp();  // every lane is done with the slot
+    if (lane == 0 && s.layer < p.n_layer) {
+      fence_shared_for_bulk_copy();
+      request_item(p, table, s, w, &wr.full[slot], warp);
+    }
+  }
+}
+
+// The block's output columns of phase `kind`: store(n, sum) with each row's slices added in order.
+template <typename Store>
+__device__ void finish_rows(const PersistentPlan& p, int kind, const float* partial, Store store) {
+  __syncthreads();  // every item's sum is in partial
+  const int ks = pick(p.splits, kind), rows = block_rows(p, kind);
+  const int n0 = static_cast<int>(blockIdx.x) * pick(p.rows_per_block, kind);
+  for (int t = threadIdx.x; t < rows; t += kThreads) {
+    float total = 0.f;
+    for (int s = 0; s < ks; ++s) total += partial[t * ks + s];
+    store(n0 + t, total);
+  }
+}
+
+// ---- phase inputs -----------------------------------------------------------------------------------------
+
+// x [d] -> h [d]: whisper's LayerNorm (fp32 mean, then fp32 variance around it), rounded to T. Every warp with
+// vectors to write computes the statistics itself (no block barrier before them); warp w writes vectors
+// lane + 32 w. ln_w, ln_b [d] fp32.
+template <typename T>
+__device__ void layer_norm_input(const T* x, const float* __restrict__ ln_w, const float* __restrict__ ln_b, T* h,
+                                 int d) {
+  constexpr int V = kPack16<T>;
+  const int lane = threadIdx.x % 32, warp = threadIdx.x / 32, nv = d / V;
+  if (warp * 32 < nv) {
+    const int mine = lane + 32 * warp;
+    float4 g[V / 4], b[V / 4];
+    if (mine < nv) {
+#pragma unroll
+      for (int j = 0; j < V / 4; ++j) {
+        g[j] = __ldg(reinterpret_cast<const float4*>(ln_w) + mine * (V / 4) + j);
+        b[j] = __ldg(reinterpret_cast<const float4*>(ln_b) + mine * (V / 4) + j);
+      }
+    }
+    Pack16<T> v[kMaxLnVecs];
+    float sum = 0.f;
+#pragma unroll
+    for (int j = 0; j < kMaxLnVecs; ++j) {
+      if (lane + 32 * j < nv) v[j] = load_cg(x, lane + 32 * j);
+    }
+#pragma unroll
+    for (int j = 0; j < kMaxLnVecs; ++j) {
+      if (lane + 32 * j < nv) {
+#pragma unroll
+        for (int e = 0; e < V; ++e) sum += static_cast<float>(v[j].v[e]);
+      }
+    }
+    const float mean = warp_sum(sum) / static_cast<float>(d);
+    float squares = 0.f;
+#pragma unroll
+    for (int j = 0; j < kMaxLnVecs; ++j) {
+      if (lane + 32 * j < nv) {
+#pragma unroll
+        for (int e = 0; e < V; ++e) {
+          const float c = static_cast<float>(v[j].v[e]) - mean;
+          squares += c * c;
+        }
+      }
+    }
+    const float rstd = rsqrtf(warp_sum(squares) / static_cast<float>(d) + 1e-5f);
+    if (mine < nv) {
+      Pack16<T> out = v[0];
+#pragma unroll
+      for (int j = 1; j < kMaxLnVecs; ++j) out = j == warp ? v[j] : out;  // v[warp] without local memory
+#pragma unroll
+      for (int j = 0; j < V / 4; ++j) {
+        const float gs[4] = {g[j].x, g[j].y, g[j].z, g[j].w}, bs[4] = {b[j].x, b[j].y, b[j].z, b[j].w};
+#pragma unroll
+        for (int e = 0; e < 4; ++e) {
+          out.v[j * 4 + e] = static_cast<T>((static_cast<float>(out.v[j * 4 + e]) - mean) * rstd * gs[e] + bs[e]);
+        }
+      }
+      reinterpret_cast<Pack16<T>*>(h)[mine] = out;
+    }
+  }
+  __syncthreads();
+}
+
+// src [n] (written by other blocks) -> h [n]
+template <typename T>
+__device__ void copy_input(const T* src, T* h, int n) {
+  constexpr int V = kPack16<T>;
+  for (int i = threadIdx.x; i < n / V; i += kThreads) reinterpret_cast<Pack16<T>*>(h)[i] = load_cg(src, i);
+  __syncthreads();
+}
+
+// The cross-attention's partial results [n_head * chunks, kPartWords] -> h [d]: per head, the chunks' sums
+// rescaled to the largest maximum, over their total exp-sum, rounded to T.
+template <typename T>
+__device__ void merge_cross_input(const PersistentPlan& p, const float* part, T* h) {
+  const int C = p.chunks;
+  for (int j = threadIdx.x; j < p.d; j += kThreads) {
+    const float* ph = part + static_cast<int64_t>(j / kHeadDim) * C * kPartWords;
+    float top = -INFINITY;
+    for (int c = 0; c < C; ++c) top = fmaxf(top, __ldcg(ph + c * kPartWords));
+    float sum = 0.f, out = 0.f;
+    for (int c = 0; c < C; ++c) {
+      const float m = __ldcg(ph + c * kPartWords);
+      if (m == -INFINITY) continue;  // a chunk without keys
+      const float w = __expf(m - top);
+      sum += __ldcg(ph + c * kPartWords + 1) * w;
+      out += __ldcg(ph + c * kPartWords + 2 + j % kHeadDim) * w;
+    }
+    h[j] = static_cast<T>(out / sum);
+  }
+  __syncthreads();
+}
+
+// ---- attention -----------------------------------------------------------------------------------------------
+
+// One head's query qs [64] (shared, fp32, scaled) over keys 0 .. n-1: key_at(t), value_at(t) give 16-byte
+// aligned rows of 64 T. Returns the unnormalized output sum_t exp(s_t - max) v_t[i] in thread i < 64, and the
+// max and exp-sum in every thread. Scores: 8 lanes per key (one 16-byte slice each); values: lane = (slice,
+// key of 4), warps over keys, summed across warps in vsum [kWarps, 64].
+template <typename T, typename KeyAt, typename ValueAt>
+__device__ float attend(const float* qs, int n, KeyAt key_at, ValueAt value_at, float* scores, float* vsum,
+                        float* red, float& max_out, float& sum_out) {
+  constexpr int V = kPack16<T>;
+  static_assert(kHeadDim == 8 * V, "a key is 8 16-byte slices");
+  const int lane = threadIdx.x % 32, warp = threadIdx.x / 32, slice = lane % 8;
+  float local_max = -INFINITY;
+  for (int t0 = 0; t0 < n; t0 += kThreads / 8) {
+    const int t = t0 + static_cast<int>(threadIdx.x) / 8;
+    float s = 0.f;
+    if (t < n) {
+      const Pack16<T> k = reinterpret_cast<const Pack16<T>*>(key_at(t))[slice];
+#pragma unroll
+      for (int e = 0; e < V; ++e) s += qs[slice * V + e] * static_cast<float>(k.v[e]);
+    }
+    s += __shfl_xor_sync(0xffffffffu, s, 1);
+    s += __shfl_xor_sync(0xffffffffu, s, 2);
+    s += __shfl_xor_sync(0xffffffffu, s, 4);
+    if (t < n) {
+      if (slice == 0) scores[t] = s;
+      local_max = fmaxf(local_max, s);
+    }
+  }
+  const float top = block_reduce<true>(local_max, red);  // its barriers also publish scores[]
+  float local_sum = 0.f;
+  for (int t = threadIdx.x; t < n; t += kThreads) {
+    const float e = __expf(scores[t] - top);
+    scores[t] = e;
+    local_sum += e;
+  }
+  const float sum = block_reduce<false>(local_sum, red);
+  float acc[V];
+#pragma unroll
+  for (int e = 0; e < V; ++e) acc[e] = 0.f;
+  for (int t = warp * 4 + lane / 8; t < n; t += kThreads / 8) {
+    const Pack16<T> v = reinterpret_cast<const Pack16<T>*>(value_at(t))[slice];
+    const float w = scores[t];
+#pragma unroll
+    for (int e = 0; e < V; ++e) acc[e] += w * static_cast<float>(v.v[e]);
+  }
+#pragma unroll
+  for (int e = 0; e < V; ++e) {
+    acc[e] += __shfl_xor_sync(0xffffffffu, acc[e], 8);
+    acc[e] += __shfl_xor_sync(0xffffffffu, acc[e], 16);
+  }
+  if (lane < 8) {
+#pragma unroll
+    for (int e = 0; e < V; ++e) vsum[warp * kHeadDim + lane * V + e] = acc[e];
+  }
+  __syncthreads();
+  float out = 0.f;
+  if (threadIdx.x < kHeadDim) {
+    for (int w = 0; w < kWarps; ++w) out += vsum[w * kHeadDim + threadIdx.x];
+  }
+  max_out = top;
+  sum_out = sum;
+  return out;
+}
+
+// Phase 2, block `head`: the new K/V into the cache at position pos, then attention over positions 0 .. pos.
+template <typename T>
+__device__ void self_attention_phase(const PersistentPlan& p, const int64_t* layer, int64_t pos, const T* qkv,
+                                     T* attn, float* qs, float* scores, float* vsum, float* red) {
+  const int head = blockIdx.x;
+  if (head >= p.n_head) return;
+  const int d = p.d;
+  T* kc = const_cast<T*>(field<T>(layer, kPSelfK)) + head * kHeadDim;
+  T* vc = const_cast<T*>(field<T>(layer, kPSelfV)) + head * kHeadDim;
+  T* o = attn + head * kHeadDim;
+  if (pos < 0 || pos >= p.n_ctx) {  // no error can be raised inside a graph: make it visible in the output
+    if (threadIdx.x < kHeadDim) o[threadIdx.x] = static_cast<T>(NAN);
+    return;
+  }
+  const T* src = qkv + head * kHeadDim;
+  if (threadIdx.x < kHeadDim) {
+    const int i = threadIdx.x;
+    qs[i] = load_cg1(src + i) * p.scale;
+    kc[pos * d + i] = static_cast<T>(load_cg1(src + d + i));
+    vc[pos * d + i] = static_cast<T>(load_cg1(src + 2 * d + i));
+  }
+  __syncthreads();  // the new K/V and q are visible to the whole block
+  float top, sum;
+  const float out = attend<T>(
+      qs, static_cast<int>(pos) + 1, [&](int t) { return kc + static_cast<int64_t>(t) * d; },
+      [&](int t) { return vc + static_cast<int64_t>(t) * d; }, scores, vsum, red, top, sum);
+  if (threadIdx.x < kHeadDim) o[threadIdx.x] = static_cast<T>(out / sum);
+}
+
+// Phase 4's tail, block (head, chunk): that chunk's keys and values -> stage [2, chunk_len, 64] (cp.async).
+template <typename T>
+__device__ void stage_cross_chunk(const PersistentPlan& p, const int64_t* layer, T* stage) {
+  const int item = blockIdx.x;
+  if (item >= p.n_head * p.chunks) return;
+  const int head = item / p.chunks, t0 = item % p.chunks * p.chunk_len;
+  const int n = max(0, min(p.chunk_len, p.n_audio_ctx - t0));
+  const T* k = field<T>(layer, kPCrossK) + head * kHeadDim;
+  const T* v = field<T>(layer, kPCrossV) + head * kHeadDim;
+  for (int idx = threadIdx.x; idx < 2 * n * 8; idx += kThreads) {
+    const int kv = idx / (n * 8), r = idx % (n * 8), t = r / 8, s = r % 8;
+    const T* src = (kv == 0 ? k : v) + static_cast<int64_t>(t0 + t) * p.d + s * kPack16<T>;
+    async_copy16(stage + (kv * p.chunk_len + t) * kHeadDim + s * kPack16<T>, src);
+  }
+  async_copy_commit();
+}
+
+// Phase 5, block (head, chunk): attention over the staged chunk -> its partial result.
+template <typename T>
+__device__ void cross_attention_phase(const PersistentPlan& p, const T* cq, const T* stage, float* qs, float* scores,
+                                      float* vsum, float* red) {
+  const int item = blockIdx.x;
+  if (item >= p.n_head * p.chunks) return;
+  const int head = item / p.chunks, t0 = item % p.chunks * p.chunk_len;
+  const int n = max(0, min(p.chunk_len, p.n_audio_ctx - t0));
+  async_copy_wait_group<0>();
+  if (threadIdx.x < kHeadDim) qs[threadIdx.x] = load_cg1(cq + head * kHeadDim + threadIdx.x) * p.scale;
+  __syncthreads();  // the query and every thread's staged copies
+  float top, sum;
+  const T* values = stage + p.chunk_len * kHeadDim;
+  const float out = attend<T>(
+      qs, n, [&](int t) { return stage + t * kHeadDim; }, [&](int t) { return values + t * kHeadDim; }, scores,
+      vsum, red, top, sum);
+  float* part = p.cross_part + static_cast<int64_t>(item) * kPartWords;
+  if (threadIdx.x < kHeadDim) part[2 + threadIdx.x] = out;
+  if (threadIdx.x == 0) {
+    part[0] = top;
+    part[1] = sum;
+  }
+}
+
+// ---- the kernel -----------------------------------------------------------------------------------------------
+
+template <typename T>
+__device__ __forceinline__ T round_sum(float residual, float y) {
+  return static_cast<T>(residual + static_cast<float>(static_cast<T>(y)));
+}
+
+template <typename T>
+__global__ void __launch_bounds__(kThreads, 1)
+    decoder_layers_kernel(const __grid_constant__ PersistentPlan p,
+                          const int64_t* __restrict__ table,     // [n_layer, kPersistentFields]
+                          T* x,                                  // [d] the residual stream, in place
+                          const int64_t* __restrict__ position)  // [1]
+{
+  extern __shared__ __align__(128) unsigned char smem[];
+  __shared__ __align__(8) uint64_t full[kWarps][kSlots];
+  __shared__ float red[32];
+  const int lane = threadIdx.x % 32, warp = threadIdx.x / 32, d = p.d;
+  T* ring = reinterpret_cast<T*>(smem) + warp * kSlots * p.slot_elems;  // [kSlots, slot_elems]
+  T* h = reinterpret_cast<T*>(smem + p.h_off);                          // [4d] a phase's input
+  T* stage = reinterpret_cast<T*>(smem + p.kv_off);                     // [2, chunk_len, 64]
+  float* partial = reinterpret_cast<float*>(smem + p.part_off);         // [kMaxItems]
+  float* scores = reinterpret_cast<float*>(smem + p.scores_off);        // [max(n_ctx, chunk_len)]
+  float* vsum = reinterpret_cast<float*>(smem + p.vsum_off);            // [kWarps, 64]
+  float* qs = reinterpret_cast<float*>(smem + p.q_off);                 // [64]
+  T* qkv = static_cast<T*>(p.qkv);
+  T* attn = static_cast<T*>(p.attn);
+  T* cq = static_cast<T*>(p.cq);
+  T* hidden = static_cast<T*>(p.hidden);
+
+  // every warp requests its first items before anything else
+  Stream s{0, kQkv, warp};
+  WarpRing wr{full[warp], 0};
+  if (lane == 0) {
+    for (int j = 0; j < kSlots; ++j) mbarrier_init(&full[warp][j], 1);
+    skip_empty(p, s, warp);
+    for (int j = 0; j < kSlots && s.layer < p.n_layer; ++j) {
+      request_item(p, table, s, ring + j * p.slot_elems, &full[warp][j], warp);
+    }
+  }
+  const int64_t pos = *position;
+  __syncthreads();  // the barriers' initialization
+  if (threadIdx.x == 0) trace_time(p, 0, 1);
+  unsigned int target = 0;
+
+  for (int l = 0; l < p.n_layer; ++l) {
+    const int64_t* layer = table + static_cast<int64_t>(l) * kPersistentFields;
+    // 1. LayerNorm, q/k/v
+    layer_norm_input(x, field<float>(layer, kPAttnLnW), field<float>(layer, kPAttnLnB), h, d);
+    multiply_items(p, kQkv, h, ring, wr, s, table, partial);
+    {
+      const T* qb = field<T>(layer, kPQB);
+      const T* vb = field<T>(layer, kPVB);
+      finish_rows(p, kQkv, partial, [&](int n, float sum) {
+        const float b = n < d ? static_cast<float>(qb[n]) : n >= 2 * d ? static_cast<float>(vb[n - 2 * d]) : 0.f;
+        qkv[n] = static_cast<T>(sum + b);
+      });
+    }
+    if (static_cast<int>(blockIdx.x) < p.n_head && pos > 0 && pos < p.n_ctx) {  // phase 2's cached K/V into L2
+      const T* kc = field<T>(layer, kPSelfK) + blockIdx.x * kHeadDim;
+      const T* vc = field<T>(layer, kPSelfV) + blockIdx.x * kHeadDim;
+      for (int idx = threadIdx.x; idx < 2 * pos; idx += kThreads) {
+        prefetch_l2((idx < pos ? kc : vc) + (idx % pos) * d, kHeadDim * sizeof(T));
+      }
+    }
+    grid_barrier(p, target);
+    // 2. self-attention
+    self_attention_phase<T>(p, layer, pos, qkv, attn, qs, scores, vsum, red);
+    grid_barrier(p, target);
+    // 3. out + residual
+    copy_input(attn, h, d);
+    multiply_items(p, kOut, h, ring, wr, s, table, partial);
+    {
+      const T* b = field<T>(layer, kPOutB);
+      finish_rows(p, kOut, partial, [&](int n, float sum) {
+        x[n] = round_sum<T>(load_cg1(x + n), sum + static_cast<float>(b[n]));
+      });
+    }
+    grid_barrier(p, target);
+    // 4. LayerNorm, cross query; then this block's cross keys and values into shared memory
+    layer_norm_input(x, field<float>(layer, kPCrossLnW), field<float>(layer, kPCrossLnB), h, d);
+    multiply_items(p, kCrossQ, h, ring, wr, s, table, partial);
+    {
+      const T* b = field<T>(layer, kPCrossQB);
+      finish_rows(p, kCrossQ, partial, [&](int n, float sum) { cq[n] = static_cast<T>(sum + static_cast<float>(b[n])); });
+    }
+    stage_cross_chunk<T>(p, layer, stage);
+    grid_barrier(p, target);
+    // 5. cross-attention, one chunk of one head per block
+    cross_attention_phase<T>(p, cq, stage, qs, scores, vsum, red);
+    grid_barrier(p, target);
+    // 6. the chunks merged, cross out + residual
+    merge_cross_input(p, p.cross_part, h);
+    multiply_items(p, kCrossOut, h, ring, wr, s, table, partial);
+    {
+      const T* b = field<T>(layer, kPCrossOutB);
+      finish_rows(p, kCrossOut, partial, [&](int n, float sum) {
+        x[n] = round_sum<T>(load_cg1(x + n), sum + static_cast<float>(b[n]));
+      });
+    }
+    grid_barrier(p, target);
+    // 7. LayerNorm, mlp.0, GELU
+    layer_norm_input(x, field<float>(layer, kPMlpLnW), field<float>(layer, kPMlpLnB), h, d);
+    multiply_items(p, kMlp0, h, ring, wr, s, table, partial);
+    {
+      const T* b = field<T>(layer, kPMlp0B);
+      finish_rows(p, kMlp0, partial, [&](int n, float sum) {
+        const T y = static_cast<T>(sum + static_cast<float>(b[n]));
+        hidden[n] = static_cast<T>(gelu(static_cast<float>(y)));
+      });
+    }
+    grid_barrier(p, target);
+    // 8. mlp.2 + residual
+    copy_input(hidden, h, 4 * d);
+    multiply_items(p, kMlp2, h, ring, wr, s, table, partial);
+    {
+      const T* b = field<T>(layer, kPMlp2B);
+      finish_rows(p, kMlp2, partial, [&](int n, float sum) {
+        x[n] = round_sum<T>(load_cg1(x + n), sum + static_cast<float>(b[n]));
+      });
+    }
+    if (l + 1 < p.n_layer) grid_barrier(p, target);
+  }
+
+  // the last block out resets the counters for the next launch (every block has passed every barrier)
+  __syncthreads();
+  if (threadIdx.x == 0) {
+    trace_time(p, 8 * p.n_layer, 0);
+    __threadfence();
+    if (atomicAdd(p.sync + 1, 1u) == gridDim.x - 1) {
+      p.sync[0] = 0;
+      p.sync[1] = 0;
+      __threadfence();
+    }
+  }
+}
+
+// ---- host -----------------------------------------------------------------------------------------------------
+
+int round_up(int v, int to) { return (v + to - 1) / to * to; }
+
+struct WorkspaceLayout {
+  int64_t qkv, attn, cq, hidden, part, trace, bytes;
+};
+
+// FASTWHISPER_PERSISTENT_TRACE=1: every launch records each block's barrier arrivals and departures in its
+// workspace (DecoderSession.persistent_trace). FASTWHISPER_PERSISTENT_SLEEP=<ns>: a pause between two polls of the
+// barrier counter. Both read once per process; for benchmarks/persistent_trace.py.
+bool tracing() {
+  static const bool on = env_choice("FASTWHISPER_PERSISTENT_TRACE", {"0", "1"}, "0") == "1";
+  return on;
+}
+int barrier_sleep_ns() {
+  static const int ns = std::stoi(env_choice("FASTWHISPER_PERSISTENT_SLEEP", {"0", "20", "50", "100", "200"}, "0"));
+  return ns;
+}
+
+int sm_count() { return at::cuda::getCurrentDeviceProperties()->multiProcessorCount; }
+
+int cross_chunks(const PersistentShape& s) { return std::max(1, sm_count() / static_cast<int>(s.n_head)); }
+
+WorkspaceLayout workspace_layout(const PersistentShape& s) {
+  const int64_t e = at::elementSize(s.dtype);
+  auto up = [](int64_t v) { return (v + 127) / 128 * 128; };
+  WorkspaceLayout w{};
+  w.qkv = 128;  // [0, 128): the two counters
+  w.attn = w.qkv + up(3 * s.d * e);
+  w.cq = w.attn + up(s.d * e);
+  w.hidden = w.cq + up(s.d * e);
+  w.part = w.hidden + up(4 * s.d * e);
+  w.trace = w.part + up(s.n_head * cross_chunks(s) * kPartWords * 4);
+  w.bytes = w.trace + (tracing() ? (8 * s.n_layer + 1) * sm_count() * 2 * 8 : 0);
+  return w;
+}
+
+// The plan without workspace pointers; nullopt-like: smem 0 where a kind cannot be cut.
+PersistentPlan make_plan(const PersistentShape& s) {
+  PersistentPlan p{};
+  p.n_layer = static_cast<int>(s.n_layer);
+  p.d = static_cast<int>(s.d);
+  p.n_head = static_cast<int>(s.n_head);
+  p.n_ctx = static_cast<int>(s.n_text_ctx);
+  p.n_audio_ctx = static_cast<int>(s.n_audio_ctx);
+  p.scale = 1.0f / std::sqrt(static_cast<float>(kHeadDim));
+  const int sms = sm_count(), e = static_cast<int>(at::elementSize(s.dtype)), vec = 16 / e;
+  p.slot_elems = 0;
+  for (int kind = 0; kind < kKinds; ++kind) {
+    const int n = kind == kQkv ? 3 * p.d : kind == kMlp0 ? 4 * p.d : p.d;
+    const int k = kind == kMlp2 ? 4 * p.d : p.d;
+    const int rows = (n + sms - 1) / sms;
+    const int vecs = k / vec;
+    // the fewest slices that fit a slot, then more while the warps are not all busy and slices stay wide
+    int ks = 1;
+    while (ks <= vecs && (vecs % ks != 0 || vecs / ks * vec > kMaxItemElems)) ++ks;
+    for (int next = ks + 1; rows * ks < kWarps && next <= vecs; ++next) {
+      if (vecs % next != 0) continue;
+      if (vecs / next * vec < kMinItemElems) break;
+      ks = next;
+    }
+    if (ks > vecs || rows * ks > kMaxItems) return PersistentPlan{};
+    p.rows_per_block[kind] = rows;
+    p.splits[kind] = ks;
+    p.slot_elems = std::max(p.slot_elems, k / ks);
+  }
+  p.chunks = cross_chunks(s);
+  p.chunk_len = (p.n_audio_ctx + p.chunks - 1) / p.chunks;
+  int off = kWarps * kSlots * p.slot_elems * e;
+  p.h_off = off = round_up(off, 128);
+  off += 4 * p.d * e;
+  p.kv_off = off = round_up(off, 128);
+  off += 2 * p.chunk_len * kHeadDim * e;
+  p.part_off = off = round_up(off, 128);
+  off += kMaxItems * 4;
+  p.scores_off = off;
+  off += std::max(p.n_ctx, p.chunk_len) * 4;
+  p.vsum_off = off = round_up(off, 16);
+  off += kWarps * kHeadDim * 4;
+  p.q_off = off;
+  off += kHeadDim * 4;
+  p.smem = off;
+  return p;
+}
+
+size_t static_smem() { return sizeof(uint64_t) * kWarps * kSlots + 32 * sizeof(float); }
+
+// One block per SM, all co-resident: a cooperative launch (also inside a CUDA graph), without PDL, so that the
+// kernel starts after every earlier kernel of the step has finished and the counters are its own.
+template <typename T>
+void launch_persistent(const PersistentPlan& p, const at::Tensor& layers, T* x, const at::Tensor& position) {
+  auto kernel = decoder_layers_kernel<T>;
+  static const size_t allowed = allow_all_dynamic_smem(kernel);  // once per instantiation
+  static const int blocks_per_sm = [&] {
+    int n = 0;
+    C10_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&n, kernel, kThreads, static_cast<size_t>(allowed)));
+    return n;
+  }();
+  TORCH_CHECK(static_cast<size_t>(p.smem) <= allowed && blocks_per_sm >= 1, "fastwhisper: the persistent decoder "
+              "kernel needs ", p.smem, " bytes of shared memory and one block per SM; this GPU allows ", allowed);
+  cudaLaunchConfig_t config = {};
+  config.gridDim = dim3(static_cast<unsigned int>(sm_count()));
+  config.blockDim = dim3(kThreads);
+  config.dynamicSmemBytes = static_cast<size_t>(p.smem);
+  config.stream = at::cuda::getCurrentCUDAStream();
+  cudaLaunchAttribute attribute[1];
+  attribute[0].id = cudaLaunchAttributeCooperative;
+  attribute[0].val.cooperative = 1;
+  config.attrs = attribute;
+  config.numAttrs = 1;
+  C10_CUDA_CHECK(cudaLaunchKernelEx(&config, kernel, p, layers.data_ptr<int64_t>(), x, position.data_ptr<int64_t>()));
+}
+
+}  // namespace
+
+bool persistent_step_fits(const PersistentShape& s) {
+  if (s.dtype != at::kHalf && s.dtype != at::kBFloat16) return false;
+  if (s.n_layer < 1 || s.n_head < 1 || s.d != s.n_head * kHeadDim || s.d > kMaxLnVecs * 32 * 8) return false;
+  if (s.n_text_ctx < 1 || s.n_audio_ctx < 1) return false;
+  const auto* props = at::cuda::getCurrentDeviceProperties();
+  if (props->major < 9) return false;
+  int cooperative = 0;
+  C10_CUDA_CHECK(cudaDeviceGetAttribute(&cooperative, cudaDevAttrCooperativeLaunch, at::cuda::current_device()));
+  if (cooperative == 0 || s.n_head > props->multiProcessorCount) return false;
+  const PersistentPlan p = make_plan(s);
+  return p.smem > 0 && static_cast<size_t>(p.smem) + static_smem() <= props->sharedMemPerBlockOptin;
+}
+
+at::Tensor persistent_workspace(const PersistentShape& s, const at::Device& device) {
+  return at::zeros({workspace_layout(s).bytes}, at::TensorOptions().dtype(at::kByte).device(device));
+}
+
+at::Tensor persistent_trace(const PersistentShape& s, const at::Tensor& workspace) {
+  const WorkspaceLayout w = workspace_layout(s);
+  if (!tracing() || !workspace.defined()) return at::Tensor();
+  return workspace.narrow(0, w.trace, w.bytes - w.trace).view(at::kLong).view({8 * s.n_layer + 1, sm_count(), 2}).clone();
+}
+
+void decoder_layers_persistent(const PersistentShape& s, const at::Tensor& layers, at::Tensor& x,
+                               const at::Tensor& position, at::Tensor& workspace) {
+  TORCH_CHECK(persistent_step_fits(s), "fastwhisper: the persistent decoder kernel does not take this shape");
+  TORCH_CHECK(x.is_cuda() && x.scalar_type() == s.dtype && x.numel() == s.d && x.is_contiguous(),
+              "fastwhisper: the persistent decoder kernel takes x [1, ", s.d, "] contiguous in ", s.dtype);
+  TORCH_CHECK(layers.is_cuda() && layers.scalar_type() == at::kLong && layers.numel() == s.n_layer * kPersistentFields,
+              "fastwhisper: the persistent decoder kernel's layer table must be int64 [", s.n_layer * kPersistentFields,
+              "] on the GPU");
+  const WorkspaceLayout w = workspace_layout(s);
+  TORCH_CHECK(workspace.is_cuda() && workspace.numel() >= w.bytes, "fastwhisper: persistent workspace too small");
+  const c10::cuda::CUDAGuard guard(x.device());
+  PersistentPlan p = make_plan(s);
+  auto* base = static_cast<unsigned char*>(workspace.data_ptr());
+  p.sync = reinterpret_cast<unsigned int*>(base);
+  p.qkv = base + w.qkv;
+  p.attn = base + w.attn;
+  p.cq = base + w.cq;
+  p.hidden = base + w.hidden;
+  p.cross_part = reinterpret_cast<float*>(base + w.part);
+  p.trace = tracing() ? reinterpret_cast<unsigned long long*>(base + w.trace) : nullptr;
+  p.barrier_sleep_ns = barrier_sleep_ns();
+  AT_DISPATCH_SWITCH(s.dtype, "fastwhisper_decoder_layers_persistent",
+                     AT_DISPATCH_CASE(at::ScalarType::Half, [&] {
+                       launch_persistent<scalar_t>(p, layers, x.data_ptr<scalar_t>(), position);
+                     }) AT_DISPATCH_CASE(at::ScalarType::BFloat16, [&] {
+                       launch_persistent<scalar_t>(p, layers, x.data_ptr<scalar_t>(), position);
+                     }));
+}
+
+}  // namespace fastwhisper::cuda
