@@ -388,8 +388,9 @@ namespace {
 
 // FASTWHISPER_PERSISTENT=auto|on|off (auto: unset): whether one row's one-token step runs its layers in the
 // persistent kernel (cuda/decoder_persistent.h) where that kernel takes the shape. auto: off, since the first
-// version was slower in whole greedy steps on the H200 (decoder_ablation.py: tiny 0.211 vs 0.149 ms, turbo 0.282
-// vs 0.251, large-v3 1.765 vs 1.476; docs/decoder-performance.md).
+// version is slower in whole greedy steps on the H200 (decoder_ablation.py, same call: tiny 0.212 vs 0.152 ms,
+// turbo 0.295 vs 0.257, large-v3 1.925 vs 1.478; h200-2026-12-02-decoder-ablation-persistent-4408a94.md, and
+// where its time goes: h200-2026-12-02-persistent-trace-sleep0-4408a94.md, docs/decoder-performance.md).
 bool persistent_layers_allowed() {
   static const std::string choice = env_choice("FASTWHISPER_PERSISTENT", {"auto", "on", "off"}, "auto");
   return choice == "on";
