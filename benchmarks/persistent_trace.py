@@ -5,6 +5,8 @@ row) this decodes a prompt, then ``--steps`` one-token steps, reads the trace af
 of a layer (median over layers and steps):
   - work: from leaving the barrier before the phase to arriving at the next, slowest block and median block;
   - barrier: from the last block's arrival to the median block's departure (what the barrier itself costs);
+  - for the linear phases, the median block's input (from leaving the barrier until its input is in shared
+    memory), multiply (until every product is summed) and finish (the epilogue's stores, until the next barrier);
 and the kernel's whole span.
 
     FASTWHISPER_PERSISTENT_TRACE=1 python benchmarks/persistent_trace.py --models tiny,large-v3 --out t.json
@@ -37,15 +39,16 @@ def trace_model(name: str, steps: int):
     work_max = {k: [] for k in range(8)}
     work_med = {k: [] for k in range(8)}
     barrier = {k: [] for k in range(8)}
+    parts = {k: {"input": [], "multiply": [], "finish": []} for k in range(8)}
     spans = []
     for _ in range(steps):
         session.step(torch.tensor([[440]], device="cuda"))
         torch.cuda.synchronize()
-        t = session.persistent_trace()  # [8 n_layer + 1, grid, 2]
+        t = session.persistent_trace()  # [8 n_layer + 1, grid, 4]
         if t.numel() == 0:
             raise SystemExit("no trace: set FASTWHISPER_PERSISTENT_TRACE=1")
         t = t.double()
-        arrive, depart = t[:, :, 0], t[:, :, 1]
+        arrive, depart, has_input, has_products = t[:, :, 0], t[:, :, 1], t[:, :, 2], t[:, :, 3]
         spans.append((arrive[-1].max() - depart[0].min()).item() / 1e3)
         n_barriers = t.shape[0] - 1  # indices 1 .. 8 n_layer - 1 are barriers; the last is the kernel's end
         for b in range(1, n_barriers + 1):
@@ -55,10 +58,16 @@ def trace_model(name: str, steps: int):
             work_med[phase].append(work.median().item())
             if b < n_barriers:
                 barrier[phase].append((depart[b].median() - arrive[b].max()).item() / 1e3)
+            if bool((has_input[b] > 0).all()):  # the linear phases record these
+                parts[phase]["input"].append(((has_input[b] - depart[b - 1]) / 1e3).median().item())
+                parts[phase]["multiply"].append(((has_products[b] - has_input[b]) / 1e3).median().item())
+                parts[phase]["finish"].append(((arrive[b] - has_products[b]) / 1e3).median().item())
     return {"model": name, "steps": steps, "span_us": statistics.median(spans),
             "phases": [{"phase": PHASES[k], "work_max_us": statistics.median(work_max[k]),
                         "work_median_us": statistics.median(work_med[k]),
-                        "barrier_us": statistics.median(barrier[k]) if barrier[k] else None} for k in range(8)]}
+                        "barrier_us": statistics.median(barrier[k]) if barrier[k] else None,
+                        **{f"{part}_us": statistics.median(v) if v else None for part, v in parts[k].items()}}
+                       for k in range(8)]}
 
 
 def main():
@@ -77,10 +86,13 @@ def main():
              f"barrier polls paused {os.environ.get('FASTWHISPER_PERSISTENT_SLEEP', '0')} ns).", ""]
     for r in results:
         lines += [f"**{r['model']}**: kernel span {r['span_us']:.1f} us", "",
-                  "| phase | work, slowest block (us) | work, median block (us) | barrier (us) |", "|---|---|---|---|"]
+                  "| phase | work, slowest block (us) | work, median block (us) | input | multiply | finish | barrier (us) |",
+                  "|---|---|---|---|---|---|---|"]
         for ph in r["phases"]:
-            b = "" if ph["barrier_us"] is None else f"{ph['barrier_us']:.2f}"
-            lines.append(f"| {ph['phase']} | {ph['work_max_us']:.2f} | {ph['work_median_us']:.2f} | {b} |")
+            cell = lambda v: "" if v is None else f"{v:.2f}"  # noqa: E731
+            lines.append(f"| {ph['phase']} | {ph['work_max_us']:.2f} | {ph['work_median_us']:.2f} | "
+                         f"{cell(ph['input_us'])} | {cell(ph['multiply_us'])} | {cell(ph['finish_us'])} | "
+                         f"{cell(ph['barrier_us'])} |")
         lines.append("")
     write_report(args.out, {"commit": commit, "device": device_name("cuda"), "steps": args.steps}, results,
                  "\n".join(lines))

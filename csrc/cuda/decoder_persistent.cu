@@ -65,10 +65,10 @@ struct PersistentPlan {
   void* cq;                    // [d] T
   void* hidden;                // [4d] T
   float* cross_part;           // [n_head * chunks, kPartWords]
-  unsigned long long* trace;   // [8 n_layer + 1, grid, 2] or nullptr: per barrier and block, arrival and departure (ns)
+  unsigned long long* trace;   // [8 n_layer + 1, grid, 4] or nullptr: see persistent_trace (ns)
   int barrier_sleep_ns;        // pause between two polls of the barrier counter (0: none)
   // shared memory, byte offsets
-  int h_off, kv_off, part_off, scores_off, vsum_off, q_off, smem;
+  int h_off, kv_off, part_off, scores_off, vsum_off, q_off, ln_off, smem;
 };
 
 // ---- device helpers -------------------------------------------------------------------------------------
@@ -122,9 +122,15 @@ __device__ __forceinline__ unsigned long long global_ns() {
   return t;
 }
 
-// trace[(index * grid + block) * 2 + which] = now, where tracing is on (FASTWHISPER_PERSISTENT_TRACE). One thread.
+// trace[(index * grid + block) * 4 + which] = now, where tracing is on (FASTWHISPER_PERSISTENT_TRACE). One thread.
+// which: 0 arrival at barrier `index`, 1 departure from it, 2 and 3: the phase that ends at barrier `index` has
+// its input (2) and its products (3).
 __device__ __forceinline__ void trace_time(const PersistentPlan& p, int index, int which) {
-  if (p.trace != nullptr) p.trace[(static_cast<int64_t>(index) * gridDim.x + blockIdx.x) * 2 + which] = global_ns();
+  if (p.trace != nullptr) p.trace[(static_cast<int64_t>(index) * gridDim.x + blockIdx.x) * 4 + which] = global_ns();
+}
+// The same for the phase running now (target: the barrier target so far), by thread 0.
+__device__ __forceinline__ void trace_phase(const PersistentPlan& p, unsigned int target, int which) {
+  if (threadIdx.x == 0) trace_time(p, static_cast<int>(target / gridDim.x) + 1, which);
 }
 
 // Every block arrives, then waits until all have: one counter, whose target grows by the grid each time.
@@ -145,6 +151,7 @@ __device__ __forceinline__ void grid_barrier(const PersistentPlan& p, unsigned i
     __threadfence();
     trace_time(p, index, 1);
   }
+  async_copy_wait_group<0>();  // this thread's copies issued before the barrier (LayerNorm parameters, cross K/V)
   __syncthreads();
 }
 
@@ -232,16 +239,53 @@ __device__ void multiply_items(const PersistentPlan& p, int kind, const T* h, T*
   }
 }
 
-// The block's output columns of phase `kind`: store(n, sum) with each row's slices added in order.
+// What thread t needs to finish output row n0 + t of a linear phase: its bias and, where the phase adds the
+// residual, that row of x. Loaded when the phase begins and used after the multiply, so that the loads' latency
+// (DRAM for the biases: a step streams far more weights than L2 holds) hides behind the input and the products.
+struct RowParams {
+  float bias, residual;
+};
+
+template <typename T>
+__device__ RowParams row_params(const PersistentPlan& p, int kind, const int64_t* layer, const T* x) {
+  RowParams r{0.f, 0.f};
+  const int t = threadIdx.x;
+  if (t >= block_rows(p, kind)) return r;
+  const int n = static_cast<int>(blockIdx.x) * pick(p.rows_per_block, kind) + t;
+  const T* b = nullptr;
+  int bn = n;
+  switch (kind) {
+    case kQkv:
+      if (n < p.d) {
+        b = field<T>(layer, kPQB);
+      } else if (n >= 2 * p.d) {
+        b = field<T>(layer, kPVB);
+        bn = n - 2 * p.d;
+      }
+      break;
+    case kOut: b = field<T>(layer, kPOutB); break;
+    case kCrossQ: b = field<T>(layer, kPCrossQB); break;
+    case kCrossOut: b = field<T>(layer, kPCrossOutB); break;
+    case kMlp0: b = field<T>(layer, kPMlp0B); break;
+    default: b = field<T>(layer, kPMlp2B); break;
+  }
+  if (b != nullptr) r.bias = static_cast<float>(b[bn]);
+  if (kind == kOut || kind == kCrossOut || kind == kMlp2) r.residual = load_cg1(x + n);
+  return r;
+}
+
+// The block's output columns of phase `kind`: store(n, sum + bias, residual) with each row's slices added in
+// order; thread t finishes row n0 + t (a block has at most kMaxItems <= kThreads rows).
 template <typename Store>
-__device__ void finish_rows(const PersistentPlan& p, int kind, const float* partial, Store store) {
+__device__ void finish_rows(const PersistentPlan& p, int kind, const float* partial, const RowParams& rp,
+                            unsigned int target, Store store) {
   __syncthreads();  // every item's sum is in partial
-  const int ks = pick(p.splits, kind), rows = block_rows(p, kind);
-  const int n0 = static_cast<int>(blockIdx.x) * pick(p.rows_per_block, kind);
-  for (int t = threadIdx.x; t < rows; t += kThreads) {
+  trace_phase(p, target, 3);
+  const int ks = pick(p.splits, kind), t = threadIdx.x;
+  if (t < block_rows(p, kind)) {
     float total = 0.f;
     for (int s = 0; s < ks; ++s) total += partial[t * ks + s];
-    store(n0 + t, total);
+    store(static_cast<int>(blockIdx.x) * pick(p.rows_per_block, kind) + t, total + rp.bias, rp.residual);
   }
 }
 
@@ -249,10 +293,9 @@ __device__ void finish_rows(const PersistentPlan& p, int kind, const float* part
 
 // x [d] -> h [d]: whisper's LayerNorm (fp32 mean, then fp32 variance around it), rounded to T. Every warp with
 // vectors to write computes the statistics itself (no block barrier before them); warp w writes vectors
-// lane + 32 w. ln_w, ln_b [d] fp32.
+// lane + 32 w. ln_w, ln_b [d] fp32 in shared memory (stage_layer_norm before the barrier).
 template <typename T>
-__device__ void layer_norm_input(const T* x, const float* __restrict__ ln_w, const float* __restrict__ ln_b, T* h,
-                                 int d) {
+__device__ void layer_norm_input(const T* x, const float* ln_w, const float* ln_b, T* h, int d) {
   constexpr int V = kPack16<T>;
   const int lane = threadIdx.x % 32, warp = threadIdx.x / 32, nv = d / V;
   if (warp * 32 < nv) {
@@ -261,8 +304,8 @@ __device__ void layer_norm_input(const T* x, const float* __restrict__ ln_w, con
     if (mine < nv) {
 #pragma unroll
       for (int j = 0; j < V / 4; ++j) {
-        g[j] = __ldg(reinterpret_cast<const float4*>(ln_w) + mine * (V / 4) + j);
-        b[j] = __ldg(reinterpret_cast<const float4*>(ln_b) + mine * (V / 4) + j);
+        g[j] = reinterpret_cast<const float4*>(ln_w)[mine * (V / 4) + j];
+        b[j] = reinterpret_cast<const float4*>(ln_b)[mine * (V / 4) + j];
       }
     }
     Pack16<T> v[kMaxLnVecs];
@@ -309,6 +352,16 @@ __device__ void layer_norm_input(const T* x, const float* __restrict__ ln_w, con
   __syncthreads();
 }
 
+// A LayerNorm's weight and bias [d] fp32 (global, 16-byte aligned) -> ln_s [2, d] shared, by asynchronous copies
+// that the next grid barrier waits for: issued before the barrier that precedes the phase using them.
+__device__ void stage_layer_norm(const float* w, const float* b, float* ln_s, int d) {
+  for (int i = threadIdx.x; i < d / 4; i += kThreads) {
+    async_copy16(ln_s + 4 * i, w + 4 * i);
+    async_copy16(ln_s + d + 4 * i, b + 4 * i);
+  }
+  async_copy_commit();
+}
+
 // src [n] (written by other blocks) -> h [n]
 template <typename T>
 __device__ void copy_input(const T* src, T* h, int n) {
@@ -319,22 +372,32 @@ __device__ void copy_input(const T* src, T* h, int n) {
 
 // The cross-attention's partial results [n_head * chunks, kPartWords] -> h [d]: per head, the chunks' sums
 // rescaled to the largest maximum, over their total exp-sum, rounded to T.
+// In three steps, each one wave of independent loads or arithmetic: the chunks' maxima and exp-sums into
+// weights [2, n_head * chunks] (shared), each chunk's share exp(m - max) / sum per head, then every output.
 template <typename T>
-__device__ void merge_cross_input(const PersistentPlan& p, const float* part, T* h) {
-  const int C = p.chunks;
-  for (int j = threadIdx.x; j < p.d; j += kThreads) {
-    const float* ph = part + static_cast<int64_t>(j / kHeadDim) * C * kPartWords;
+__device__ void merge_cross_input(const PersistentPlan& p, const float* part, T* h, float* weights) {
+  const int C = p.chunks, items = p.n_head * C;
+  for (int i = threadIdx.x; i < items; i += kThreads) {
+    weights[i] = __ldcg(part + static_cast<int64_t>(i) * kPartWords);
+    weights[items + i] = __ldcg(part + static_cast<int64_t>(i) * kPartWords + 1);
+  }
+  __syncthreads();
+  for (int head = threadIdx.x; head < p.n_head; head += kThreads) {
+    float* m = weights + head * C;
+    const float* l = weights + items + head * C;
     float top = -INFINITY;
-    for (int c = 0; c < C; ++c) top = fmaxf(top, __ldcg(ph + c * kPartWords));
-    float sum = 0.f, out = 0.f;
-    for (int c = 0; c < C; ++c) {
-      const float m = __ldcg(ph + c * kPartWords);
-      if (m == -INFINITY) continue;  // a chunk without keys
-      const float w = __expf(m - top);
-      sum += __ldcg(ph + c * kPartWords + 1) * w;
-      out += __ldcg(ph + c * kPartWords + 2 + j % kHeadDim) * w;
-    }
-    h[j] = static_cast<T>(out / sum);
+    for (int c = 0; c < C; ++c) top = fmaxf(top, m[c]);
+    float sum = 0.f;
+    for (int c = 0; c < C; ++c) sum += m[c] == -INFINITY ? 0.f : l[c] * __expf(m[c] - top);  // -inf: no keys
+    for (int c = 0; c < C; ++c) m[c] = m[c] == -INFINITY ? 0.f : __expf(m[c] - top) / sum;
+  }
+  __syncthreads();
+  for (int j = threadIdx.x; j < p.d; j += kThreads) {
+    const int head = j / kHeadDim;
+    const float* ph = part + static_cast<int64_t>(head) * C * kPartWords + 2 + j % kHeadDim;
+    float out = 0.f;
+    for (int c = 0; c < C; ++c) out += __ldcg(ph + c * kPartWords) * weights[head * C + c];
+    h[j] = static_cast<T>(out);
   }
   __syncthreads();
 }
@@ -477,11 +540,6 @@ __device__ void cross_attention_phase(const PersistentPlan& p, const T* cq, cons
 // ---- the kernel -----------------------------------------------------------------------------------------------
 
 template <typename T>
-__device__ __forceinline__ T round_sum(float residual, float y) {
-  return static_cast<T>(residual + static_cast<float>(static_cast<T>(y)));
-}
-
-template <typename T>
 __global__ void __launch_bounds__(kThreads, 1)
     decoder_layers_kernel(const __grid_constant__ PersistentPlan p,
                           const int64_t* __restrict__ table,     // [n_layer, kPersistentFields]
@@ -499,6 +557,7 @@ __global__ void __launch_bounds__(kThreads, 1)
   float* scores = reinterpret_cast<float*>(smem + p.scores_off);        // [max(n_ctx, chunk_len)]
   float* vsum = reinterpret_cast<float*>(smem + p.vsum_off);            // [kWarps, 64]
   float* qs = reinterpret_cast<float*>(smem + p.q_off);                 // [64]
+  float* ln_s = reinterpret_cast<float*>(smem + p.ln_off);              // [2, d] the next LayerNorm's parameters
   T* qkv = static_cast<T*>(p.qkv);
   T* attn = static_cast<T*>(p.attn);
   T* cq = static_cast<T*>(p.cq);
@@ -515,23 +574,23 @@ __global__ void __launch_bounds__(kThreads, 1)
     }
   }
   const int64_t pos = *position;
-  __syncthreads();  // the barriers' initialization
+  stage_layer_norm(field<float>(table, kPAttnLnW), field<float>(table, kPAttnLnB), ln_s, d);  // layer 0's first
+  async_copy_wait_group<0>();
+  __syncthreads();  // the barriers' initialization, the first LayerNorm's parameters
   if (threadIdx.x == 0) trace_time(p, 0, 1);
   unsigned int target = 0;
+  const float* ln_w = ln_s;
+  const float* ln_b = ln_s + d;
+  auto residual_sum = [](float residual, float y) { return static_cast<T>(residual + static_cast<float>(static_cast<T>(y))); };
 
   for (int l = 0; l < p.n_layer; ++l) {
     const int64_t* layer = table + static_cast<int64_t>(l) * kPersistentFields;
     // 1. LayerNorm, q/k/v
-    layer_norm_input(x, field<float>(layer, kPAttnLnW), field<float>(layer, kPAttnLnB), h, d);
+    RowParams rp = row_params(p, kQkv, layer, x);
+    layer_norm_input(x, ln_w, ln_b, h, d);
+    trace_phase(p, target, 2);
     multiply_items(p, kQkv, h, ring, wr, s, table, partial);
-    {
-      const T* qb = field<T>(layer, kPQB);
-      const T* vb = field<T>(layer, kPVB);
-      finish_rows(p, kQkv, partial, [&](int n, float sum) {
-        const float b = n < d ? static_cast<float>(qb[n]) : n >= 2 * d ? static_cast<float>(vb[n - 2 * d]) : 0.f;
-        qkv[n] = static_cast<T>(sum + b);
-      });
-    }
+    finish_rows(p, kQkv, partial, rp, target, [&](int n, float y, float) { qkv[n] = static_cast<T>(y); });
     if (static_cast<int>(blockIdx.x) < p.n_head && pos > 0 && pos < p.n_ctx) {  // phase 2's cached K/V into L2
       const T* kc = field<T>(layer, kPSelfK) + blockIdx.x * kHeadDim;
       const T* vc = field<T>(layer, kPSelfV) + blockIdx.x * kHeadDim;
@@ -543,59 +602,53 @@ __global__ void __launch_bounds__(kThreads, 1)
     // 2. self-attention
     self_attention_phase<T>(p, layer, pos, qkv, attn, qs, scores, vsum, red);
     grid_barrier(p, target);
-    // 3. out + residual
+    // 3. out + residual; then the cross LayerNorm's parameters
+    rp = row_params(p, kOut, layer, x);
     copy_input(attn, h, d);
+    trace_phase(p, target, 2);
     multiply_items(p, kOut, h, ring, wr, s, table, partial);
-    {
-      const T* b = field<T>(layer, kPOutB);
-      finish_rows(p, kOut, partial, [&](int n, float sum) {
-        x[n] = round_sum<T>(load_cg1(x + n), sum + static_cast<float>(b[n]));
-      });
-    }
+    finish_rows(p, kOut, partial, rp, target, [&](int n, float y, float r) { x[n] = residual_sum(r, y); });
+    stage_layer_norm(field<float>(layer, kPCrossLnW), field<float>(layer, kPCrossLnB), ln_s, d);
     grid_barrier(p, target);
     // 4. LayerNorm, cross query; then this block's cross keys and values into shared memory
-    layer_norm_input(x, field<float>(layer, kPCrossLnW), field<float>(layer, kPCrossLnB), h, d);
+    rp = row_params(p, kCrossQ, layer, x);
+    layer_norm_input(x, ln_w, ln_b, h, d);
+    trace_phase(p, target, 2);
     multiply_items(p, kCrossQ, h, ring, wr, s, table, partial);
-    {
-      const T* b = field<T>(layer, kPCrossQB);
-      finish_rows(p, kCrossQ, partial, [&](int n, float sum) { cq[n] = static_cast<T>(sum + static_cast<float>(b[n])); });
-    }
+    finish_rows(p, kCrossQ, partial, rp, target, [&](int n, float y, float) { cq[n] = static_cast<T>(y); });
     stage_cross_chunk<T>(p, layer, stage);
     grid_barrier(p, target);
     // 5. cross-attention, one chunk of one head per block
     cross_attention_phase<T>(p, cq, stage, qs, scores, vsum, red);
     grid_barrier(p, target);
-    // 6. the chunks merged, cross out + residual
-    merge_cross_input(p, p.cross_part, h);
+    // 6. the chunks merged, cross out + residual; then the MLP LayerNorm's parameters
+    rp = row_params(p, kCrossOut, layer, x);
+    merge_cross_input(p, p.cross_part, h, scores);
+    trace_phase(p, target, 2);
     multiply_items(p, kCrossOut, h, ring, wr, s, table, partial);
-    {
-      const T* b = field<T>(layer, kPCrossOutB);
-      finish_rows(p, kCrossOut, partial, [&](int n, float sum) {
-        x[n] = round_sum<T>(load_cg1(x + n), sum + static_cast<float>(b[n]));
-      });
-    }
+    finish_rows(p, kCrossOut, partial, rp, target, [&](int n, float y, float r) { x[n] = residual_sum(r, y); });
+    stage_layer_norm(field<float>(layer, kPMlpLnW), field<float>(layer, kPMlpLnB), ln_s, d);
     grid_barrier(p, target);
     // 7. LayerNorm, mlp.0, GELU
-    layer_norm_input(x, field<float>(layer, kPMlpLnW), field<float>(layer, kPMlpLnB), h, d);
+    rp = row_params(p, kMlp0, layer, x);
+    layer_norm_input(x, ln_w, ln_b, h, d);
+    trace_phase(p, target, 2);
     multiply_items(p, kMlp0, h, ring, wr, s, table, partial);
-    {
-      const T* b = field<T>(layer, kPMlp0B);
-      finish_rows(p, kMlp0, partial, [&](int n, float sum) {
-        const T y = static_cast<T>(sum + static_cast<float>(b[n]));
-        hidden[n] = static_cast<T>(gelu(static_cast<float>(y)));
-      });
-    }
+    finish_rows(p, kMlp0, partial, rp, target, [&](int n, float y, float) {
+      hidden[n] = static_cast<T>(gelu(static_cast<float>(static_cast<T>(y))));
+    });
     grid_barrier(p, target);
-    // 8. mlp.2 + residual
+    // 8. mlp.2 + residual; then the next layer's first LayerNorm parameters
+    rp = row_params(p, kMlp2, layer, x);
     copy_input(hidden, h, 4 * d);
+    trace_phase(p, target, 2);
     multiply_items(p, kMlp2, h, ring, wr, s, table, partial);
-    {
-      const T* b = field<T>(layer, kPMlp2B);
-      finish_rows(p, kMlp2, partial, [&](int n, float sum) {
-        x[n] = round_sum<T>(load_cg1(x + n), sum + static_cast<float>(b[n]));
-      });
+    finish_rows(p, kMlp2, partial, rp, target, [&](int n, float y, float r) { x[n] = residual_sum(r, y); });
+    if (l + 1 < p.n_layer) {
+      const int64_t* next = layer + kPersistentFields;
+      stage_layer_norm(field<float>(next, kPAttnLnW), field<float>(next, kPAttnLnB), ln_s, d);
+      grid_barrier(p, target);
     }
-    if (l + 1 < p.n_layer) grid_barrier(p, target);
   }
 
   // the last block out resets the counters for the next launch (every block has passed every barrier)
@@ -645,7 +698,7 @@ WorkspaceLayout workspace_layout(const PersistentShape& s) {
   w.hidden = w.cq + up(s.d * e);
   w.part = w.hidden + up(4 * s.d * e);
   w.trace = w.part + up(s.n_head * cross_chunks(s) * kPartWords * 4);
-  w.bytes = w.trace + (tracing() ? (8 * s.n_layer + 1) * sm_count() * 2 * 8 : 0);
+  w.bytes = w.trace + (tracing() ? (8 * s.n_layer + 1) * sm_count() * 4 * 8 : 0);
   return w;
 }
 
@@ -688,11 +741,13 @@ PersistentPlan make_plan(const PersistentShape& s) {
   p.part_off = off = round_up(off, 128);
   off += kMaxItems * 4;
   p.scores_off = off;
-  off += std::max(p.n_ctx, p.chunk_len) * 4;
+  off += std::max({p.n_ctx, p.chunk_len, 2 * p.n_head * p.chunks}) * 4;  // also the merge's weights
   p.vsum_off = off = round_up(off, 16);
   off += kWarps * kHeadDim * 4;
   p.q_off = off;
   off += kHeadDim * 4;
+  p.ln_off = off = round_up(off, 16);
+  off += 2 * p.d * 4;
   p.smem = off;
   return p;
 }
@@ -747,7 +802,7 @@ at::Tensor persistent_workspace(const PersistentShape& s, const at::Device& devi
 at::Tensor persistent_trace(const PersistentShape& s, const at::Tensor& workspace) {
   const WorkspaceLayout w = workspace_layout(s);
   if (!tracing() || !workspace.defined()) return at::Tensor();
-  return workspace.narrow(0, w.trace, w.bytes - w.trace).view(at::kLong).view({8 * s.n_layer + 1, sm_count(), 2}).clone();
+  return workspace.narrow(0, w.trace, w.bytes - w.trace).view(at::kLong).view({8 * s.n_layer + 1, sm_count(), 4}).clone();
 }
 
 void decoder_layers_persistent(const PersistentShape& s, const at::Tensor& layers, at::Tensor& x,

@@ -39,8 +39,9 @@ bool persistent_step_fits(const PersistentShape& shape);
 // the barrier counters (zero between launches). Allocate once, outside graph capture.
 at::Tensor persistent_workspace(const PersistentShape& shape, const at::Device& device);
 
-// The last launch's barrier times [8 n_layer + 1, grid, 2] int64 ns (arrival, departure; index 0: the start,
-// 8 n_layer: the end), where FASTWHISPER_PERSISTENT_TRACE=1; else undefined.
+// The last launch's times [8 n_layer + 1, grid, 4] int64 ns: per barrier and block, arrival and departure, and for
+// the linear phase that ends at that barrier when it had its input and its products (index 0: the start, 8 n_layer:
+// the end), where FASTWHISPER_PERSISTENT_TRACE=1; else undefined.
 at::Tensor persistent_trace(const PersistentShape& shape, const at::Tensor& workspace);
 
 // Runs every layer on x [1, d] (the embedding's output; the residual stream, updated in place).
