@@ -6,6 +6,7 @@
 #include <cstdint>
 
 #include "cuda/bulk_copy.cuh"
+#include "cuda/device_utils.cuh"
 #include "gelu.h"
 
 namespace fastwhisper::cuda {
@@ -19,15 +20,6 @@ struct Segments {
   int64_t end[kMaxSegments];      // cumulative output-column ends
   int count;
 
-  // a[i] for a run-time i, without indexing the kernel parameter at run time: that would copy the
-  // whole struct to each thread's local memory, which spills out of the L1 left beside the ring
-  template <typename A>
-  __device__ static A pick(const A (&a)[kMaxSegments], int i) {
-    A r = a[0];
-#pragma unroll
-    for (int s = 1; s < kMaxSegments; ++s) r = i == s ? a[s] : r;
-    return r;
-  }
   __device__ const T* weight_of(int i) const { return pick(weight, i); }
   __device__ const T* bias_of(int i) const { return pick(bias, i); }
   __device__ int64_t begin(int i) const { return i == 0 ? 0 : pick(end, i - 1); }

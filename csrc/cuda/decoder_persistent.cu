@@ -73,15 +73,6 @@ struct PersistentPlan {
 
 // ---- device helpers -------------------------------------------------------------------------------------
 
-// a[i] for a run-time i without indexing the kernel parameter at run time (that copies it to local memory)
-template <typename A>
-__device__ __forceinline__ A pick(const A (&a)[kKinds], int i) {
-  A r = a[0];
-#pragma unroll
-  for (int s = 1; s < kKinds; ++s) r = i == s ? a[s] : r;
-  return r;
-}
-
 __device__ __forceinline__ int kind_n(const PersistentPlan& p, int kind) {
   return kind == kQkv ? 3 * p.d : kind == kMlp0 ? 4 * p.d : p.d;
 }
@@ -467,6 +458,17 @@ __device__ float attend(const float* qs, int n, KeyAt key_at, ValueAt value_at, 
   return out;
 }
 
+// Phase 1's tail, block `head`: phase 2's cached keys and values (positions before pos) asked of L2.
+template <typename T>
+__device__ void prefetch_self_cache(const PersistentPlan& p, const int64_t* layer, int64_t pos) {
+  if (static_cast<int>(blockIdx.x) >= p.n_head || pos <= 0 || pos >= p.n_ctx) return;
+  const T* kc = field<T>(layer, kPSelfK) + blockIdx.x * kHeadDim;
+  const T* vc = field<T>(layer, kPSelfV) + blockIdx.x * kHeadDim;
+  for (int idx = threadIdx.x; idx < 2 * pos; idx += kThreads) {
+    prefetch_l2((idx < pos ? kc : vc) + (idx % pos) * p.d, kHeadDim * sizeof(T));
+  }
+}
+
 // Phase 2, block `head`: the new K/V into the cache at position pos, then attention over positions 0 .. pos.
 template <typename T>
 __device__ void self_attention_phase(const PersistentPlan& p, const int64_t* layer, int64_t pos, const T* qkv,
@@ -582,68 +584,49 @@ __global__ void __launch_bounds__(kThreads, 1)
   const float* ln_w = ln_s;
   const float* ln_b = ln_s + d;
   auto residual_sum = [](float residual, float y) { return static_cast<T>(residual + static_cast<float>(static_cast<T>(y))); };
+  // one linear phase: the epilogue's parameters requested, input() into h, this warp's items multiplied, then the
+  // block's rows finished by store(n, sum + bias, residual)
+  auto linear = [&](int kind, const int64_t* layer, auto input, auto store) {
+    const RowParams rp = row_params(p, kind, layer, x);
+    input();
+    trace_phase(p, target, 2);
+    multiply_items(p, kind, h, ring, wr, s, table, partial);
+    finish_rows(p, kind, partial, rp, target, store);
+  };
+  auto normalized = [&] { layer_norm_input(x, ln_w, ln_b, h, d); };
+  auto add_residual = [&](int n, float y, float r) { x[n] = residual_sum(r, y); };
 
   for (int l = 0; l < p.n_layer; ++l) {
     const int64_t* layer = table + static_cast<int64_t>(l) * kPersistentFields;
     // 1. LayerNorm, q/k/v
-    RowParams rp = row_params(p, kQkv, layer, x);
-    layer_norm_input(x, ln_w, ln_b, h, d);
-    trace_phase(p, target, 2);
-    multiply_items(p, kQkv, h, ring, wr, s, table, partial);
-    finish_rows(p, kQkv, partial, rp, target, [&](int n, float y, float) { qkv[n] = static_cast<T>(y); });
-    if (static_cast<int>(blockIdx.x) < p.n_head && pos > 0 && pos < p.n_ctx) {  // phase 2's cached K/V into L2
-      const T* kc = field<T>(layer, kPSelfK) + blockIdx.x * kHeadDim;
-      const T* vc = field<T>(layer, kPSelfV) + blockIdx.x * kHeadDim;
-      for (int idx = threadIdx.x; idx < 2 * pos; idx += kThreads) {
-        prefetch_l2((idx < pos ? kc : vc) + (idx % pos) * d, kHeadDim * sizeof(T));
-      }
-    }
+    linear(kQkv, layer, normalized, [&](int n, float y, float) { qkv[n] = static_cast<T>(y); });
+    prefetch_self_cache<T>(p, layer, pos);
     grid_barrier(p, target);
     // 2. self-attention
     self_attention_phase<T>(p, layer, pos, qkv, attn, qs, scores, vsum, red);
     grid_barrier(p, target);
     // 3. out + residual; then the cross LayerNorm's parameters
-    rp = row_params(p, kOut, layer, x);
-    copy_input(attn, h, d);
-    trace_phase(p, target, 2);
-    multiply_items(p, kOut, h, ring, wr, s, table, partial);
-    finish_rows(p, kOut, partial, rp, target, [&](int n, float y, float r) { x[n] = residual_sum(r, y); });
+    linear(kOut, layer, [&] { copy_input(attn, h, d); }, add_residual);
     stage_layer_norm(field<float>(layer, kPCrossLnW), field<float>(layer, kPCrossLnB), ln_s, d);
     grid_barrier(p, target);
     // 4. LayerNorm, cross query; then this block's cross keys and values into shared memory
-    rp = row_params(p, kCrossQ, layer, x);
-    layer_norm_input(x, ln_w, ln_b, h, d);
-    trace_phase(p, target, 2);
-    multiply_items(p, kCrossQ, h, ring, wr, s, table, partial);
-    finish_rows(p, kCrossQ, partial, rp, target, [&](int n, float y, float) { cq[n] = static_cast<T>(y); });
+    linear(kCrossQ, layer, normalized, [&](int n, float y, float) { cq[n] = static_cast<T>(y); });
     stage_cross_chunk<T>(p, layer, stage);
     grid_barrier(p, target);
     // 5. cross-attention, one chunk of one head per block
     cross_attention_phase<T>(p, cq, stage, qs, scores, vsum, red);
     grid_barrier(p, target);
     // 6. the chunks merged, cross out + residual; then the MLP LayerNorm's parameters
-    rp = row_params(p, kCrossOut, layer, x);
-    merge_cross_input(p, p.cross_part, h, scores);
-    trace_phase(p, target, 2);
-    multiply_items(p, kCrossOut, h, ring, wr, s, table, partial);
-    finish_rows(p, kCrossOut, partial, rp, target, [&](int n, float y, float r) { x[n] = residual_sum(r, y); });
+    linear(kCrossOut, layer, [&] { merge_cross_input(p, p.cross_part, h, scores); }, add_residual);
     stage_layer_norm(field<float>(layer, kPMlpLnW), field<float>(layer, kPMlpLnB), ln_s, d);
     grid_barrier(p, target);
     // 7. LayerNorm, mlp.0, GELU
-    rp = row_params(p, kMlp0, layer, x);
-    layer_norm_input(x, ln_w, ln_b, h, d);
-    trace_phase(p, target, 2);
-    multiply_items(p, kMlp0, h, ring, wr, s, table, partial);
-    finish_rows(p, kMlp0, partial, rp, target, [&](int n, float y, float) {
+    linear(kMlp0, layer, normalized, [&](int n, float y, float) {
       hidden[n] = static_cast<T>(gelu(static_cast<float>(static_cast<T>(y))));
     });
     grid_barrier(p, target);
     // 8. mlp.2 + residual; then the next layer's first LayerNorm parameters
-    rp = row_params(p, kMlp2, layer, x);
-    copy_input(hidden, h, 4 * d);
-    trace_phase(p, target, 2);
-    multiply_items(p, kMlp2, h, ring, wr, s, table, partial);
-    finish_rows(p, kMlp2, partial, rp, target, [&](int n, float y, float r) { x[n] = residual_sum(r, y); });
+    linear(kMlp2, layer, [&] { copy_input(hidden, h, 4 * d); }, add_residual);
     if (l + 1 < p.n_layer) {
       const int64_t* next = layer + kPersistentFields;
       stage_layer_norm(field<float>(next, kPAttnLnW), field<float>(next, kPAttnLnB), ln_s, d);

@@ -20,6 +20,16 @@
 
 namespace fastwhisper::cuda {
 
+// a[i] for a run-time i, without indexing an array of a kernel parameter at run time: that would copy the whole
+// parameter to each thread's local memory.
+template <typename A, int N>
+__device__ __forceinline__ A pick(const A (&a)[N], int i) {
+  A r = a[0];
+#pragma unroll
+  for (int s = 1; s < N; ++s) r = i == s ? a[s] : r;
+  return r;
+}
+
 // 16 bytes of T, loaded and stored as one vector (vec.cuh's Pack of kPack16<T> elements).
 template <typename T>
 using Pack16 = Pack<T, kPack16<T>>;
