@@ -24,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import check_model_names, device_name, git_commit, random_audio_features, random_whisper, write_report  # noqa: E402
 
 PHASES = ["1 LN + qkv", "2 self-attention", "3 out + residual", "4 LN + cross q", "5 cross-attention",
-          "6 merge + cross out", "7 LN + mlp0 + GELU", "8 mlp2 + residual"]
+          "6 merge + cross out", "7 LN + mlp0 + GELU", "8 mlp2 + residual", "9 final LN + vocabulary (once)"]
 
 
 def trace_model(name: str, steps: int):
@@ -36,23 +36,23 @@ def trace_model(name: str, steps: int):
     if not session.uses_persistent_layers():
         raise SystemExit(f"{name}: the persistent kernel does not run (FASTWHISPER_PERSISTENT, shape)")
     session.step(torch.tensor([[50258, 50259, 50359]], device="cuda"))
-    work_max = {k: [] for k in range(8)}
-    work_med = {k: [] for k in range(8)}
-    barrier = {k: [] for k in range(8)}
-    parts = {k: {"input": [], "multiply": [], "finish": []} for k in range(8)}
+    work_max = {k: [] for k in range(9)}
+    work_med = {k: [] for k in range(9)}
+    barrier = {k: [] for k in range(9)}
+    parts = {k: {"input": [], "multiply": [], "finish": []} for k in range(9)}
     spans = []
     for _ in range(steps):
         session.step(torch.tensor([[440]], device="cuda"))
         torch.cuda.synchronize()
-        t = session.persistent_trace()  # [8 n_layer + 1, grid, 4]
+        t = session.persistent_trace()  # [8 n_layer + 2, grid, 4]
         if t.numel() == 0:
             raise SystemExit("no trace: set FASTWHISPER_PERSISTENT_TRACE=1")
         t = t.double()
         arrive, depart, has_input, has_products = t[:, :, 0], t[:, :, 1], t[:, :, 2], t[:, :, 3]
         spans.append((arrive[-1].max() - depart[0].min()).item() / 1e3)
-        n_barriers = t.shape[0] - 1  # indices 1 .. 8 n_layer - 1 are barriers; the last is the kernel's end
+        n_barriers = t.shape[0] - 1  # indices 1 .. 8 n_layer are barriers; the last is the kernel's end
         for b in range(1, n_barriers + 1):
-            phase = (b - 1) % 8
+            phase = 8 if b == n_barriers else (b - 1) % 8
             work = (arrive[b] - depart[b - 1]) / 1e3
             work_max[phase].append(work.max().item())
             work_med[phase].append(work.median().item())
@@ -67,7 +67,7 @@ def trace_model(name: str, steps: int):
                         "work_median_us": statistics.median(work_med[k]),
                         "barrier_us": statistics.median(barrier[k]) if barrier[k] else None,
                         **{f"{part}_us": statistics.median(v) if v else None for part, v in parts[k].items()}}
-                       for k in range(8)]}
+                       for k in range(9)]}
 
 
 def main():

@@ -391,8 +391,8 @@ WIDE_DIMS = whisper.model.ModelDimensions(n_mels=128, n_audio_ctx=1500, n_audio_
 @pytest.mark.parametrize("setting", ["auto", "on", "off", "sometimes"])
 def test_persistent_layers_switch(setting):
     """FASTWHISPER_PERSISTENT (read once per process, so each setting in a fresh one): with one row, "on" runs every
-    layer of a one-token step in the persistent kernel, "off" and "auto" (the default) through the step ops one
-    kernel per operation; either way fp16 and bf16 logits stay within rounding of the ATen step's over 120 steps
+    layer of a one-token step, the final LayerNorm and the vocabulary in the persistent kernel, "off" and "auto" (the
+    default) through the step ops one kernel per operation; either way fp16 and bf16 logits stay within rounding of the ATen step's over 120 steps
     (tiny.en's dims and large-v3's widths), and the profiler shows which kernel ran. Two rows never take the
     persistent kernel. Any other value is refused with a message naming the variable."""
     code = """
@@ -415,7 +415,7 @@ def test_persistent_layers_switch(setting):
         with profile(activities=[ProfilerActivity.CUDA]) as prof:
             session.step(torch.tensor([[50257]], device="cuda"))
             torch.cuda.synchronize()
-        print("ROUTE", any("decoder_layers_kernel" in e.name for e in prof.events()))
+        print("ROUTE", any("decoder_step_persistent_kernel" in e.name for e in prof.events()))
         """
     proc = run_python_with_env(code, timeout=300, FASTWHISPER_PERSISTENT=setting)
     if setting == "sometimes":

@@ -43,20 +43,23 @@ constexpr int kWarps = 16;
 constexpr int kThreads = kWarps * 32;
 constexpr int kSlots = 3;              // ring slots per warp
 constexpr int kHeadDim = 64;           // every Whisper model's head size
-constexpr int kMaxItems = 64;          // (row, slice) items of one linear phase in one block
+constexpr int kMaxItems = 1024;        // (row, slice) items of one linear phase in one block
 constexpr int kMaxItemElems = 1280;    // weights of one item: one ring slot
 constexpr int kMinItemElems = 128;     // a finer cut leaves lanes idle
 constexpr int kMaxLnVecs = 5;          // 16-byte vectors of a LayerNorm row per lane: d <= 5 * 32 * 8
 constexpr int kPartWords = 2 + kHeadDim;  // cross-attention partial: max, exp-sum, unnormalized output
 
-enum Kind : int { kQkv = 0, kOut, kCrossQ, kCrossOut, kMlp0, kMlp2, kKinds };
+// The linear phases: six in every layer, then the vocabulary once.
+enum Kind : int { kQkv = 0, kOut, kCrossQ, kCrossOut, kMlp0, kMlp2, kVocab, kKinds };
+constexpr int kLayerKinds = kVocab;
 
 struct PersistentPlan {
-  int n_layer, d, n_head, n_ctx, n_audio_ctx;
+  int n_layer, d, n_head, n_ctx, n_audio_ctx, n_vocab;
   int rows_per_block[kKinds];  // weight rows (output columns) a block owns
   int splits[kKinds];          // slices per weight row
   int chunks, chunk_len;       // cross-attention: key chunks per head, keys per chunk
   int slot_elems;              // elements of one ring slot
+  int max_items;               // items of the largest linear phase in one block (at most kThreads rows)
   float scale;                 // 1 / sqrt(head size)
   // workspace
   unsigned int* sync;          // [2] barrier counter, exit counter
@@ -65,7 +68,11 @@ struct PersistentPlan {
   void* cq;                    // [d] T
   void* hidden;                // [4d] T
   float* cross_part;           // [n_head * chunks, kPartWords]
-  unsigned long long* trace;   // [8 n_layer + 1, grid, 4] or nullptr: see persistent_trace (ns)
+  const void* vocab_w;         // [n_vocab, d] T: the token embedding
+  const float* final_ln_w;     // [d]
+  const float* final_ln_b;     // [d]
+  float* logits;               // [n_vocab] the step's output
+  unsigned long long* trace;   // [8 n_layer + 2, grid, 4] or nullptr: see persistent_trace (ns)
   int barrier_sleep_ns;        // pause between two polls of the barrier counter (0: none)
   // shared memory, byte offsets
   int h_off, kv_off, part_off, scores_off, vsum_off, q_off, ln_off, smem;
@@ -74,7 +81,7 @@ struct PersistentPlan {
 // ---- device helpers -------------------------------------------------------------------------------------
 
 __device__ __forceinline__ int kind_n(const PersistentPlan& p, int kind) {
-  return kind == kQkv ? 3 * p.d : kind == kMlp0 ? 4 * p.d : p.d;
+  return kind == kQkv ? 3 * p.d : kind == kMlp0 ? 4 * p.d : kind == kVocab ? p.n_vocab : p.d;
 }
 __device__ __forceinline__ int kind_k(const PersistentPlan& p, int kind) { return kind == kMlp2 ? 4 * p.d : p.d; }
 
@@ -148,28 +155,31 @@ __device__ __forceinline__ void grid_barrier(const PersistentPlan& p, unsigned i
 
 // ---- the weight streams -----------------------------------------------------------------------------------
 
-// The next item a warp requests: layer, kind, item index in the block (layer == n_layer: none left).
+// The next item a warp requests: layer, kind, item index in the block. The layers' kinds in order, then (layer
+// n_layer) the vocabulary; past that (layer > n_layer) none is left.
 struct Stream {
   int layer, kind, i;
 };
 
+__device__ __forceinline__ bool stream_live(const PersistentPlan& p, const Stream& s) { return s.layer <= p.n_layer; }
+
 // Moves s to the first item at or after it that exists (this warp takes items warp, warp + kWarps, ...).
 __device__ void skip_empty(const PersistentPlan& p, Stream& s, int warp) {
-  while (s.layer < p.n_layer && s.i >= block_items(p, s.kind)) {
+  while (stream_live(p, s) && s.i >= block_items(p, s.kind)) {
     s.i = warp;
-    if (++s.kind == kKinds) {
-      s.kind = 0;
-      ++s.layer;
+    if (s.kind == kVocab) {
+      ++s.layer;  // done
+    } else if (++s.kind == kLayerKinds) {
+      s.kind = ++s.layer == p.n_layer ? kVocab : 0;
     }
   }
 }
 
-// Item s's weights -> dst (one ring slot), tracked by bar; then s moves to the warp's next item. One lane.
+// The first weight row of item s's row: the token embedding for the vocabulary, else that layer's weight
+// (q, k or v by the row for the first phase); n: the row in the phase's output columns.
 template <typename T>
-__device__ void request_item(const PersistentPlan& p, const int64_t* __restrict__ table, Stream& s, T* dst,
-                             uint64_t* bar, int warp) {
-  const int ks = pick(p.splits, s.kind), K = kind_k(p, s.kind), ksl = K / ks;
-  int n = static_cast<int>(blockIdx.x) * pick(p.rows_per_block, s.kind) + s.i / ks;
+__device__ const T* item_row(const PersistentPlan& p, const int64_t* __restrict__ table, const Stream& s, int n) {
+  if (s.kind == kVocab) return static_cast<const T*>(p.vocab_w) + static_cast<int64_t>(n) * p.d;
   const int64_t* layer = table + static_cast<int64_t>(s.layer) * kPersistentFields;
   int f;
   switch (s.kind) {
@@ -185,7 +195,16 @@ __device__ void request_item(const PersistentPlan& p, const int64_t* __restrict_
     case kMlp0: f = kPMlp0W; break;
     default: f = kPMlp2W; break;
   }
-  const T* src = field<T>(layer, f) + static_cast<int64_t>(n) * K + (s.i % ks) * ksl;
+  return field<T>(layer, f) + static_cast<int64_t>(n) * kind_k(p, s.kind);
+}
+
+// Item s's weights -> dst (one ring slot), tracked by bar; then s moves to the warp's next item. One lane.
+template <typename T>
+__device__ void request_item(const PersistentPlan& p, const int64_t* __restrict__ table, Stream& s, T* dst,
+                             uint64_t* bar, int warp) {
+  const int ks = pick(p.splits, s.kind), ksl = kind_k(p, s.kind) / ks;
+  const int n = static_cast<int>(blockIdx.x) * pick(p.rows_per_block, s.kind) + s.i / ks;
+  const T* src = item_row<T>(p, table, s, n) + (s.i % ks) * ksl;
   const auto bytes = static_cast<uint32_t>(ksl * sizeof(T));
   mbarrier_arrive_expect_tx(bar, bytes);
   bulk_copy_to_shared(dst, src, bytes, bar);
@@ -223,7 +242,7 @@ __device__ void multiply_items(const PersistentPlan& p, int kind, const T* h, T*
     acc = warp_sum(acc);
     if (lane == 0) partial[i] = acc;
     __syncwarp();  // every lane is done with the slot
-    if (lane == 0 && s.layer < p.n_layer) {
+    if (lane == 0 && stream_live(p, s)) {
       fence_shared_for_bulk_copy();
       request_item(p, table, s, w, &wr.full[slot], warp);
     }
@@ -258,7 +277,8 @@ __device__ RowParams row_params(const PersistentPlan& p, int kind, const int64_t
     case kCrossQ: b = field<T>(layer, kPCrossQB); break;
     case kCrossOut: b = field<T>(layer, kPCrossOutB); break;
     case kMlp0: b = field<T>(layer, kPMlp0B); break;
-    default: b = field<T>(layer, kPMlp2B); break;
+    case kMlp2: b = field<T>(layer, kPMlp2B); break;
+    default: break;  // the vocabulary: no bias (and no layer)
   }
   if (b != nullptr) r.bias = static_cast<float>(b[bn]);
   if (kind == kOut || kind == kCrossOut || kind == kMlp2) r.residual = load_cg1(x + n);
@@ -266,7 +286,7 @@ __device__ RowParams row_params(const PersistentPlan& p, int kind, const int64_t
 }
 
 // The block's output columns of phase `kind`: store(n, sum + bias, residual) with each row's slices added in
-// order; thread t finishes row n0 + t (a block has at most kMaxItems <= kThreads rows).
+// order; thread t finishes row n0 + t (a block has at most kThreads rows: make_plan).
 template <typename Store>
 __device__ void finish_rows(const PersistentPlan& p, int kind, const float* partial, const RowParams& rp,
                             unsigned int target, Store store) {
@@ -543,7 +563,7 @@ __device__ void cross_attention_phase(const PersistentPlan& p, const T* cq, cons
 
 template <typename T>
 __global__ void __launch_bounds__(kThreads, 1)
-    decoder_layers_kernel(const __grid_constant__ PersistentPlan p,
+    decoder_step_persistent_kernel(const __grid_constant__ PersistentPlan p,
                           const int64_t* __restrict__ table,     // [n_layer, kPersistentFields]
                           T* x,                                  // [d] the residual stream, in place
                           const int64_t* __restrict__ position)  // [1]
@@ -555,7 +575,7 @@ __global__ void __launch_bounds__(kThreads, 1)
   T* ring = reinterpret_cast<T*>(smem) + warp * kSlots * p.slot_elems;  // [kSlots, slot_elems]
   T* h = reinterpret_cast<T*>(smem + p.h_off);                          // [4d] a phase's input
   T* stage = reinterpret_cast<T*>(smem + p.kv_off);                     // [2, chunk_len, 64]
-  float* partial = reinterpret_cast<float*>(smem + p.part_off);         // [kMaxItems]
+  float* partial = reinterpret_cast<float*>(smem + p.part_off);         // [max_items]
   float* scores = reinterpret_cast<float*>(smem + p.scores_off);        // [max(n_ctx, chunk_len)]
   float* vsum = reinterpret_cast<float*>(smem + p.vsum_off);            // [kWarps, 64]
   float* qs = reinterpret_cast<float*>(smem + p.q_off);                 // [64]
@@ -571,7 +591,7 @@ __global__ void __launch_bounds__(kThreads, 1)
   if (lane == 0) {
     for (int j = 0; j < kSlots; ++j) mbarrier_init(&full[warp][j], 1);
     skip_empty(p, s, warp);
-    for (int j = 0; j < kSlots && s.layer < p.n_layer; ++j) {
+    for (int j = 0; j < kSlots && stream_live(p, s); ++j) {
       request_item(p, table, s, ring + j * p.slot_elems, &full[warp][j], warp);
     }
   }
@@ -633,11 +653,16 @@ __global__ void __launch_bounds__(kThreads, 1)
       grid_barrier(p, target);
     }
   }
+  // 9. the final LayerNorm and the vocabulary: logits in fp32 of the products rounded to T (whisper's
+  // (x @ W.T).float() in the activation dtype)
+  stage_layer_norm(p.final_ln_w, p.final_ln_b, ln_s, d);
+  grid_barrier(p, target);
+  linear(kVocab, table, normalized, [&](int n, float y, float) { p.logits[n] = static_cast<float>(static_cast<T>(y)); });
 
   // the last block out resets the counters for the next launch (every block has passed every barrier)
   __syncthreads();
   if (threadIdx.x == 0) {
-    trace_time(p, 8 * p.n_layer, 0);
+    trace_time(p, 8 * p.n_layer + 1, 0);
     __threadfence();
     if (atomicAdd(p.sync + 1, 1u) == gridDim.x - 1) {
       p.sync[0] = 0;
@@ -681,7 +706,7 @@ WorkspaceLayout workspace_layout(const PersistentShape& s) {
   w.hidden = w.cq + up(s.d * e);
   w.part = w.hidden + up(4 * s.d * e);
   w.trace = w.part + up(s.n_head * cross_chunks(s) * kPartWords * 4);
-  w.bytes = w.trace + (tracing() ? (8 * s.n_layer + 1) * sm_count() * 4 * 8 : 0);
+  w.bytes = w.trace + (tracing() ? (8 * s.n_layer + 2) * sm_count() * 4 * 8 : 0);
   return w;
 }
 
@@ -693,11 +718,12 @@ PersistentPlan make_plan(const PersistentShape& s) {
   p.n_head = static_cast<int>(s.n_head);
   p.n_ctx = static_cast<int>(s.n_text_ctx);
   p.n_audio_ctx = static_cast<int>(s.n_audio_ctx);
+  p.n_vocab = static_cast<int>(s.n_vocab);
   p.scale = 1.0f / std::sqrt(static_cast<float>(kHeadDim));
   const int sms = sm_count(), e = static_cast<int>(at::elementSize(s.dtype)), vec = 16 / e;
   p.slot_elems = 0;
   for (int kind = 0; kind < kKinds; ++kind) {
-    const int n = kind == kQkv ? 3 * p.d : kind == kMlp0 ? 4 * p.d : p.d;
+    const int n = kind == kQkv ? 3 * p.d : kind == kMlp0 ? 4 * p.d : kind == kVocab ? p.n_vocab : p.d;
     const int k = kind == kMlp2 ? 4 * p.d : p.d;
     const int rows = (n + sms - 1) / sms;
     const int vecs = k / vec;
@@ -709,7 +735,8 @@ PersistentPlan make_plan(const PersistentShape& s) {
       if (vecs / next * vec < kMinItemElems) break;
       ks = next;
     }
-    if (ks > vecs || rows * ks > kMaxItems) return PersistentPlan{};
+    if (ks > vecs || rows > kThreads || rows * ks > kMaxItems) return PersistentPlan{};
+    p.max_items = std::max(p.max_items, rows * ks);
     p.rows_per_block[kind] = rows;
     p.splits[kind] = ks;
     p.slot_elems = std::max(p.slot_elems, k / ks);
@@ -722,7 +749,7 @@ PersistentPlan make_plan(const PersistentShape& s) {
   p.kv_off = off = round_up(off, 128);
   off += 2 * p.chunk_len * kHeadDim * e;
   p.part_off = off = round_up(off, 128);
-  off += kMaxItems * 4;
+  off += p.max_items * 4;
   p.scores_off = off;
   off += std::max({p.n_ctx, p.chunk_len, 2 * p.n_head * p.chunks}) * 4;  // also the merge's weights
   p.vsum_off = off = round_up(off, 16);
@@ -741,7 +768,7 @@ size_t static_smem() { return sizeof(uint64_t) * kWarps * kSlots + 32 * sizeof(f
 // kernel starts after every earlier kernel of the step has finished and the counters are its own.
 template <typename T>
 void launch_persistent(const PersistentPlan& p, const at::Tensor& layers, T* x, const at::Tensor& position) {
-  auto kernel = decoder_layers_kernel<T>;
+  auto kernel = decoder_step_persistent_kernel<T>;
   static const size_t allowed = allow_all_dynamic_smem(kernel);  // once per instantiation
   static const int blocks_per_sm = [&] {
     int n = 0;
@@ -768,7 +795,7 @@ void launch_persistent(const PersistentPlan& p, const at::Tensor& layers, T* x, 
 bool persistent_step_fits(const PersistentShape& s) {
   if (s.dtype != at::kHalf && s.dtype != at::kBFloat16) return false;
   if (s.n_layer < 1 || s.n_head < 1 || s.d != s.n_head * kHeadDim || s.d > kMaxLnVecs * 32 * 8) return false;
-  if (s.n_text_ctx < 1 || s.n_audio_ctx < 1) return false;
+  if (s.n_text_ctx < 1 || s.n_audio_ctx < 1 || s.n_vocab < 1) return false;
   const auto* props = at::cuda::getCurrentDeviceProperties();
   if (props->major < 9) return false;
   int cooperative = 0;
@@ -785,20 +812,30 @@ at::Tensor persistent_workspace(const PersistentShape& s, const at::Device& devi
 at::Tensor persistent_trace(const PersistentShape& s, const at::Tensor& workspace) {
   const WorkspaceLayout w = workspace_layout(s);
   if (!tracing() || !workspace.defined()) return at::Tensor();
-  return workspace.narrow(0, w.trace, w.bytes - w.trace).view(at::kLong).view({8 * s.n_layer + 1, sm_count(), 4}).clone();
+  return workspace.narrow(0, w.trace, w.bytes - w.trace).view(at::kLong).view({8 * s.n_layer + 2, sm_count(), 4}).clone();
 }
 
-void decoder_layers_persistent(const PersistentShape& s, const at::Tensor& layers, at::Tensor& x,
-                               const at::Tensor& position, at::Tensor& workspace) {
+at::Tensor decoder_step_persistent(const PersistentShape& s, const at::Tensor& layers, at::Tensor& x,
+                                   const at::Tensor& position, at::Tensor& workspace, const at::Tensor& token_embedding,
+                                   const at::Tensor& ln_weight, const at::Tensor& ln_bias) {
   TORCH_CHECK(persistent_step_fits(s), "fastwhisper: the persistent decoder kernel does not take this shape");
   TORCH_CHECK(x.is_cuda() && x.scalar_type() == s.dtype && x.numel() == s.d && x.is_contiguous(),
               "fastwhisper: the persistent decoder kernel takes x [1, ", s.d, "] contiguous in ", s.dtype);
   TORCH_CHECK(layers.is_cuda() && layers.scalar_type() == at::kLong && layers.numel() == s.n_layer * kPersistentFields,
               "fastwhisper: the persistent decoder kernel's layer table must be int64 [", s.n_layer * kPersistentFields,
               "] on the GPU");
+  TORCH_CHECK(token_embedding.is_cuda() && token_embedding.scalar_type() == s.dtype && token_embedding.is_contiguous() &&
+                  token_embedding.sizes() == at::IntArrayRef({s.n_vocab, s.d}),
+              "fastwhisper: the persistent decoder kernel takes the token embedding [", s.n_vocab, ", ", s.d,
+              "] contiguous in ", s.dtype);
+  for (const at::Tensor* t : {&ln_weight, &ln_bias}) {
+    TORCH_CHECK(t->is_cuda() && t->scalar_type() == at::kFloat && t->is_contiguous() && t->numel() == s.d,
+                "fastwhisper: the persistent decoder kernel takes the final LayerNorm's parameters as float32 [", s.d, "]");
+  }
   const WorkspaceLayout w = workspace_layout(s);
   TORCH_CHECK(workspace.is_cuda() && workspace.numel() >= w.bytes, "fastwhisper: persistent workspace too small");
   const c10::cuda::CUDAGuard guard(x.device());
+  at::Tensor logits = at::empty({1, s.n_vocab}, x.options().dtype(at::kFloat));
   PersistentPlan p = make_plan(s);
   auto* base = static_cast<unsigned char*>(workspace.data_ptr());
   p.sync = reinterpret_cast<unsigned int*>(base);
@@ -807,14 +844,19 @@ void decoder_layers_persistent(const PersistentShape& s, const at::Tensor& layer
   p.cq = base + w.cq;
   p.hidden = base + w.hidden;
   p.cross_part = reinterpret_cast<float*>(base + w.part);
+  p.vocab_w = token_embedding.data_ptr();
+  p.final_ln_w = ln_weight.data_ptr<float>();
+  p.final_ln_b = ln_bias.data_ptr<float>();
+  p.logits = logits.data_ptr<float>();
   p.trace = tracing() ? reinterpret_cast<unsigned long long*>(base + w.trace) : nullptr;
   p.barrier_sleep_ns = barrier_sleep_ns();
-  AT_DISPATCH_SWITCH(s.dtype, "fastwhisper_decoder_layers_persistent",
+  AT_DISPATCH_SWITCH(s.dtype, "fastwhisper_decoder_step_persistent",
                      AT_DISPATCH_CASE(at::ScalarType::Half, [&] {
                        launch_persistent<scalar_t>(p, layers, x.data_ptr<scalar_t>(), position);
                      }) AT_DISPATCH_CASE(at::ScalarType::BFloat16, [&] {
                        launch_persistent<scalar_t>(p, layers, x.data_ptr<scalar_t>(), position);
                      }));
+  return logits;
 }
 
 }  // namespace fastwhisper::cuda

@@ -1,6 +1,6 @@
-// The decoder's layers for one row in one persistent kernel (decoder_persistent.cu): every layer of a
-// one-token step, from the embedding's output to the input of the final LayerNorm, in one cooperative
-// launch of one block per SM, with grid-wide barriers between the phases of a layer.
+// The decoder's one-token step for one row in one persistent kernel (decoder_persistent.cu): every layer,
+// then the final LayerNorm and the vocabulary, from the embedding's output to the logits, in one cooperative
+// launch of one block per SM, with grid-wide barriers between the phases.
 //
 // Why: with one row a layer's nine kernels each wait for their input and then load most of their weights,
 // so a large-v3 layer took about 45 us for 54 MB (12.5 us at the copy bandwidth). Inside one kernel every
@@ -26,7 +26,7 @@ enum PersistentField : int {
 
 // The sizes of one session's step.
 struct PersistentShape {
-  int64_t n_layer, d, n_head, n_text_ctx, n_audio_ctx;
+  int64_t n_layer, d, n_head, n_text_ctx, n_audio_ctx, n_vocab;
   at::ScalarType dtype;
 };
 
@@ -39,16 +39,20 @@ bool persistent_step_fits(const PersistentShape& shape);
 // the barrier counters (zero between launches). Allocate once, outside graph capture.
 at::Tensor persistent_workspace(const PersistentShape& shape, const at::Device& device);
 
-// The last launch's times [8 n_layer + 1, grid, 4] int64 ns: per barrier and block, arrival and departure, and for
-// the linear phase that ends at that barrier when it had its input and its products (index 0: the start, 8 n_layer:
-// the end), where FASTWHISPER_PERSISTENT_TRACE=1; else undefined.
+// The last launch's times [8 n_layer + 2, grid, 4] int64 ns: per barrier and block, arrival and departure, and for
+// the linear phase that ends at that barrier when it had its input and its products (index 0: the start; 8 n_layer:
+// the barrier before the vocabulary; 8 n_layer + 1: the end), where FASTWHISPER_PERSISTENT_TRACE=1; else undefined.
 at::Tensor persistent_trace(const PersistentShape& shape, const at::Tensor& workspace);
 
-// Runs every layer on x [1, d] (the embedding's output; the residual stream, updated in place).
-//   layers    [n_layer * kPersistentFields] int64 on the device (the table above)
-//   position  [1] int64 on the device: the token's position
-//   workspace from persistent_workspace
-void decoder_layers_persistent(const PersistentShape& shape, const at::Tensor& layers, at::Tensor& x,
-                               const at::Tensor& position, at::Tensor& workspace);
+// Runs every layer on x [1, d] (the embedding's output; the residual stream, updated in place), then the final
+// LayerNorm and the vocabulary; returns the logits [1, n_vocab] float32.
+//   layers           [n_layer * kPersistentFields] int64 on the device (the table above)
+//   position         [1] int64 on the device: the token's position
+//   workspace        from persistent_workspace
+//   token_embedding  [n_vocab, d] in the activation dtype, contiguous
+//   ln_weight, ln_bias  [d] float32: the final LayerNorm
+at::Tensor decoder_step_persistent(const PersistentShape& shape, const at::Tensor& layers, at::Tensor& x,
+                                   const at::Tensor& position, at::Tensor& workspace, const at::Tensor& token_embedding,
+                                   const at::Tensor& ln_weight, const at::Tensor& ln_bias);
 
 }  // namespace fastwhisper::cuda

@@ -398,8 +398,8 @@ bool persistent_layers_allowed() {
 
 #ifdef FASTWHISPER_WITH_CUDA
 cuda::PersistentShape persistent_shape(int64_t n_layer, int64_t d, int64_t n_head, int64_t n_text_ctx,
-                                       const at::Tensor& cross_k, at::ScalarType dtype) {
-  return {n_layer, d, n_head, n_text_ctx, cross_k.size(1), dtype};
+                                       const at::Tensor& cross_k, int64_t n_vocab, at::ScalarType dtype) {
+  return {n_layer, d, n_head, n_text_ctx, cross_k.size(1), n_vocab, dtype};
 }
 #endif
 
@@ -413,7 +413,8 @@ bool DecoderSession::uses_persistent_layers() const {
   for (const auto& w : compute_) {
     if (!w.is_contiguous()) return false;
   }
-  return cuda::persistent_step_fits(persistent_shape(n_layer_, n_state_, n_head_, n_text_ctx_, cross_k_[0], dtype_));
+  return cuda::persistent_step_fits(
+      persistent_shape(n_layer_, n_state_, n_head_, n_text_ctx_, cross_k_[0], n_vocab(), dtype_));
 #else
   return false;
 #endif
@@ -422,8 +423,8 @@ bool DecoderSession::uses_persistent_layers() const {
 at::Tensor DecoderSession::persistent_trace() const {
 #ifdef FASTWHISPER_WITH_CUDA
   if (persistent_workspace_.defined() && has_audio_) {
-    const at::Tensor t = cuda::persistent_trace(persistent_shape(n_layer_, n_state_, n_head_, n_text_ctx_, cross_k_[0], dtype_),
-                                  persistent_workspace_);
+    const auto shape = persistent_shape(n_layer_, n_state_, n_head_, n_text_ctx_, cross_k_[0], n_vocab(), dtype_);
+    const at::Tensor t = cuda::persistent_trace(shape, persistent_workspace_);
     if (t.defined()) return t;
   }
 #endif
@@ -470,10 +471,12 @@ at::Tensor DecoderSession::forward_step_ops() {
   at::Tensor x = call_decoder_embedding(weights_[0], weights_[1], step_token_, step_position_, dtype_);  // [R, d]
 #ifdef FASTWHISPER_WITH_CUDA
   if (uses_persistent_layers()) {
-    const auto shape = persistent_shape(n_layer_, d, n_head_, n_text_ctx_, cross_k_[0], dtype_);
+    const auto shape = persistent_shape(n_layer_, d, n_head_, n_text_ctx_, cross_k_[0], n_vocab(), dtype_);
     if (!persistent_workspace_.defined()) persistent_workspace_ = cuda::persistent_workspace(shape, device());
-    cuda::decoder_layers_persistent(shape, persistent_table(), x, step_position_, persistent_workspace_);
-    return vocabulary_logits(x);
+    const auto n = compute_.size();
+    return cuda::decoder_step_persistent(shape, persistent_table(), x, step_position_, persistent_workspace_,
+                                         compute_[0], compute_[n - 2], compute_[n - 1])
+        .view({1, 1, n_vocab()});  // [1, 1, n_vocab] float32
   }
 #endif
   auto w = [&](int64_t l, int64_t slot) { return compute_block(l, slot); };

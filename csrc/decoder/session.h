@@ -83,10 +83,11 @@ class DecoderSession : public torch::CustomClassHolder {
   // per layer: host-bound, 12-28 ms more per large-v3 call). Same logits up to rounding (the step ops' kernels);
   // only where the step ops run anyway. FASTWHISPER_PREFILL=auto|steps|eager (README).
   bool prefills_by_steps(int64_t t) const;
-  // Whether the next one-token step runs every layer in one persistent kernel (cuda/decoder_persistent.h):
+  // Whether the next one-token step runs every layer and the vocabulary in one persistent kernel
+  // (cuda/decoder_persistent.h):
   // one row on the step ops, where that kernel takes the shape. FASTWHISPER_PERSISTENT=auto|on|off (README).
   bool uses_persistent_layers() const;
-  // The persistent kernel's barrier times of the last step (cuda/decoder_persistent.h), or an undefined tensor.
+  // The persistent kernel's barrier times of the last step (cuda/decoder_persistent.h), or an empty tensor.
   at::Tensor persistent_trace() const;
 
   // source_indices [N] int64: cache row i <- cache row source_indices[i], in place (beam search).
