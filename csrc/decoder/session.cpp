@@ -455,13 +455,6 @@ const at::Tensor& DecoderSession::persistent_table() {
   return persistent_table_;
 }
 
-at::Tensor DecoderSession::vocabulary_logits(const at::Tensor& x) {
-  const auto n = compute_.size();
-  return call_decoder_linear(x, compute_[n - 2], compute_[n - 1], {compute_[0]}, bias_list({std::nullopt}),
-                             std::nullopt, false, true)
-      .view({x.size(0), 1, n_vocab()});  // [R, 1, n_vocab] float32
-}
-
 // One token per row at step_position_ through the step ops: per layer a LayerNorm+QKV kernel, the
 // self-attention kernel (which appends K/V), the out projection with the residual, the LayerNorm, query
 // and cross-attention over the cached K/V (one op for beams, two for one row: cross_query_fused), its out
@@ -469,11 +462,11 @@ at::Tensor DecoderSession::vocabulary_logits(const at::Tensor& x) {
 at::Tensor DecoderSession::forward_step_ops() {
   const int64_t rows = n_rows_, d = n_state_;
   at::Tensor x = call_decoder_embedding(weights_[0], weights_[1], step_token_, step_position_, dtype_);  // [R, d]
+  const auto n = compute_.size();
 #ifdef FASTWHISPER_WITH_CUDA
   if (uses_persistent_layers()) {
     const auto shape = persistent_shape(n_layer_, d, n_head_, n_text_ctx_, cross_k_[0], n_vocab(), dtype_);
     if (!persistent_workspace_.defined()) persistent_workspace_ = cuda::persistent_workspace(shape, device());
-    const auto n = compute_.size();
     return cuda::decoder_step_persistent(shape, persistent_table(), x, step_position_, persistent_workspace_,
                                          compute_[0], compute_[n - 2], compute_[n - 1])
         .view({1, 1, n_vocab()});  // [1, 1, n_vocab] float32
@@ -504,7 +497,9 @@ at::Tensor DecoderSession::forward_step_ops() {
     x = call_decoder_linear(hidden, std::nullopt, std::nullopt, {w(l, kMlp2W)}, bias_list({w(l, kMlp2B)}), x, false,
                             false);
   }
-  return vocabulary_logits(x);
+  return call_decoder_linear(x, compute_[n - 2], compute_[n - 1], {compute_[0]}, bias_list({std::nullopt}),
+                             std::nullopt, false, true)
+      .view({rows, 1, n_vocab()});  // [R, 1, n_vocab] float32
 }
 
 at::Tensor DecoderSession::forward(const at::Tensor& tokens) {

@@ -142,7 +142,6 @@ class DecoderSession : public torch::CustomClassHolder {
   at::Tensor forward_eager(const at::Tensor& tokens);  // any t, at offset_
   at::Tensor forward_static(int64_t n_kv);  // step_token_ at step_position_, the graph's body
   at::Tensor forward_step_ops();            // the same through decoder_linear / decoder_self_attention
-  at::Tensor vocabulary_logits(const at::Tensor& x);  // x [R, d] -> ln, logits [R, 1, n_vocab] float32
   // The persistent kernel's table of every layer's tensor addresses, made (outside graph capture: the eager
   // run before it) when missing; invalidate_graphs drops it with the graphs that read it.
   const at::Tensor& persistent_table();
