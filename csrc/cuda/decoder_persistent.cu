@@ -1,4 +1,4 @@
-// The decoder's layers for one row in one persistent kernel (decoder_persistent.h says why). The CPU
+// The decoder's one-token step for one row in one persistent kernel (decoder_persistent.h says why). The CPU
 // reference is the step the kernel replaces: DecoderSession's step ops (cpu/decoder_step.cpp) and its
 // ATen step; tests/test_decoder_step_ops.py compares the three.
 //
@@ -8,15 +8,17 @@
 //   2. self-attention: one block a head  6. the partial sums merged, cross out + residual
 //   3. out + residual                  7. LayerNorm + mlp.0 + GELU
 //   4. LayerNorm + cross query         8. mlp.2 + residual
+// and after the last layer a ninth: the final LayerNorm and the vocabulary (the logits, fp32).
 // Linear phases: a block owns a contiguous range of output columns (weight rows); each row is cut along K
 // into `splits` slices, and the (row, slice) items go round-robin to the warps. A warp streams its items'
 // weights through its own ring of kSlots shared-memory slots with the bulk copy engine, in the order it
-// will use them: its items of phase 1 of layer 0, of phase 3, ..., of phase 8 of the last layer. Weights do
-// not depend on activations, so a warp refills a slot as soon as it has used it, whatever phase or layer
-// the next item belongs to: when a block reaches a barrier its rings already hold the next phase's weights.
-// The items' sums meet in shared memory and are added in slice order, so a result does not depend on timing.
-// The cross-attention's keys and values of a block's chunk are copied to shared memory (cp.async) before
-// the barrier that precedes phase 5.
+// will use them: its items of phase 1 of layer 0, of phase 3, ..., of phase 8 of the last layer, then of the
+// vocabulary. Weights do not depend on activations, so a warp refills a slot as soon as it has used it,
+// whatever phase or layer the next item belongs to: when a block reaches a barrier its rings already hold the
+// next phase's weights. The items' sums meet in shared memory and are added in slice order, so a result does
+// not depend on timing. What a phase needs besides its input is requested before its input exists: a thread's
+// bias and residual row when the phase begins, the LayerNorm parameters and the cross-attention's keys and
+// values of a block's chunk as asynchronous copies (cp.async) before the barrier that precedes the phase.
 //
 // Rounding follows whisper's ops as decoder_linear's does: the LayerNorm output, each linear output (bias
 // added in fp32), the GELU output, the residual sums and each attention output are rounded to T.
