@@ -73,7 +73,6 @@ CONFIGS = {
     "many-rows-mma": {"FASTWHISPER_MANY_ROWS": "mma"},
     "prefill-eager": {"FASTWHISPER_PREFILL": "eager"},
     "persistent": {"FASTWHISPER_PERSISTENT": "on"},
-    "persistent-sleep": {"FASTWHISPER_PERSISTENT": "on", "FASTWHISPER_PERSISTENT_SLEEP": "100"},
 }
 # mode: (DecodingOptions fields, windows decoded together: rows of different audio)
 MODES = {"greedy": ({}, 1), "beam5": ({"beam_size": 5}, 1), "batch8": ({}, 8), "batch16": ({}, 16)}

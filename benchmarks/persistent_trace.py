@@ -82,8 +82,7 @@ def main():
     results = [trace_model(name, args.steps) for name in check_model_names(parser, args.models)]
     commit = args.commit or git_commit()
     lines = [f"Persistent decoder kernel, per phase of a layer, {device_name('cuda')}, commit {commit} "
-             f"(`benchmarks/persistent_trace.py`, fp16, one row, median over layers and {args.steps} steps; "
-             f"barrier polls paused {os.environ.get('FASTWHISPER_PERSISTENT_SLEEP', '0')} ns).", ""]
+             f"(`benchmarks/persistent_trace.py`, fp16, one row, median over layers and {args.steps} steps).", ""]
     for r in results:
         lines += [f"**{r['model']}**: kernel span {r['span_us']:.1f} us", "",
                   "| phase | work, slowest block (us) | work, median block (us) | input | multiply | finish | barrier (us) |",

@@ -83,7 +83,7 @@ __global__ void __launch_bounds__(kThreads, 1)
     }
   }
   const int64_t pos = *position;
-  stage_layer_norm(field<float>(table, kPAttnLnW), field<float>(table, kPAttnLnB), ln_s, d);  // layer 0's first
+  stage_layer_norm_async(field<float>(table, kPAttnLnW), field<float>(table, kPAttnLnB), ln_s, d);  // layer 0's first
   async_copy_wait_group<0>();
   __syncthreads();  // the barriers' initialization, the first LayerNorm's parameters
   if (threadIdx.x == 0) trace_time(p, 0, 1);
@@ -114,7 +114,7 @@ __global__ void __launch_bounds__(kThreads, 1)
     grid_barrier(p, target);
     // 3. out + residual; then the cross LayerNorm's parameters
     linear(kOut, layer, [&] { copy_input(attn, h, d); }, add_residual);
-    stage_layer_norm(field<float>(layer, kPCrossLnW), field<float>(layer, kPCrossLnB), ln_s, d);
+    stage_layer_norm_async(field<float>(layer, kPCrossLnW), field<float>(layer, kPCrossLnB), ln_s, d);
     grid_barrier(p, target);
     // 4. LayerNorm, cross query; then this block's cross keys and values into shared memory
     linear(kCrossQ, layer, normalized, [&](int n, float y, float) { cq[n] = static_cast<T>(y); });
@@ -125,7 +125,7 @@ __global__ void __launch_bounds__(kThreads, 1)
     grid_barrier(p, target);
     // 6. the chunks merged, cross out + residual; then the MLP LayerNorm's parameters
     linear(kCrossOut, layer, [&] { merge_cross_input(p, p.cross_part, h, scores); }, add_residual);
-    stage_layer_norm(field<float>(layer, kPMlpLnW), field<float>(layer, kPMlpLnB), ln_s, d);
+    stage_layer_norm_async(field<float>(layer, kPMlpLnW), field<float>(layer, kPMlpLnB), ln_s, d);
     grid_barrier(p, target);
     // 7. LayerNorm, mlp.0, GELU
     linear(kMlp0, layer, normalized, [&](int n, float y, float) {
@@ -136,13 +136,13 @@ __global__ void __launch_bounds__(kThreads, 1)
     linear(kMlp2, layer, [&] { copy_input(hidden, h, 4 * d); }, add_residual);
     if (l + 1 < p.n_layer) {
       const int64_t* next = layer + kPersistentFields;
-      stage_layer_norm(field<float>(next, kPAttnLnW), field<float>(next, kPAttnLnB), ln_s, d);
+      stage_layer_norm_async(field<float>(next, kPAttnLnW), field<float>(next, kPAttnLnB), ln_s, d);
       grid_barrier(p, target);
     }
   }
   // 9. the final LayerNorm and the vocabulary: logits in fp32 of the products rounded to T (whisper's
   // (x @ W.T).float() in the activation dtype)
-  stage_layer_norm(p.final_ln_w, p.final_ln_b, ln_s, d);
+  stage_layer_norm_async(p.final_ln_w, p.final_ln_b, ln_s, d);
   grid_barrier(p, target);
   linear(kVocab, table, normalized, [&](int n, float y, float) { p.logits[n] = static_cast<float>(static_cast<T>(y)); });
 
@@ -168,15 +168,10 @@ struct WorkspaceLayout {
 };
 
 // FASTWHISPER_PERSISTENT_TRACE=1: every launch records each block's barrier arrivals and departures in its
-// workspace (DecoderSession.persistent_trace). FASTWHISPER_PERSISTENT_SLEEP=<ns>: a pause between two polls of the
-// barrier counter. Both read once per process; for benchmarks/persistent_trace.py.
+// workspace (DecoderSession.persistent_trace), read once per process; for benchmarks/persistent_trace.py.
 bool tracing() {
   static const bool on = env_choice("FASTWHISPER_PERSISTENT_TRACE", {"0", "1"}, "0") == "1";
   return on;
-}
-int barrier_sleep_ns() {
-  static const int ns = std::stoi(env_choice("FASTWHISPER_PERSISTENT_SLEEP", {"0", "20", "50", "100", "200"}, "0"));
-  return ns;
 }
 
 int sm_count() { return at::cuda::getCurrentDeviceProperties()->multiProcessorCount; }
@@ -336,7 +331,6 @@ at::Tensor decoder_step_persistent(const PersistentShape& s, const at::Tensor& l
   p.final_ln_b = ln_bias.data_ptr<float>();
   p.logits = logits.data_ptr<float>();
   p.trace = tracing() ? reinterpret_cast<unsigned long long*>(base + w.trace) : nullptr;
-  p.barrier_sleep_ns = barrier_sleep_ns();
   AT_DISPATCH_SWITCH(s.dtype, "fastwhisper_decoder_step_persistent",
                      AT_DISPATCH_CASE(at::ScalarType::Half, [&] {
                        launch_persistent<scalar_t>(p, layers, x.data_ptr<scalar_t>(), position);

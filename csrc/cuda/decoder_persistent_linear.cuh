@@ -157,21 +157,13 @@ __device__ void finish_rows(const PersistentPlan& p, int kind, const float* part
 
 // x [d] -> h [d]: whisper's LayerNorm (fp32 mean, then fp32 variance around it), rounded to T. Every warp with
 // vectors to write computes the statistics itself (no block barrier before them); warp w writes vectors
-// lane + 32 w. ln_w, ln_b [d] fp32 in shared memory (stage_layer_norm before the barrier).
+// lane + 32 w. ln_w, ln_b [d] fp32 in shared memory (stage_layer_norm_async before the barrier).
 template <typename T>
 __device__ void layer_norm_input(const T* x, const float* ln_w, const float* ln_b, T* h, int d) {
   constexpr int V = kPack16<T>;
   const int lane = threadIdx.x % 32, warp = threadIdx.x / 32, nv = d / V;
   if (warp * 32 < nv) {
     const int mine = lane + 32 * warp;
-    float4 g[V / 4], b[V / 4];
-    if (mine < nv) {
-#pragma unroll
-      for (int j = 0; j < V / 4; ++j) {
-        g[j] = reinterpret_cast<const float4*>(ln_w)[mine * (V / 4) + j];
-        b[j] = reinterpret_cast<const float4*>(ln_b)[mine * (V / 4) + j];
-      }
-    }
     Pack16<T> v[kMaxLnVecs];
     float sum = 0.f;
 #pragma unroll
@@ -203,8 +195,10 @@ __device__ void layer_norm_input(const T* x, const float* ln_w, const float* ln_
 #pragma unroll
       for (int j = 1; j < kMaxLnVecs; ++j) out = j == warp ? v[j] : out;  // v[warp] without local memory
 #pragma unroll
-      for (int j = 0; j < V / 4; ++j) {
-        const float gs[4] = {g[j].x, g[j].y, g[j].z, g[j].w}, bs[4] = {b[j].x, b[j].y, b[j].z, b[j].w};
+      for (int j = 0; j < V / 4; ++j) {  // the parameters from shared memory, where the barrier left them
+        const float4 g = reinterpret_cast<const float4*>(ln_w)[mine * (V / 4) + j];
+        const float4 b = reinterpret_cast<const float4*>(ln_b)[mine * (V / 4) + j];
+        const float gs[4] = {g.x, g.y, g.z, g.w}, bs[4] = {b.x, b.y, b.z, b.w};
 #pragma unroll
         for (int e = 0; e < 4; ++e) {
           out.v[j * 4 + e] = static_cast<T>((static_cast<float>(out.v[j * 4 + e]) - mean) * rstd * gs[e] + bs[e]);
@@ -218,7 +212,7 @@ __device__ void layer_norm_input(const T* x, const float* ln_w, const float* ln_
 
 // A LayerNorm's weight and bias [d] fp32 (global, 16-byte aligned) -> ln_s [2, d] shared, by asynchronous copies
 // that the next grid barrier waits for: issued before the barrier that precedes the phase using them.
-__device__ inline void stage_layer_norm(const float* w, const float* b, float* ln_s, int d) {
+__device__ inline void stage_layer_norm_async(const float* w, const float* b, float* ln_s, int d) {
   for (int i = threadIdx.x; i < d / 4; i += kThreads) {
     async_copy16(ln_s + 4 * i, w + 4 * i);
     async_copy16(ln_s + d + 4 * i, b + 4 * i);

@@ -44,7 +44,6 @@ struct PersistentPlan {
   const float* final_ln_b;     // [d]
   float* logits;               // [n_vocab] the step's output
   unsigned long long* trace;   // [8 n_layer + 2, grid, 4] or nullptr: see persistent_trace (ns)
-  int barrier_sleep_ns;        // pause between two polls of the barrier counter (0: none)
   // shared memory, byte offsets
   int h_off, kv_off, part_off, scores_off, vsum_off, q_off, ln_off, smem;
 };
@@ -112,10 +111,9 @@ __device__ __forceinline__ void grid_barrier(const PersistentPlan& p, unsigned i
     __threadfence();
     atomicAdd(p.sync, 1u);
     unsigned int seen = 0;
-    while (true) {
+    while (true) {  // a pause between polls gained nothing (h200-2026-12-02-persistent-trace-sleep100-4408a94.md)
       asm volatile("ld.acquire.gpu.global.u32 %0, [%1];" : "=r"(seen) : "l"(p.sync) : "memory");
       if (seen >= target) break;
-      if (p.barrier_sleep_ns > 0) __nanosleep(p.barrier_sleep_ns);
     }
     __threadfence();
     trace_time(p, index, 1);
