@@ -13,10 +13,10 @@ step's own range check (two small reductions) is profiled too.
 """
 import argparse
 import collections
-import csv
-import re
 import sys
 from pathlib import Path
+
+from ncu_csv import read_ncu_csv, short_kernel_name
 
 METRICS = ("gpu__time_duration.sum", "dram__bytes_read.sum", "dram__throughput.avg.pct_of_peak_sustained_elapsed")
 
@@ -49,15 +49,10 @@ def profile_step(name: str) -> None:
 def summarize(path: Path) -> str:
     """A markdown table of an ncu --csv profile: kernels grouped by name, grid and DRAM bytes (to 0.5 MB, which
     tells the decoder's linear layers apart), in first-seen order."""
-    lines = path.read_text().splitlines()
-    header = next(i for i, line in enumerate(lines) if line.startswith('"ID"'))
-    kernels = collections.OrderedDict()
-    for r in csv.DictReader(lines[header:]):
-        kernels.setdefault((r["ID"], r["Kernel Name"], r["Grid Size"]), {})[r["Metric Name"]] = float(
-            r["Metric Value"].replace(",", ""))
+    kernels = read_ncu_csv(path)
     groups = collections.OrderedDict()
     for (_, name, grid), m in kernels.items():
-        short = re.sub(r"\(.*", "", name).replace("fastwhisper::<unnamed>::", "").replace("void ", "")[:70]
+        short = short_kernel_name(name)
         size = round(m[METRICS[1]] / 5e5) / 2
         g = groups.setdefault((short, grid, size), {"calls": 0, "us": 0.0, "bytes": 0.0, "pct": 0.0})
         g["calls"] += 1

@@ -229,8 +229,13 @@ def test_append_replaces_only_the_rows_this_run_measures(run_module, tmp_path):
 
 def _ncu_rows(kernel_id, name, grid, us, dram_bytes, pct):
     """The three metric rows ncu --csv writes for one kernel (values as ncu prints them, with thousands commas)."""
-    metrics = [("gpu__time_duration.sum", "ns", f"{int(us * 1000):,}"), ("dram__bytes_read.sum", "byte", f"{dram_bytes:,}"),
-               ("dram__throughput.avg.pct_of_peak_sustained_elapsed", "%", f"{pct}")]
+    return _ncu_metric_rows(kernel_id, name, grid, [
+        ("gpu__time_duration.sum", "ns", f"{int(us * 1000):,}"), ("dram__bytes_read.sum", "byte", f"{dram_bytes:,}"),
+        ("dram__throughput.avg.pct_of_peak_sustained_elapsed", "%", f"{pct}")])
+
+
+def _ncu_metric_rows(kernel_id, name, grid, metrics):
+    """ncu --csv's rows for one kernel: one per (metric, unit, value as ncu prints it)."""
     return [f'"{kernel_id}","7","python3","host","{name}","1","7","(512, 1, 1)","{grid}","0","9.0",'
             f'"Command line profiler metrics","{metric}","{unit}","{value}"' for metric, unit, value in metrics]
 
@@ -260,6 +265,39 @@ def test_ncu_summary_groups_kernels_by_name_grid_and_bytes(tmp_path):
     assert cells[0][2:] == ["2", "14.0", "7.00", "3.32", "474", "13.0"]  # (3.30 + 3.34) MB / 14 us
     assert cells[1][0] == "`decoder_self_attention_kernel<c10::Half>`" and cells[1][2] == "1"
     assert cells[2][2:5] == ["1", "12.0", "12.00"] and cells[2][5] == "13.10"
+
+
+def test_ncu_encoder_summary_ranks_kernels_and_rates(tmp_path):
+    """benchmarks/ncu_encoder.py --summarize on a hand-written ncu CSV of a tiny encoder call: kernels grouped by
+    name and grid, the slowest group first, each with its share of the sum, its tensor TFLOP/s (ncu's op count
+    over its time) and its mean percentages; a metric ncu reports as n/a counts as absent."""
+    gemm, norm = "void cutlass::device_kernel<Gemm>(Params)", "void fastwhisper::<unnamed>::layer_norm_kernel<c10::Half>(long)"
+
+    def rows(i, name, us, ops, tensor_pct, dram_pct):
+        return _ncu_metric_rows(i, name, "(66, 1, 1)", [
+            ("gpu__time_duration.sum", "ns", f"{int(us * 1000):,}"), ("sm__ops_path_tensor_src_fp16_dst_fp32.sum", "", ops),
+            ("sm__pipe_tensor_op_gmma_cycles_active.avg.pct_of_peak_sustained_elapsed", "%", tensor_pct),
+            ("dram__throughput.avg.pct_of_peak_sustained_elapsed", "%", dram_pct)])
+
+    lines = ['"ID","Process ID","Process Name","Host Name","Kernel Name","Context",'
+             '"Stream","Block Size","Grid Size","Device","CC","Section Name","Metric Name","Metric Unit","Metric Value"']
+    lines += rows(0, norm, 4.0, "0", "0", "40")
+    lines += rows(1, gemm, 10.0, f"{5_000_000_000:,}", "60", "20")
+    lines += rows(2, gemm, 30.0, f"{15_000_000_000:,}", "80", "10")
+    lines += rows(3, norm, 6.0, "n/a", "n/a", "60")
+    csv_path = tmp_path / "enc.csv"
+    csv_path.write_text("\n".join(lines) + "\n")
+    proc = subprocess.run([sys.executable, str(BENCH_DIR / "ncu_encoder.py"), "tiny", "--batch", "2", "--summarize",
+                           str(csv_path)], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.startswith("4 kernels, 50.0 us in all for 2 window(s), 25.0 us per window"), proc.stdout
+    table = [line for line in proc.stdout.splitlines() if line.startswith("|")]
+    assert table[0].split("|")[1:-1] == [" kernel ", " grid ", " calls ", " us ", " us/call ", " share % ",
+                                         " tensor TFLOP/s ", " tensor pipe % ", " DRAM % "]
+    cells = [[c.strip() for c in row.strip("|").split("|")] for row in table[2:]]
+    assert [c[0] for c in cells] == ["`cutlass::device_kernel<Gemm>`", "`layer_norm_kernel<c10::Half>`"]
+    assert cells[0][2:] == ["2", "40.0", "20.00", "80.0", "500", "70.0", "15.0"]  # 20e9 ops / 40 us
+    assert cells[1][2:] == ["2", "10.0", "5.00", "20.0", "", "0.0", "50.0"]
 
 
 def test_benchmarks_record_the_commit_they_are_given():
