@@ -23,7 +23,7 @@ export PYTHONUNBUFFERED=1
 # second libstdc++ beside torch's, whose iostreams segfault when an error message is formatted.
 # Build with the system compiler, which links libstdc++ dynamically like torch.
 export CC=/usr/bin/gcc CXX=/usr/bin/g++ CUDAHOSTCXX=/usr/bin/g++
-if ls .whl/*.whl >/dev/null 2>&1; then  # openai-whisper, more-itertools, soundfile (+cffi, pycparser), carried as wheels
+if ls .whl/*.whl >/dev/null 2>&1; then  # openai-whisper, more-itertools, soundfile (+cffi, pycparser), nvidia-cutlass, carried as wheels
   python3 -m pip install -q --no-index --no-deps --no-compile --upgrade --target /tmp/site .whl/*.whl && export PYTHONPATH=/tmp/site
 fi
 # Real weights (a PyPI weights package) too big for one call's carry: the package directory as a tar
@@ -48,6 +48,13 @@ else
   start=$(date +%s)
   python3 -m pip install --no-build-isolation --no-deps -q . >"$OUT/build.log" 2>&1 || { tail -40 "$OUT/build.log"; exit 1; }
   echo "build: $(( $(date +%s) - start )) s"
+fi
+# The encoder MLP's fused GELU GEMM needs CUTLASS's headers at build time (the nvidia-cutlass wheel among the
+# carried .whl/ wheels; the GPU image has none). A Hopper build without it measures and tests a slower encoder
+# than the product's, so it stops here unless NO_CUTLASS_OK=1 says that is meant.
+if ! python3 -c "import sys, torch, fastwhisper._build_info as b; sys.exit(0 if b.CUTLASS_GELU_GEMM or torch.cuda.get_device_capability() != (9, 0) else 1)"; then
+  echo "ERROR: this Hopper build has no CUTLASS GELU GEMM: carry the nvidia-cutlass wheel in .whl/ (pip download --no-deps nvidia-cutlass==4.2.0.0 -d .whl), or set NO_CUTLASS_OK=1"
+  [ -n "${NO_CUTLASS_OK:-}" ] || exit 1
 fi
 so=$(python3 -c "import fastwhisper, glob, os; print(glob.glob(os.path.dirname(fastwhisper.__file__) + '/_C*.so')[0])")
 readelf -d "$so" | grep -q 'libstdc++' || echo "WARNING: $so does not link libstdc++ dynamically"

@@ -392,8 +392,9 @@ WIDE_DIMS = whisper.model.ModelDimensions(n_mels=128, n_audio_ctx=1500, n_audio_
 def test_persistent_layers_switch(setting):
     """FASTWHISPER_PERSISTENT (read once per process, so each setting in a fresh one): with one row, "on" runs every
     layer of a one-token step, the final LayerNorm and the vocabulary in the persistent kernel, "off" and "auto" (the
-    default) through the step ops one kernel per operation; either way fp16 and bf16 logits stay within rounding of the ATen step's over 120 steps
-    (tiny.en's dims and large-v3's widths), and the profiler shows which kernel ran. Two rows never take the
+    default) through the step ops one kernel per operation; either way fp16 and bf16 logits stay within rounding of the ATen step's
+    (tiny.en's dims and large-v3's widths; 120 steps with the persistent kernel, 8 for the step ops, which the other
+    tests of this file cover at length), and the profiler shows which kernel ran. Two rows never take the
     persistent kernel. Any other value is refused with a message naming the variable."""
     code = """
         import torch
@@ -405,7 +406,7 @@ def test_persistent_layers_switch(setting):
         on = os.environ["FASTWHISPER_PERSISTENT"] == "on"
         for dims in (None, WIDE_DIMS):
             for dtype, tol in ((torch.float16, 2e-2), (torch.bfloat16, 6e-2)):
-                worst = step_kernels_vs_aten_steps(dtype, 120, 1, 1, dims=dims, persistent=on)
+                worst = step_kernels_vs_aten_steps(dtype, 120 if on else 8, 1, 1, dims=dims, persistent=on)
                 print("WORST", dtype, worst, worst <= tol)
         print("TWO ROWS", step_kernels_vs_aten_steps(torch.float16, 8, 2, 1, persistent=False) <= 2e-2)
         model = random_model(device="cuda")
