@@ -6,9 +6,10 @@
 # the build of an earlier call on the same warm machine), PYTEST_ARGS (default: tests; "none": no
 # tests), PROFILE=models (per-kernel profile of encoder and decoder, benchmarks/profile_kernels.py),
 # DECODER_BENCH_ARGS (extra decoder_bench.py arguments), PYTEST_GROUP (instead of PYTEST_ARGS: one of the
-# three parts the whole suite splits into, each well inside one call's 600 s: "decoder" (step ops and the
-# C++ decoder, ~95 s), "rest" (everything else that needs no weights package, ~180 s), "real" (the files
-# that use the weights packages, ~120 s; carry both weight parts first)).
+# three parts the whole suite splits into, each inside one call's 600 s: "decoder" (step ops and the C++
+# decoder, ~350 s on the H200 in session 23), "rest" (everything else that needs no weights package, ~250 s),
+# "real" (the files that use the weights packages, ~165 s; carry both weight parts first)). A fresh build
+# takes ~100 s more.
 set -uo pipefail
 commit=${1:-unknown}
 shift || true
