@@ -72,7 +72,6 @@ CONFIGS = {
     "many-rows-gemm": {"FASTWHISPER_MANY_ROWS": "gemm"},
     "many-rows-mma": {"FASTWHISPER_MANY_ROWS": "mma"},
     "prefill-eager": {"FASTWHISPER_PREFILL": "eager"},
-    "persistent": {"FASTWHISPER_PERSISTENT": "on"},
 }
 # mode: (DecodingOptions fields, windows decoded together: rows of different audio)
 MODES = {"greedy": ({}, 1), "beam5": ({"beam_size": 5}, 1), "batch8": ({}, 8), "batch16": ({}, 16)}

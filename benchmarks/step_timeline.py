@@ -27,8 +27,7 @@ from decoder_ablation import CONFIGS  # noqa: E402
 
 STEP_START = "decoder_embedding"
 # kind: pattern in the kernel name (first match wins)
-KINDS = [("embedding", r"decoder_embedding"), ("persistent step", r"decoder_step_persistent_kernel"),
-         ("linear", r"decoder_linear_kernel"),
+KINDS = [("embedding", r"decoder_embedding"), ("linear", r"decoder_linear_kernel"),
          ("linear (tensor cores)", r"decoder_linear_stream_kernel"),
          ("self-attention", r"self_attention_kernel"), ("cross-attention (fastwhisper)", r"cross_attention_kernel"),
          ("cross-attention (cuDNN/SDPA)", r"cudnn|sdpa|fmha|flash"),

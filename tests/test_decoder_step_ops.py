@@ -336,19 +336,16 @@ def test_decode_through_step_ops_matches_whisper(model, opts):
                         cd.decode_cpp(model, features, options, session=session))
 
 
-def step_kernels_vs_aten_steps(dtype, steps, audios=2, group=2, dims=None, persistent=None):
+def step_kernels_vs_aten_steps(dtype, steps, audios=2, group=2):
     """The worst relative logit difference between a CUDA session on its step kernels (by default for fp16/bf16,
-    in CUDA graphs) and one on the ATen step, over `steps` one-token steps of `audios` audios of `group` rows each
-    of a random model (tiny.en's dims unless `dims`). persistent: whether the step kernels must (True) or must not
-    (False) run the layers in the persistent kernel."""
-    model = random_model(device="cuda") if dims is None else random_model(dims, device="cuda")
+    in CUDA graphs) and one on the ATen step, over `steps` one-token steps of `audios` audios of `group` rows each."""
+    model = random_model(device="cuda")
     features = random_audio_features(model, batch=audios).to(dtype)
     fast, aten = cd.decoder_session(model.decoder), cd.decoder_session(model.decoder)
     aten.set_step_kernels(2)
     for s in (fast, aten):
         s.set_audio(features, group)
     assert fast.uses_step_ops() and not aten.uses_step_ops()
-    assert persistent is None or fast.uses_persistent_layers() == persistent
     tokens = torch.tensor([[50257, 50362, 440]] * (audios * group), device="cuda")
     worst = 0.0
     for step in range(steps):
@@ -377,54 +374,3 @@ def test_session_step_ops_cuda_many_rows_match_aten_steps(audios, group):
     audios of 5 beams (the cluster cross-attention) and 12 rows of one audio (more than the cluster kernel keeps:
     SDPA); fp16 logits within rounding of the ATen step's over 40 steps."""
     assert step_kernels_vs_aten_steps(torch.float16, 40, audios, group) <= 2e-2
-
-
-# large-v3's decoder widths (d = 1280, 20 heads, MLP 5120) in two layers: the persistent kernel's rows cut into
-# slices; tiny.en's dims (d = 384, 6 heads) are the other shape
-WIDE_DIMS = whisper.model.ModelDimensions(n_mels=128, n_audio_ctx=1500, n_audio_state=1280, n_audio_head=20,
-                                          n_audio_layer=1, n_vocab=51866, n_text_ctx=448, n_text_state=1280,
-                                          n_text_head=20, n_text_layer=2)
-
-
-@requires_cuda
-@pytest.mark.cuda
-@pytest.mark.parametrize("setting", ["auto", "on", "off", "sometimes"])
-def test_persistent_layers_switch(setting):
-    """FASTWHISPER_PERSISTENT (read once per process, so each setting in a fresh one): with one row, "on" runs every
-    layer of a one-token step, the final LayerNorm and the vocabulary in the persistent kernel, "off" and "auto" (the
-    default) through the step ops one kernel per operation; either way fp16 and bf16 logits stay within rounding of the ATen step's
-    (tiny.en's dims and large-v3's widths; 120 steps with the persistent kernel, 8 for the step ops, which the other
-    tests of this file cover at length), and the profiler shows which kernel ran. Two rows never take the
-    persistent kernel. Any other value is refused with a message naming the variable."""
-    code = """
-        import torch
-        from torch.profiler import ProfilerActivity, profile
-        import fastwhisper.cpp_decoding as cd
-        from test_cpp_decoder import random_audio_features, random_model
-        from test_decoder_step_ops import WIDE_DIMS, step_kernels_vs_aten_steps
-        import os
-        on = os.environ["FASTWHISPER_PERSISTENT"] == "on"
-        for dims in (None, WIDE_DIMS):
-            for dtype, tol in ((torch.float16, 2e-2), (torch.bfloat16, 6e-2)):
-                worst = step_kernels_vs_aten_steps(dtype, 120 if on else 8, 1, 1, dims=dims, persistent=on)
-                print("WORST", dtype, worst, worst <= tol)
-        print("TWO ROWS", step_kernels_vs_aten_steps(torch.float16, 8, 2, 1, persistent=False) <= 2e-2)
-        model = random_model(device="cuda")
-        session = cd.decoder_session(model.decoder)
-        session.set_audio(random_audio_features(model).half(), 1)
-        session.step(torch.tensor([[50257, 50362, 440]], device="cuda"))
-        with profile(activities=[ProfilerActivity.CUDA]) as prof:
-            session.step(torch.tensor([[50257]], device="cuda"))
-            torch.cuda.synchronize()
-        print("ROUTE", any("decoder_step_persistent_kernel" in e.name for e in prof.events()))
-        """
-    proc = run_python_with_env(code, timeout=300, FASTWHISPER_PERSISTENT=setting)
-    if setting == "sometimes":
-        assert proc.returncode != 0 and "FASTWHISPER_PERSISTENT must be auto, on or off" in proc.stderr, proc.stderr[-2000:]
-        return
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    lines = proc.stdout.splitlines()
-    worst = [line for line in lines if line.startswith("WORST")]
-    assert len(worst) == 4 and all(line.endswith("True") for line in worst), proc.stdout
-    assert "TWO ROWS True" in lines, proc.stdout
-    assert f"ROUTE {setting == 'on'}" in lines, proc.stdout

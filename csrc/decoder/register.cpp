@@ -63,8 +63,6 @@ TORCH_LIBRARY_FRAGMENT(fastwhisper, m) {
       .def("set_step_kernels", [](const Session& s, int64_t mode) { s->set_step_kernels(mode); })
       .def("step_kernels", [](const Session& s) { return s->step_kernels(); })
       .def("uses_step_ops", [](const Session& s) { return s->uses_step_ops(); })
-      .def("uses_persistent_layers", [](const Session& s) { return s->uses_persistent_layers(); })
-      .def("persistent_trace", [](const Session& s) { return s->persistent_trace(); })
       // initial_tokens [N, sample_begin] int64 -> (tokens [N, L], sum_logprobs [N], no_speech_probs [N],
       // finished_tokens, finished_sum_logprobs, finished_audio)
       .def("decode", [](const Session& s, const at::Tensor& initial_tokens, const Options& options) {

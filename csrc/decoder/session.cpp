@@ -7,9 +7,6 @@
 
 #include "checks.h"
 #include "decoder_step_io.h"
-#ifdef FASTWHISPER_WITH_CUDA
-#include "cuda/decoder_persistent.h"
-#endif
 #include "decoder_step_ops.h"
 #include "env_choice.h"
 #include "kernels.h"
@@ -100,8 +97,6 @@ int64_t DecoderSession::weights_version() const {
 
 void DecoderSession::invalidate_graphs() {
   if (graphs_) graphs_->clear();
-  persistent_table_ = at::Tensor();
-  persistent_workspace_ = at::Tensor();
 }
 
 void DecoderSession::prepare_compute_weights() {
@@ -384,77 +379,6 @@ bool DecoderSession::prefills_by_steps(int64_t t) const {
   return choice == "steps" || t <= kPrefillStepsMax;
 }
 
-namespace {
-
-// FASTWHISPER_PERSISTENT=auto|on|off (auto: unset): whether one row's one-token step runs its layers in the
-// persistent kernel (cuda/decoder_persistent.h) where that kernel takes the shape. auto: off, since the first
-// version is slower in whole greedy steps on the H200 (decoder_ablation.py, same call: tiny 0.212 vs 0.152 ms,
-// turbo 0.295 vs 0.257, large-v3 1.925 vs 1.478; h200-2026-12-02-decoder-ablation-persistent-4408a94.md, and
-// where its time goes: h200-2026-12-02-persistent-trace-sleep0-4408a94.md, docs/decoder-performance.md).
-bool persistent_layers_allowed() {
-  static const std::string choice = env_choice("FASTWHISPER_PERSISTENT", {"auto", "on", "off"}, "auto");
-  return choice == "on";
-}
-
-#ifdef FASTWHISPER_WITH_CUDA
-cuda::PersistentShape persistent_shape(int64_t n_layer, int64_t d, int64_t n_head, int64_t n_text_ctx,
-                                       const at::Tensor& cross_k, int64_t n_vocab, at::ScalarType dtype) {
-  return {n_layer, d, n_head, n_text_ctx, cross_k.size(1), n_vocab, dtype};
-}
-#endif
-
-}  // namespace
-
-bool DecoderSession::uses_persistent_layers() const {
-#ifdef FASTWHISPER_WITH_CUDA
-  if (n_rows_ != 1 || !has_audio_ || !weights_[0].is_cuda() || !uses_step_ops() || !persistent_layers_allowed()) {
-    return false;
-  }
-  for (const auto& w : compute_) {
-    if (!w.is_contiguous()) return false;
-  }
-  return cuda::persistent_step_fits(
-      persistent_shape(n_layer_, n_state_, n_head_, n_text_ctx_, cross_k_[0], n_vocab(), dtype_));
-#else
-  return false;
-#endif
-}
-
-at::Tensor DecoderSession::persistent_trace() const {
-#ifdef FASTWHISPER_WITH_CUDA
-  if (persistent_workspace_.defined() && has_audio_) {
-    const auto shape = persistent_shape(n_layer_, n_state_, n_head_, n_text_ctx_, cross_k_[0], n_vocab(), dtype_);
-    const at::Tensor t = cuda::persistent_trace(shape, persistent_workspace_);
-    if (t.defined()) return t;
-  }
-#endif
-  return at::empty({0}, at::kLong);
-}
-
-const at::Tensor& DecoderSession::persistent_table() {
-  if (persistent_table_.defined()) return persistent_table_;
-#ifdef FASTWHISPER_WITH_CUDA
-  using namespace cuda;
-  std::vector<int64_t> table(static_cast<size_t>(n_layer_ * kPersistentFields));
-  auto address = [](const at::Tensor& t) { return reinterpret_cast<int64_t>(t.data_ptr()); };
-  for (int64_t l = 0; l < n_layer_; ++l) {
-    int64_t* f = table.data() + l * kPersistentFields;
-    auto w = [&](int64_t slot) { return address(compute_block(l, slot)); };
-    f[kPAttnLnW] = w(kAttnLnW), f[kPAttnLnB] = w(kAttnLnB);
-    f[kPQW] = w(kAttnQW), f[kPKW] = w(kAttnKW), f[kPVW] = w(kAttnVW), f[kPQB] = w(kAttnQB), f[kPVB] = w(kAttnVB);
-    f[kPOutW] = w(kAttnOutW), f[kPOutB] = w(kAttnOutB);
-    f[kPCrossLnW] = w(kCrossLnW), f[kPCrossLnB] = w(kCrossLnB), f[kPCrossQW] = w(kCrossQW), f[kPCrossQB] = w(kCrossQB);
-    f[kPCrossK] = address(cross_k_[l]), f[kPCrossV] = address(cross_v_[l]);
-    f[kPCrossOutW] = w(kCrossOutW), f[kPCrossOutB] = w(kCrossOutB);
-    f[kPMlpLnW] = w(kMlpLnW), f[kPMlpLnB] = w(kMlpLnB), f[kPMlp0W] = w(kMlp0W), f[kPMlp0B] = w(kMlp0B);
-    f[kPMlp2W] = w(kMlp2W), f[kPMlp2B] = w(kMlp2B);
-    f[kPSelfK] = address(self_k_[l]), f[kPSelfV] = address(self_v_[l]);
-  }
-  persistent_table_ = at::tensor(table, at::kLong).to(device());
-#endif
-  return persistent_table_;
-}
-
 // One token per row at step_position_ through the step ops: per layer a LayerNorm+QKV kernel, the
 // self-attention kernel (which appends K/V), the out projection with the residual, the LayerNorm, query
 // and cross-attention over the cached K/V (one op for beams, two for one row: cross_query_fused), its out
@@ -462,16 +386,6 @@ const at::Tensor& DecoderSession::persistent_table() {
 at::Tensor DecoderSession::forward_step_ops() {
   const int64_t rows = n_rows_, d = n_state_;
   at::Tensor x = call_decoder_embedding(weights_[0], weights_[1], step_token_, step_position_, dtype_);  // [R, d]
-  const auto n = compute_.size();
-#ifdef FASTWHISPER_WITH_CUDA
-  if (uses_persistent_layers()) {
-    const auto shape = persistent_shape(n_layer_, d, n_head_, n_text_ctx_, cross_k_[0], n_vocab(), dtype_);
-    if (!persistent_workspace_.defined()) persistent_workspace_ = cuda::persistent_workspace(shape, device());
-    return cuda::decoder_step_persistent(shape, persistent_table(), x, step_position_, persistent_workspace_,
-                                         compute_[0], compute_[n - 2], compute_[n - 1])
-        .view({1, 1, n_vocab()});  // [1, 1, n_vocab] float32
-  }
-#endif
   auto w = [&](int64_t l, int64_t slot) { return compute_block(l, slot); };
   for (int64_t l = 0; l < n_layer_; ++l) {
     const at::Tensor qkv = call_decoder_linear(x, w(l, kAttnLnW), w(l, kAttnLnB), {w(l, kAttnQW), w(l, kAttnKW), w(l, kAttnVW)},
@@ -497,6 +411,7 @@ at::Tensor DecoderSession::forward_step_ops() {
     x = call_decoder_linear(hidden, std::nullopt, std::nullopt, {w(l, kMlp2W)}, bias_list({w(l, kMlp2B)}), x, false,
                             false);
   }
+  const auto n = compute_.size();
   return call_decoder_linear(x, compute_[n - 2], compute_[n - 1], {compute_[0]}, bias_list({std::nullopt}),
                              std::nullopt, false, true)
       .view({rows, 1, n_vocab()});  // [R, 1, n_vocab] float32

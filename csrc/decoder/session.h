@@ -83,12 +83,6 @@ class DecoderSession : public torch::CustomClassHolder {
   // per layer: host-bound, 12-28 ms more per large-v3 call). Same logits up to rounding (the step ops' kernels);
   // only where the step ops run anyway. FASTWHISPER_PREFILL=auto|steps|eager (README).
   bool prefills_by_steps(int64_t t) const;
-  // Whether the next one-token step runs every layer and the vocabulary in one persistent kernel
-  // (cuda/decoder_persistent.h):
-  // one row on the step ops, where that kernel takes the shape. FASTWHISPER_PERSISTENT=auto|on|off (README).
-  bool uses_persistent_layers() const;
-  // The persistent kernel's barrier times of the last step (cuda/decoder_persistent.h), or an empty tensor.
-  at::Tensor persistent_trace() const;
 
   // source_indices [N] int64: cache row i <- cache row source_indices[i], in place (beam search).
   void reorder(const at::Tensor& source_indices);
@@ -142,9 +136,6 @@ class DecoderSession : public torch::CustomClassHolder {
   at::Tensor forward_eager(const at::Tensor& tokens);  // any t, at offset_
   at::Tensor forward_static(int64_t n_kv);  // step_token_ at step_position_, the graph's body
   at::Tensor forward_step_ops();            // the same through decoder_linear / decoder_self_attention
-  // The persistent kernel's table of every layer's tensor addresses, made (outside graph capture: the eager
-  // run before it) when missing; invalidate_graphs drops it with the graphs that read it.
-  const at::Tensor& persistent_table();
   void check_ready(const char* method) const;
 
   std::vector<at::Tensor> weights_;
@@ -165,8 +156,6 @@ class DecoderSession : public torch::CustomClassHolder {
   at::Tensor step_token_;     // [N, 1] int64
   at::Tensor step_position_;  // [1] int64: the token's position (the offset)
   bool step_inputs_written_ = false;  // by the kernel that chose the tokens (step_inputs_written)
-  at::Tensor persistent_table_;       // [n_layer * kPersistentFields] int64 addresses on the device
-  at::Tensor persistent_workspace_;   // the persistent kernel's scratch and barrier counters
 };
 
 }  // namespace fastwhisper::decoder
