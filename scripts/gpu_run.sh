@@ -67,7 +67,7 @@ case "${PYTEST_GROUP:-}" in
   *) echo "PYTEST_GROUP must be decoder, rest or real"; exit 2 ;;
 esac
 if [ "${PYTEST_ARGS:-}" != "none" ]; then
-  python3 -m pytest ${PYTEST_ARGS:-tests} -q -rs -p no:cacheprovider 2>&1 | tee "$OUT/pytest.log" | tail -25
+  python3 -m pytest ${PYTEST_ARGS:-tests} -q -rs --durations=15 -p no:cacheprovider 2>&1 | tee "$OUT/pytest.log" | tail -45
 fi
 if [ -n "${PROFILE:-}" ]; then
   python3 benchmarks/profile_kernels.py --models "$PROFILE" --out "$OUT/profile.json" > "$OUT/profile.log" 2>&1
