@@ -58,7 +58,8 @@ def profile_encoder(name: str, batch: int) -> None:
 
 def summarize(path: Path, flops: int, batch: int) -> str:
     """A markdown table of an ncu --csv profile of one encoder call: kernels grouped by name and grid, the
-    slowest first; ``flops``: the call's analytic FLOPs (multiply-add = 2), for the whole call's rate."""
+    slowest first, each group's percentages averaged over its kernels' time (where ncu gave them; n/a is left
+    out); ``flops``: the call's analytic FLOPs (multiply-add = 2), for the whole call's rate."""
     kernels = read_ncu_csv(path)
     present = {metric for m in kernels.values() for metric in m}
     columns = [(next(m for m in sorted(present) if m.startswith(prefix)), title)
@@ -66,11 +67,14 @@ def summarize(path: Path, flops: int, batch: int) -> str:
     groups = collections.OrderedDict()
     for (_, kname, grid), m in kernels.items():
         g = groups.setdefault((short_kernel_name(kname), grid), collections.defaultdict(float))
+        us = m.get(TIME, 0.0) / 1e3
         g["calls"] += 1
-        g["us"] += m.get(TIME, 0.0) / 1e3
+        g["us"] += us
         g["ops"] += m.get(TENSOR_OPS, 0.0)
-        for metric, _ in columns:
-            g[metric] += m.get(metric, 0.0)
+        for metric, _ in columns:  # a percentage of elapsed cycles: weighted by the kernel's time
+            if metric in m:
+                g[metric] += m[metric] * us
+                g[metric + "/us"] += us
     total_us = sum(g["us"] for g in groups.values())
     total_ops = sum(g["ops"] for g in groups.values())
     out = [f"{len(kernels)} kernels, {total_us:.1f} us in all for {batch} window(s), {total_us / batch:.1f} us per "
@@ -88,7 +92,7 @@ def summarize(path: Path, flops: int, batch: int) -> str:
         cells = [f"`{short}`", grid, str(n), f"{us:.1f}", f"{us / n:.2f}", f"{100 * us / total_us:.1f}"]
         if TENSOR_OPS in present:
             cells.append(f"{g['ops'] / us / 1e6:.0f}" if g["ops"] else "")
-        cells += [f"{g[metric] / n:.1f}" for metric, _ in columns]
+        cells += [f"{g[metric] / g[metric + '/us']:.1f}" if g[metric + "/us"] else "" for metric, _ in columns]
         out.append("| " + " | ".join(cells) + " |")
     return "\n".join(out)
 

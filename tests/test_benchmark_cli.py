@@ -270,7 +270,7 @@ def test_ncu_summary_groups_kernels_by_name_grid_and_bytes(tmp_path):
 def test_ncu_encoder_summary_ranks_kernels_and_rates(tmp_path):
     """benchmarks/ncu_encoder.py --summarize on a hand-written ncu CSV of a tiny encoder call: kernels grouped by
     name and grid, the slowest group first, each with its share of the sum, its tensor TFLOP/s (ncu's op count
-    over its time) and its mean percentages; a metric ncu reports as n/a counts as absent."""
+    over its time) and its percentages averaged over its kernels' time; a metric ncu reports as n/a is left out."""
     gemm, norm = "void cutlass::device_kernel<Gemm>(Params)", "void fastwhisper::<unnamed>::layer_norm_kernel<c10::Half>(long)"
 
     def rows(i, name, us, ops, tensor_pct, dram_pct):
@@ -281,7 +281,7 @@ def test_ncu_encoder_summary_ranks_kernels_and_rates(tmp_path):
 
     lines = ['"ID","Process ID","Process Name","Host Name","Kernel Name","Context",'
              '"Stream","Block Size","Grid Size","Device","CC","Section Name","Metric Name","Metric Unit","Metric Value"']
-    lines += rows(0, norm, 4.0, "0", "0", "40")
+    lines += rows(0, norm, 4.0, "0", "2", "40")
     lines += rows(1, gemm, 10.0, f"{5_000_000_000:,}", "60", "20")
     lines += rows(2, gemm, 30.0, f"{15_000_000_000:,}", "80", "10")
     lines += rows(3, norm, 6.0, "n/a", "n/a", "60")
@@ -296,8 +296,10 @@ def test_ncu_encoder_summary_ranks_kernels_and_rates(tmp_path):
                                          " tensor TFLOP/s ", " tensor pipe % ", " DRAM % "]
     cells = [[c.strip() for c in row.strip("|").split("|")] for row in table[2:]]
     assert [c[0] for c in cells] == ["`cutlass::device_kernel<Gemm>`", "`layer_norm_kernel<c10::Half>`"]
-    assert cells[0][2:] == ["2", "40.0", "20.00", "80.0", "500", "70.0", "15.0"]  # 20e9 ops / 40 us
-    assert cells[1][2:] == ["2", "10.0", "5.00", "20.0", "", "0.0", "50.0"]
+    # 20e9 ops / 40 us; (60 x 10 + 80 x 30) / 40; (20 x 10 + 10 x 30) / 40
+    assert cells[0][2:] == ["2", "40.0", "20.00", "80.0", "500", "75.0", "12.5"]
+    # tensor pipe: the one kernel that has it (n/a in the other); DRAM (40 x 4 + 60 x 6) / 10
+    assert cells[1][2:] == ["2", "10.0", "5.00", "20.0", "", "2.0", "52.0"]
 
 
 def test_benchmarks_record_the_commit_they_are_given():
