@@ -12,11 +12,11 @@ def read_ncu_csv(path: Path) -> "collections.OrderedDict[Tuple[str, str, str], D
     header = next(i for i, line in enumerate(lines) if line.startswith('"ID"'))
     kernels = collections.OrderedDict()
     for r in csv.DictReader(lines[header:]):
-        value = r["Metric Value"].replace(",", "")
+        metrics = kernels.setdefault((r["ID"], r["Kernel Name"], r["Grid Size"]), {})
         try:
-            kernels.setdefault((r["ID"], r["Kernel Name"], r["Grid Size"]), {})[r["Metric Name"]] = float(value)
-        except ValueError:  # "n/a" where a metric does not apply to a kernel
-            kernels.setdefault((r["ID"], r["Kernel Name"], r["Grid Size"]), {})
+            metrics[r["Metric Name"]] = float(r["Metric Value"].replace(",", ""))
+        except ValueError:  # "n/a" where a metric does not apply to a kernel: left out
+            pass
     return kernels
 
 

@@ -32,17 +32,15 @@ PERCENT_COLUMNS = (  # (metric prefix, column title); a column appears where the
 
 def profile_encoder(name: str, batch: int) -> None:
     import torch
-    from whisper.model import ModelDimensions
 
     import fastwhisper
-    from common import DIMS
+    from common import encoder_dims, make_mel
 
     os.environ["FASTWHISPER_ENCODER_GRAPHS"] = "0"  # every kernel launched on its own (read on every call)
-    dims = ModelDimensions(*DIMS[name])
+    dims = encoder_dims(name)
     torch.manual_seed(0)
-    encoder = fastwhisper.FastAudioEncoder(dims.n_mels, dims.n_audio_ctx, dims.n_audio_state, dims.n_audio_head,
-                                           dims.n_audio_layer).cuda().half().eval()
-    mel = torch.randn(batch, dims.n_mels, 2 * dims.n_audio_ctx, device="cuda", dtype=torch.float16)
+    encoder = fastwhisper.FastAudioEncoder(*dims).cuda().half().eval()
+    mel = make_mel(dims, batch).to("cuda", torch.float16)
     with torch.inference_mode():
         for _ in range(2):  # warm-up: cuBLASLt's and cuDNN's plans, the CUTLASS kernels' first launch
             encoder(mel)
