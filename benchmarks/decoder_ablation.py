@@ -11,7 +11,7 @@ so the once-per-window work (cross-attention K/V, the first multi-token step, th
 the DecodingTask) cancels out. fp16 activations, CUDA events, warm-up, median of repeats.
 
 Configurations (FASTWHISPER_PDL, FASTWHISPER_CROSS_ATTENTION, FASTWHISPER_CROSS_FUSED,
-FASTWHISPER_LINEAR_PRELOAD, FASTWHISPER_STEP_COPIES, FASTWHISPER_GREEDY_TAIL, FASTWHISPER_MANY_ROWS,
+FASTWHISPER_LINEAR_PRELOAD, FASTWHISPER_ROW_SUMS, FASTWHISPER_STEP_COPIES, FASTWHISPER_GREEDY_TAIL, FASTWHISPER_MANY_ROWS,
 FASTWHISPER_PREFILL; see README):
     default       as shipped (one row per audio: the cross query, then SDPA; several: the cluster kernel, which
                   computes the query itself where its blocks fit two to an SM)
@@ -23,6 +23,7 @@ FASTWHISPER_PREFILL; see README):
                   row count (default: for several rows per audio only)
     cross-unfused the cross query (decoder_linear) and the cross-attention as two ops for every row count
     linear-late   decoder_linear reads its biases and LayerNorm parameters where it uses them, after its input
+    rows-apart    decoder_linear with one input row sums each weight row alone, not a slot's rows together
     step-copies   the next token, its position and the finished flag pass between steps as copies (copy
                   engine), not kernel writes
     greedy-separate  greedy decoding's suppress filters, token choice (the ticket kernel) and step feedback
@@ -67,6 +68,7 @@ CONFIGS = {
     "cross-fused": {"FASTWHISPER_CROSS_FUSED": "on"},
     "cross-unfused": {"FASTWHISPER_CROSS_FUSED": "off"},
     "linear-late": {"FASTWHISPER_LINEAR_PRELOAD": "off"},
+    "rows-apart": {"FASTWHISPER_ROW_SUMS": "apart"},
     "step-copies": {"FASTWHISPER_STEP_COPIES": "copies"},
     "greedy-separate": {"FASTWHISPER_GREEDY_TAIL": "separate"},
     "many-rows-gemm": {"FASTWHISPER_MANY_ROWS": "gemm"},

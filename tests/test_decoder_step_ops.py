@@ -49,6 +49,12 @@ LINEAR_CASES = {
     "split-k-ln-1row": (1, 2560, [24, 8], [True, False], True, False, False),
     # the vocabulary projection's kernel (several columns per warp from 16384 columns)
     "vocab-columns-3rows": (3, 64, [16500], [False], True, False, False),
+    # one input row with several whole weight rows per slot, summed together: tiny's vocabulary projection (4 rows
+    # per slot, a warp's last slot holding 1), bias + GELU + residual with 2 rows per slot and warps left with 1,
+    # and slots that straddle two weights
+    "tiny-vocab-1row": (1, 384, [51866], [False], True, False, False),
+    "rows-together-gelu-residual-1row": (1, 96, [3001], [True], True, True, True),
+    "rows-together-two-segments-1row": (1, 64, [2501, 1700], [True, False], False, False, False),
     # 8 rows of 3072 fp16 features fill the default 48 KiB of shared memory (small's MLP, batch 8)
     "rows8-k3072-smem-limit": (8, 3072, [96], [True], False, True, False),
     # the tensor-core kernel (4-16 fp16/bf16 rows): q, k and v; an octet of weight rows across two segments;
@@ -89,14 +95,39 @@ def test_decoder_linear_matches_float64(case, device, dtype):
 
 @requires_cuda
 @pytest.mark.cuda
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("case", ["tiny-vocab-1row", "rows-together-gelu-residual-1row",
+                                  "rows-together-two-segments-1row"])
+def test_rows_summed_together_equal_one_at_a_time(case, dtype):
+    """One input row sums a slot's weight rows together (rows_dot_one_input); two input rows take the kernel's
+    row-at-a-time loop, whose warp_sum adds the same pairs. Each output of the one-row call equals, bit for bit,
+    the same row's output in a two-row call (the input row twice), in fp32 as logits and in the activation dtype."""
+    rows, k, outs, biases, ln, residual, gelu = LINEAR_CASES[case]
+    x, weights, bs, ln_w, ln_b, res = linear_case(rows, k, outs, biases, ln, residual)
+    cast = lambda t: None if t is None else t.cuda().to(dtype)  # noqa: E731
+    ln_args = [None if t is None else t.cuda() for t in (ln_w, ln_b)]
+    ws, bs = [cast(w) for w in weights], [cast(b) for b in bs]
+    for float_output in (False, True):
+        one = ops.decoder_linear(cast(x), ws, bs, *ln_args, residual=cast(res), gelu=gelu, float_output=float_output)
+        two = ops.decoder_linear(cast(x).repeat(2, 1), ws, bs, *ln_args,
+                                 residual=None if res is None else cast(res).repeat(2, 1), gelu=gelu,
+                                 float_output=float_output)
+        assert torch.equal(one[0], two[0]) and torch.equal(one[0], two[1]), (case, dtype, float_output)
+
+
+@requires_cuda
+@pytest.mark.cuda
 @pytest.mark.parametrize("variable,setting,words", [
     ("FASTWHISPER_LINEAR_PRELOAD", "on", "on or off"), ("FASTWHISPER_LINEAR_PRELOAD", "off", "on or off"),
     ("FASTWHISPER_LINEAR_PRELOAD", "maybe", "on or off"),
+    ("FASTWHISPER_ROW_SUMS", "together", "together or apart"), ("FASTWHISPER_ROW_SUMS", "apart", "together or apart"),
+    ("FASTWHISPER_ROW_SUMS", "mixed", "together or apart"),
     ("FASTWHISPER_MANY_ROWS", "auto", "auto, mma or gemm"), ("FASTWHISPER_MANY_ROWS", "mma", "auto, mma or gemm"),
     ("FASTWHISPER_MANY_ROWS", "gemm", "auto, mma or gemm"), ("FASTWHISPER_MANY_ROWS", "wmma", "auto, mma or gemm")])
 def test_decoder_linear_switches(variable, setting, words):
     """Switches read once per process, each in a fresh one. FASTWHISPER_LINEAR_PRELOAD: the biases and LayerNorm
-    parameters read before the producer wait ("on") or where they are used ("off"). FASTWHISPER_MANY_ROWS: 4-16
+    parameters read before the producer wait ("on") or where they are used ("off"). FASTWHISPER_ROW_SUMS: one input
+    row's slot of weight rows summed together ("together") or row by row ("apart"). FASTWHISPER_MANY_ROWS: 4-16
     fp16/bf16 rows through the tensor-core kernel ("mma"), cuBLASLt ("gemm"), or the kernel up to 2048 features
     ("auto"), as the profiler's kernel names show. Either way every linear case, in fp32 and fp16, with and without
     float output, and a large-v3 vocabulary row (one row, and eight), matches the float64 reference; any other

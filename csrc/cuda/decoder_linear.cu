@@ -19,7 +19,9 @@
 //
 // Each warp multiplies its slot with every input row (kept in shared memory, with the optional
 // LayerNorm of the input computed by each block); at a weight row's last slice its lanes sum the
-// products, and lane m applies bias, GELU and the residual add of input row m before the single store.
+// products, and lane m applies bias, GELU and the residual add of input row m before the single store. With
+// one input row and several whole weight rows per slot (the vocabulary projections of tiny to small), the
+// warp sums a slot's rows together and stores them at once (rows_dot_one_input).
 // Rounding follows whisper's ops: the LayerNorm output, the linear output (bias added in fp32), the
 // GELU output and the residual sum are each rounded to the activation dtype.
 #include <torch/library.h>
@@ -64,6 +66,7 @@ struct LinearPlan {
   size_t ln_offset;        // shared byte offset of the LayerNorm weight and bias (after the biases)
   size_t smem;             // dynamic shared memory per block
   bool preload;            // biases and LayerNorm parameters read before the producer wait (else when used)
+  bool rows_together;      // one input row, several whole weight rows per slot summed together (rows_dot_one_input)
 };
 
 // Piece [lo, hi) x [k0, k0 + piece_k) -> dst, tracked by bar (one thread): whole rows, or one row's slice.
@@ -90,6 +93,52 @@ __device__ void copy_piece(const Segments<T>& seg, int64_t lo, int64_t hi, int64
     reinterpret_cast<Pack16<T>*>(dst)[idx] = reinterpret_cast<const Pack16<T>*>(src)[idx % n_vec];
   }
   __syncwarp();
+}
+
+// One input row h [K] against the `count` (at most kMaxRowsPerPiece) whole weight rows of a slot (row r at
+// wrow + r * K), the rows' sums reduced across the warp together: each lane's partial sums, then partners 16,
+// 8 and 4 lanes apart exchange half of the rows they still hold, then 2 and 1 apart the last one. Lane l ends
+// with the total of row (l >> 2) & 7. Each total adds the same pairs in the same order as warp_sum over that
+// row (fp32 addition commutes), so it is bit for bit the one-row-at-a-time loop's; what it saves is the
+// per-row reduction and store (one of each per piece), which made small-K rows instruction bound.
+static_assert(kMaxRowsPerPiece == 8, "rows_dot_one_input reduces eight rows per warp");
+template <typename T>
+__device__ __forceinline__ float rows_dot_one_input(const T* wrow,  // [count, K] the slot's weight rows
+                                                    const T* h,     // [K] the (normalized) input row
+                                                    int count, int64_t K, int lane) {
+  constexpr int V = kPack16<T>;
+  float acc[kMaxRowsPerPiece];
+#pragma unroll
+  for (int r = 0; r < kMaxRowsPerPiece; ++r) acc[r] = 0.f;
+  for (int64_t k = lane * V; k < K; k += 32 * V) {
+    const Pack16<T> hv = *reinterpret_cast<const Pack16<T>*>(h + k);
+    float hf[V];
+#pragma unroll
+    for (int e = 0; e < V; ++e) hf[e] = static_cast<float>(hv.v[e]);
+#pragma unroll
+    for (int r = 0; r < kMaxRowsPerPiece; ++r) {
+      if (r < count) {
+        const Pack16<T> wv = *reinterpret_cast<const Pack16<T>*>(wrow + r * K + k);
+#pragma unroll
+        for (int e = 0; e < V; ++e) acc[r] += static_cast<float>(wv.v[e]) * hf[e];
+      }
+    }
+  }
+  // rows 0-7 -> 4 per lane (partners 16 apart) -> 2 (8 apart) -> 1 (4 apart): the upper lane of a pair keeps
+  // the upper half of the rows and sends the lower half
+#pragma unroll
+  for (int half = kMaxRowsPerPiece / 2, o = 16; half >= 1; half /= 2, o /= 2) {
+    const bool upper = lane & o;
+#pragma unroll
+    for (int i = 0; i < half; ++i) {
+      const float keep = upper ? acc[i + half] : acc[i];
+      const float send = upper ? acc[i] : acc[i + half];
+      acc[i] = keep + __shfl_xor_sync(0xffffffffu, send, o);
+    }
+  }
+  acc[0] += __shfl_xor_sync(0xffffffffu, acc[0], 2);
+  acc[0] += __shfl_xor_sync(0xffffffffu, acc[0], 1);
+  return acc[0];
 }
 
 template <typename T, int kMaxRows>
@@ -143,7 +192,9 @@ __global__ void __launch_bounds__(kThreads, 2)
   const bool ln_staged = plan.preload && ln_w != nullptr;
   load_input_rows<T>(x, ln_staged ? ln_s : ln_w, ln_staged ? ln_s + K : ln_b, h, rows, K, K);
 
-  // 3. the warp's pieces, in order; acc holds a weight row's sums over its slices so far
+  // 3. the warp's pieces, in order; acc holds a weight row's sums over its slices so far. One input row with
+  // several whole weight rows per slot: the rows of a piece are reduced together (rows_dot_one_input).
+  const bool rows_together = kMaxRows == 1 && plan.rows_together;
   float acc[kMaxRows];
 #pragma unroll
   for (int m = 0; m < kMaxRows; ++m) acc[m] = 0.f;
@@ -155,37 +206,47 @@ __global__ void __launch_bounds__(kThreads, 2)
       copy_piece(seg, lo, hi, k0, plan.piece_k, K, slot(j));
     }
     const T* wrow = slot(j);
-    for (int64_t n = lo; n < hi; ++n, wrow += plan.piece_k) {
+    if (rows_together) {  // one input row, several whole weight rows in the slot
+      const int count = static_cast<int>(hi - lo), r = (lane >> 2) & 7;
+      const float total = rows_dot_one_input(wrow, h, count, K, lane);
+      if ((lane & 3) == 0 && r < count) {
+        const int64_t n = lo + r;
+        const float b = plan.preload ? bias_s[n - block_lo] : seg.bias_at(n);
+        store_linear_output(total, b, apply_gelu, residual, out, out_float, 0, n, N);
+      }
+    } else {  // one weight row (or slice) at a time, every input row against it
+      for (int64_t n = lo; n < hi; ++n, wrow += plan.piece_k) {
 #pragma unroll 4
-      for (int64_t k = lane * V; k < plan.piece_k; k += 32 * V) {
-        const Pack16<T> wv = *reinterpret_cast<const Pack16<T>*>(wrow + k);
-        float wf[V];
+        for (int64_t k = lane * V; k < plan.piece_k; k += 32 * V) {
+          const Pack16<T> wv = *reinterpret_cast<const Pack16<T>*>(wrow + k);
+          float wf[V];
 #pragma unroll
-        for (int e = 0; e < V; ++e) wf[e] = static_cast<float>(wv.v[e]);
+          for (int e = 0; e < V; ++e) wf[e] = static_cast<float>(wv.v[e]);
+#pragma unroll
+          for (int m = 0; m < kMaxRows; ++m) {
+            if (m < rows) {
+              const Pack16<T> hv = *reinterpret_cast<const Pack16<T>*>(h + m * K + k0 + k);
+#pragma unroll
+              for (int e = 0; e < V; ++e) acc[m] += wf[e] * static_cast<float>(hv.v[e]);
+            }
+          }
+        }
+        if (k0 + plan.piece_k < K) continue;  // more slices of this row to come
+        // the row's last slice: lane m finishes output (m, n)
+        float total = 0.f;
 #pragma unroll
         for (int m = 0; m < kMaxRows; ++m) {
           if (m < rows) {
-            const Pack16<T> hv = *reinterpret_cast<const Pack16<T>*>(h + m * K + k0 + k);
-#pragma unroll
-            for (int e = 0; e < V; ++e) acc[m] += wf[e] * static_cast<float>(hv.v[e]);
+            const float t = warp_sum(acc[m]);
+            if (lane == m) total = t;
           }
+          acc[m] = 0.f;
         }
-      }
-      if (k0 + plan.piece_k < K) continue;  // more slices of this row to come
-      // the row's last slice: lane m finishes output (m, n)
-      float total = 0.f;
-#pragma unroll
-      for (int m = 0; m < kMaxRows; ++m) {
-        if (m < rows) {
-          const float t = warp_sum(acc[m]);
-          if (lane == m) total = t;
+        if (lane < rows) {
+          const int m = lane;
+          const float b = plan.preload ? bias_s[n - block_lo] : seg.bias_at(n);
+          store_linear_output(total, b, apply_gelu, residual, out, out_float, m, n, N);
         }
-        acc[m] = 0.f;
-      }
-      if (lane < rows) {
-        const int m = lane;
-        const float b = plan.preload ? bias_s[n - block_lo] : seg.bias_at(n);
-        store_linear_output(total, b, apply_gelu, residual, out, out_float, m, n, N);
       }
     }
     __syncwarp();  // every lane is done with the slot
@@ -203,6 +264,13 @@ size_t round_up(size_t v, size_t to) { return (v + to - 1) / to * to; }
 bool parameters_preload() {
   static const bool preload = env_choice("FASTWHISPER_LINEAR_PRELOAD", {"on", "off"}, "on") == "on";
   return preload;
+}
+
+// FASTWHISPER_ROW_SUMS: "together" (default) sums a slot's weight rows together when there is one input row;
+// "apart" takes every weight row alone (the loop every other call takes; same results, bit for bit).
+bool row_sums_together() {
+  static const bool together = env_choice("FASTWHISPER_ROW_SUMS", {"together", "apart"}, "together") == "together";
+  return together;
 }
 
 // The cut of one call: one block per SM, the block's rows shared among its warps, and ring slots as large
@@ -231,6 +299,7 @@ LinearPlan plan_linear(int64_t rows, int64_t K, int64_t N, int64_t elem, bool la
     while (K % (p.k_pieces * vec) != 0) ++p.k_pieces;  // K % vec == 0: ends at K / vec at the latest
     p.piece_k = K / p.k_pieces;
   }
+  p.rows_together = rows == 1 && p.k_pieces == 1 && p.rows_per_piece > 1 && row_sums_together();
   p.slot_elems = p.rows_per_piece * p.piece_k;
   p.bias_offset = p.x_bytes + static_cast<size_t>(kWarps * kSlots * p.slot_elems * elem);
   p.ln_offset = p.bias_offset + bias_bytes;
