@@ -111,10 +111,8 @@ __device__ __forceinline__ float rows_dot_one_input(const T* wrow,  // [count, K
 #pragma unroll
   for (int r = 0; r < kMaxRowsPerPiece; ++r) acc[r] = 0.f;
   for (int64_t k = lane * V; k < K; k += 32 * V) {
-    const Pack16<T> hv = *reinterpret_cast<const Pack16<T>*>(h + k);
     float hf[V];
-#pragma unroll
-    for (int e = 0; e < V; ++e) hf[e] = static_cast<float>(hv.v[e]);
+    load_pack16_as_floats(h + k, hf);
 #pragma unroll
     for (int r = 0; r < kMaxRowsPerPiece; ++r) {
       if (r < count) {
@@ -218,10 +216,8 @@ __global__ void __launch_bounds__(kThreads, 2)
       for (int64_t n = lo; n < hi; ++n, wrow += plan.piece_k) {
 #pragma unroll 4
         for (int64_t k = lane * V; k < plan.piece_k; k += 32 * V) {
-          const Pack16<T> wv = *reinterpret_cast<const Pack16<T>*>(wrow + k);
           float wf[V];
-#pragma unroll
-          for (int e = 0; e < V; ++e) wf[e] = static_cast<float>(wv.v[e]);
+          load_pack16_as_floats(wrow + k, wf);
 #pragma unroll
           for (int m = 0; m < kMaxRows; ++m) {
             if (m < rows) {

@@ -34,6 +34,14 @@ __device__ __forceinline__ A pick(const A (&a)[N], int i) {
 template <typename T>
 using Pack16 = Pack<T, kPack16<T>>;
 
+// The 16 bytes of T at p (16-byte aligned), loaded as one vector and converted to floats.
+template <typename T>
+__device__ __forceinline__ void load_pack16_as_floats(const T* p, float (&f)[kPack16<T>]) {
+  const Pack16<T> v = *reinterpret_cast<const Pack16<T>*>(p);
+#pragma unroll
+  for (int e = 0; e < kPack16<T>; ++e) f[e] = static_cast<float>(v.v[e]);
+}
+
 // The decoder attention kernels' loads in flight per thread: a loop that multiplies each 16-byte slice as
 // it arrives keeps only one or two loads in flight, so the loops below issue a group of loads, then use them.
 constexpr int kKeyLoads = 8;    // 16-byte slices of one key loaded together: a head of 64 fp16/bf16 values
