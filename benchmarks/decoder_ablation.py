@@ -11,8 +11,8 @@ so the once-per-window work (cross-attention K/V, the first multi-token step, th
 the DecodingTask) cancels out. fp16 activations, CUDA events, warm-up, median of repeats.
 
 Configurations (FASTWHISPER_PDL, FASTWHISPER_CROSS_ATTENTION, FASTWHISPER_CROSS_FUSED,
-FASTWHISPER_LINEAR_PRELOAD, FASTWHISPER_ROW_SUMS, FASTWHISPER_STEP_COPIES, FASTWHISPER_GREEDY_TAIL, FASTWHISPER_MANY_ROWS,
-FASTWHISPER_PREFILL; see README):
+FASTWHISPER_LINEAR_PRELOAD, FASTWHISPER_ROW_SUMS, FASTWHISPER_STEP_COPIES, FASTWHISPER_GREEDY_TAIL,
+FASTWHISPER_MANY_ROWS, FASTWHISPER_PREFILL; see README):
     default       as shipped (one row per audio: the cross query, then SDPA; several: the cluster kernel, which
                   computes the query itself where its blocks fit two to an SM)
     no-pdl        programmatic dependent launch off
