@@ -74,20 +74,28 @@ LINEAR_CASES = {
 }
 
 
+def linear_case_on(case, device, dtype):
+    """LINEAR_CASES[case] on `device`: decoder_linear's positional arguments (x, weights, biases in dtype; the
+    LayerNorm parameters stay fp32), the residual in dtype, the GELU flag, and the float64 reference."""
+    rows, k, outs, biases, ln, residual, gelu = LINEAR_CASES[case]
+    x, weights, bs, ln_w, ln_b, res = linear_case(rows, k, outs, biases, ln, residual)
+    expected = linear_reference(x, weights, bs, ln_w, ln_b, res, gelu)
+    cast = lambda t: None if t is None else t.to(device, dtype)  # noqa: E731
+    args = (cast(x), [cast(w) for w in weights], [cast(b) for b in bs],
+            *[None if t is None else t.to(device) for t in (ln_w, ln_b)])
+    return args, cast(res), gelu, expected
+
+
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("case", list(LINEAR_CASES))
 def test_decoder_linear_matches_float64(case, device, dtype):
     if device == "cpu" and dtype != torch.float32:
         pytest.skip("the CPU computes in float32")
-    rows, k, outs, biases, ln, residual, gelu = LINEAR_CASES[case]
-    x, weights, bs, ln_w, ln_b, res = linear_case(rows, k, outs, biases, ln, residual)
-    expected = linear_reference(x, weights, bs, ln_w, ln_b, res, gelu)
-    cast = lambda t: None if t is None else t.to(device, dtype)  # noqa: E731
-    ln_args = [None if t is None else t.to(device) for t in (ln_w, ln_b)]  # LayerNorm parameters stay fp32
+    rows, _, outs = LINEAR_CASES[case][:3]
+    args, res, gelu, expected = linear_case_on(case, device, dtype)
     for float_output in (False, True):
-        out = ops.decoder_linear(cast(x), [cast(w) for w in weights], [cast(b) for b in bs], *ln_args,
-                                 residual=cast(res), gelu=gelu, float_output=float_output)
+        out = ops.decoder_linear(*args, residual=res, gelu=gelu, float_output=float_output)
         assert out.shape == (rows, sum(outs))
         assert out.dtype == (torch.float32 if float_output else dtype)
         assert rel_err(out, expected) <= TOL[dtype], case
@@ -102,15 +110,10 @@ def test_rows_summed_together_equal_one_at_a_time(case, dtype):
     """One input row sums a slot's weight rows together (rows_dot_one_input); two input rows take the kernel's
     row-at-a-time loop, whose warp_sum adds the same pairs. Each output of the one-row call equals, bit for bit,
     the same row's output in a two-row call (the input row twice), in fp32 as logits and in the activation dtype."""
-    rows, k, outs, biases, ln, residual, gelu = LINEAR_CASES[case]
-    x, weights, bs, ln_w, ln_b, res = linear_case(rows, k, outs, biases, ln, residual)
-    cast = lambda t: None if t is None else t.cuda().to(dtype)  # noqa: E731
-    ln_args = [None if t is None else t.cuda() for t in (ln_w, ln_b)]
-    ws, bs = [cast(w) for w in weights], [cast(b) for b in bs]
+    (x, *rest), res, gelu, _ = linear_case_on(case, "cuda", dtype)
     for float_output in (False, True):
-        one = ops.decoder_linear(cast(x), ws, bs, *ln_args, residual=cast(res), gelu=gelu, float_output=float_output)
-        two = ops.decoder_linear(cast(x).repeat(2, 1), ws, bs, *ln_args,
-                                 residual=None if res is None else cast(res).repeat(2, 1), gelu=gelu,
+        one = ops.decoder_linear(x, *rest, residual=res, gelu=gelu, float_output=float_output)
+        two = ops.decoder_linear(x.repeat(2, 1), *rest, residual=None if res is None else res.repeat(2, 1), gelu=gelu,
                                  float_output=float_output)
         assert torch.equal(one[0], two[0]) and torch.equal(one[0], two[1]), (case, dtype, float_output)
 
