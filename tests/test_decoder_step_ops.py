@@ -55,6 +55,14 @@ LINEAR_CASES = {
     "tiny-vocab-1row": (1, 384, [51866], [False], True, False, False),
     "rows-together-gelu-residual-1row": (1, 96, [3001], [True], True, True, True),
     "rows-together-two-segments-1row": (1, 64, [2501, 1700], [True, False], False, False, False),
+    # one input row with one whole weight row per slot and at least eight rows per warp (N >= 16896 on 132 SMs):
+    # eight slots' rows reduced together -- large-v3's vocabulary projection (fp16/bf16; fp32 splits its rows),
+    # small's (fp32; fp16/bf16 hold two rows per slot), and bias + GELU + residual across two weights with a
+    # warp's last group short; eight rows of large-v3's vocabulary take the row-at-a-time loop
+    "large-v3-vocab-1row": (1, 1280, [51866], [False], True, False, False),
+    "small-vocab-1row": (1, 768, [51866], [False], True, False, False),
+    "rows-grouped-gelu-residual-1row": (1, 1024, [12000, 8001], [True, False], True, True, True),
+    "large-v3-vocab-8rows": (8, 1280, [51866], [False], True, False, False),
     # 8 rows of 3072 fp16 features fill the default 48 KiB of shared memory (small's MLP, batch 8)
     "rows8-k3072-smem-limit": (8, 3072, [96], [True], False, True, False),
     # the tensor-core kernel (4-16 fp16/bf16 rows): q, k and v; an octet of weight rows across two segments;
@@ -105,11 +113,13 @@ def test_decoder_linear_matches_float64(case, device, dtype):
 @pytest.mark.cuda
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
 @pytest.mark.parametrize("case", ["tiny-vocab-1row", "rows-together-gelu-residual-1row",
-                                  "rows-together-two-segments-1row"])
+                                  "rows-together-two-segments-1row", "large-v3-vocab-1row", "small-vocab-1row",
+                                  "rows-grouped-gelu-residual-1row"])
 def test_rows_summed_together_equal_one_at_a_time(case, dtype):
-    """One input row sums a slot's weight rows together (rows_dot_one_input); two input rows take the kernel's
-    row-at-a-time loop, whose warp_sum adds the same pairs. Each output of the one-row call equals, bit for bit,
-    the same row's output in a two-row call (the input row twice), in fp32 as logits and in the activation dtype."""
+    """One input row sums a slot's weight rows together (rows_dot_one_input), or eight one-row slots together
+    (reduce_eight_rows); two input rows take the kernel's row-at-a-time loop, whose warp_sum adds the same pairs.
+    Each output of the one-row call equals, bit for bit, the same row's output in a two-row call (the input row
+    twice), in fp32 as logits and in the activation dtype."""
     (x, *rest), res, gelu, _ = linear_case_on(case, "cuda", dtype)
     for float_output in (False, True):
         one = ops.decoder_linear(x, *rest, residual=res, gelu=gelu, float_output=float_output)
@@ -130,27 +140,20 @@ def test_rows_summed_together_equal_one_at_a_time(case, dtype):
 def test_decoder_linear_switches(variable, setting, words):
     """Switches read once per process, each in a fresh one. FASTWHISPER_LINEAR_PRELOAD: the biases and LayerNorm
     parameters read before the producer wait ("on") or where they are used ("off"). FASTWHISPER_ROW_SUMS: one input
-    row's slot of weight rows summed together ("together") or row by row ("apart"). FASTWHISPER_MANY_ROWS: 4-16
+    row's weight rows reduced several together ("together") or row by row ("apart"). FASTWHISPER_MANY_ROWS: 4-16
     fp16/bf16 rows through the tensor-core kernel ("mma"), cuBLASLt ("gemm"), or the kernel up to 2048 features
     ("auto"), as the profiler's kernel names show. Either way every linear case, in fp32 and fp16, with and without
-    float output, and a large-v3 vocabulary row (one row, and eight), matches the float64 reference; any other
-    value is refused with a message naming the variable."""
+    float output, matches the float64 reference; any other value is refused with a message naming the variable."""
     code = """
         import torch
         from fastwhisper import ops
         from conftest import rel_err
-        from test_decoder_step_ops import LINEAR_CASES, TOL, linear_case, linear_reference
-        cases = dict(LINEAR_CASES, **{"large-v3-vocab-1row": (1, 1280, [51866], [False], True, False, False),
-                                      "large-v3-vocab-8rows": (8, 1280, [51866], [False], True, False, False)})
-        for case, (rows, k, outs, biases, ln, residual, gelu) in cases.items():
-            x, weights, bs, ln_w, ln_b, res = linear_case(rows, k, outs, biases, ln, residual)
-            expected = linear_reference(x, weights, bs, ln_w, ln_b, res, gelu)
+        from test_decoder_step_ops import LINEAR_CASES, TOL, linear_case_on
+        for case in LINEAR_CASES:
             for dtype in (torch.float32, torch.float16):
+                args, res, gelu, expected = linear_case_on(case, "cuda", dtype)
                 for float_output in (False, True):
-                    cast = lambda t: None if t is None else t.cuda().to(dtype)
-                    ln_args = [None if t is None else t.cuda() for t in (ln_w, ln_b)]
-                    out = ops.decoder_linear(cast(x), [cast(w) for w in weights], [cast(b) for b in bs], *ln_args,
-                                             residual=cast(res), gelu=gelu, float_output=float_output)
+                    out = ops.decoder_linear(*args, residual=res, gelu=gelu, float_output=float_output)
                     print(case, dtype, float_output, rel_err(out, expected) <= TOL[dtype])
         from torch.profiler import ProfilerActivity, profile
         def by_mma(rows, k):  # whether an fp16 call of `rows` rows of k features ran the tensor-core kernel
@@ -169,7 +172,7 @@ def test_decoder_linear_switches(variable, setting, words):
     assert proc.returncode == 0, proc.stderr[-2000:]
     lines = proc.stdout.splitlines()
     results = [line.rsplit(" ", 1) for line in lines if not line.startswith("ROUTE")]
-    assert len(results) == 4 * (len(LINEAR_CASES) + 2) and all(ok == "True" for _, ok in results), proc.stdout
+    assert len(results) == 4 * len(LINEAR_CASES) and all(ok == "True" for _, ok in results), proc.stdout
     # which kernel 8 rows of 128 and of 5120 features, 3 rows and 16 rows went to (3 rows: the CUDA-core kernel
     # always)
     expected_route = {"mma": "True True False True", "gemm": "False False False False"}.get(setting,

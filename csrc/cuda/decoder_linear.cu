@@ -21,7 +21,8 @@
 // LayerNorm of the input computed by each block); at a weight row's last slice its lanes sum the
 // products, and lane m applies bias, GELU and the residual add of input row m before the single store. With
 // one input row and several whole weight rows per slot (the vocabulary projections of tiny to small), the
-// warp sums a slot's rows together and stores them at once (rows_dot_one_input).
+// warp sums a slot's rows together and stores them at once (rows_dot_one_input); with one weight row per slot
+// (the vocabulary projections of medium to large-v3) it reduces eight slots' rows together (reduce_eight_rows).
 // Rounding follows whisper's ops: the LayerNorm output, the linear output (bias added in fp32), the
 // GELU output and the residual sum are each rounded to the activation dtype.
 #include <torch/library.h>
@@ -67,6 +68,7 @@ struct LinearPlan {
   size_t smem;             // dynamic shared memory per block
   bool preload;            // biases and LayerNorm parameters read before the producer wait (else when used)
   bool rows_together;      // one input row, several whole weight rows per slot summed together (rows_dot_one_input)
+  bool rows_grouped;       // one input row, one whole weight row per slot, >= 8 per warp: 8 slots reduced together
 };
 
 // Piece [lo, hi) x [k0, k0 + piece_k) -> dst, tracked by bar (one thread): whole rows, or one row's slice.
@@ -95,13 +97,35 @@ __device__ void copy_piece(const Segments<T>& seg, int64_t lo, int64_t hi, int64
   __syncwarp();
 }
 
+// Eight rows' partial sums (acc[r]: this lane's share of row r) reduced across the warp together: partners
+// 16, 8 and 4 lanes apart exchange half of the rows they still hold, then 2 and 1 apart the last one. Lane l ends
+// with the total of row (l >> 2) & 7. Each total adds the same pairs in the same order as warp_sum over that row
+// (fp32 addition commutes), so it is bit for bit the one-row-at-a-time loop's; what it saves is the per-row
+// reduction and store (9 shuffles and one store pass for eight rows instead of 40 shuffles and eight stores).
+static_assert(kMaxRowsPerPiece == 8, "reduce_eight_rows: rows are reduced eight at a time");
+__device__ __forceinline__ float reduce_eight_rows(float (&acc)[kMaxRowsPerPiece], int lane) {
+  // rows 0-7 -> 4 per lane (partners 16 apart) -> 2 (8 apart) -> 1 (4 apart): the upper lane of a pair keeps
+  // the upper half of the rows and sends the lower half
+#pragma unroll
+  for (int half = kMaxRowsPerPiece / 2, o = 16; half >= 1; half /= 2, o /= 2) {
+    const bool upper = lane & o;
+#pragma unroll
+    for (int i = 0; i < half; ++i) {
+      const float keep = upper ? acc[i + half] : acc[i];
+      const float send = upper ? acc[i] : acc[i + half];
+      acc[i] = keep + __shfl_xor_sync(0xffffffffu, send, o);
+    }
+  }
+  acc[0] += __shfl_xor_sync(0xffffffffu, acc[0], 2);
+  acc[0] += __shfl_xor_sync(0xffffffffu, acc[0], 1);
+  return acc[0];
+}
+
+// The row of reduce_eight_rows' total that `lane` holds.
+__device__ __forceinline__ int reduced_row_of_lane(int lane) { return (lane >> 2) & 7; }
+
 // One input row h [K] against the `count` (at most kMaxRowsPerPiece) whole weight rows of a slot (row r at
-// wrow + r * K), the rows' sums reduced across the warp together: each lane's partial sums, then partners 16,
-// 8 and 4 lanes apart exchange half of the rows they still hold, then 2 and 1 apart the last one. Lane l ends
-// with the total of row (l >> 2) & 7. Each total adds the same pairs in the same order as warp_sum over that
-// row (fp32 addition commutes), so it is bit for bit the one-row-at-a-time loop's; what it saves is the
-// per-row reduction and store (one of each per piece), which made small-K rows instruction bound.
-static_assert(kMaxRowsPerPiece == 8, "rows_dot_one_input reduces eight rows per warp");
+// wrow + r * K): each lane's partial sums (h converted once per 16-byte vector for all rows), reduced together.
 template <typename T>
 __device__ __forceinline__ float rows_dot_one_input(const T* wrow,  // [count, K] the slot's weight rows
                                                     const T* h,     // [K] the (normalized) input row
@@ -122,21 +146,26 @@ __device__ __forceinline__ float rows_dot_one_input(const T* wrow,  // [count, K
       }
     }
   }
-  // rows 0-7 -> 4 per lane (partners 16 apart) -> 2 (8 apart) -> 1 (4 apart): the upper lane of a pair keeps
-  // the upper half of the rows and sends the lower half
+  return reduce_eight_rows(acc, lane);
+}
+
+// This lane's share of one weight row [K] times the input row h [K] (the products in the order the
+// row-at-a-time loop adds them).
+template <typename T>
+__device__ __forceinline__ float lane_dot(const T* wrow,  // [K] one weight row
+                                          const T* h,     // [K] the (normalized) input row
+                                          int64_t K, int lane) {
+  constexpr int V = kPack16<T>;
+  float acc = 0.f;
+#pragma unroll 4
+  for (int64_t k = lane * V; k < K; k += 32 * V) {
+    float wf[V];
+    load_pack16_as_floats(wrow + k, wf);
+    const Pack16<T> hv = *reinterpret_cast<const Pack16<T>*>(h + k);
 #pragma unroll
-  for (int half = kMaxRowsPerPiece / 2, o = 16; half >= 1; half /= 2, o /= 2) {
-    const bool upper = lane & o;
-#pragma unroll
-    for (int i = 0; i < half; ++i) {
-      const float keep = upper ? acc[i + half] : acc[i];
-      const float send = upper ? acc[i] : acc[i + half];
-      acc[i] = keep + __shfl_xor_sync(0xffffffffu, send, o);
-    }
+    for (int e = 0; e < V; ++e) acc += wf[e] * static_cast<float>(hv.v[e]);
   }
-  acc[0] += __shfl_xor_sync(0xffffffffu, acc[0], 2);
-  acc[0] += __shfl_xor_sync(0xffffffffu, acc[0], 1);
-  return acc[0];
+  return acc;
 }
 
 template <typename T, int kMaxRows>
@@ -190,66 +219,93 @@ __global__ void __launch_bounds__(kThreads, 2)
   const bool ln_staged = plan.preload && ln_w != nullptr;
   load_input_rows<T>(x, ln_staged ? ln_s : ln_w, ln_staged ? ln_s + K : ln_b, h, rows, K, K);
 
-  // 3. the warp's pieces, in order; acc holds a weight row's sums over its slices so far. One input row with
-  // several whole weight rows per slot: the rows of a piece are reduced together (rows_dot_one_input).
-  const bool rows_together = kMaxRows == 1 && plan.rows_together;
+  // 3. the warp's pieces, in order: take(j) waits for piece j's slot (or copies it), release(j) hands the slot
+  // back for piece j + kSlots once every lane is done with it
+  auto take = [&](int j) {
+    if (kHasBulkCopy) {
+      mbarrier_wait(&full[warp][j % kSlots], (j / kSlots) & 1);
+    } else {
+      copy_piece(seg, rows_lo(j), rows_hi(j), k_lo(j), plan.piece_k, K, slot(j));
+    }
+    return static_cast<const T*>(slot(j));
+  };
+  auto release = [&](int j) {
+    __syncwarp();
+    if (kHasBulkCopy && lane == 0 && j + kSlots < n_pieces) {
+      fence_shared_for_bulk_copy();
+      request(j + kSlots);
+    }
+  };
+  auto store = [&](float total, int64_t n, int m) {  // output (m, n) from its row's total
+    const float b = plan.preload ? bias_s[n - block_lo] : seg.bias_at(n);
+    store_linear_output(total, b, apply_gelu, residual, out, out_float, m, n, N);
+  };
+
+  if (kMaxRows == 1 && plan.rows_grouped) {  // one input row, one weight row per slot: eight slots reduced together
+    for (int j0 = 0; j0 < n_pieces; j0 += kMaxRowsPerPiece) {
+      float part[kMaxRowsPerPiece];
+#pragma unroll
+      for (int r = 0; r < kMaxRowsPerPiece; ++r) {
+        part[r] = 0.f;
+        if (j0 + r < n_pieces) {
+          part[r] = lane_dot(take(j0 + r), h, K, lane);
+          release(j0 + r);
+        }
+      }
+      const float total = reduce_eight_rows(part, lane);
+      const int r = reduced_row_of_lane(lane);
+      if ((lane & 3) == 0 && j0 + r < n_pieces) store(total, warp_lo + j0 + r, 0);
+    }
+    return;
+  }
+
+  if (kMaxRows == 1 && plan.rows_together) {  // one input row, several whole weight rows per slot
+    for (int j = 0; j < n_pieces; ++j) {
+      const int64_t lo = rows_lo(j);
+      const int count = static_cast<int>(rows_hi(j) - lo), r = reduced_row_of_lane(lane);
+      const float total = rows_dot_one_input(take(j), h, count, K, lane);
+      if ((lane & 3) == 0 && r < count) store(total, lo + r, 0);
+      release(j);
+    }
+    return;
+  }
+
+  // one weight row (or slice) at a time, every input row against it; acc holds a weight row's sums over its
+  // slices so far
   float acc[kMaxRows];
 #pragma unroll
   for (int m = 0; m < kMaxRows; ++m) acc[m] = 0.f;
   for (int j = 0; j < n_pieces; ++j) {
     const int64_t lo = rows_lo(j), hi = rows_hi(j), k0 = k_lo(j);
-    if (kHasBulkCopy) {
-      mbarrier_wait(&full[warp][j % kSlots], (j / kSlots) & 1);
-    } else {
-      copy_piece(seg, lo, hi, k0, plan.piece_k, K, slot(j));
-    }
-    const T* wrow = slot(j);
-    if (rows_together) {  // one input row, several whole weight rows in the slot
-      const int count = static_cast<int>(hi - lo), r = (lane >> 2) & 7;
-      const float total = rows_dot_one_input(wrow, h, count, K, lane);
-      if ((lane & 3) == 0 && r < count) {
-        const int64_t n = lo + r;
-        const float b = plan.preload ? bias_s[n - block_lo] : seg.bias_at(n);
-        store_linear_output(total, b, apply_gelu, residual, out, out_float, 0, n, N);
-      }
-    } else {  // one weight row (or slice) at a time, every input row against it
-      for (int64_t n = lo; n < hi; ++n, wrow += plan.piece_k) {
+    const T* wrow = take(j);
+    for (int64_t n = lo; n < hi; ++n, wrow += plan.piece_k) {
 #pragma unroll 4
-        for (int64_t k = lane * V; k < plan.piece_k; k += 32 * V) {
-          float wf[V];
-          load_pack16_as_floats(wrow + k, wf);
-#pragma unroll
-          for (int m = 0; m < kMaxRows; ++m) {
-            if (m < rows) {
-              const Pack16<T> hv = *reinterpret_cast<const Pack16<T>*>(h + m * K + k0 + k);
-#pragma unroll
-              for (int e = 0; e < V; ++e) acc[m] += wf[e] * static_cast<float>(hv.v[e]);
-            }
-          }
-        }
-        if (k0 + plan.piece_k < K) continue;  // more slices of this row to come
-        // the row's last slice: lane m finishes output (m, n)
-        float total = 0.f;
+      for (int64_t k = lane * V; k < plan.piece_k; k += 32 * V) {
+        float wf[V];
+        load_pack16_as_floats(wrow + k, wf);
 #pragma unroll
         for (int m = 0; m < kMaxRows; ++m) {
           if (m < rows) {
-            const float t = warp_sum(acc[m]);
-            if (lane == m) total = t;
+            const Pack16<T> hv = *reinterpret_cast<const Pack16<T>*>(h + m * K + k0 + k);
+#pragma unroll
+            for (int e = 0; e < V; ++e) acc[m] += wf[e] * static_cast<float>(hv.v[e]);
           }
-          acc[m] = 0.f;
-        }
-        if (lane < rows) {
-          const int m = lane;
-          const float b = plan.preload ? bias_s[n - block_lo] : seg.bias_at(n);
-          store_linear_output(total, b, apply_gelu, residual, out, out_float, m, n, N);
         }
       }
+      if (k0 + plan.piece_k < K) continue;  // more slices of this row to come
+      // the row's last slice: lane m finishes output (m, n)
+      float total = 0.f;
+#pragma unroll
+      for (int m = 0; m < kMaxRows; ++m) {
+        if (m < rows) {
+          const float t = warp_sum(acc[m]);
+          if (lane == m) total = t;
+        }
+        acc[m] = 0.f;
+      }
+      if (lane < rows) store(total, n, lane);
     }
-    __syncwarp();  // every lane is done with the slot
-    if (kHasBulkCopy && lane == 0 && j + kSlots < n_pieces) {
-      fence_shared_for_bulk_copy();
-      request(j + kSlots);
-    }
+    release(j);
   }
 }
 
@@ -262,8 +318,9 @@ bool parameters_preload() {
   return preload;
 }
 
-// FASTWHISPER_ROW_SUMS: "together" (default) sums a slot's weight rows together when there is one input row;
-// "apart" takes every weight row alone (the loop every other call takes; same results, bit for bit).
+// FASTWHISPER_ROW_SUMS: "together" (default) reduces several weight rows together when there is one input row
+// (a slot's rows, or eight slots of one row each); "apart" takes every weight row alone (the loop every other
+// call takes; same results, bit for bit).
 bool row_sums_together() {
   static const bool together = env_choice("FASTWHISPER_ROW_SUMS", {"together", "apart"}, "together") == "together";
   return together;
@@ -295,7 +352,9 @@ LinearPlan plan_linear(int64_t rows, int64_t K, int64_t N, int64_t elem, bool la
     while (K % (p.k_pieces * vec) != 0) ++p.k_pieces;  // K % vec == 0: ends at K / vec at the latest
     p.piece_k = K / p.k_pieces;
   }
-  p.rows_together = rows == 1 && p.k_pieces == 1 && p.rows_per_piece > 1 && row_sums_together();
+  const bool one_row_whole = rows == 1 && p.k_pieces == 1 && row_sums_together();
+  p.rows_together = one_row_whole && p.rows_per_piece > 1;
+  p.rows_grouped = one_row_whole && p.rows_per_piece == 1 && p.rows_per_warp >= kMaxRowsPerPiece;
   p.slot_elems = p.rows_per_piece * p.piece_k;
   p.bias_offset = p.x_bytes + static_cast<size_t>(kWarps * kSlots * p.slot_elems * elem);
   p.ln_offset = p.bias_offset + bias_bytes;
