@@ -1,4 +1,5 @@
-"""Decoder step time with each switchable part of the fast path on and off (same GPU, same run).
+"""Decoder step time (and encoder window time) with each switchable part of the fast path on and off (same GPU,
+same run).
 
 The time of one one-token step of the C++ decoding loop, as the loop runs it (CUDA graph replay,
 logit filters, greedy update or beam ranking, the stop test): for each configuration a child process
@@ -12,7 +13,7 @@ the DecodingTask) cancels out. fp16 activations, CUDA events, warm-up, median of
 
 Configurations (FASTWHISPER_PDL, FASTWHISPER_CROSS_ATTENTION, FASTWHISPER_CROSS_FUSED,
 FASTWHISPER_LINEAR_PRELOAD, FASTWHISPER_ROW_SUMS, FASTWHISPER_STEP_COPIES, FASTWHISPER_GREEDY_TAIL,
-FASTWHISPER_MANY_ROWS, FASTWHISPER_PREFILL; see README):
+FASTWHISPER_MANY_ROWS, FASTWHISPER_PREFILL, FASTWHISPER_GEMM_ALGO; see README):
     default       as shipped (one row per audio: the cross query, then SDPA; several: the cluster kernel, which
                   computes the query itself where its blocks fit two to an SM)
     no-pdl        programmatic dependent launch off
@@ -34,9 +35,13 @@ FASTWHISPER_MANY_ROWS, FASTWHISPER_PREFILL; see README):
     prefill-eager the first step's initial tokens as one forward of ATen ops, not one-token graph steps (this
                   moves the fixed cost of a call, which the difference of two decodes cancels: see
                   decode_call_profile.py)
+    gemm-heuristic   cuBLASLt's heuristic's first algorithm for every GEMM, not the fastest of its candidates timed
+                  at the first call of a problem of 512 rows or more (the encoder's GEMMs, the cross K/V)
 
 Modes: greedy and beam5 decode one window; batch8 and batch16 decode eight or sixteen windows of different audio
-together (greedy), as batched long-form transcription does: their ms per step is for all the rows.
+together (greedy), as batched long-form transcription does: their ms per step is for all the rows. Modes encoder1
+and encoder8 time the encoder instead (FastAudioEncoder, fp32 weights, fp16 log-mel, its CUDA graph; one or eight
+windows per call): their figure is ms per 30-s window, the median call over the windows in it.
 
 With --rounds R every configuration runs R times, the configurations taking turns, and the table gives
 the median over rounds (the JSON keeps every round), so a drift of the GPU's speed during the run
@@ -56,8 +61,8 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import (DIMS, device_name, fixed_length_options, git_commit, random_audio_features,  # noqa: E402
-                    random_whisper, time_calls)
+from common import (DIMS, device_name, encoder_dims, fixed_length_options, git_commit,  # noqa: E402
+                    make_mel, random_audio_features, random_whisper, time_calls)
 
 CONFIGS = {
     "default": {},
@@ -74,19 +79,35 @@ CONFIGS = {
     "many-rows-gemm": {"FASTWHISPER_MANY_ROWS": "gemm"},
     "many-rows-mma": {"FASTWHISPER_MANY_ROWS": "mma"},
     "prefill-eager": {"FASTWHISPER_PREFILL": "eager"},
+    "gemm-heuristic": {"FASTWHISPER_GEMM_ALGO": "heuristic"},
 }
 # mode: (DecodingOptions fields, windows decoded together: rows of different audio)
 MODES = {"greedy": ({}, 1), "beam5": ({"beam_size": 5}, 1), "batch8": ({}, 8), "batch16": ({}, 16)}
+ENCODER_MODES = {"encoder1": 1, "encoder8": 8}  # mode: windows per encoder call
+
+
+def window_ms(model, name, windows, warmup, repeats):
+    """ms per 30-s window of FastAudioEncoder (fp32 weights, fp16 log-mel) encoding ``windows`` windows per call."""
+    from fastwhisper import FastAudioEncoder
+
+    encoder = FastAudioEncoder.from_audio_encoder(model.encoder)
+    mel = make_mel(encoder_dims(name), windows).to("cuda", torch.float16)
+    with torch.no_grad():
+        return statistics.median(time_calls(lambda: encoder(mel), "cuda", max(warmup, 1), repeats)) / windows
 
 
 def step_ms(name, modes, tokens, warmup, repeats):
-    """{mode: ms per decoding step} of model ``name`` in this process's configuration."""
+    """{mode: ms per decoding step (encoder modes: ms per window)} of model ``name`` in this process's
+    configuration."""
     from fastwhisper.cpp_decoding import decode_cpp, decoder_session
 
     model = random_whisper(name, device="cuda")
     session = decoder_session(model.decoder)
     out = {}
     for mode in modes:
+        if mode in ENCODER_MODES:
+            out[mode] = window_ms(model, name, ENCODER_MODES[mode], warmup, repeats)
+            continue
         fields, windows = MODES[mode]
         features = random_audio_features(model.dims, windows)
 
@@ -123,8 +144,8 @@ def main():
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     for mode in args.modes.split(","):
-        if mode not in MODES:
-            parser.error(f"unknown mode {mode!r}; choose from {', '.join(MODES)}")
+        if mode not in MODES and mode not in ENCODER_MODES:
+            parser.error(f"unknown mode {mode!r}; choose from {', '.join([*MODES, *ENCODER_MODES])}")
     for name in args.models.split(","):
         if name not in DIMS:
             parser.error(f"unknown model {name!r}; choose from {', '.join(DIMS)}")
@@ -154,7 +175,7 @@ def main():
                                  "ms_per_step": ms})
                     print(f"{r['model']:9s} {mode:6s} {config:12s} round {round_index} {ms:7.3f} ms/step", flush=True)
 
-    lines = [f"Decoder ms per step by configuration, {device_name('cuda')}, commit {commit} "
+    lines = [f"Decoder ms per step (encoder modes: ms per window) by configuration, {device_name('cuda')}, commit {commit} "
              f"(`benchmarks/decoder_ablation.py`, {args.tokens} tokens, median of {args.repeats} repeats, "
              f"median over {args.rounds} round(s)).", "",
              "| model | mode | " + " | ".join(args.configs.split(",")) + " |",

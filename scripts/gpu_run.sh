@@ -63,7 +63,7 @@ case "${PYTEST_GROUP:-}" in
   "") ;;
   decoder) PYTEST_ARGS="tests/test_decoder_step_ops.py tests/test_decoder_attention_greedy_ops.py tests/test_cpp_decoder.py" ;;
   real) PYTEST_ARGS="tests/test_transcribe_real.py tests/test_batch_transcribe.py tests/test_cli.py tests/test_cli_batch.py tests/test_loading.py tests/test_benchmark_cli.py" ;;
-  rest) PYTEST_ARGS="tests/test_ops.py tests/test_linear_gelu_gemm.py tests/test_encoder.py tests/test_encoder_graphs.py tests/test_attention_backend.py tests/test_bad_input.py tests/test_audio.py tests/test_cpp_decoder_options.py tests/test_gpu_run_groups.py" ;;
+  rest) PYTEST_ARGS="tests/test_ops.py tests/test_linear_gelu_gemm.py tests/test_gemm_algo_choice.py tests/test_encoder.py tests/test_encoder_graphs.py tests/test_attention_backend.py tests/test_bad_input.py tests/test_audio.py tests/test_cpp_decoder_options.py tests/test_gpu_run_groups.py" ;;
   *) echo "PYTEST_GROUP must be decoder, rest or real"; exit 2 ;;
 esac
 if [ "${PYTEST_ARGS:-}" != "none" ]; then

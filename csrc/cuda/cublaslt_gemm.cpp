@@ -1,20 +1,27 @@
 // cuBLASLt linear with bias epilogue and beta = 1 residual, on ATen's cuBLASLt handle, workspace and
-// current stream. The algorithm of each problem is chosen once (cuBLASLt's heuristic) and cached.
+// current stream. The algorithm of each problem is chosen once and cached: for problems of many rows (the
+// encoder's GEMMs, the cross-attention K/V) the fastest of cuBLASLt's heuristic candidates timed on the
+// spot, otherwise (and under CUDA graph capture) the heuristic's first choice.
 #include "cublaslt_gemm.h"
 
 #include <ATen/Context.h>
 #include <ATen/cuda/CUDAContext.h>
 #include <ATen/cuda/Exceptions.h>
+#include <c10/cuda/CUDAException.h>
 #include <c10/cuda/CUDAFunctions.h>
 #include <cublasLt.h>
 
+#include <algorithm>
 #include <array>
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <mutex>
 #include <optional>
+#include <vector>
 
 #include "cuda/vec.cuh"
+#include "env_choice.h"
 
 namespace fastwhisper::cuda {
 namespace {
@@ -82,12 +89,69 @@ uint32_t reduction_mask(at::ScalarType dtype) {
 }
 
 // Everything cuBLASLt's heuristic sees, so one cached algorithm serves every call with the same key.
-using AlgoKey = std::array<int64_t, 18>;
+using AlgoKey = std::array<int64_t, 19>;
 
 std::mutex algo_mutex;
 std::map<AlgoKey, std::optional<cublasLtMatmulAlgo_t>>& algo_cache() {
   static std::map<AlgoKey, std::optional<cublasLtMatmulAlgo_t>> cache;  // nullopt: no algorithm exists
   return cache;
+}
+
+
+// FASTWHISPER_GEMM_ALGO: "timed" (default) times cuBLASLt's candidates for problems of at least
+// kTimedMinRows rows and keeps the fastest; "heuristic" always keeps the heuristic's first choice.
+constexpr int64_t kTimedMinRows = 512;
+constexpr int kCandidates = 8;  // heuristic results timed
+constexpr int kTimedRuns = 5;   // per candidate, after one untimed run; the median counts
+
+bool timed_choice_wanted(int64_t m) {
+  return m >= kTimedMinRows && env_choice("FASTWHISPER_GEMM_ALGO", {"timed", "heuristic"}, "timed") == "timed";
+}
+
+bool stream_is_capturing(cudaStream_t stream) {
+  cudaStreamCaptureStatus status = cudaStreamCaptureStatusNone;
+  C10_CUDA_CHECK(cudaStreamIsCapturing(stream, &status));
+  return status != cudaStreamCaptureStatusNone;
+}
+
+// One problem's cuBLASLt call with a given algorithm: what the tuner times and the caller runs.
+using MatmulCall = std::function<cublasStatus_t(const cublasLtMatmulAlgo_t&)>;
+
+// Median milliseconds of kTimedRuns calls of `algo` on `stream`, or a negative number when cuBLASLt
+// rejects it. The calls write the caller's output, which the final call overwrites.
+float median_ms(const MatmulCall& call, const cublasLtMatmulAlgo_t& algo, cudaStream_t stream) {
+  if (call(algo) != CUBLAS_STATUS_SUCCESS) return -1.0f;  // the untimed run
+  std::array<cudaEvent_t, kTimedRuns + 1> events{};
+  for (auto& e : events) C10_CUDA_CHECK(cudaEventCreate(&e));
+  C10_CUDA_CHECK(cudaEventRecord(events[0], stream));
+  cublasStatus_t status = CUBLAS_STATUS_SUCCESS;
+  for (int i = 0; i < kTimedRuns && status == CUBLAS_STATUS_SUCCESS; ++i) {
+    status = call(algo);
+    C10_CUDA_CHECK(cudaEventRecord(events[i + 1], stream));
+  }
+  C10_CUDA_CHECK(cudaEventSynchronize(events[kTimedRuns]));
+  std::vector<float> ms(kTimedRuns);
+  for (int i = 0; i < kTimedRuns; ++i) C10_CUDA_CHECK(cudaEventElapsedTime(&ms[i], events[i], events[i + 1]));
+  for (auto& e : events) C10_CUDA_CHECK(cudaEventDestroy(e));
+  if (status != CUBLAS_STATUS_SUCCESS) return -1.0f;
+  std::nth_element(ms.begin(), ms.begin() + kTimedRuns / 2, ms.end());
+  return ms[kTimedRuns / 2];
+}
+
+// The fastest of the heuristic's candidates (in its order on ties); nullopt when none runs.
+std::optional<cublasLtMatmulAlgo_t> fastest_candidate(const cublasLtMatmulHeuristicResult_t* results, int found,
+                                                      const MatmulCall& call, cudaStream_t stream) {
+  std::optional<cublasLtMatmulAlgo_t> best;
+  float best_ms = 0.0f;
+  for (int i = 0; i < found; ++i) {
+    if (results[i].state != CUBLAS_STATUS_SUCCESS) continue;
+    const float ms = median_ms(call, results[i].algo, stream);
+    if (ms >= 0.0f && (!best || ms < best_ms)) {
+      best = results[i].algo;
+      best_ms = ms;
+    }
+  }
+  return best;
 }
 
 }  // namespace
@@ -136,6 +200,15 @@ bool cublaslt_linear(const at::Tensor& x, const at::Tensor& weight, const at::Te
 
   const uint32_t align_a = alignment_of(weight.data_ptr()), align_b = alignment_of(x.data_ptr()),
                  align_c = alignment_of(c_ptr), align_d = alignment_of(out.data_ptr());
+  const cudaStream_t stream = at::cuda::getCurrentCUDAStream();
+  const float alpha = 1.0f, beta = residual ? 1.0f : 0.0f;
+  const MatmulCall call = [&](const cublasLtMatmulAlgo_t& algo) {
+    return cublasLtMatmul(handle, op.desc, &alpha, weight.data_ptr(), a.layout, x.data_ptr(), b.layout, &beta, c_ptr,
+                          c.layout, out.data_ptr(), d.layout, &algo, workspace, workspace_size, stream);
+  };
+  // Under capture nothing can be timed: a problem first met there keeps the heuristic's choice (cached like
+  // any other, so captured and eager calls of one problem run one algorithm and agree bit for bit).
+  const bool timed = timed_choice_wanted(m) && !stream_is_capturing(stream);
   const AlgoKey key = {c10::cuda::current_device(),
                        static_cast<int64_t>(dtype),
                        static_cast<int64_t>(compute),
@@ -153,13 +226,16 @@ bool cublaslt_linear(const at::Tensor& x, const at::Tensor& weight, const at::Te
                        align_d,
                        bias ? alignment_of(bias->data_ptr()) : 0,
                        reduction,
-                       static_cast<int64_t>(workspace_size)};
+                       static_cast<int64_t>(workspace_size),
+                       timed_choice_wanted(m) ? 1 : 0};
   std::optional<cublasLtMatmulAlgo_t> algo;
   {
     const std::lock_guard<std::mutex> lock(algo_mutex);
     auto& cache = algo_cache();
     auto it = cache.find(key);
-    if (it == cache.end()) {
+    if (it != cache.end()) {
+      algo = it->second;
+    } else {
       Preference pref;
       pref.set(CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, workspace_size);
       pref.set(CUBLASLT_MATMUL_PREF_REDUCTION_SCHEME_MASK, reduction);
@@ -167,25 +243,24 @@ bool cublaslt_linear(const at::Tensor& x, const at::Tensor& weight, const at::Te
       pref.set(CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES, align_b);
       pref.set(CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, align_c);
       pref.set(CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES, align_d);
-      cublasLtMatmulHeuristicResult_t result{};
+      std::array<cublasLtMatmulHeuristicResult_t, kCandidates> results{};
       int found = 0;
-      const cublasStatus_t status = cublasLtMatmulAlgoGetHeuristic(handle, op.desc, a.layout, b.layout, c.layout,
-                                                                    d.layout, pref.pref, 1, &result, &found);
-      std::optional<cublasLtMatmulAlgo_t> chosen;
-      if (status == CUBLAS_STATUS_SUCCESS && found > 0 && result.state == CUBLAS_STATUS_SUCCESS) {
-        chosen = result.algo;
+      const cublasStatus_t status =
+          cublasLtMatmulAlgoGetHeuristic(handle, op.desc, a.layout, b.layout, c.layout, d.layout, pref.pref,
+                                         timed ? kCandidates : 1, results.data(), &found);
+      if (status == CUBLAS_STATUS_SUCCESS && found > 0) {
+        if (timed) {
+          algo = fastest_candidate(results.data(), found, call, stream);
+        } else if (results[0].state == CUBLAS_STATUS_SUCCESS) {
+          algo = results[0].algo;
+        }
       }
-      it = cache.emplace(key, chosen).first;
+      cache.emplace(key, algo);
     }
-    algo = it->second;
   }
   if (!algo) return false;
 
-  const float alpha = 1.0f, beta = residual ? 1.0f : 0.0f;
-  const cublasStatus_t status =
-      cublasLtMatmul(handle, op.desc, &alpha, weight.data_ptr(), a.layout, x.data_ptr(), b.layout, &beta, c_ptr,
-                     c.layout, out.data_ptr(), d.layout, &*algo, workspace, workspace_size,
-                     at::cuda::getCurrentCUDAStream());
+  const cublasStatus_t status = call(*algo);
   // rejected before launch (nothing written): the caller's path takes it
   if (status == CUBLAS_STATUS_NOT_SUPPORTED || status == CUBLAS_STATUS_INVALID_VALUE) return false;
   TORCH_CUDABLAS_CHECK(status);
