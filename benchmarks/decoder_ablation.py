@@ -36,7 +36,7 @@ FASTWHISPER_MANY_ROWS, FASTWHISPER_PREFILL, FASTWHISPER_GEMM_ALGO; see README):
                   moves the fixed cost of a call, which the difference of two decodes cancels: see
                   decode_call_profile.py)
     gemm-heuristic   cuBLASLt's heuristic's first algorithm for every GEMM, not the fastest of its candidates timed
-                  at the first call of a problem of 512 rows or more (the encoder's GEMMs, the cross K/V)
+                  at the first call of a problem of 6000 rows or more (the encoder's GEMMs from four windows up)
 
 Modes: greedy and beam5 decode one window; batch8 and batch16 decode eight or sixteen windows of different audio
 together (greedy), as batched long-form transcription does: their ms per step is for all the rows. Modes encoder1

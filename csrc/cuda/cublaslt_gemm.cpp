@@ -1,7 +1,7 @@
 // cuBLASLt linear with bias epilogue and beta = 1 residual, on ATen's cuBLASLt handle, workspace and
 // current stream. The algorithm of each problem is chosen once and cached: for problems of many rows (the
-// encoder's GEMMs, the cross-attention K/V) the fastest of cuBLASLt's heuristic candidates timed on the
-// spot, otherwise (and under CUDA graph capture) the heuristic's first choice.
+// encoder's GEMMs from four windows up) the fastest of cuBLASLt's heuristic candidates timed on the spot,
+// otherwise (and under CUDA graph capture) the heuristic's first choice.
 #include "cublaslt_gemm.h"
 
 #include <ATen/Context.h>
@@ -100,7 +100,11 @@ std::map<AlgoKey, std::optional<cublasLtMatmulAlgo_t>>& algo_cache() {
 
 // FASTWHISPER_GEMM_ALGO: "timed" (default) times cuBLASLt's candidates for problems of at least
 // kTimedMinRows rows and keeps the fastest; "heuristic" always keeps the heuristic's first choice.
-constexpr int64_t kTimedMinRows = 512;
+// Measured on the H200 at ad0ea00 with every problem of 512 rows or more timed (decoder_ablation.py, encoder
+// modes, h200-2026-12-03-encoder-gemm-algo-ad0ea00.md): eight windows (12000 rows) 4.50 against 4.68 ms per
+// window for large-v3, one window (1500 rows) 5.24 against 5.16: the choice timed alone, back to back, was
+// slower inside the encoder's graph. Four windows (6000 rows) and up are timed.
+constexpr int64_t kTimedMinRows = 6000;
 constexpr int kCandidates = 8;  // heuristic results timed
 constexpr int kTimedRuns = 5;   // per candidate, after one untimed run; the median counts
 
