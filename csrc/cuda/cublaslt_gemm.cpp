@@ -108,8 +108,9 @@ constexpr int64_t kTimedMinRows = 6000;
 constexpr int kCandidates = 8;  // heuristic results timed
 constexpr int kTimedRuns = 5;   // per candidate, after one untimed run; the median counts
 
-bool timed_choice_wanted(int64_t m) {
-  return m >= kTimedMinRows && env_choice("FASTWHISPER_GEMM_ALGO", {"timed", "heuristic"}, "timed") == "timed";
+bool timed_choice_wanted(int64_t m) {  // the switch is read (and a wrong word refused) at every call
+  const bool timed = env_choice("FASTWHISPER_GEMM_ALGO", {"timed", "heuristic"}, "timed") == "timed";
+  return timed && m >= kTimedMinRows;
 }
 
 bool stream_is_capturing(cudaStream_t stream) {
