@@ -280,6 +280,22 @@ def test_linear_fp32_follows_tf32_setting_cuda():
     assert rel_err(ops.linear(*args), expected) <= 5e-3
 
 
+# (variable, wrong word, the message's list of words, gelu): read when the op issues a GEMM; the GEMM-algorithm
+# switch with a problem below the rows whose algorithm is timed, where it must be refused all the same
+LINEAR_SWITCHES = [("FASTWHISPER_GELU_GEMM", "tanh", "cutlass or cublaslt", True),
+                   ("FASTWHISPER_GEMM_ALGO", "fastest", "timed or heuristic", False)]
+
+
+@requires_cuda
+@pytest.mark.cuda
+@pytest.mark.parametrize("variable, word, words, gelu", LINEAR_SWITCHES)
+def test_linear_switches_reject_unknown_words(variable, word, words, gelu, monkeypatch):
+    monkeypatch.setenv(variable, word)
+    x, w, b, _, _ = linear_args((600,), 64, 64, True, False, gelu, "cuda", torch.float16)
+    with pytest.raises(RuntimeError, match=f"{variable} must be {words}"):
+        ops.linear(x, w, b, None, gelu)
+
+
 # ---- CUDA LayerNorm: vectorized register kernel and scalar fallback ---------------------------------------
 
 # d: multiples of 8 (vectorized), 33 and 1283 (not: fallback), 4104 (fp16 rows too long for registers)
