@@ -97,12 +97,11 @@ std::map<AlgoKey, std::optional<cublasLtMatmulAlgo_t>>& algo_cache() {
   return cache;
 }
 
-
 // FASTWHISPER_GEMM_ALGO: "timed" (default) times cuBLASLt's candidates for problems of at least
 // kTimedMinRows rows and keeps the fastest; "heuristic" always keeps the heuristic's first choice.
 // Measured on the H200 at ad0ea00 with every problem of 512 rows or more timed (decoder_ablation.py, encoder
 // modes, h200-2026-12-03-encoder-gemm-algo-ad0ea00.md): eight windows (12000 rows) 4.50 against 4.68 ms per
-// window for large-v3, one window (1500 rows) 5.24 against 5.16: the choice timed alone, back to back, was
+// window for large-v3, one window (1500 rows) 5.27 against 5.16: the choice timed alone, back to back, was
 // slower inside the encoder's graph. Four windows (6000 rows) and up are timed.
 constexpr int64_t kTimedMinRows = 6000;
 constexpr int kCandidates = 8;  // heuristic results timed
