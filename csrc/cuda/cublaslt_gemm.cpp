@@ -212,7 +212,8 @@ bool cublaslt_linear(const at::Tensor& x, const at::Tensor& weight, const at::Te
   };
   // Under capture nothing can be timed: a problem first met there keeps the heuristic's choice (cached like
   // any other, so captured and eager calls of one problem run one algorithm and agree bit for bit).
-  const bool timed = timed_choice_wanted(m) && !stream_is_capturing(stream);
+  const bool timed_wanted = timed_choice_wanted(m);
+  const bool timed = timed_wanted && !stream_is_capturing(stream);
   const AlgoKey key = {c10::cuda::current_device(),
                        static_cast<int64_t>(dtype),
                        static_cast<int64_t>(compute),
@@ -231,7 +232,7 @@ bool cublaslt_linear(const at::Tensor& x, const at::Tensor& weight, const at::Te
                        bias ? alignment_of(bias->data_ptr()) : 0,
                        reduction,
                        static_cast<int64_t>(workspace_size),
-                       timed_choice_wanted(m) ? 1 : 0};
+                       timed_wanted ? 1 : 0};
   std::optional<cublasLtMatmulAlgo_t> algo;
   {
     const std::lock_guard<std::mutex> lock(algo_mutex);
