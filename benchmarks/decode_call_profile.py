@@ -39,7 +39,7 @@ def device_profile(fn, top: int):
 
 
 def measure(name: str, windows: int, tokens: int, warmup: int, repeats: int, top: int):
-    from fastwhisper.cpp_decoding import decode_cpp, decoder_session
+    from fastwhisper.decoder.cpp import decode_cpp, decoder_session
 
     model = random_whisper(name, device="cuda")
     features = random_audio_features(model.dims, windows)

@@ -99,7 +99,7 @@ def window_ms(model, name, windows, warmup, repeats):
 def step_ms(name, modes, tokens, warmup, repeats):
     """{mode: ms per decoding step (encoder modes: ms per window)} of model ``name`` in this process's
     configuration."""
-    from fastwhisper.cpp_decoding import decode_cpp, decoder_session
+    from fastwhisper.decoder.cpp import decode_cpp, decoder_session
 
     model = random_whisper(name, device="cuda")
     session = decoder_session(model.decoder)

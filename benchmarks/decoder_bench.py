@@ -3,7 +3,7 @@
 For each model size (random weights of the real dims, seed 0) the same encoded audio window is
 decoded with a fixed token count: `whisper.decode` (openai-whisper's DecodingTask: PyTorch decoder
 with its kv-cache hooks; fastwhisper's hybrid mode runs exactly this decoder) and
-`fastwhisper.cpp_decoding.decode_cpp` (the C++ loop on a reused DecoderSession). The end-of-text token
+`fastwhisper.decoder.cpp.decode_cpp` (the C++ loop on a reused DecoderSession). The end-of-text token
 is suppressed so that every run decodes exactly `--tokens` tokens (greedy at batch 1, and beam search
 of 5); ms/token = median time of the whole decode call / tokens, so it includes the once-per-window
 work (cross-attention K/V, the first multi-token step). fp32 weights with fp16 activations on CUDA
@@ -34,7 +34,7 @@ import whisper
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import DIMS, common_prefix, decoder_floor, measure_ceilings, random_whisper, time_calls_keep  # noqa: E402
 
-from fastwhisper.cpp_decoding import decode_cpp, decoder_session  # noqa: E402
+from fastwhisper.decoder.cpp import decode_cpp, decoder_session  # noqa: E402
 
 
 def timed(fn, device, warmup, repeats):

@@ -27,7 +27,7 @@ def profile_step(name: str) -> None:
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     from common import random_whisper
 
-    from fastwhisper.cpp_decoding import decoder_session
+    from fastwhisper.decoder.cpp import decoder_session
 
     model = random_whisper(name, device="cuda")
     dims = model.dims

@@ -29,7 +29,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from common import DIMS  # noqa: E402
 
 import fastwhisper  # noqa: E402
-from fastwhisper.cpp_decoding import decode_cpp, decoder_session  # noqa: E402
+from fastwhisper.decoder.cpp import decode_cpp, decoder_session  # noqa: E402
 
 
 def kernel_table(prof, units, top):

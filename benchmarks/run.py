@@ -301,7 +301,7 @@ def build_fastwhisper(ctx: Context) -> fastwhisper.FastWhisper:
 
 
 def _hf_pairs(dims: ModelDimensions):
-    from fastwhisper.formats.huggingface import _global_map, _layer_map
+    from fastwhisper.models.huggingface import _global_map, _layer_map
 
     return _global_map() + [p for side, n in (("encoder", dims.n_audio_layer), ("decoder", dims.n_text_layer))
                             for i in range(n) for p in _layer_map(side, i)]

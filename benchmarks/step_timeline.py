@@ -54,7 +54,7 @@ def profile_steps(name: str, tokens: int, windows: int = 1):
     from torch.profiler import ProfilerActivity, profile
 
     from common import fixed_length_options, random_audio_features, random_whisper
-    from fastwhisper.cpp_decoding import decode_cpp, decoder_session
+    from fastwhisper.decoder.cpp import decode_cpp, decoder_session
 
     model = random_whisper(name, device="cuda")
     features = random_audio_features(model.dims, windows)

@@ -18,9 +18,9 @@ import whisper
 from whisper.transcribe import transcribe as whisper_transcribe
 
 import fastwhisper
-from fastwhisper import batch_decoding
-from fastwhisper.batch_options import TRANSCRIBE_DEFAULTS
-from fastwhisper.batch_stream import TranscriptionStream
+from fastwhisper.engine import fallback as batch_decoding
+from fastwhisper.engine.options import TRANSCRIBE_DEFAULTS
+from fastwhisper.engine.stream import TranscriptionStream
 from real_models import SAMPLES_DIR, fast_model, require, samples
 
 SAMPLES = samples()

@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 import fastwhisper
-from fastwhisper import batch_transcribe, cli
+from fastwhisper import cli
+from fastwhisper.engine import batch as batch_transcribe
 from real_models import SAMPLES_DIR, samples
 from test_batch_transcribe import assert_same_result
 from test_cli import NO_CACHE, FakeModel, run_cli

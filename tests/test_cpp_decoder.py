@@ -11,7 +11,7 @@ import torch
 import whisper
 from whisper.model import ModelDimensions, Whisper
 
-import fastwhisper.cpp_decoding as cd
+import fastwhisper.decoder.cpp as cd
 from conftest import requires_cuda, run_python_with_env
 
 TINY_EN = ModelDimensions(80, 1500, 384, 6, 4, 51864, 448, 384, 6, 4)
@@ -446,7 +446,7 @@ def test_step_io_and_greedy_tail_switches_decode_alike_cuda(variable, words):
     message naming the variable."""
     code = """
         import json, torch, whisper
-        import fastwhisper.cpp_decoding as cd
+        import fastwhisper.decoder.cpp as cd
         from test_cpp_decoder import random_model, random_audio_features
         model = random_model(device="cuda")
         features = random_audio_features(model, batch=2)
@@ -484,7 +484,7 @@ def test_prefill_by_steps_decodes_like_one_forward_cuda():
     language detection (one sot step) picks whisper's language. An unknown word fails naming the variable."""
     code = """
         import json, torch, whisper
-        import fastwhisper.cpp_decoding as cd
+        import fastwhisper.decoder.cpp as cd
         from test_cpp_decoder import random_model, random_audio_features
         from whisper.model import ModelDimensions
         model = random_model(device="cuda")

@@ -11,7 +11,7 @@ import whisper
 from whisper.decoding import DecodingTask
 
 import fastwhisper
-import fastwhisper.cpp_decoding as cd
+import fastwhisper.decoder.cpp as cd
 from test_cpp_decoder import TINY_MULTI, assert_same_results, random_audio_features, random_model
 
 

@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 import whisper
 
-import fastwhisper.cpp_decoding as cd
+import fastwhisper.decoder.cpp as cd
 from fastwhisper import ops
 from conftest import DEVICES, rel_err, requires_cuda, run_python_with_env
 from test_cpp_decoder import assert_same_results, random_audio_features, random_model

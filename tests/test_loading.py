@@ -9,7 +9,7 @@ from whisper.model import ModelDimensions, Whisper
 
 import fastwhisper
 from fastwhisper import ModelLoadError
-from fastwhisper.formats import ctranslate2
+from fastwhisper.models import ctranslate2
 from fastwhisper.loading import OFFICIAL_DIMS, read_checkpoint
 
 SMALL_DIMS = ModelDimensions(n_mels=80, n_audio_ctx=12, n_audio_state=32, n_audio_head=4, n_audio_layer=2,

@@ -17,8 +17,8 @@ import whisper
 from whisper.model import ModelDimensions
 
 from .errors import ModelLoadError
-from .formats import Checkpoint, ctranslate2, huggingface
-from .formats import openai as openai_format
+from .models import Checkpoint, ctranslate2, huggingface
+from .models import openai as openai_format
 from .model import FastWhisper
 
 # Official dimensions (n_mels, n_audio_ctx, n_audio_state, n_audio_head, n_audio_layer, n_vocab,

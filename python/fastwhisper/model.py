@@ -8,17 +8,6 @@ from whisper.model import Whisper
 
 from .encoder import FastAudioEncoder
 
-DECODERS = ("torch", "cpp")
-
-
-def check_decoder(decoder: str) -> None:
-    """Raise a clear error for a decoder name fastwhisper does not provide."""
-    if decoder not in DECODERS:
-        raise ValueError(
-            f"unknown decoder {decoder!r}: choose 'torch' (openai-whisper's decoder) or 'cpp' (the C++ loop)"
-        )
-
-
 class FastWhisper(Whisper):
     """A `whisper.model.Whisper` whose encoder is a FastAudioEncoder.
 
@@ -32,16 +21,16 @@ class FastWhisper(Whisper):
         self.encoder = FastAudioEncoder.from_audio_encoder(self.encoder)
 
     def transcribe(self, audio, *, decoder: str = "torch", batch_size: int = 1, **options):
-        from .transcribe import transcribe
+        from .engine.single import transcribe
 
         return transcribe(self, audio, decoder=decoder, batch_size=batch_size, **options)
 
     def transcribe_batch(self, audios, *, batch_size: int = 8, decoder: str = "torch", **options):
-        from .batch_transcribe import transcribe_batch
+        from .engine.batch import transcribe_batch
 
         return transcribe_batch(self, audios, batch_size=batch_size, decoder=decoder, **options)
 
     def decode(self, mel: torch.Tensor, options: Optional[DecodingOptions] = None, *, decoder: str = "torch", **kw):
-        from .decoding import decode
+        from .decoder import decode
 
         return decode(self, mel, options if options is not None else DecodingOptions(), decoder=decoder, **kw)

@@ -5,7 +5,7 @@ the suppress list, detects the language and ranks the final candidates; the deco
 (KV cache, cross-attention K/V computed once per audio window), the logit filters and the greedy or
 beam-search token selection run in C++. The results are whisper's own ``DecodingResult``.
 
-    import whisper, fastwhisper.cpp_decoding as cd
+    import whisper, fastwhisper.decoder.cpp as cd
     results = cd.decode_cpp(model, mel, whisper.DecodingOptions(language="en", fp16=False))
 """
 
@@ -19,8 +19,8 @@ from whisper.decoding import DecodingOptions, DecodingResult, DecodingTask
 from whisper.model import TextDecoder, Whisper
 from whisper.utils import compression_ratio
 
-from . import _library  # noqa: F401  (registers torch.classes.fastwhisper)
-from .ops import MLP_PARAM_NAMES, attention_param_names, layer_norm_param_names
+from .. import _library  # noqa: F401  (registers torch.classes.fastwhisper)
+from ..ops import MLP_PARAM_NAMES, attention_param_names, layer_norm_param_names
 
 # Names of the tensors of one decoder block, in DecoderSession's weight-list order
 # (keys relative to ``blocks.<i>.`` in whisper.model.TextDecoder's state_dict).

@@ -16,8 +16,8 @@ from whisper.decoding import DecodingResult
 from whisper.tokenizer import LANGUAGES, get_tokenizer
 from whisper.utils import exact_div, format_timestamp, make_safe
 
-from .batch_options import TranscribeOptions
-from .batch_words import add_words_and_skip_hallucinations
+from .options import TranscribeOptions
+from .words import add_words_and_skip_hallucinations
 
 
 class Window:

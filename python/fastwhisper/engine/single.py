@@ -4,10 +4,10 @@ import functools
 
 from whisper.transcribe import transcribe as whisper_transcribe
 
-from .audio import load_audio
-from .decoding import decode
-from .encoder import FastAudioEncoder, accelerate
-from .model import check_decoder
+from ..audio import load_audio
+from ..decoder import decode
+from ..encoder import FastAudioEncoder, accelerate
+from ..decoder import check_decoder
 
 
 def transcribe(model, audio, *, decoder: str = "torch", batch_size: int = 1, **options) -> dict:
@@ -22,7 +22,7 @@ def transcribe(model, audio, *, decoder: str = "torch", batch_size: int = 1, **o
     a time as well.
     """
     if batch_size != 1:
-        from .batch_transcribe import transcribe_batch
+        from .batch import transcribe_batch
 
         [result] = transcribe_batch(model, [audio], batch_size=batch_size, decoder=decoder, **options)
         if isinstance(result, Exception):

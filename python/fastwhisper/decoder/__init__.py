@@ -1,7 +1,7 @@
 """fastwhisper.decode: openai-whisper's decode with a choice of decoder.
 
 decoder="torch": openai-whisper's own DecodingTask (PyTorch decoder) on fastwhisper's encoder output.
-decoder="cpp":   the C++ decoding loop (fastwhisper.cpp_decoding) with a KV cache and cross-attention
+decoder="cpp":   the C++ decoding loop (fastwhisper.decoder.cpp) with a KV cache and cross-attention
                  K/V computed once per window; one DecoderSession per model is kept and reused.
 Several audios with beam search or best-of-n sampling decode with "torch" too (openai-whisper's own
 decode fails on them since 20240930, see _GroupedBatchTask).
@@ -17,14 +17,22 @@ import torch
 import whisper
 from whisper.decoding import DecodingOptions, DecodingResult, DecodingTask
 
-from .model import check_decoder
+DECODERS = ("torch", "cpp")
+
+
+def check_decoder(decoder: str) -> None:
+    """Raise a clear error for a decoder name fastwhisper does not provide."""
+    if decoder not in DECODERS:
+        raise ValueError(
+            f"unknown decoder {decoder!r}: choose 'torch' (openai-whisper's decoder) or 'cpp' (the C++ loop)"
+        )
 
 _sessions: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
 
 
 def _session_for(model):
     """The model's DecoderSession, rebuilt when its decoder weights moved (.to(), .half(), load)."""
-    from .cpp_decoding import decoder_session
+    from .cpp import decoder_session
 
     weight = model.decoder.token_embedding.weight
     key = (weight.data_ptr(), weight.dtype, weight.device)
@@ -63,7 +71,7 @@ def decode(model, mel: torch.Tensor, options: DecodingOptions = DecodingOptions(
     if kwargs:
         options = replace(options, **kwargs)
     if decoder == "cpp":
-        from .cpp_decoding import decode_cpp
+        from .cpp import decode_cpp
 
         return decode_cpp(model, mel, options, session=_session_for(model))
     n_group = options.beam_size or options.best_of or 1  # as DecodingTask counts it

@@ -13,7 +13,7 @@ from whisper.audio import FRAMES_PER_SECOND
 from whisper.timing import add_word_timestamps
 from whisper.utils import get_end
 
-from .batch_options import TRANSCRIBE_DEFAULTS
+from .options import TRANSCRIBE_DEFAULTS
 
 # whisper's `punctuation`: its default prepend and append punctuations, one string (a word is skipped
 # by the anomaly score when it is a substring of it)

@@ -9,7 +9,7 @@ from typing import List, Optional
 import torch
 from torch import Tensor
 
-from . import _library  # noqa: F401  (registers the ops)
+from .. import _library  # noqa: F401  (registers the ops)
 
 _ops = torch.ops.fastwhisper
 

@@ -39,12 +39,12 @@ import torch
 import tqdm
 from whisper.audio import HOP_LENGTH, SAMPLE_RATE
 
-from .audio import load_audio
-from .batch_decoding import StreamGenerators, decode_with_fallback
-from .batch_options import transcribe_options
-from .batch_stream import TranscriptionStream
-from .encoder import FastAudioEncoder, accelerate
-from .model import check_decoder
+from ..audio import load_audio
+from .fallback import StreamGenerators, decode_with_fallback
+from .options import transcribe_options
+from .stream import TranscriptionStream
+from ..encoder import FastAudioEncoder, accelerate
+from ..decoder import check_decoder
 
 Result = Union[dict, Exception]
 

@@ -28,7 +28,7 @@ import tqdm
 from whisper.tokenizer import LANGUAGES, TO_LANGUAGE_CODE
 from whisper.utils import get_writer, make_safe, optional_float, optional_int, str2bool
 
-from .errors import FastWhisperError
+from ..errors import FastWhisperError
 
 PROG = "fastwhisper"
 DEFAULT_MODEL = "tiny.en"
@@ -40,7 +40,7 @@ OK, FILE_FAILED, USAGE = 0, 1, 2
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from .model import DECODERS
+    from ..decoder import DECODERS
 
     p = argparse.ArgumentParser(
         prog=PROG,
@@ -218,7 +218,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
 def _run(parser: argparse.ArgumentParser, args: dict) -> int:
     import fastwhisper
-    from .model import check_decoder
+    from ..decoder import check_decoder
 
     audio_paths: List[str] = args.pop("audio")
     model_name: str = args.pop("model")
@@ -327,7 +327,7 @@ def _one_by_one(model, audio_paths: List[str], bar: tqdm.tqdm, options: dict):
 
 def _batched(model, audio_paths: List[str], batch_size: int, options: dict):
     """(index, result dict or exception) of each file as it finishes, batch_size files at a time."""
-    from .batch_transcribe import iter_transcribe_batch
+    from ..engine.batch import iter_transcribe_batch
 
     done = set()
     try:

@@ -19,7 +19,7 @@ from typing import Union
 import numpy as np
 import torch
 
-from .errors import AudioLoadError
+from ..errors import AudioLoadError
 
 __all__ = ["SAMPLE_RATE", "load_audio", "resample"]
 

@@ -8,8 +8,8 @@ import torch
 from torch import Tensor
 from whisper.model import AudioEncoder, Whisper
 
-from . import ops
-from .encoder_graphs import EncoderGraphs
+from .. import ops
+from .graphs import EncoderGraphs
 
 # Tensors that stay in their own dtype (the kernels read fp32 or the input's dtype): LayerNorm
 # parameters and the positional embedding. Everything else is cast to the input's dtype, as

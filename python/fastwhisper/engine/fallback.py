@@ -22,8 +22,8 @@ from typing import Dict, List, Optional, Sequence
 import torch
 from whisper.decoding import DecodingResult
 
-from .batch_options import TranscribeOptions, decoding_options, needs_fallback, options_key
-from .decoding import decode
+from .options import TranscribeOptions, decoding_options, needs_fallback, options_key
+from ..decoder import decode
 
 
 class StreamGenerators:
