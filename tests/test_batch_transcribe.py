@@ -21,6 +21,7 @@ import fastwhisper
 from fastwhisper.engine import fallback as batch_decoding
 from fastwhisper.engine.options import TRANSCRIBE_DEFAULTS
 from fastwhisper.engine.stream import TranscriptionStream
+from conftest import assert_same_result
 from real_models import SAMPLES_DIR, fast_model, require, samples
 
 SAMPLES = samples()
@@ -31,8 +32,6 @@ ENGLISH = [str(SAMPLES_DIR / s["file"]) for s in SAMPLES if s.get("language", "e
 SHORT = sorted((s for s in SAMPLES if s["duration_s"] < 10 and s.get("language", "en") == "en"),
                key=lambda s: s["duration_s"])
 LONG = next((str(SAMPLES_DIR / s["file"]) for s in SAMPLES if s["duration_s"] > 60), None)
-EXACT_FIELDS = ("id", "seek", "start", "end", "text", "tokens", "temperature", "compression_ratio")
-CLOSE_FIELDS = ("avg_logprob", "no_speech_prob")
 BASE = dict(fp16=False)
 FALLBACK = dict(fp16=False, compression_ratio_threshold=1.6, logprob_threshold=-0.5)  # some windows retry
 _references = {}
@@ -63,20 +62,6 @@ def one_by_one(model, audios, decoder, **options):
 def batched(model, audios, decoder, batch_size, **options):
     torch.manual_seed(0)
     return fastwhisper.transcribe_batch(model, audios, batch_size=batch_size, decoder=decoder, **options)
-
-
-def assert_same_result(ours: dict, theirs: dict) -> None:
-    assert isinstance(ours, dict), ours
-    assert ours.keys() == theirs.keys()
-    assert ours["text"] == theirs["text"] and ours["language"] == theirs["language"]
-    assert len(ours["segments"]) == len(theirs["segments"])
-    for a, b in zip(ours["segments"], theirs["segments"]):
-        assert a.keys() == b.keys()
-        for field in EXACT_FIELDS:
-            assert a[field] == b[field], (field, a, b)
-        for field in CLOSE_FIELDS:
-            assert a[field] == pytest.approx(b[field], abs=1e-5), (field, a, b)
-        assert a.get("words") == b.get("words")
 
 
 def assert_all_same(ours, theirs):

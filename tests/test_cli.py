@@ -5,12 +5,10 @@ and the installed `fastwhisper` script). The ones marked real run the bundled ti
 shortest bundled sample, and compare with the Python API called with the same options.
 """
 
-import io
 import json
 import re
 import subprocess
 import sys
-from contextlib import redirect_stderr, redirect_stdout
 from pathlib import Path
 
 import numpy as np
@@ -19,28 +17,11 @@ import torch
 
 import fastwhisper
 from fastwhisper import cli
+from conftest import NO_CACHE, FakeModel, error_lines, run_cli, stderr_lines
 from real_models import SAMPLES_DIR, fast_model, normalized_wer, samples
 
-NO_CACHE = "/nonexistent-whisper-cache"  # --model_dir: never pick up a model downloaded to ~/.cache/whisper
 FORMATS = ("txt", "vtt", "srt", "tsv", "json")
 DEFAULT_TEMPERATURES = tuple(np.arange(0.0, 1.0 + 1e-6, 0.2))  # whisper CLI: --temperature 0, increment 0.2
-
-
-def run_cli(*argv):
-    """main(argv) in-process: (exit status, stdout, stderr)."""
-    out, err = io.StringIO(), io.StringIO()
-    with redirect_stdout(out), redirect_stderr(err):
-        status = cli.main([str(a) for a in argv])
-    return status, out.getvalue(), err.getvalue()
-
-
-def stderr_lines(err: str):
-    """stderr split into lines, the progress bar's carriage-return redraws included."""
-    return [line.strip() for line in re.split(r"[\r\n]", err) if line.strip()]
-
-
-def error_lines(err: str):
-    return [line for line in stderr_lines(err) if line.startswith("fastwhisper: error:")]
 
 
 def squash(text: str) -> str:
@@ -49,22 +30,6 @@ def squash(text: str) -> str:
 
 # ---------------------------------------------------------------------------------------------------
 # Without a model: argument handling, checked with a stand-in for load_model.
-
-
-class FakeModel:
-    is_multilingual = False
-    device = torch.device("cpu")
-
-    def __init__(self):
-        self.calls = []
-
-    def transcribe(self, audio, **options):
-        self.calls.append((audio, options))
-        segment = {"id": 0, "seek": 0, "start": 0.0, "end": 1.5, "text": " Hello there.", "tokens": [],
-                   "temperature": 0.0, "avg_logprob": -0.1, "compression_ratio": 1.0, "no_speech_prob": 0.01,
-                   "words": [{"word": " Hello", "start": 0.0, "end": 0.7, "probability": 0.9},
-                             {"word": " there.", "start": 0.7, "end": 1.5, "probability": 0.9}]}
-        return {"text": " Hello there.", "segments": [segment], "language": "en"}
 
 
 @pytest.fixture

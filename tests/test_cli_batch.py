@@ -11,9 +11,8 @@ import fastwhisper
 from fastwhisper import cli
 from fastwhisper.engine import batch as batch_transcribe
 from real_models import SAMPLES_DIR, samples
-from test_batch_transcribe import assert_same_result
-from test_cli import NO_CACHE, FakeModel, run_cli
-from test_cli import error_lines as bar_free_error_lines
+from conftest import NO_CACHE, FakeModel, assert_same_result, run_cli
+from conftest import error_lines as bar_free_error_lines
 
 ANSI_ESCAPE = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 

@@ -9,15 +9,12 @@ import json
 import pytest
 import torch
 import whisper
-from whisper.model import ModelDimensions, Whisper
 
 import fastwhisper.decoder.cpp as cd
-from conftest import requires_cuda, run_python_with_env
+from conftest import (LOGPROB_TOL, TINY_MULTI, assert_same_results, random_audio_features, random_model, requires_cuda,
+                      run_python_with_env)
 
-TINY_EN = ModelDimensions(80, 1500, 384, 6, 4, 51864, 448, 384, 6, 4)
-TINY_MULTI = dataclasses.replace(TINY_EN, n_vocab=51865)
 LOGIT_TOL = 1e-5
-LOGPROB_TOL = 1e-4
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -27,21 +24,6 @@ def _one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(saved)
-
-
-def random_model(dims=TINY_EN, seed=0, device="cpu"):
-    torch.manual_seed(seed)
-    model = Whisper(dims).eval()
-    with torch.no_grad():
-        for p in model.parameters():
-            p.normal_(0, 0.05)
-    return model.to(device)
-
-
-def random_audio_features(model, batch=1, seed=1):
-    g = torch.Generator().manual_seed(seed)
-    dims = model.dims
-    return torch.randn(batch, dims.n_audio_ctx, dims.n_audio_state, generator=g).to(model.device)
 
 
 @pytest.fixture(scope="module")
@@ -139,19 +121,6 @@ def test_session_holds_the_model_tensors(model):
 
 
 # ---- decode_cpp against whisper.decode -----------------------------------------------------------
-
-
-def assert_same_results(expected, out):
-    assert len(expected) == len(out)
-    for e, o in zip(expected, out):
-        assert o.tokens == e.tokens
-        assert o.text == e.text
-        assert o.language == e.language
-        assert o.temperature == e.temperature
-        assert o.compression_ratio == e.compression_ratio
-        assert abs(o.avg_logprob - e.avg_logprob) <= LOGPROB_TOL
-        assert abs(o.no_speech_prob - e.no_speech_prob) <= LOGPROB_TOL
-        assert torch.equal(o.audio_features, e.audio_features)
 
 
 GREEDY_CASES = {

@@ -12,7 +12,7 @@ from whisper.decoding import DecodingTask
 
 import fastwhisper
 import fastwhisper.decoder.cpp as cd
-from test_cpp_decoder import TINY_MULTI, assert_same_results, random_audio_features, random_model
+from conftest import TINY_MULTI, assert_same_results, random_audio_features, random_model
 
 
 @pytest.fixture(scope="module", autouse=True)
