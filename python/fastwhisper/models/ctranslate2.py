@@ -1,5 +1,8 @@
 """CTranslate2 / faster-whisper directories (model.bin + config.json + vocabulary) <-> openai layout.
 
+The writer also writes vocabulary.json and tokenizer.json (ctranslate2_vocabulary.py) when openai-whisper's
+tokenizer fits the model's vocabulary size, so that CTranslate2 and faster-whisper load the directory offline.
+
 model.bin (binary version 6, little-endian), as CTranslate2 writes it:
     u32 version | str spec name | u32 spec revision | u32 n_variables
     n_variables x [str name | u8 rank | u32 dims[rank] | u8 dtype | u32 n_bytes | bytes]
@@ -18,7 +21,7 @@ from typing import BinaryIO, Dict, List, Tuple, Union
 import torch
 
 from ..errors import ModelLoadError
-from . import Checkpoint, dims_from_state_dict
+from . import Checkpoint, ctranslate2_vocabulary, dims_from_state_dict
 
 BINARY_VERSION = 6
 SPEC_NAME = "WhisperSpec"
@@ -215,7 +218,8 @@ def from_openai(ckpt: Checkpoint) -> Dict[str, torch.Tensor]:
 
 
 def write(ckpt: Checkpoint, path: Union[str, Path]) -> Path:
-    """Write a CTranslate2 Whisper directory (model.bin + config.json; no vocabulary files)."""
+    """Write a CTranslate2 Whisper directory: model.bin and config.json, and, for a vocabulary size that
+    openai-whisper's tokenizer has (every official model), vocabulary.json and tokenizer.json."""
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
     variables = from_openai(ckpt)
@@ -230,5 +234,15 @@ def write(ckpt: Checkpoint, path: Union[str, Path]) -> Path:
     _write_string(buf, "decoder/embeddings/weight")
     (path / "model.bin").write_bytes(buf.getvalue())
     config = {"alignment_heads": [list(h) for h in ckpt.alignment_heads or []]}
+    n_vocab = ckpt.dims.n_vocab
+    try:
+        tokens = ctranslate2_vocabulary.vocabulary(n_vocab)
+    except ValueError:  # a vocabulary size no openai tokenizer has: only fastwhisper can read the directory
+        tokens = None
+    if tokens is not None:
+        config.update(ctranslate2_vocabulary.config_fields(n_vocab))
+        (path / "vocabulary.json").write_text(json.dumps(tokens, indent=0, ensure_ascii=False), encoding="utf-8")
+        (path / "tokenizer.json").write_text(
+            json.dumps(ctranslate2_vocabulary.tokenizer_json(n_vocab), ensure_ascii=False), encoding="utf-8")
     (path / "config.json").write_text(json.dumps(config, indent=2))
     return path
