@@ -48,13 +48,14 @@ def model():
 
 
 def one_by_one(model, audios, decoder, **options):
-    """model.transcribe of each audio alone, from torch.manual_seed(0) (cached)."""
+    """openai-whisper's own transcribe() of each audio alone, from torch.manual_seed(0) (cached). Its decoder
+    is openai-whisper's for both decoders: the C++ loop gives the same tokens (tests/test_cpp_decoder.py)."""
     results = []
     for audio in audios:
-        key = (id(model), audio if isinstance(audio, str) else id(audio), decoder, repr(sorted(options.items())))
+        key = (id(model), audio if isinstance(audio, str) else id(audio), repr(sorted(options.items())))
         if key not in _references:
             torch.manual_seed(0)
-            _references[key] = model.transcribe(audio, decoder=decoder, **options)
+            _references[key] = whisper_transcribe(model, fastwhisper.load_audio(audio), **options)
         results.append(_references[key])
     return results
 

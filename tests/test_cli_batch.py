@@ -9,7 +9,7 @@ import pytest
 
 import fastwhisper
 from fastwhisper import cli
-from fastwhisper.engine import batch as batch_transcribe
+from fastwhisper import engine as batch_transcribe
 from real_models import SAMPLES_DIR, samples
 from conftest import NO_CACHE, FakeModel, assert_same_result, run_cli
 from conftest import error_lines as bar_free_error_lines

@@ -11,13 +11,11 @@
 from . import ops
 from ._library import WITH_CUDA
 from .audio import load_audio
-from .engine.batch import transcribe_batch
-from .decoder import decode
 from .encoder import FastAudioEncoder, accelerate
+from .engine import decode, transcribe, transcribe_batch
 from .errors import AudioLoadError, FastWhisperError, ModelLoadError
 from .loading import available_models, load_model, save_checkpoint
 from .model import FastWhisper
-from .engine.single import transcribe
 
 __version__ = "0.1.0"
 __all__ = [

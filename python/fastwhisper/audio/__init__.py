@@ -31,9 +31,8 @@ _SNDFILE_EXTENSIONS = {".wav", ".wave", ".flac", ".ogg", ".oga", ".aif", ".aiff"
                        ".caf", ".w64", ".rf64", ".nist", ".sph", ".voc"}
 
 # Long files of these libsndfile formats (sample-exact seeking) are decoded in parallel parts of at least
-# _PART_SECONDS each, one thread per part (libsndfile runs without the GIL): on the H200 machine's CPU one
-# thread decoded 8 minutes of 16 kHz FLAC in 142 ms, about 9 ms per 30-s window
-# (benchmarks/longform_profile.py, h200-2026-12-02-longform-profile-392ad57.md).
+# _PART_SECONDS each, one thread per part (libsndfile runs without the GIL): decoding a long FLAC on one
+# thread costs about as much as the GPU spends on several of its windows.
 _PARALLEL_FORMATS = {"WAV", "WAVEX", "W64", "RF64", "FLAC", "AIFF", "CAF"}
 _PART_SECONDS = 30.0
 _MAX_PARTS = 16

@@ -327,7 +327,7 @@ def _one_by_one(model, audio_paths: List[str], bar: tqdm.tqdm, options: dict):
 
 def _batched(model, audio_paths: List[str], batch_size: int, options: dict):
     """(index, result dict or exception) of each file as it finishes, batch_size files at a time."""
-    from ..engine.batch import iter_transcribe_batch
+    from ..engine import iter_transcribe_batch
 
     done = set()
     try:

@@ -14,12 +14,12 @@ from typing import List, Optional, Union
 
 import torch
 from torch import Tensor
-from whisper.audio import CHUNK_LENGTH
-from whisper.decoding import DecodingOptions, DecodingResult, DecodingTask
-from whisper.model import TextDecoder, Whisper
+from whisper.decoding import DecodingOptions, DecodingResult
+from whisper.model import Whisper
 from whisper.utils import compression_ratio
 
 from .. import _library  # noqa: F401  (registers torch.classes.fastwhisper)
+from .. import compat
 from .weights import DECODER_BLOCK_PARAM_NAMES, decoder_session, decoder_weights  # noqa: F401
 
 # DecodingOptions fields decode_cpp understands; a field added by a later openai-whisper is refused
@@ -44,35 +44,29 @@ def _check_supported(options: DecodingOptions) -> None:
             raise NotImplementedError(f"decode_cpp does not support the DecodingOptions field {f.name!r} yet")
 
 
-def _loop_options(task: DecodingTask) -> "torch.classes.fastwhisper.DecodeOptions":
-    """DecodeOptions for the C++ loop, taken from the DecodingTask's resolved settings and filters."""
-    from whisper.decoding import ApplyTimestampRules, BeamSearchDecoder, SuppressBlank, SuppressTokens
-
-    tok, opts = task.tokenizer, task.options
+def _loop_options(p: compat.TaskPlan) -> "torch.classes.fastwhisper.DecodeOptions":
+    """DecodeOptions for the C++ loop, from the DecodingTask's resolved settings and filters."""
+    tok = p.tokenizer
     o = torch.classes.fastwhisper.DecodeOptions()
-    o.sample_begin = task.sample_begin
-    o.sot_index = task.sot_index
-    o.sample_len = task.sample_len
+    o.sample_begin = p.sample_begin
+    o.sot_index = p.sot_index
+    o.sample_len = p.sample_len
     o.eot = tok.eot
     o.no_speech = tok.no_speech if tok.no_speech is not None else -1
-    for f in task.logit_filters:
-        if isinstance(f, SuppressBlank):
-            o.suppress_blank = True
-            o.blank_tokens = list(tok.encode(" ")) + [tok.eot]
-        elif isinstance(f, SuppressTokens):
-            o.suppress_tokens = [int(t) for t in f.suppress_tokens]
-        elif isinstance(f, ApplyTimestampRules):
-            o.timestamp_rules = True
-            o.timestamp_begin = tok.timestamp_begin
-            o.no_timestamps = tok.no_timestamps if tok.no_timestamps is not None else -1
-            index = f.max_initial_timestamp_index
-            o.max_initial_timestamp_index = -1 if index is None else int(index)
-        else:  # pragma: no cover - a filter added by a later openai-whisper
-            raise NotImplementedError(f"decode_cpp does not support the logit filter {type(f).__name__}")
-    o.temperature = float(opts.temperature)
-    if isinstance(task.decoder, BeamSearchDecoder):
-        o.beam_size = int(task.decoder.beam_size)
-        o.patience = float(task.decoder.patience)
+    if p.suppress_blank:
+        o.suppress_blank = True
+        o.blank_tokens = list(tok.encode(" ")) + [tok.eot]
+    if p.suppress_tokens is not None:
+        o.suppress_tokens = p.suppress_tokens
+    if p.timestamp_rules:
+        o.timestamp_rules = True
+        o.timestamp_begin = tok.timestamp_begin
+        o.no_timestamps = tok.no_timestamps if tok.no_timestamps is not None else -1
+        o.max_initial_timestamp_index = -1 if p.max_initial_timestamp_index is None else p.max_initial_timestamp_index
+    o.temperature = float(p.options.temperature)
+    if p.beam_size is not None:
+        o.beam_size = p.beam_size
+        o.patience = p.patience
         o.temperature = 0.0  # whisper's beam search ignores the temperature (results still report it)
     return o
 
@@ -101,18 +95,17 @@ def decode_cpp(
             "decode_cpp does not support fp16=True on CPU (DecoderSession computes in float32 on CPU); "
             "pass DecodingOptions(fp16=False), as whisper.transcribe does on CPU"
         )
-    task = DecodingTask(model, options)
-    results = _run(task, model, mel, session, seed)
+    results = _run(compat.plan(model, options), model, mel, session, seed)
     return results[0] if single else results
 
 
-def _detect_language(task: DecodingTask, session, tokens: Tensor):
-    """DecodingTask._detect_language with the decoder step in C++ (DecoderSession.detect_language)."""
+def _detect_language(p: compat.TaskPlan, session, tokens: Tensor):
+    """DecodingTask's language detection with the decoder step in C++ (DecoderSession.detect_language)."""
+    options, tokenizer = p.options, p.tokenizer
     n_audio = tokens.shape[0]
-    languages = [task.options.language] * n_audio
+    languages = [options.language] * n_audio
     language_probs = None
-    if task.options.language is None or task.options.task == "lang_id":
-        tokenizer = task.tokenizer
+    if options.language is None or options.task == "lang_id":
         if tokenizer.language is None or tokenizer.language_token not in tokenizer.sot_sequence:
             raise ValueError("This model doesn't have language tokens so it can't perform lang id")
         codes = tokenizer.all_language_codes
@@ -121,33 +114,32 @@ def _detect_language(task: DecodingTask, session, tokens: Tensor):
         probs = probs.cpu().tolist()
         language_probs = [dict(zip(codes, row)) for row in probs]
         languages = [max(p, key=p.get) for p in language_probs]
-        if task.options.language is None:
-            tokens[:, task.sot_index + 1] = language_tokens.cpu()  # write the language tokens
+        if options.language is None:
+            tokens[:, p.sot_index + 1] = language_tokens.cpu()  # write the language tokens
     return languages, language_probs
 
 
-def _run(task: DecodingTask, model: Whisper, mel: Tensor, session, seed: Optional[int]) -> List[DecodingResult]:
-    """DecodingTask.run with _main_loop replaced by DecoderSession.decode."""
-    task.decoder.reset()
-    tokenizer = task.tokenizer
+def _run(p: compat.TaskPlan, model: Whisper, mel: Tensor, session, seed: Optional[int]) -> List[DecodingResult]:
+    """DecodingTask.run with its token loop in C++ (DecoderSession.decode)."""
+    options, tokenizer = p.options, p.tokenizer
     n_audio = mel.shape[0]
 
-    audio_features = task._get_audio_features(mel)  # encoder forward pass
-    n_group = task.n_group
+    audio_features = compat.audio_features(p, mel)  # encoder forward pass, unless mel is encoded already
+    n_group = p.n_group
     if session is None:
         session = decoder_session(model.decoder)
     # cross-attention K/V, once for this audio window; each audio gets n_group rows
-    session.set_audio(audio_features, 1 if task.options.task == "lang_id" else n_group)
-    tokens = torch.tensor([task.initial_tokens]).repeat(n_audio, 1)
-    languages, language_probs = _detect_language(task, session, tokens)
-    if task.options.task == "lang_id":
+    session.set_audio(audio_features, 1 if options.task == "lang_id" else n_group)
+    tokens = torch.tensor([p.initial_tokens]).repeat(n_audio, 1)
+    languages, language_probs = _detect_language(p, session, tokens)
+    if options.task == "lang_id":
         return [
             DecodingResult(audio_features=features, language=language, language_probs=probs)
             for features, language, probs in zip(audio_features, languages, language_probs)
         ]
 
     tokens = tokens.repeat_interleave(n_group, dim=0).to(audio_features.device)
-    loop_options = _loop_options(task)
+    loop_options = _loop_options(p)
     if seed is not None:
         loop_options.seed = int(seed)
     tokens, sum_logprobs, no_speech_probs, fin_tokens, fin_sums, fin_audio = session.decode(tokens, loop_options)
@@ -155,15 +147,15 @@ def _run(task: DecodingTask, model: Whisper, mel: Tensor, session, seed: Optiona
 
     tokens = tokens.reshape(n_audio, n_group, -1)
     sum_logprobs = sum_logprobs.reshape(n_audio, n_group)
-    if task.options.beam_size is not None:  # hand the C++ beam search's finished candidates to whisper's finalize
+    finished = None
+    if options.beam_size is not None:  # hand the C++ beam search's finished candidates to whisper's finalize
         finished = [{} for _ in range(n_audio)]
         for seq, score, audio in zip(fin_tokens, fin_sums, fin_audio):
             finished[audio][tuple(seq.tolist())] = score
-        task.decoder.finished_sequences = finished
-    tokens, sum_logprobs = task.decoder.finalize(tokens, sum_logprobs)
-    tokens = [[t[task.sample_begin : (t == tokenizer.eot).nonzero()[0, 0]] for t in s] for s in tokens]
+    tokens, sum_logprobs = compat.finalize(p, tokens, sum_logprobs, finished)
+    tokens = [[t[p.sample_begin : (t == tokenizer.eot).nonzero()[0, 0]] for t in s] for s in tokens]
 
-    selected = task.sequence_ranker.rank(tokens, sum_logprobs)
+    selected = compat.rank(p, tokens, sum_logprobs)
     tokens = [t[i].tolist() for i, t in zip(selected, tokens)]
     texts = [tokenizer.decode(t).strip() for t in tokens]
     sum_logprobs = [lp[i] for i, lp in zip(selected, sum_logprobs)]
@@ -177,7 +169,7 @@ def _run(task: DecodingTask, model: Whisper, mel: Tensor, session, seed: Optiona
             text=text,
             avg_logprob=avg_logprob,
             no_speech_prob=no_speech_prob,
-            temperature=task.options.temperature,
+            temperature=options.temperature,
             compression_ratio=compression_ratio(text),
         )
         for text, language, toks, features, avg_logprob, no_speech_prob in zip(

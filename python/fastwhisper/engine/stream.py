@@ -2,7 +2,7 @@
 
 `TranscriptionStream` reproduces the per-window logic of `whisper.transcribe` (openai-whisper 20250625,
 whisper/transcribe.py) for one audio, without decoding anything itself, so that the windows of several
-audios can be encoded and decoded together (fastwhisper.batch_transcribe). Each method says which part of
+audios can be encoded and decoded together (fastwhisper.engine). Each method says which part of
 whisper's loop it mirrors. Given the same DecodingResults, a stream produces exactly the dict that
 whisper.transcribe returns.
 """
@@ -143,7 +143,7 @@ class TranscriptionStream:
         segment = pad_or_trim(self.mel[:, seek:seek + size], N_FRAMES)
         return Window(seek, size, segment.to(self.model.device).to(self.settings.dtype))
 
-    # ---- windows ahead (batch_transcribe: the windows of one audio decoded together)
+    # ---- windows ahead (the windows of one audio decoded together)
 
     @property
     def speculates(self) -> bool:

@@ -1,0 +1,115 @@
+"""The transcription engine: every call is a set of audio streams run by the model's scheduler thread.
+
+    results = fastwhisper.transcribe_batch(model, ["a.flac", "b.wav", waveform], batch_size=8, decoder="cpp")
+    result = fastwhisper.transcribe(model, "speech.flac")          # a batch of one
+
+Each audio is a `TranscriptionStream` (stream.py): whisper.transcribe's seek loop as a state machine. A call
+becomes a job (job.py) of the model's engine (scheduler.py); the engine's thread runs the rounds of every
+job in flight, whichever thread submitted it, and the caller waits for its own results. So several threads may
+transcribe with one model at once, each getting what it would get alone.
+
+What is batched: the encoder (every live window of the round), language detection of the audios that start
+together, and decoding of the windows whose DecodingOptions are identical (the first windows of audios
+without a prompt; every window with condition_on_previous_text=False, or with carry_initial_prompt and no
+previous text) at temperature 0. Not batched: windows with different prompts (with
+condition_on_previous_text=True, every window after the first carries its audio's previous text), sampling at
+temperature > 0 (each audio draws from its own generator state), and word-timestamp alignment.
+Windows of one audio: each window starts where the previous window's last complete segment ended (seek), so
+in general it is known only once the previous window is decoded. With without_timestamps=True,
+condition_on_previous_text=False (and no carry_initial_prompt, no word timestamps) a window almost always
+moves the seek by its whole size and the next window's prompt is empty, so places that no other audio of the
+call takes are filled with the windows ahead of the current one, decoded at the first temperature with an
+empty prompt; each is accepted only if it is exactly the window (and prompt) the audio moves to, and a window
+ahead that needs a higher temperature is decoded again in its turn.
+
+Results: for each audio, the dict openai-whisper's `transcribe()` returns for it alone (with the default
+generator in the same state). Decoding several windows in one call computes each row with the same
+operations, but a matrix product over a different number of rows may sum in another order, so
+log-probabilities can differ from the one-by-one run in the last bits (about 1e-7 in fp32); tokens, text and
+timestamps stay the same unless two candidates tie to that precision. A clip (clip_timestamps) that reaches
+past the end of an audio ends there, where whisper.transcribe would never return.
+"""
+
+from typing import Iterable, Iterator, List, Optional, Tuple, Union
+
+import torch
+from whisper.decoding import DecodingOptions
+
+from .. import decoder as _decoder
+from ..decoder import check_decoder
+from .job import END, Job
+from .options import transcribe_options
+from .scheduler import engine_for
+
+Result = Union[dict, Exception]
+
+__all__ = ["transcribe", "transcribe_batch", "iter_transcribe_batch", "decode"]
+
+
+def transcribe(model, audio, *, decoder: str = "torch", batch_size: int = 1, **options) -> dict:
+    """Transcribe `audio` (a path, or a 16 kHz waveform as numpy array / torch tensor) with `model`.
+
+    decoder: "torch" (openai-whisper's PyTorch decoder) or "cpp" (fastwhisper's C++ decoding loop).
+    Takes every option of `whisper.transcribe` (temperature, beam_size, word_timestamps, ...) and returns the
+    same dict (text, segments, language). Audio errors raise AudioLoadError.
+    batch_size > 1 decodes up to that many windows of the audio together where they cannot depend on each
+    other (without_timestamps=True, condition_on_previous_text=False, no carry_initial_prompt or word
+    timestamps), with the same result; otherwise it decodes one window at a time as well.
+    """
+    [result] = transcribe_batch(model, [audio], batch_size=batch_size, decoder=decoder, **options)
+    if isinstance(result, Exception):
+        raise result
+    return result
+
+
+def transcribe_batch(model, audios: Iterable, *, batch_size: int = 8, decoder: str = "torch",
+                     **options) -> List[Result]:
+    """Transcribe several audios (paths, or 16 kHz waveforms as numpy arrays / torch tensors) together.
+
+    Returns one entry per audio, in order: the dict `transcribe(model, audio, decoder=decoder, **options)`
+    returns (text, segments, language), or the exception that audio raised (an AudioLoadError for a missing,
+    corrupt or empty file; the other audios are transcribed regardless). batch_size: at most this many audios
+    are decoded together. Takes every option of whisper.transcribe; verbose=False shows a progress bar over
+    the audio duration, verbose=True prints each segment (prefixed with the audio's name when there are
+    several), None (the default) prints nothing. An error that is no single audio's (an unsupported option,
+    a failing decode) is raised.
+    """
+    audios = list(audios)
+    results: List[Optional[Result]] = [None] * len(audios)
+    for index, result in iter_transcribe_batch(model, audios, batch_size=batch_size, decoder=decoder, **options):
+        results[index] = result
+    return results
+
+
+def iter_transcribe_batch(model, audios: Iterable, *, batch_size: int = 8, decoder: str = "torch",
+                          **options) -> Iterator[Tuple[int, Result]]:
+    """`transcribe_batch`, yielding (index in `audios`, result or exception) as each audio finishes.
+    Closing the iterator early (or an exception in the caller, e.g. Ctrl-C) cancels the rest."""
+    check_decoder(decoder)
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+    audios = list(audios)
+    settings = transcribe_options(model, dict(options))
+    if not audios:
+        return
+    engine = engine_for(model)
+    job = engine.submit(Job(model, audios, settings, batch_size, decoder))
+    try:
+        while True:
+            item = job.results.get()
+            if item is END:
+                return
+            index, result = item
+            if index is None:  # the job's own failure
+                raise result
+            yield index, result
+    finally:
+        job.cancelled = True
+
+
+def decode(model, mel: torch.Tensor, options: DecodingOptions = DecodingOptions(), *, decoder: str = "torch",
+           **kwargs):
+    """`whisper.decode` of log-mel segment(s) [n_mels, 3000] or [batch, n_mels, 3000] (or encoded features),
+    run on the model's scheduler thread; decoder="torch" or "cpp"."""
+    check_decoder(decoder)
+    return engine_for(model).call(_decoder.decode, model, mel, options, decoder=decoder, **kwargs)

@@ -1,0 +1,155 @@
+"""One call to the engine: its audios, its options and its live streams; results go back through a queue.
+
+A job keeps at most `batch_size` streams live (an audio is loaded only when a place frees). Each round the
+scheduler asks every job for its rows (`prepare`, then `rows`), encodes and decodes the rows of all jobs
+together, and hands each job its results (`accept`). The caller's thread reads (index, result) pairs from
+`results` as the audios finish; `END` closes the queue.
+"""
+
+import os
+import queue
+from collections import deque
+from typing import Dict, List, Optional
+
+import torch
+
+from ..audio import load_audio
+from .fallback import StreamGenerators
+from .options import TranscribeOptions
+from .progress import Progress
+from .stream import TranscriptionStream, Window
+
+END = object()  # the last item of a job's result queue
+
+
+class JobRow:
+    """A window of a job's stream to encode and decode this round (ahead: before its stream's turn)."""
+
+    def __init__(self, job: "Job", index: int, stream: TranscriptionStream, window: Window, ahead: bool):
+        self.job, self.index, self.stream, self.window, self.ahead = job, index, stream, window, ahead
+
+
+class Job:
+    def __init__(self, model, audios: list, settings: TranscribeOptions, batch_size: int, decoder: str):
+        self.settings, self.batch_size, self.decoder = settings, batch_size, decoder
+        self.generators = StreamGenerators(model.device)  # the default generators' state at the call
+        self.pending = deque(enumerate(audios))
+        self.active: Dict[int, TranscriptionStream] = {}
+        self.labelled = len(audios) > 1
+        self.progress = Progress(audios, disable=settings.verbose is not False)
+        self.results: "queue.Queue" = queue.Queue()
+        self.cancelled = False  # set by the caller's thread: the job is dropped at the next round
+        self.ended = False
+
+    # ---- reporting to the caller
+
+    def _report(self, index: Optional[int], result) -> None:
+        self.results.put((index, result))
+
+    def fail(self, error: BaseException) -> None:
+        """The job's own failure (no single audio's): the caller raises it."""
+        if not self.ended:
+            self._report(None, error)
+            self.end()
+
+    def end(self) -> None:
+        if not self.ended:
+            self.ended = True
+            self.progress.close()
+            self.results.put(END)
+
+    @property
+    def finished(self) -> bool:
+        return not self.pending and not self.active
+
+    # ---- a round
+
+    def prepare(self, model) -> Dict[int, TranscriptionStream]:
+        """Fill the free places with new streams and move every stream without a window to its next one;
+        report the audios that finish or fail. Returns the streams with a window this round."""
+        ready: Dict[int, TranscriptionStream] = {}
+        while True:  # until every place holds a stream with a window, or no audio is left
+            started = self._load(model)
+            _detect_languages(model, [s for s in started if s.needs_language])
+            self._next_windows(ready)
+            if len(ready) == len(self.active) and (len(self.active) == self.batch_size or not self.pending):
+                return ready
+
+    def rows(self, ready: Dict[int, TranscriptionStream]) -> List[JobRow]:
+        """Every ready stream's own window, then, in the places no other audio of this job takes, windows
+        ahead of their turn from the streams that allow it (TranscriptionStream.speculates)."""
+        rows = [JobRow(self, index, stream, stream.window, False) for index, stream in ready.items()]
+        for index, stream in ready.items():
+            free = self.batch_size - len(rows)
+            if free <= 0:
+                break
+            if stream.speculates:
+                rows += [JobRow(self, index, stream, window, True) for window in stream.lookahead(free)]
+        return rows
+
+    def accept(self, rows: List[JobRow], decoded: list) -> None:
+        """Hand each stream its results in window order: its own window's, then each window ahead's while that
+        window is the one the stream moved to (else the rest are dropped, to be decoded in their turn); report
+        a stream that fails (e.g. in word alignment), and drop it."""
+        by_stream: Dict[int, list] = {}
+        for row, result in zip(rows, decoded):
+            by_stream.setdefault(row.index, []).append((row, result))
+        for index, entries in by_stream.items():
+            for row, result in entries:
+                if row.ahead and (result is None or not row.stream.matches(row.window)):
+                    break
+                try:
+                    row.stream.accept(result)
+                except Exception as exc:  # this audio's own failure
+                    del self.active[index]
+                    self.progress.finish(index)
+                    self._report(index, exc)
+                    break
+                self.progress.advance(index)
+
+    def _load(self, model) -> List[TranscriptionStream]:
+        started = []
+        while len(self.active) < self.batch_size and self.pending:
+            index, source = self.pending.popleft()
+            try:
+                stream = TranscriptionStream(model, load_audio(source), self.settings, _label(source, index),
+                                             self.labelled)
+            except Exception as exc:  # this audio's own failure (unreadable file, bad array, ...)
+                self.progress.drop(index)
+                self._report(index, exc)
+                continue
+            self.progress.start(index, stream)
+            self.active[index] = stream
+            started.append(stream)
+        return started
+
+    def _next_windows(self, ready: dict) -> None:
+        for index, stream in list(self.active.items()):
+            if index in ready:
+                continue
+            try:
+                window = stream.next_window()
+                result = None if window is not None else stream.result()
+            except Exception as exc:
+                window, result = None, exc
+            if window is None:
+                del self.active[index]
+                self.progress.finish(index)
+                self._report(index, result)
+            else:
+                ready[index] = stream
+
+
+def _detect_languages(model, streams: List[TranscriptionStream]) -> None:
+    """whisper.transcribe's language detection (first 30 s of each audio), for several audios at once."""
+    if not streams:
+        return
+    _, probs = model.detect_language(torch.stack([s.language_mel() for s in streams]))
+    for stream, p in zip(streams, probs):
+        stream.set_language(max(p, key=p.get))
+
+
+def _label(source, index: int) -> str:
+    if isinstance(source, (str, os.PathLike)):
+        return os.fsdecode(source)
+    return f"audio {index}"

@@ -1,0 +1,157 @@
+"""The engine of one model: a scheduler thread that owns the model's work, and the calls waiting on it.
+
+Callers (transcribe, transcribe_batch, decode, from any thread) submit work and wait for its results; only the
+scheduler thread runs the model. Each round it takes the current window of every live stream of every job,
+runs the encoder on them together (one call per compute dtype, at most `max_rows` windows a call), decodes
+them with temperature fallback grouped by decoder and identical DecodingOptions, and hands each job its
+results. A job that fails (a failing decode call, an out-of-memory error) fails alone; the others go on.
+The thread starts with the first job and ends when no work is left, so an idle model holds no thread.
+"""
+
+import threading
+import weakref
+from collections import deque
+from concurrent.futures import Future
+from typing import Callable, Dict, List, Tuple
+
+import torch
+
+from ..encoder import FastAudioEncoder, accelerate
+from .fallback import DecodeFailure, Row, decode_with_fallback
+from .job import Job, JobRow
+
+
+class Engine:
+    def __init__(self, model):
+        self._model = weakref.ref(model)
+        self._cond = threading.Condition()
+        self._jobs: List[Job] = []
+        self._calls: deque = deque()  # (function, args, kwargs, Future) to run on the scheduler thread
+        self._thread = None
+
+    # ---- callers' side
+
+    def submit(self, job: Job) -> Job:
+        with self._cond:
+            self._jobs.append(job)
+            self._wake()
+        return job
+
+    def call(self, function: Callable, *args, **kwargs):
+        """function(*args, **kwargs) on the scheduler thread, between rounds; its result or its exception."""
+        if threading.current_thread() is self._thread:
+            return function(*args, **kwargs)
+        future: Future = Future()
+        with self._cond:
+            self._calls.append((function, args, kwargs, future))
+            self._wake()
+        return future.result()
+
+    def _wake(self) -> None:  # with self._cond held
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, name="fastwhisper-engine", daemon=True)
+            self._thread.start()
+        self._cond.notify()
+
+    # ---- the scheduler thread
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                self._jobs = [job for job in self._jobs if not job.ended]
+                for job in self._jobs:
+                    if job.cancelled:
+                        job.end()
+                jobs = [job for job in self._jobs if not job.ended]
+                calls, self._calls = list(self._calls), deque()
+                if not jobs and not calls:
+                    self._thread = None
+                    return
+            for function, args, kwargs, future in calls:
+                if future.set_running_or_notify_cancel():
+                    try:
+                        future.set_result(function(*args, **kwargs))
+                    except BaseException as exc:  # handed to the caller
+                        future.set_exception(exc)
+            if jobs:
+                model = self._model()
+                try:
+                    with torch.no_grad():
+                        self._round(model, jobs)
+                except BaseException as exc:  # a fault outside any one call's decode: fail the round's jobs
+                    for job in jobs:
+                        job.fail(exc)
+                del model
+
+    def _round(self, model, jobs: List[Job]) -> None:
+        rows: List[JobRow] = []
+        for job in jobs:
+            try:
+                ready = job.prepare(model)
+            except Exception as exc:  # e.g. language detection failed
+                job.fail(exc)
+                continue
+            if job.finished:
+                job.end()
+                continue
+            rows += job.rows(ready)
+        if not rows:
+            return
+        max_rows = max(job.batch_size for job in jobs)
+        decoded: List[object] = [None] * len(rows)
+        by_dtype: Dict[torch.dtype, List[int]] = {}
+        for i, row in enumerate(rows):
+            by_dtype.setdefault(row.job.settings.dtype, []).append(i)
+        for members in by_dtype.values():
+            self._encode_and_decode(model, rows, members, max_rows, decoded)
+        by_job: Dict[int, Tuple[Job, list, list]] = {}
+        for row, result in zip(rows, decoded):
+            entry = by_job.setdefault(id(row.job), (row.job, [], []))
+            entry[1].append(row)
+            entry[2].append(result)
+        for job, job_rows, job_results in by_job.values():
+            failure = next((r for r in job_results if isinstance(r, DecodeFailure)), None)
+            if failure is not None:
+                job.fail(failure.error)
+            else:
+                job.accept(job_rows, job_results)
+
+    def _encode_and_decode(self, model, rows: List[JobRow], members: List[int], max_rows: int, decoded: list):
+        """Encode rows `members` (one dtype) in calls of at most max_rows windows, then decode them."""
+        features = []
+        for start in range(0, len(members), max_rows):
+            chunk = members[start:start + max_rows]
+            try:
+                features.append(model.encoder(torch.stack([rows[i].window.mel_segment for i in chunk])))
+            except Exception as exc:  # the chunk's jobs fail (e.g. out of memory); the others go on
+                for i in chunk:
+                    decoded[i] = DecodeFailure(exc)
+                features.append(None)
+        kept = [i for i in members if decoded[i] is None]
+        if not kept:
+            return
+        stacked = torch.cat([f for f in features if f is not None])
+        decode_rows = [Row(feature=k, options=_options(rows[i]), settings=rows[i].job.settings,
+                           decoder=rows[i].job.decoder, generators=rows[i].job.generators,
+                           key=rows[i].index, ahead=rows[i].ahead) for k, i in enumerate(kept)]
+        for i, result in zip(kept, decode_with_fallback(model, stacked, decode_rows, max_rows)):
+            decoded[i] = result
+
+
+def _options(row: JobRow) -> dict:
+    return row.stream.lookahead_options() if row.ahead else row.stream.decode_options()
+
+
+_engines: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+_engines_lock = threading.Lock()
+
+
+def engine_for(model) -> Engine:
+    """The model's engine (made on first use; a plain whisper model gets fastwhisper's encoder first)."""
+    with _engines_lock:
+        engine = _engines.get(model)
+        if engine is None:
+            if not isinstance(model.encoder, FastAudioEncoder):
+                accelerate(model)
+            engine = _engines[model] = Engine(model)
+        return engine

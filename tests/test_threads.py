@@ -1,0 +1,104 @@
+"""Several threads transcribing with one model at once each get what openai-whisper's transcribe() gives for
+their audio alone (real tiny.en weights, fp32, both decoders, on the CPU and on the GPU).
+
+Every call goes to the model's engine, whose one scheduler thread runs the model; the threads' windows are
+encoded and decoded together. Before the engine, threads on one model broke whisper's kv-cache hooks, one
+thread removed another's patched model.decode, and some got another thread's transcript."""
+
+import threading
+import time
+
+import pytest
+from whisper.transcribe import transcribe as whisper_transcribe
+
+import fastwhisper
+from conftest import DEVICES, assert_same_result, random_audio_features, random_model
+from real_models import SAMPLES_DIR, fast_model, require, samples
+
+ENGLISH = sorted((s for s in samples() if s.get("language", "en") == "en" and s["duration_s"] < 40),
+                 key=lambda s: s["duration_s"])
+PATHS = [str(SAMPLES_DIR / s["file"]) for s in ENGLISH[:4]]
+THREADS = 4
+
+
+def run_threads(calls):
+    """Run each call in its own thread, all started together; their results (or exceptions) in order."""
+    results = [None] * len(calls)
+    barrier = threading.Barrier(len(calls))
+
+    def worker(i):
+        barrier.wait()
+        try:
+            results[i] = calls[i]()
+        except Exception as exc:  # reported by the test, not swallowed
+            results[i] = exc
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(len(calls))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=600)
+        assert not t.is_alive(), "a transcription thread hung"
+    return results
+
+
+@pytest.mark.real_weights
+@pytest.mark.parametrize("device", DEVICES)
+def test_four_threads_on_one_model_get_their_single_caller_transcripts(device):
+    require("tiny.en")
+    assert len(PATHS) == THREADS, "four short English samples are bundled"
+    model = fast_model("tiny.en", device=device)
+    options = dict(fp16=False, language="en")
+    references = [whisper_transcribe(model, fastwhisper.load_audio(p), **options) for p in PATHS]
+    assert len({r["text"] for r in references}) == THREADS, "the samples differ, so a mix-up shows"
+
+    for decoder in ("torch", "cpp"):
+        calls = [lambda p=p: model.transcribe(p, decoder=decoder, **options) for p in PATHS]
+        results = run_threads(calls)
+        for path, ours, theirs in zip(PATHS, results, references):
+            assert not isinstance(ours, Exception), f"{decoder}, {path}: {ours!r}"
+            assert_same_result(ours, theirs)
+
+
+@pytest.mark.real_weights
+def test_threads_mixing_transcribe_batch_transcribe_and_decode():
+    require("tiny.en")
+    model = fast_model("tiny.en")
+    options = dict(fp16=False, language="en")
+    references = [whisper_transcribe(model, fastwhisper.load_audio(p), **options) for p in PATHS]
+    calls = [
+        lambda: model.transcribe_batch(PATHS[:2], batch_size=2, decoder="cpp", **options),
+        lambda: fastwhisper.transcribe(model, PATHS[2], decoder="torch", **options),
+        lambda: model.transcribe(PATHS[3], decoder="cpp", **options),
+        lambda: model.transcribe_batch(PATHS[2:], batch_size=1, decoder="torch", **options),
+    ]
+    batch01, one2, one3, batch23 = run_threads(calls)
+    for result in (batch01, one2, one3, batch23):
+        assert not isinstance(result, Exception), repr(result)
+    for ours, theirs in zip(batch01 + [one2, one3] + batch23, references[:2] + references[2:] + references[2:]):
+        assert_same_result(ours, theirs)
+
+
+@pytest.mark.real_weights
+def test_a_failing_call_fails_alone_and_the_model_stays_usable():
+    require("tiny.en")
+    model = fast_model("tiny.en")
+    options = dict(fp16=False, language="en")
+    reference = whisper_transcribe(model, fastwhisper.load_audio(PATHS[0]), **options)
+    calls = [
+        lambda: model.transcribe(PATHS[0], decoder="cpp", **options),
+        lambda: model.transcribe(PATHS[1], decoder="cpp", beam_size=0, **options),  # no beams: fails
+    ]
+    good, bad = run_threads(calls)
+    assert isinstance(bad, Exception)
+    assert_same_result(good, reference)
+    assert_same_result(model.transcribe(PATHS[0], decoder="torch", **options), reference)
+
+
+def test_the_engine_thread_ends_when_idle():
+    model = random_model()
+    fastwhisper.decode(model, random_audio_features(model), fp16=False, language="en", sample_len=2)
+    deadline = time.monotonic() + 10
+    while any(t.name == "fastwhisper-engine" for t in threading.enumerate()) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not any(t.name == "fastwhisper-engine" for t in threading.enumerate())
