@@ -30,7 +30,7 @@ timestamps stay the same unless two candidates tie to that precision. A clip (cl
 past the end of an audio ends there, where whisper.transcribe would never return.
 """
 
-from typing import Iterable, Iterator, List, Optional, Tuple, Union
+from typing import Callable, Iterable, Iterator, List, Optional, Tuple, Union
 
 import torch
 from whisper.decoding import DecodingOptions
@@ -43,7 +43,7 @@ from .scheduler import engine_for
 
 Result = Union[dict, Exception]
 
-__all__ = ["transcribe", "transcribe_batch", "iter_transcribe_batch", "decode"]
+__all__ = ["transcribe", "transcribe_batch", "iter_transcribe_batch", "submit", "Transcription", "decode", "stats"]
 
 
 def transcribe(model, audio, *, decoder: str = "torch", batch_size: int = 1, **options) -> dict:
@@ -85,26 +85,61 @@ def iter_transcribe_batch(model, audios: Iterable, *, batch_size: int = 8, decod
                           **options) -> Iterator[Tuple[int, Result]]:
     """`transcribe_batch`, yielding (index in `audios`, result or exception) as each audio finishes.
     Closing the iterator early (or an exception in the caller, e.g. Ctrl-C) cancels the rest."""
+    transcription = submit(model, audios, batch_size=batch_size, decoder=decoder, **options)
+    try:
+        yield from transcription.results()
+    finally:
+        transcription.cancel()
+
+
+class Transcription:
+    """A call in flight on a model's engine (from `submit`)."""
+
+    def __init__(self, job: Optional[Job]):
+        self._job = job
+
+    def results(self) -> Iterator[Tuple[int, Result]]:
+        """(index, result dict or the audio's exception) as each audio finishes; blocks until the next one.
+        Raises the call's own failure (an error that is no single audio's, e.g. a failing decode)."""
+        job = self._job
+        while job is not None:
+            item = job.results.get()
+            if item is END:
+                return
+            index, result = item
+            if index is None:
+                raise result
+            yield index, result
+
+    def cancel(self) -> None:
+        """Drop the call's audios at the next round (a window being decoded finishes first)."""
+        if self._job is not None:
+            self._job.cancelled = True
+
+    @property
+    def done(self) -> bool:
+        return self._job is None or self._job.ended
+
+
+def submit(model, audios: Iterable, *, batch_size: int = 8, decoder: str = "torch",
+           on_segment: Optional[Callable[[int, dict], None]] = None, **options) -> Transcription:
+    """Start transcribing `audios` on the model's engine and return at once. Options are checked here, before
+    any work. on_segment(index, segment) is called on the engine's thread as each segment of audio `index`
+    is final (for streaming); it must be quick and must not call into the engine."""
     check_decoder(decoder)
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
     audios = list(audios)
     settings = transcribe_options(model, dict(options))
     if not audios:
-        return
-    engine = engine_for(model)
-    job = engine.submit(Job(model, audios, settings, batch_size, decoder))
-    try:
-        while True:
-            item = job.results.get()
-            if item is END:
-                return
-            index, result = item
-            if index is None:  # the job's own failure
-                raise result
-            yield index, result
-    finally:
-        job.cancelled = True
+        return Transcription(None)
+    return Transcription(engine_for(model).submit(Job(model, audios, settings, batch_size, decoder, on_segment)))
+
+
+def stats(model) -> dict:
+    """The model's engine now: jobs, live_streams, waiting_audios; and since it was made: rounds, windows,
+    audio_seconds."""
+    return engine_for(model).stats()
 
 
 def decode(model, mel: torch.Tensor, options: DecodingOptions = DecodingOptions(), *, decoder: str = "torch",

@@ -9,7 +9,7 @@ together, and hands each job its results (`accept`). The caller's thread reads (
 import os
 import queue
 from collections import deque
-from typing import Dict, List, Optional
+from typing import Callable, Dict, List, Optional
 
 import torch
 
@@ -30,8 +30,10 @@ class JobRow:
 
 
 class Job:
-    def __init__(self, model, audios: list, settings: TranscribeOptions, batch_size: int, decoder: str):
+    def __init__(self, model, audios: list, settings: TranscribeOptions, batch_size: int, decoder: str,
+                 on_segment: Optional[Callable[[int, dict], None]] = None):
         self.settings, self.batch_size, self.decoder = settings, batch_size, decoder
+        self.on_segment = on_segment  # called on the scheduler thread with (index, segment) as segments finish
         self.generators = StreamGenerators(model.device)  # the default generators' state at the call
         self.pending = deque(enumerate(audios))
         self.active: Dict[int, TranscriptionStream] = {}
@@ -61,6 +63,14 @@ class Job:
     @property
     def finished(self) -> bool:
         return not self.pending and not self.active
+
+    @property
+    def live_streams(self) -> int:
+        return len(self.active)
+
+    @property
+    def waiting_audios(self) -> int:
+        return len(self.pending)
 
     # ---- a round
 
@@ -99,7 +109,11 @@ class Job:
                 if row.ahead and (result is None or not row.stream.matches(row.window)):
                     break
                 try:
+                    before = len(row.stream.all_segments)
                     row.stream.accept(result)
+                    if self.on_segment is not None:
+                        for segment in row.stream.all_segments[before:]:
+                            self.on_segment(index, segment)
                 except Exception as exc:  # this audio's own failure
                     del self.active[index]
                     self.progress.finish(index)

@@ -28,8 +28,19 @@ class Engine:
         self._jobs: List[Job] = []
         self._calls: deque = deque()  # (function, args, kwargs, Future) to run on the scheduler thread
         self._thread = None
+        self.rounds = 0  # rounds run
+        self.windows = 0  # windows encoded and decoded
+        self.audio_seconds = 0.0  # audio behind those windows
 
     # ---- callers' side
+
+    def stats(self) -> dict:
+        """What the engine holds now, and what it has done since it was made."""
+        with self._cond:
+            jobs = [job for job in self._jobs if not job.ended]
+        return dict(jobs=len(jobs), live_streams=sum(job.live_streams for job in jobs),
+                    waiting_audios=sum(job.waiting_audios for job in jobs), rounds=self.rounds,
+                    windows=self.windows, audio_seconds=self.audio_seconds)
 
     def submit(self, job: Job) -> Job:
         with self._cond:
@@ -104,6 +115,11 @@ class Engine:
             by_dtype.setdefault(row.job.settings.dtype, []).append(i)
         for members in by_dtype.values():
             self._encode_and_decode(model, rows, members, max_rows, decoded)
+        self.rounds += 1
+        for row, result in zip(rows, decoded):
+            if result is not None and not isinstance(result, DecodeFailure):
+                self.windows += 1
+                self.audio_seconds += row.window.duration
         by_job: Dict[int, Tuple[Job, list, list]] = {}
         for row, result in zip(rows, decoded):
             entry = by_job.setdefault(id(row.job), (row.job, [], []))
