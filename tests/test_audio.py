@@ -111,12 +111,15 @@ def test_long_file_decoded_in_parallel_parts_like_one_read(tmp_path, monkeypatch
     np.testing.assert_array_equal(loaded, expected)
 
 
-def test_parts_that_come_back_short_fall_back_to_one_read(tmp_path, monkeypatch, speech):
+def test_parts_that_come_back_short_are_a_truncated_file(tmp_path, monkeypatch, speech):
+    """A part that decodes fewer frames than the header promises makes the file corrupt, not shorter."""
     path = tmp_path / "long.flac"
     sf.write(path, np.tile(speech, 2)[: 5 * SAMPLE_RATE], SAMPLE_RATE, subtype="PCM_16")
     monkeypatch.setattr(audio_mod, "_PART_SECONDS", 1.0)
-    monkeypatch.setattr(audio_mod, "_read_parts", lambda *args: None)
-    np.testing.assert_array_equal(load_audio(path), sf.read(path, dtype="float32")[0])
+    monkeypatch.setattr(audio_mod, "_read_parts", lambda sf_, path_, frames, channels, parts:
+                        np.zeros((frames // 2, channels), dtype=np.float32))
+    with pytest.raises(AudioLoadError, match=r"long\.flac.*corrupt or truncated.*promises 80000 frames"):
+        load_audio(path)
 
 
 def test_short_or_unseekable_formats_are_read_in_one_part(tmp_path, monkeypatch, speech):
@@ -293,6 +296,145 @@ def test_truncated_flac(tmp_path, speech):
     path = tmp_path / "truncated.flac"
     path.write_bytes(good.read_bytes()[:30])  # header cut short
     with pytest.raises(AudioLoadError, match=r"truncated\.flac"):
+        load_audio(path)
+
+
+# ---- corrupt and truncated files: an error, never a silent partial decode (issue: the ffmpeg fallback decoded
+# the first seconds of a FLAC that libsndfile had found corrupt)
+
+@pytest.fixture(scope="module")
+def sample_bytes() -> bytes:
+    return (SAMPLES_DIR / "librivox_sense_and_sensibility_0870.flac").read_bytes()
+
+
+@pytest.fixture
+def partial_ffmpeg(monkeypatch):
+    """An ffmpeg that 'decodes' 3 s of any file and succeeds, as a real one does with a broken FLAC without
+    -xerror; records its calls."""
+    calls = []
+
+    def fake_run(cmd, **kwargs):
+        calls.append(cmd)
+        return subprocess.CompletedProcess(cmd, 0, np.zeros(3 * SAMPLE_RATE, np.int16).tobytes(), b"")
+
+    monkeypatch.setattr(shutil, "which", lambda name, *a, **k: "/usr/bin/ffmpeg" if name == "ffmpeg" else None)
+    monkeypatch.setattr(subprocess, "run", fake_run)
+    return calls
+
+
+@pytest.mark.parametrize("damage", ["cut at 30 %", "cut at 90 %", "bytes overwritten in the middle"])
+def test_damaged_flac_is_an_error_not_a_partial_decode(tmp_path, sample_bytes, partial_ffmpeg, damage):
+    data = bytearray(sample_bytes)
+    if damage.startswith("cut"):
+        data = data[: len(data) * int(damage.split()[2]) // 100]
+    else:
+        middle = len(data) // 2
+        data[middle:middle + 2000] = bytes((b * 7 + 13) & 255 for b in data[middle:middle + 2000])
+    path = tmp_path / "damaged.flac"
+    path.write_bytes(bytes(data))
+    with pytest.raises(AudioLoadError, match=r"damaged\.flac.*corrupt or truncated.*libsndfile says: .*lost sync"):
+        load_audio(path)
+    assert partial_ffmpeg == []  # libsndfile read the header: ffmpeg would only decode part of the file
+
+
+def _truncated_copy(tmp_path, speech, fmt, subtype, ext, keep=0.5):
+    whole = tmp_path / f"whole.{ext}"
+    sf.write(whole, np.tile(speech, 2), SAMPLE_RATE, format=fmt, subtype=subtype)
+    data = whole.read_bytes()
+    path = tmp_path / f"truncated.{ext}"
+    path.write_bytes(data[: int(len(data) * keep)])
+    return path
+
+
+@pytest.mark.parametrize("fmt, subtype, ext, reason", [
+    ("WAV", "PCM_16", "wav", "data chunk promises"),
+    ("WAV", "FLOAT", "wav", "data chunk promises"),
+    ("AIFF", "PCM_16", "aiff", "SSND chunk promises"),
+    ("OGG", "VORBIS", "ogg", "end-of-stream"),
+    ("MP3", "MPEG_LAYER_III", "mp3", "header promises .* frames"),
+])
+def test_truncated_files_are_errors(tmp_path, speech, partial_ffmpeg, fmt, subtype, ext, reason):
+    """libsndfile reads what is left of a truncated WAV, AIFF, Ogg or MP3 without an error; the header (or
+    libsndfile's log of it) shows that audio is missing."""
+    if fmt not in sf.available_formats():
+        pytest.skip(f"this libsndfile cannot write {fmt}")
+    path = _truncated_copy(tmp_path, speech, fmt, subtype, ext)
+    with pytest.raises(AudioLoadError, match=rf"truncated\.{ext}.*corrupt or truncated.*{reason}"):
+        load_audio(path)
+    assert partial_ffmpeg == []
+
+
+@pytest.mark.parametrize("fmt, subtype, ext", [("WAV", "PCM_16", "wav"), ("FLAC", "PCM_16", "flac"),
+                                               ("OGG", "VORBIS", "ogg"), ("MP3", "MPEG_LAYER_III", "mp3")])
+def test_whole_files_still_load(tmp_path, speech, fmt, subtype, ext):
+    if fmt not in sf.available_formats():
+        pytest.skip(f"this libsndfile cannot write {fmt}")
+    path = _truncated_copy(tmp_path, speech, fmt, subtype, ext, keep=1.0)
+    assert abs(load_audio(path).size - 2 * speech.size) < 0.05 * SAMPLE_RATE
+
+
+def test_streamed_wav_with_unset_sizes_loads(tmp_path, speech):
+    """A WAV written to a pipe has its RIFF and data sizes left at 0xFFFFFFFF: not a truncated file."""
+    path = tmp_path / "streamed.wav"
+    sf.write(path, speech, SAMPLE_RATE, subtype="PCM_16")
+    data = bytearray(path.read_bytes())
+    data[4:8] = b"\xff\xff\xff\xff"
+    data[data.index(b"data") + 4: data.index(b"data") + 8] = b"\xff\xff\xff\xff"
+    path.write_bytes(bytes(data))
+    np.testing.assert_array_equal(load_audio(path), speech)
+
+
+def _ffmpeg_reply(monkeypatch, stderr: bytes, seconds: float, returncode: int = 0):
+    calls = []
+
+    def fake_run(cmd, **kwargs):
+        calls.append(cmd)
+        return subprocess.CompletedProcess(cmd, returncode, np.zeros(int(seconds * SAMPLE_RATE), np.int16).tobytes(),
+                                           stderr)
+
+    monkeypatch.setattr(shutil, "which", lambda name, *a, **k: "/usr/bin/ffmpeg" if name == "ffmpeg" else None)
+    monkeypatch.setattr(subprocess, "run", fake_run)
+    return calls
+
+
+def test_ffmpeg_decoding_less_than_the_header_promises_is_an_error(tmp_path, monkeypatch):
+    path = tmp_path / "clip.m4a"
+    path.write_bytes(bytes(1000))
+    calls = _ffmpeg_reply(monkeypatch, b"Input #0, mov,mp4,m4a, from 'clip.m4a':\n  Duration: 00:00:07.10, start: "
+                          b"0.000000, bitrate: 40 kb/s\n  Stream #0:0: Audio: aac, 16000 Hz, mono\n", 3.0)
+    with pytest.raises(AudioLoadError, match=r"clip\.m4a.*corrupt or truncated.*promises 7\.10 s.*decoded 3\.00 s"):
+        load_audio(path)
+    assert "-xerror" in calls[0]  # a decoding error ends ffmpeg with a failure
+
+
+@pytest.mark.parametrize("stderr", [
+    b"  Duration: 00:00:03.02, start: 0.000000\n",  # within the slack of codec padding
+    b"  Duration: 00:00:07.10\n  Stream #0:0: Video: h264\n  Stream #0:1: Audio: aac\n",  # a video's length
+    b"Estimating duration from bitrate, this may be inaccurate\n  Duration: 00:00:07.10\n",
+    b"  Duration: N/A, bitrate: N/A\n",
+])
+def test_ffmpeg_durations_that_are_no_promise(tmp_path, monkeypatch, stderr):
+    path = tmp_path / "clip.webm"
+    path.write_bytes(bytes(1000))
+    _ffmpeg_reply(monkeypatch, stderr, 3.0)
+    assert load_audio(path).size == 3 * SAMPLE_RATE
+
+
+@requires_ffmpeg
+@pytest.mark.parametrize("ext, codec", [(".m4a", ["-c:a", "aac"]), (".mka", ["-c:a", "flac"])])
+def test_truncated_file_through_real_ffmpeg_is_an_error(tmp_path, speech, ext, codec):
+    wav = tmp_path / "speech.wav"
+    sf.write(wav, np.tile(speech, 3), 16000, subtype="PCM_16")
+    whole = tmp_path / f"whole{ext}"
+    made = subprocess.run(["ffmpeg", "-nostdin", "-loglevel", "error", "-y", "-i", str(wav), *codec, str(whole)],
+                          capture_output=True)
+    if made.returncode != 0:
+        pytest.skip(f"this ffmpeg cannot encode {ext}: {made.stderr.decode()[-200:]}")
+    assert abs(load_audio(whole).size - 3 * speech.size) < 0.1 * SAMPLE_RATE
+    data = whole.read_bytes()
+    path = tmp_path / f"truncated{ext}"
+    path.write_bytes(data[: len(data) // 2])
+    with pytest.raises(AudioLoadError, match=rf"truncated{re.escape(ext)}.*(corrupt|ffmpeg failed)"):
         load_audio(path)
 
 

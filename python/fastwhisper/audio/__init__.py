@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import shutil
 import subprocess
 from concurrent.futures import ThreadPoolExecutor
-from typing import Union
+from typing import Optional, Union
 
 import numpy as np
 import torch
@@ -178,31 +179,72 @@ def _from_file(source, sr: int) -> np.ndarray:
 
 
 class _NotReadableBySoundfile(Exception):
-    pass
+    """libsndfile does not recognise the file (a format it lacks): ffmpeg may still decode it."""
+
+
+def _corrupt(path: str, reason: str) -> AudioLoadError:
+    return AudioLoadError(f"could not decode audio file {path!r} (corrupt or truncated): {reason}")
+
+
+_DECODE_ERRORS = (RuntimeError, TypeError, ValueError, EOFError, OverflowError)  # LibsndfileError: RuntimeError
+
+# MP3 frame counts without a complete Xing/LAME header are estimates: a shortfall up to this many frames (or
+# 1 %) is the estimate's error, not truncation.
+_MPEG_SLACK_FRAMES = 4 * 1152
 
 
 def _read_soundfile(path: str):
-    """(samples [frames, channels] float32, sample rate), or _NotReadableBySoundfile with libsndfile's reason."""
+    """(samples [frames, channels] float32, sample rate); _NotReadableBySoundfile with libsndfile's reason if
+    it does not recognise the file; AudioLoadError if it recognises the file but cannot decode all of it."""
     try:
         import soundfile
     except (ImportError, OSError) as exc:  # OSError: the libsndfile shared library failed to load
         raise _NotReadableBySoundfile(f"soundfile is unavailable ({exc})") from exc
     try:
-        with soundfile.SoundFile(path) as f:
-            file_sr, frames, channels, fmt = int(f.samplerate), f.frames, f.channels, f.format
-            parts = _parallel_parts(fmt, frames, file_sr) if f.seekable() else 1
-            if parts <= 1:
-                return f.read(dtype="float32", always_2d=True), file_sr
-        samples = _read_parts(soundfile, path, frames, channels, parts)
-        if samples is None:  # a part came back short (the header's frame count was wrong): one plain read
-            samples = soundfile.read(path, dtype="float32", always_2d=True)[0]
-    except (RuntimeError, TypeError, ValueError, EOFError, OverflowError, MemoryError) as exc:
-        # soundfile.LibsndfileError is a RuntimeError
+        handle = soundfile.SoundFile(path)
+    except _DECODE_ERRORS as exc:
         reason = str(exc).strip() or type(exc).__name__
         if "does not exist or is not a regular file" in reason:  # libsndfile's generic "can't open" text
             reason = "unrecognised or undecodable data"
         raise _NotReadableBySoundfile(reason) from exc
+    # From here libsndfile has read the header: a decoding failure means a corrupt file, which ffmpeg would
+    # only decode in part.
+    with handle as f:
+        file_sr, frames, channels, fmt = int(f.samplerate), f.frames, f.channels, f.format
+        problem = _header_problem(getattr(f, "extra_info", "") or "")
+        if problem:
+            raise _corrupt(path, problem)
+        parts = _parallel_parts(fmt, frames, file_sr) if f.seekable() else 1
+        try:
+            if parts <= 1:
+                samples = f.read(dtype="float32", always_2d=True)
+            else:
+                samples = _read_parts(soundfile, path, frames, channels, parts)
+        except _DECODE_ERRORS as exc:
+            raise _corrupt(path, f"libsndfile says: {str(exc).strip() or type(exc).__name__}") from exc
+    slack = max(_MPEG_SLACK_FRAMES, frames // 100) if fmt == "MPEG" else 0
+    if samples.shape[0] < frames - slack:
+        raise _corrupt(path, f"its header promises {frames} frames ({frames / file_sr:.2f} s) but the decoder "
+                             f"read {samples.shape[0]} ({samples.shape[0] / file_sr:.2f} s)")
     return samples, file_sr
+
+
+# libsndfile's log of a WAV/AIFF header whose chunk sizes reach past the end of the file: "data : 96000
+# (should be 47978)". Streamed files (sizes left 0 or 0xFFFFFFFF by the writer) are not truncated.
+_CHUNK_SIZE_LOG = re.compile(r"^\s*(data|SSND)\s*:\s*(\d+)\s*\(should be (\d+)\)", re.MULTILINE)
+_UNSET_SIZES = (0, 0xFFFFFFFF, 0x7FFFFFFF)
+
+
+def _header_problem(log: str) -> str:
+    """Why libsndfile's header log shows the file to be truncated, or ''."""
+    for chunk, declared, actual in _CHUNK_SIZE_LOG.findall(log):
+        declared, actual = int(declared), int(actual)
+        if declared not in _UNSET_SIZES and declared < 0xFFFFFF00 and declared > actual:
+            return (f"the header's {chunk} chunk promises {declared} bytes of audio but the file holds {actual} "
+                    "(truncated)")
+    if "Last page lacks an end-of-stream bit" in log:
+        return "the Ogg stream ends without its end-of-stream page (truncated)"
+    return ""
 
 
 def _parallel_parts(fmt: str, frames: int, sr: int) -> int:
@@ -212,9 +254,10 @@ def _parallel_parts(fmt: str, frames: int, sr: int) -> int:
     return max(1, min(int(frames / (_PART_SECONDS * sr)), os.cpu_count() or 1, _MAX_PARTS))
 
 
-def _read_parts(soundfile, path: str, frames: int, channels: int, parts: int):
+def _read_parts(soundfile, path: str, frames: int, channels: int, parts: int) -> np.ndarray:
     """The file's [frames, channels] float32 samples decoded as `parts` contiguous ranges, each by its own
-    thread with its own handle (the same samples as one read), or None if a range came back short."""
+    thread with its own handle (the same samples as one read); a range that comes back short ends the
+    result there (the caller reports the file as truncated)."""
     out = np.empty((frames, channels), dtype=np.float32)
     bounds = [frames * i // parts for i in range(parts + 1)]
 
@@ -226,8 +269,9 @@ def _read_parts(soundfile, path: str, frames: int, channels: int, parts: int):
 
     with ThreadPoolExecutor(max_workers=parts) as pool:
         counts = list(pool.map(read, range(parts)))
-    if counts != [bounds[i + 1] - bounds[i] for i in range(parts)]:
-        return None
+    for i, count in enumerate(counts):
+        if count != bounds[i + 1] - bounds[i]:
+            return out[:bounds[i] + count]
     return out
 
 
@@ -247,7 +291,8 @@ def _read_ffmpeg(path: str, sr: int, size: int, soundfile_error: str) -> np.ndar
             f"audio file {path!r}: this format ({ext or 'no extension'}) needs ffmpeg to decode, and ffmpeg is not "
             f"installed (not found on PATH); install ffmpeg or convert the file to wav/flac "
             f"(libsndfile says: {soundfile_error})")
-    cmd = [ffmpeg, "-nostdin", "-threads", "0", "-i", "file:" + os.path.abspath(path),
+    # -xerror: a decoding error ends ffmpeg with a failure instead of skipping the bad part.
+    cmd = [ffmpeg, "-nostdin", "-hide_banner", "-xerror", "-threads", "0", "-i", "file:" + os.path.abspath(path),
            "-f", "s16le", "-ac", "1", "-acodec", "pcm_s16le", "-ar", str(sr), "-"]
     timeout = _ffmpeg_timeout(size)
     try:
@@ -256,13 +301,36 @@ def _read_ffmpeg(path: str, sr: int, size: int, soundfile_error: str) -> np.ndar
         raise AudioLoadError(f"ffmpeg timed out after {timeout:.0f} s decoding audio file {path!r}") from exc
     except OSError as exc:
         raise AudioLoadError(f"could not run ffmpeg ({ffmpeg}) to decode audio file {path!r}: {exc}") from exc
+    stderr = proc.stderr.decode(errors="replace")
     if proc.returncode != 0:
-        stderr = proc.stderr.decode(errors="replace").strip().splitlines()
-        detail = " | ".join(stderr[-3:]) if stderr else f"exit status {proc.returncode}"
+        lines = [line.strip() for line in stderr.strip().splitlines() if line.strip()]
+        detail = " | ".join(lines[-3:]) if lines else f"exit status {proc.returncode}"
         raise AudioLoadError(f"could not decode audio file {path!r} (corrupt or unsupported format): "
                              f"ffmpeg failed: {detail}; libsndfile says: {soundfile_error}")
     data = proc.stdout[: len(proc.stdout) // 2 * 2]
-    return np.frombuffer(data, np.int16).astype(np.float32) / 32768.0
+    samples = np.frombuffer(data, np.int16).astype(np.float32) / 32768.0
+    promised = _ffmpeg_audio_duration(stderr)
+    decoded = samples.size / sr
+    if promised is not None and decoded < promised - max(_DURATION_SLACK_S, _DURATION_SLACK_FRACTION * promised):
+        raise _corrupt(path, f"its header promises {promised:.2f} s of audio but ffmpeg decoded {decoded:.2f} s")
+    return samples
+
+
+# ffmpeg's header duration ("Duration: 00:01:02.50") of an input without a video stream (with one, the duration
+# may be the video's). Estimated durations (from the bitrate) are not promises.
+_FFMPEG_DURATION = re.compile(r"Duration:\s*(\d+):(\d\d):(\d\d(?:\.\d+)?)")
+_DURATION_SLACK_S = 0.5          # encoder delay and padding, container rounding
+_DURATION_SLACK_FRACTION = 0.01
+
+
+def _ffmpeg_audio_duration(stderr: str) -> Optional[float]:
+    if "Video:" in stderr or "Estimating duration from bitrate" in stderr:
+        return None
+    match = _FFMPEG_DURATION.search(stderr)
+    if match is None:
+        return None
+    hours, minutes, seconds = match.groups()
+    return int(hours) * 3600 + int(minutes) * 60 + float(seconds)
 
 
 # ------------------------------------------------------------------------------------------- resampling
