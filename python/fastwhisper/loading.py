@@ -8,6 +8,7 @@ last openai-whisper's own download (which needs network access).
 import importlib
 import os
 import urllib.error
+from contextlib import contextmanager
 from dataclasses import asdict
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Union
@@ -80,9 +81,39 @@ def _default_root(download_root: Optional[str]) -> str:
     return os.path.join(os.getenv("XDG_CACHE_HOME", default), "whisper")
 
 
+@contextmanager
+def _checkpoint_errors(source):
+    """Turn any error of the format readers (a text file named .pt, a corrupt config.json, weights of the
+    wrong shapes, ...) into a ModelLoadError naming the checkpoint and the reason."""
+    try:
+        yield
+    except (ModelLoadError, MemoryError, KeyboardInterrupt):
+        raise
+    except Exception as exc:
+        reason = " ".join(str(exc).split()) or "no detail"
+        if len(reason) > 300:
+            reason = reason[:300] + "..."
+        raise ModelLoadError(f"{source}: not a readable Whisper checkpoint ({type(exc).__name__}: {reason})") from exc
+
+
 def read_checkpoint(path: Union[str, Path]) -> Checkpoint:
     """Read any supported checkpoint file or directory into the openai layout."""
-    path = Path(path)
+    with _checkpoint_errors(path):
+        return _check_alignment_heads(_read_checkpoint(Path(path)), path)
+
+
+def _check_alignment_heads(ckpt: Checkpoint, source) -> Checkpoint:
+    """The checkpoint, if its alignment heads (from a config file) are (layer, head) pairs of the decoder."""
+    layers, heads = ckpt.dims.n_text_layer, ckpt.dims.n_text_head
+    for pair in ckpt.alignment_heads or []:
+        if (len(pair) != 2 or not all(isinstance(i, int) and not isinstance(i, bool) for i in pair)
+                or not (0 <= pair[0] < layers and 0 <= pair[1] < heads)):
+            raise ModelLoadError(f"{source}: alignment head {list(pair)!r} is not a (layer, head) pair of a decoder "
+                                 f"with {layers} layers of {heads} heads")
+    return ckpt
+
+
+def _read_checkpoint(path: Path) -> Checkpoint:
     if path.is_dir():
         if (path / "model.bin").is_file():
             return ctranslate2.read(path)
@@ -171,12 +202,14 @@ def load_model(
     if os.path.exists(source):
         ckpt = read_checkpoint(source)
     elif source in whisper._MODELS:
-        ckpt = _resolve_name(source, _default_root(download_root))
+        with _checkpoint_errors(source):
+            ckpt = _resolve_name(source, _default_root(download_root))
     else:
         raise ModelLoadError(
             f"model {source!r} not found: it is not a file or directory, nor one of {available_models()}"
         )
-    model = _build(ckpt, source)
+    with _checkpoint_errors(source):
+        model = _build(ckpt, source)
     if source in whisper._ALIGNMENT_HEADS:
         model.set_alignment_heads(whisper._ALIGNMENT_HEADS[source])
     if dtype in (torch.float16, torch.bfloat16):
