@@ -10,14 +10,13 @@
 
 from . import ops
 from ._library import WITH_CUDA
+from ._version import __version__
 from .audio import load_audio
 from .encoder import FastAudioEncoder, accelerate
 from .engine import decode, transcribe, transcribe_batch
 from .errors import AudioLoadError, FastWhisperError, ModelLoadError
 from .loading import available_models, load_model, save_checkpoint
 from .model import FastWhisper
-
-__version__ = "0.1.0"
 __all__ = [
     "FastAudioEncoder", "FastWhisper", "accelerate", "load_model", "save_checkpoint", "available_models",
     "transcribe", "transcribe_batch", "decode", "load_audio", "ops", "WITH_CUDA", "AudioLoadError", "ModelLoadError",
