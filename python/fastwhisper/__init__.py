@@ -17,6 +17,7 @@ from .engine import decode, transcribe, transcribe_batch
 from .errors import AudioLoadError, FastWhisperError, ModelLoadError
 from .loading import available_models, load_model, save_checkpoint
 from .model import FastWhisper
+
 __all__ = [
     "FastAudioEncoder", "FastWhisper", "accelerate", "load_model", "save_checkpoint", "available_models",
     "transcribe", "transcribe_batch", "decode", "load_audio", "ops", "WITH_CUDA", "AudioLoadError", "ModelLoadError",
