@@ -11,12 +11,17 @@ With --batch_size N > 1 the windows of up to N files are encoded and decoded tog
 
 Exit status: 0 when every file was transcribed; 1 when some input could not be read (each is reported as
 one `fastwhisper: error: FILE: MESSAGE` line on stderr, and the other files are still processed); 2 for a
-usage error, a model that cannot be loaded, or a decoder that is not available.
+usage error, an output directory that cannot be made or written, a model that cannot be loaded, or a decoder
+that is not available; 130 when interrupted (Ctrl-C; a second Ctrl-C exits at once). Output files are written
+to a temporary file in the output directory, then renamed, so none is ever left half written.
 """
 
 import argparse
 import os
+import signal
 import sys
+import tempfile
+import threading
 import traceback
 import warnings
 from contextlib import contextmanager, redirect_stdout
@@ -37,6 +42,8 @@ WORD_OPTIONS = ("highlight_words", "max_line_count", "max_line_width", "max_word
 
 # Exit statuses.
 OK, FILE_FAILED, USAGE = 0, 1, 2
+INTERRUPTED = 128 + signal.SIGINT  # 130, as a shell reports a command ended by Ctrl-C
+OUTPUT_FORMATS = ("txt", "vtt", "srt", "tsv", "json")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -212,8 +219,42 @@ def _error(message: str) -> None:
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = build_parser()
     args = vars(parser.parse_args(argv))
-    with _cli_warnings():
-        return _run(parser, args)
+    with _interrupt_handling():
+        try:
+            with _cli_warnings():
+                return _run(parser, args)
+        except KeyboardInterrupt:
+            tqdm.tqdm.write("", file=sys.stderr)
+            _error("interrupted")
+            return INTERRUPTED
+
+
+def _exit_now(signum, frame) -> None:
+    """A second Ctrl-C: leave at once, whatever is running."""
+    try:
+        sys.stderr.write(f"\n{PROG}: error: interrupted\n")
+        sys.stderr.flush()
+    finally:
+        os._exit(INTERRUPTED)
+
+
+def _first_interrupt(signum, frame) -> None:
+    signal.signal(signal.SIGINT, _exit_now)
+    raise KeyboardInterrupt
+
+
+@contextmanager
+def _interrupt_handling():
+    """Ctrl-C raises KeyboardInterrupt (main reports it and returns 130); a second one exits the process at
+    once. Only in the main thread (signal handlers can only be set there); the previous handler comes back."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGINT, _first_interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def _run(parser: argparse.ArgumentParser, args: dict) -> int:
@@ -259,6 +300,10 @@ def _run(parser: argparse.ArgumentParser, args: dict) -> int:
         temperature = tuple(np.arange(temperature, 1.0 + 1e-6, increment))
     if threads:
         torch.set_num_threads(threads)
+    problem = _output_dir_problem(output_dir)
+    if problem:
+        _error(f"--output_dir {output_dir!r}: {problem}")
+        return USAGE
 
     try:
         model = fastwhisper.load_model(model_name, device=device, dtype=dtype, download_root=model_dir)
@@ -278,9 +323,12 @@ def _run(parser: argparse.ArgumentParser, args: dict) -> int:
     if model.device.type == "cpu":
         args["fp16"] = False  # openai-whisper falls back to fp32 on CPU anyway (with a warning per file)
 
-    writer = get_writer(output_format, output_dir)
+    problem = _make_output_dir(output_dir)
+    if problem:
+        _error(f"--output_dir {output_dir!r}: {problem}")
+        return USAGE
+    writers = [get_writer(fmt, output_dir) for fmt in (OUTPUT_FORMATS if output_format == "all" else [output_format])]
     writer_args = {option: args.pop(option) for option in WORD_OPTIONS}
-    os.makedirs(output_dir, exist_ok=True)
 
     options = dict(decoder=decoder, temperature=temperature, **args)
     failed = 0
@@ -296,7 +344,7 @@ def _run(parser: argparse.ArgumentParser, args: dict) -> int:
                 for index, result in results:
                     audio_path = audio_paths[index]
                     bar.set_postfix_str(os.path.basename(audio_path), refresh=False)
-                    text = _write(result, audio_path, writer, writer_args, output_dir)
+                    text = _write(result, audio_path, writers, writer_args, output_dir)
                     failed += text is None
                     transcripts[index] = text
                     while next_to_print in transcripts:  # the transcripts in the order of the files
@@ -342,7 +390,61 @@ def _batched(model, audio_paths: List[str], batch_size: int, options: dict):
                 yield index, exc
 
 
-def _write(result, audio_path: str, writer, writer_args: dict, output_dir: str) -> Optional[str]:
+def _output_dir_problem(output_dir: str) -> str:
+    """Why the outputs cannot be written to `output_dir`, or '': checked before any work by creating and
+    removing a file there (or, while it does not exist, in the closest folder above it, where it will be made)."""
+    if os.path.exists(output_dir) and not os.path.isdir(output_dir):
+        return "not a directory"
+    existing = os.path.abspath(output_dir)
+    while not os.path.exists(existing):
+        existing = os.path.dirname(existing)
+    if not os.path.isdir(existing):
+        return f"cannot be made: {existing} is not a directory"
+    try:
+        fd, probe = tempfile.mkstemp(dir=existing, prefix=".fastwhisper-probe-")
+        os.close(fd)
+        os.remove(probe)
+    except OSError as exc:
+        verb = "written to" if existing == os.path.abspath(output_dir) else f"made ({existing} cannot be written to)"
+        return f"cannot be {verb}: {exc.strerror or _one_line(exc)}"
+    return ""
+
+
+def _make_output_dir(output_dir: str) -> str:
+    """Make `output_dir`; '' or why it cannot be made."""
+    try:
+        os.makedirs(output_dir, exist_ok=True)
+    except OSError as exc:
+        return f"cannot be made: {exc.strerror or _one_line(exc)}"
+    return ""
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def _write_atomically(writer, result: dict, audio_path: str, output_dir: str, writer_args: dict) -> None:
+    """openai-whisper's writer's output for `audio_path` (same name), written to a temporary file in
+    `output_dir`, then renamed over the name: a reader sees the old file or the whole new one, never a part."""
+    name = os.path.splitext(os.path.basename(audio_path))[0] + "." + writer.extension
+    f = tempfile.NamedTemporaryFile("w", encoding="utf-8", dir=output_dir, prefix=f".{name}.", suffix=".tmp",
+                                    delete=False)
+    try:
+        with f:
+            writer.write_result(result, file=f, **writer_args)
+        os.chmod(f.name, 0o666 & ~_umask())  # as open() would have made it, not mkstemp's 0600
+        os.replace(f.name, os.path.join(output_dir, name))
+    except BaseException:
+        try:
+            os.remove(f.name)
+        except OSError:
+            pass
+        raise
+
+
+def _write(result, audio_path: str, writers, writer_args: dict, output_dir: str) -> Optional[str]:
     """Write a file's outputs and return its transcript for stdout; report a failure and return None."""
     if isinstance(result, Exception):
         if isinstance(result, FastWhisperError):
@@ -353,9 +455,15 @@ def _write(result, audio_path: str, writer, writer_args: dict, output_dir: str) 
             _error(f"{audio_path}: {type(result).__name__}: {_one_line(result)}")
         return None
     try:
-        writer(result, audio_path, **writer_args)
+        for writer in writers:
+            _write_atomically(writer, result, audio_path, output_dir, writer_args)
     except OSError as exc:
         _error(f"{audio_path}: cannot write the output in {output_dir}: {_one_line(exc)}")
+        return None
+    except Exception as exc:  # a writer that fails on the result: a bug, reported like one; the others go on
+        lines = traceback.format_exception(type(exc), exc, exc.__traceback__)
+        tqdm.tqdm.write("".join(lines).rstrip("\n"), file=sys.stderr)
+        _error(f"{audio_path}: cannot write the output: {type(exc).__name__}: {_one_line(exc)}")
         return None
     return make_safe(result["text"].strip())
 
