@@ -1,0 +1,364 @@
+"""Load generator for fastwhisper-serve: aggregate RTFx and latency at several concurrencies, against sequential
+transcribe() and one transcribe_batch() of the same requests, in one run.
+
+    python benchmarks/serve_load.py --models large-v3=random,turbo=random,tiny.en=real --device cuda \
+        --concurrency 1,4,16,64 --batch_size 64 --decoder cpp --out benchmarks/results/serve_load_h100.json
+
+For each model: (1) in this process, the baselines: `fastwhisper.transcribe` of the first --sequential requests
+one after another, and `transcribe_batch` of --batch_requests requests with the server's batch size; (2) a server
+process (this script with --serve) on a free port; (3) for each concurrency C, max(2C, --min_requests) requests
+of --audio_seconds of audio each, C in flight at a time (asyncio + httpx): aggregate RTFx (audio seconds / wall
+seconds), p50 and p95 latency (upload to last byte), the mean GPU utilisation (nvidia-smi) and the engine's
+windows per round (from /metrics).
+
+Random weights (NAME=random): benchmarks/common.random_whisper's seeded weights, and a fixed token budget per
+30-s window (--tokens, run.py's long-form budget): English, no timestamps, EOT suppressed, temperature 0 without
+fallback, so every window decodes exactly --tokens tokens whatever the weights. Real weights (NAME=real): the
+bundled package's weights (tiny.en), whisper.transcribe's default options, speech cut from the bundled samples.
+"""
+
+import argparse
+import asyncio
+import io
+import json
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Dict, List, Optional
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import fastwhisper  # noqa: E402
+from common import device_name, free_device_memory, git_commit, percentile, random_whisper, synchronize  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+SPEECH = ROOT / "audio_samples" / "long_pocketsphinx_concat.flac"
+SAMPLE_RATE = 16000
+DEFAULT_TOKENS = 100  # run.py's long-form token budget per 30-s window
+STARTUP_S = 600
+
+
+# ---- models and requests ----------------------------------------------------------------------------
+
+def parse_models(text: str) -> List[tuple]:
+    models = []
+    for item in filter(None, (x.strip() for x in text.split(","))):
+        name, _, kind = item.partition("=")
+        kind = kind or "random"
+        if kind not in ("random", "real"):
+            raise SystemExit(f"--models: {item!r}: the weights are 'random' or 'real'")
+        models.append((name, kind))
+    return models
+
+
+def build_model(name: str, kind: str, device: str):
+    if kind == "real":
+        return fastwhisper.load_model(name, device=device)
+    source = random_whisper(name, device)
+    with torch.device(device):
+        model = fastwhisper.FastWhisper(source.dims)
+    model.load_state_dict(source.state_dict())
+    del source
+    return model.eval()
+
+
+def fixed_options(model, kind: str, tokens: int, device: str) -> Dict[str, object]:
+    """The options every request runs with (the server's fixed_options, and the baselines')."""
+    options: Dict[str, object] = {} if torch.device(device).type == "cuda" else {"fp16": False}
+    if kind == "random":
+        options.update(language="en", without_timestamps=True, suppress_tokens=[-1, _eot(model)], sample_len=tokens,
+                       temperature=0.0, condition_on_previous_text=False, compression_ratio_threshold=None,
+                       logprob_threshold=None, no_speech_threshold=None)
+    return options
+
+
+def _eot(model) -> int:
+    import whisper
+
+    return whisper.tokenizer.get_tokenizer(model.is_multilingual, num_languages=model.num_languages).eot
+
+
+def request_audios(count: int, seconds: float) -> List[np.ndarray]:
+    """`count` clips of `seconds` s cut from the bundled speech at different offsets (tiled when short)."""
+    speech = fastwhisper.load_audio(str(SPEECH))
+    n = int(seconds * SAMPLE_RATE)
+    tiled = np.tile(speech, n // speech.size + 2)
+    step = max(1, (tiled.size - n) // max(1, count))
+    return [tiled[i * step % (tiled.size - n):][:n].copy() for i in range(count)]
+
+
+def wav_bytes(audio: np.ndarray) -> bytes:
+    import soundfile
+
+    buffer = io.BytesIO()
+    soundfile.write(buffer, audio, SAMPLE_RATE, format="WAV", subtype="PCM_16")
+    return buffer.getvalue()
+
+
+# ---- baselines --------------------------------------------------------------------------------------
+
+def baselines(model, audios: List[np.ndarray], options: dict, args) -> Dict[str, object]:
+    device = args.device
+    audio_s = [a.size / SAMPLE_RATE for a in audios]
+    fastwhisper.transcribe(model, audios[0], decoder=args.decoder, **options)  # warm-up
+    synchronize(device)
+    latencies = []
+    for audio in audios[:args.sequential]:
+        start = time.perf_counter()
+        fastwhisper.transcribe(model, audio, decoder=args.decoder, **options)
+        synchronize(device)
+        latencies.append(time.perf_counter() - start)
+    sequential = {"requests": len(latencies), "rtfx": sum(audio_s[:len(latencies)]) / sum(latencies),
+                  "p50_s": statistics.median(latencies), "p95_s": percentile(latencies, 95)}
+    batch = audios[:args.batch_requests]
+    start = time.perf_counter()
+    results = fastwhisper.transcribe_batch(model, batch, batch_size=args.batch_size, decoder=args.decoder, **options)
+    synchronize(device)
+    wall = time.perf_counter() - start
+    failed = [r for r in results if isinstance(r, Exception)]
+    if failed:
+        raise RuntimeError(f"transcribe_batch failed: {failed[0]!r}")
+    batched = {"requests": len(batch), "batch_size": args.batch_size, "rtfx": sum(audio_s[:len(batch)]) / wall,
+               "wall_s": wall}
+    return {"sequential_transcribe": sequential, "transcribe_batch": batched}
+
+
+# ---- the server -------------------------------------------------------------------------------------
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def serve_main(args) -> int:
+    """--serve: build the model and serve it until SIGTERM."""
+    from fastwhisper.serve import ServerConfig, create_app
+    from fastwhisper.serve.runner import serve
+
+    [(name, kind)] = parse_models(args.models)
+    model = build_model(name, kind, args.device)
+    config = ServerConfig(model_name=name, batch_size=args.batch_size, decoder=args.decoder,
+                          fixed_options=fixed_options(model, kind, args.tokens, args.device), max_queue=1024,
+                          max_upload_bytes=256 << 20)
+    serve(create_app(model, config), host="127.0.0.1", port=args.port, log_level="warning")
+    return 0
+
+
+class Server:
+    def __init__(self, name: str, kind: str, args):
+        import httpx
+
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        command = [sys.executable, __file__, "--serve", "--models", f"{name}={kind}", "--port", str(self.port),
+                   "--device", args.device, "--batch_size", str(args.batch_size), "--decoder", args.decoder,
+                   "--tokens", str(args.tokens)]
+        self.proc = subprocess.Popen(command)
+        deadline = time.monotonic() + STARTUP_S
+        while True:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"the server exited with status {self.proc.returncode}")
+            try:
+                if httpx.get(self.url + "/health", timeout=2).status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            if time.monotonic() > deadline:
+                self.stop()
+                raise RuntimeError("the server did not start")
+            time.sleep(0.5)
+
+    def metrics(self) -> Dict[str, float]:
+        import httpx
+
+        samples = {}
+        for line in httpx.get(self.url + "/metrics", timeout=30).text.splitlines():
+            if line and not line.startswith("#"):
+                key, value = line.rsplit(" ", 1)
+                samples[key] = float(value)
+        return samples
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(120)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+class GpuUtilisation:
+    """nvidia-smi's utilisation.gpu every 100 ms, on a thread; mean over [start, stop] of a level."""
+
+    def __init__(self, device: str):
+        self.samples: List[tuple] = []
+        self.proc = None
+        if torch.device(device).type != "cuda":
+            return
+        index = torch.device(device).index or 0
+        try:
+            self.proc = subprocess.Popen(["nvidia-smi", "--query-gpu=utilization.gpu", "--format=csv,noheader,nounits",
+                                          "-i", str(index), "-lms", "100"], stdout=subprocess.PIPE, text=True,
+                                         stderr=subprocess.DEVNULL)
+        except OSError:
+            return
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self):
+        for line in self.proc.stdout:
+            try:
+                self.samples.append((time.perf_counter(), float(line.strip())))
+            except ValueError:
+                pass
+
+    def mean(self, start: float, stop: float) -> Optional[float]:
+        values = [u for t, u in self.samples if start <= t <= stop]
+        return statistics.mean(values) if values else None
+
+    def close(self):
+        if self.proc is not None:
+            self.proc.terminate()
+
+
+async def run_level(url: str, bodies: List[bytes], concurrency: int, requests: int, name: str) -> dict:
+    import httpx
+
+    limits = httpx.Limits(max_connections=concurrency + 4, max_keepalive_connections=concurrency + 4)
+    semaphore = asyncio.Semaphore(concurrency)
+    latencies: List[float] = []
+    errors: List[str] = []
+
+    async def one(client, i):
+        async with semaphore:
+            start = time.perf_counter()
+            response = await client.post(url + "/v1/audio/transcriptions", data={"model": name},
+                                         files={"file": (f"r{i}.wav", bodies[i % len(bodies)], "audio/wav")})
+            if response.status_code != 200:
+                errors.append(f"{response.status_code}: {response.text[:200]}")
+            else:
+                response.json()
+                latencies.append(time.perf_counter() - start)
+
+    async with httpx.AsyncClient(timeout=httpx.Timeout(900.0), limits=limits) as client:
+        start = time.perf_counter()
+        await asyncio.gather(*(one(client, i) for i in range(requests)))
+        wall = time.perf_counter() - start
+    if errors:
+        raise RuntimeError(f"{len(errors)} of {requests} requests failed, e.g. {errors[0]}")
+    return {"wall_s": wall, "latencies_s": latencies}
+
+
+def bench_model(name: str, kind: str, args) -> dict:
+    levels = [int(c) for c in args.concurrency.split(",")]
+    largest = max(max(2 * c, args.min_requests) for c in levels)
+    audios = request_audios(max(largest, args.batch_requests, args.sequential, 1), args.audio_seconds)
+    audio_s = args.audio_seconds
+    row: Dict[str, object] = {"model": name, "weights": kind, "audio_seconds_per_request": audio_s,
+                              "tokens_per_window": args.tokens if kind == "random" else None,
+                              "batch_size": args.batch_size, "decoder": args.decoder}
+    model = build_model(name, kind, args.device)
+    options = fixed_options(model, kind, args.tokens, args.device)
+    row.update(baselines(model, audios, options, args))
+    del model
+    free_device_memory(args.device)
+    print(f"{name}: sequential transcribe RTFx {row['sequential_transcribe']['rtfx']:.1f}, transcribe_batch RTFx "
+          f"{row['transcribe_batch']['rtfx']:.1f}", flush=True)
+
+    bodies = [wav_bytes(a) for a in audios]
+    gpu = GpuUtilisation(args.device)
+    server = Server(name, kind, args)
+    try:
+        asyncio.run(run_level(server.url, bodies, 2, 2, name))  # warm-up
+        row["levels"] = []
+        for concurrency in levels:
+            requests = max(2 * concurrency, args.min_requests)
+            before = server.metrics()
+            start = time.perf_counter()
+            measured = asyncio.run(run_level(server.url, bodies, concurrency, requests, name))
+            stop = time.perf_counter()
+            after = server.metrics()
+            lat = measured["latencies_s"]
+            windows = after["fastwhisper_engine_windows_total"] - before["fastwhisper_engine_windows_total"]
+            rounds = after["fastwhisper_engine_rounds_total"] - before["fastwhisper_engine_rounds_total"]
+            level = {"concurrency": concurrency, "requests": requests, "wall_s": measured["wall_s"],
+                     "rtfx": requests * audio_s / measured["wall_s"], "p50_s": statistics.median(lat),
+                     "p95_s": percentile(lat, 95), "max_s": max(lat), "gpu_util_pct": gpu.mean(start, stop),
+                     "windows_per_round": windows / rounds if rounds else None}
+            row["levels"].append(level)
+            util = "n/a" if level["gpu_util_pct"] is None else f"{level['gpu_util_pct']:.0f}%"
+            print(f"{name} C={concurrency:3d}: RTFx {level['rtfx']:.1f}, p50 {level['p50_s']:.2f} s, p95 "
+                  f"{level['p95_s']:.2f} s, GPU {util}, windows/round {level['windows_per_round'] or 0:.1f}",
+                  flush=True)
+    finally:
+        server.stop()
+        gpu.close()
+    return row
+
+
+def report(rows: List[dict]) -> str:
+    lines = ["| model | weights | concurrency | requests | aggregate RTFx | vs sequential | vs transcribe_batch | "
+             "p50 s | p95 s | GPU util |", "|---|---|---|---|---|---|---|---|---|---|"]
+    for row in rows:
+        seq, batch = row["sequential_transcribe"]["rtfx"], row["transcribe_batch"]["rtfx"]
+        lines.append(f"| {row['model']} | {row['weights']} | sequential transcribe() | "
+                     f"{row['sequential_transcribe']['requests']} | {seq:.1f} | 1.00 | {seq / batch:.2f} | "
+                     f"{row['sequential_transcribe']['p50_s']:.2f} | {row['sequential_transcribe']['p95_s']:.2f} | |")
+        lines.append(f"| {row['model']} | {row['weights']} | transcribe_batch (batch {row['batch_size']}) | "
+                     f"{row['transcribe_batch']['requests']} | {batch:.1f} | {batch / seq:.2f} | 1.00 | | | |")
+        for level in row.get("levels", []):
+            util = "" if level["gpu_util_pct"] is None else f"{level['gpu_util_pct']:.0f}%"
+            lines.append(f"| {row['model']} | {row['weights']} | {level['concurrency']} | {level['requests']} | "
+                         f"{level['rtfx']:.1f} | {level['rtfx'] / seq:.2f} | {level['rtfx'] / batch:.2f} | "
+                         f"{level['p50_s']:.2f} | {level['p95_s']:.2f} | {util} |")
+    return "\n".join(lines)
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--models", default="large-v3=random,turbo=random,tiny.en=real",
+                   help="NAME=random|real, comma separated")
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--concurrency", default="1,4,16,64")
+    p.add_argument("--min_requests", type=int, default=8, help="requests per level at least (else 2 x concurrency)")
+    p.add_argument("--audio_seconds", type=float, default=30.0, help="audio per request")
+    p.add_argument("--tokens", type=int, default=DEFAULT_TOKENS, help="token budget per window (random weights)")
+    p.add_argument("--batch_size", type=int, default=64, help="the server's (and transcribe_batch's) batch size")
+    p.add_argument("--decoder", default="cpp")
+    p.add_argument("--sequential", type=int, default=4, help="requests timed one by one with transcribe()")
+    p.add_argument("--batch_requests", type=int, default=64, help="requests in the transcribe_batch baseline")
+    p.add_argument("--out", type=Path, default=None, help="write the rows as JSON here")
+    p.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--port", type=int, default=0, help=argparse.SUPPRESS)
+    return p.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    if args.serve:
+        return serve_main(args)
+    rows = []
+    for name, kind in parse_models(args.models):
+        rows.append(bench_model(name, kind, args))
+    text = report(rows)
+    print(text)
+    if args.out is not None:
+        meta = {"device": device_name(args.device), "commit": git_commit(), "torch": torch.__version__,
+                "args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}}
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps({"meta": meta, "rows": rows, "report": text}, indent=1) + "\n")
+        print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
