@@ -1,5 +1,6 @@
 """load_model and the checkpoint formats: exact round trips, real weights packages, clear errors."""
 
+import importlib.util
 import urllib.error
 
 import pytest
@@ -159,3 +160,96 @@ def test_mismatched_checkpoints(tmp_path):
 def test_bad_dtype_argument(tmp_path):
     with pytest.raises(ModelLoadError, match="dtype must be"):
         fastwhisper.load_model("tiny.en", dtype=torch.int8)
+
+
+# -- CTranslate2 / faster-whisper directories: the runtime loads what the writer writes -----------------------
+
+HAS_CTRANSLATE2 = importlib.util.find_spec("ctranslate2") is not None
+HAS_FASTER_WHISPER = importlib.util.find_spec("faster_whisper") is not None
+HAS_TOKENIZERS = importlib.util.find_spec("tokenizers") is not None
+ENCODER_FP32_TOL = 1e-5  # relative to the output's largest value: fp32 sums in another order
+
+
+def whisper_with_vocab(n_vocab: int, seed: int = 0) -> Whisper:
+    """A small Whisper with an official vocabulary size (so that openai-whisper's tokenizer fits it), N(0, 0.02)."""
+    dims = ModelDimensions(n_mels=80, n_audio_ctx=16, n_audio_state=64, n_audio_head=4, n_audio_layer=2,
+                           n_vocab=n_vocab, n_text_ctx=32, n_text_state=64, n_text_head=4, n_text_layer=2)
+    torch.manual_seed(seed)
+    model = Whisper(dims)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.normal_(0, 0.02)
+    return model.eval()
+
+
+@pytest.mark.skipif(not HAS_CTRANSLATE2, reason="ctranslate2 is not installed (pip install ctranslate2==4.8.5)")
+def test_ctranslate2_runs_the_written_directory_like_openai_whisper(tmp_path):
+    import ctranslate2
+    import numpy as np
+
+    model = whisper_with_vocab(51864)
+    path = fastwhisper.save_checkpoint(model, tmp_path / "ct2", fmt="ctranslate2")
+    ct2 = ctranslate2.models.Whisper(str(path), device="cpu", compute_type="float32", intra_threads=1)
+    mel = torch.randn(2, 80, 2 * model.dims.n_audio_ctx, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        expected = model.encoder(mel)
+        ours = fastwhisper.load_model(path, device="cpu").encoder(mel)
+    theirs = torch.from_numpy(np.array(ct2.encode(ctranslate2.StorageView.from_array(mel.numpy()), to_cpu=True)))
+    scale = expected.abs().max()
+    assert (theirs - expected).abs().max() / scale <= ENCODER_FP32_TOL
+    assert (ours - expected).abs().max() / scale <= ENCODER_FP32_TOL
+    # the decoder and the special tokens: greedy tokens as openai-whisper decodes them, EOT suppressed
+    tokenizer = whisper.tokenizer.get_tokenizer(False)
+    options = whisper.DecodingOptions(language="en", without_timestamps=True, sample_len=8, fp16=False,
+                                      suppress_tokens=[-1, tokenizer.eot])
+    with torch.no_grad():
+        reference = [r.tokens for r in whisper.decode(model, expected, options)]
+    prompt = [tokenizer.sot, tokenizer.no_timestamps]
+    suppress = sorted(set(tokenizer.non_speech_tokens) | {tokenizer.eot, tokenizer.transcribe, tokenizer.translate,
+                                                          tokenizer.sot, tokenizer.sot_prev, tokenizer.sot_lm,
+                                                          tokenizer.no_speech})
+    results = ct2.generate(ctranslate2.StorageView.from_array(mel.numpy()), [prompt] * 2, beam_size=1,
+                           max_length=2 * 8, suppress_tokens=suppress)  # it decodes max_length / 2 tokens
+    assert [list(r.sequences_ids[0]) for r in results] == reference
+
+
+@pytest.mark.parametrize("n_vocab,multilingual,languages", [(51864, False, 99), (51865, True, 99), (51866, True, 100)])
+def test_ctranslate2_vocabulary_matches_openai_tokenizer(n_vocab, multilingual, languages, tmp_path):
+    import json
+
+    path = fastwhisper.save_checkpoint(whisper_with_vocab(n_vocab), tmp_path / "ct2", fmt="ctranslate2")
+    vocabulary = json.loads((path / "vocabulary.json").read_text(encoding="utf-8"))
+    tokenizer = whisper.tokenizer.get_tokenizer(multilingual, num_languages=languages)
+    assert len(vocabulary) == n_vocab
+    for text, token in tokenizer.special_tokens.items():
+        assert vocabulary[token] == text, (token, text)
+    assert vocabulary[tokenizer.timestamp_begin] == "<|0.00|>" and vocabulary[-1] == "<|30.00|>"
+    assert vocabulary[tokenizer.encode(" the")[0]] == "Ġthe"  # GPT-2's byte-level spelling of " the"
+    config = json.loads((path / "config.json").read_text())
+    assert config["suppress_ids_begin"] == tokenizer.encode(" ") + [tokenizer.eot]
+    assert config["lang_ids"] == list(tokenizer.all_language_tokens)
+    assert set(tokenizer.non_speech_tokens) <= set(config["suppress_ids"]) and tokenizer.eot not in config["suppress_ids"]
+    if HAS_TOKENIZERS:  # tokenizer.json, as faster-whisper reads it, encodes text as openai-whisper does
+        import tokenizers
+
+        hf = tokenizers.Tokenizer.from_file(str(path / "tokenizer.json"))
+        text = "Hello world! It's 3.14 -- naïve café, 「日本語」 and  spaces,\nthe end. 'll 've"
+        assert hf.encode(text, add_special_tokens=False).ids == tokenizer.encode(text)
+        assert hf.token_to_id("<|notimestamps|>") == tokenizer.no_timestamps
+
+
+def test_ctranslate2_directory_of_another_vocabulary_size_has_no_vocabulary(tmp_path):
+    """No openai tokenizer has SMALL_DIMS' 120 tokens: the directory is fastwhisper's only, and still loads."""
+    path = fastwhisper.save_checkpoint(random_whisper(), tmp_path / "ct2", fmt="ctranslate2")
+    assert not (path / "vocabulary.json").exists() and not (path / "tokenizer.json").exists()
+    assert fastwhisper.load_model(path, device="cpu").dims == SMALL_DIMS
+
+
+@pytest.mark.skipif(not HAS_FASTER_WHISPER, reason="faster-whisper is not installed (pip install faster-whisper==1.2.1)")
+def test_faster_whisper_loads_the_written_directory_offline(tmp_path, monkeypatch):
+    import faster_whisper
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # a tokenizer download would fail: tokenizer.json must be there
+    path = fastwhisper.save_checkpoint(whisper_with_vocab(51866), tmp_path / "ct2", fmt="ctranslate2")
+    model = faster_whisper.WhisperModel(str(path), device="cpu", compute_type="float32", cpu_threads=1)
+    assert model.model.is_multilingual and model.hf_tokenizer.token_to_id("<|en|>") == 50259
