@@ -12,10 +12,10 @@
 #include <limits>
 #include <optional>
 
-#include "checks.h"
+#include "ops/checks.h"
 #include "decoder/logit_filters.h"
 #include "decoder/token_decoders.h"
-#include "decoder_step_io.h"
+#include "ops/decoder_step_io.h"
 
 namespace fastwhisper::decoder {
 namespace {
@@ -80,7 +80,7 @@ class StopTest {
   explicit StopTest(c10::Device device) : device_(device) {}
 
   // Where a kernel may store the flag that the next check() reads: the device address of its pinned slot,
-  // or nullptr (on the CPU, or with FASTWHISPER_STEP_COPIES=copies).
+  // or nullptr (on the CPU).
   bool* flag_slot_on_device() {
     if (device_.is_cpu()) return nullptr;
     prepare();
@@ -120,7 +120,7 @@ class StopTest {
     host_ = at::empty({2}, at::TensorOptions().dtype(at::kBool).pinned_memory(true));
     for (auto& e : events_) e.emplace(device_.type());
 #ifdef FASTWHISPER_WITH_CUDA
-    if (device_.is_cuda() && step_io_by_kernels()) host_on_device_ = cuda::device_address_of_host(host_.data_ptr<bool>());
+    if (device_.is_cuda()) host_on_device_ = cuda::device_address_of_host(host_.data_ptr<bool>());
 #endif
   }
 

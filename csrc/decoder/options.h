@@ -1,5 +1,5 @@
 // DecodeOptions: everything the C++ decoding loop needs, resolved from whisper's DecodingOptions and
-// DecodingTask by python/fastwhisper/cpp_decoding.py (token ids, sample_begin, suppress list, ...).
+// DecodingTask by python/fastwhisper/decoder/cpp.py (token ids, sample_begin, suppress list, ...).
 // Exposed to Python as torch.classes.fastwhisper.DecodeOptions with one read/write property per field.
 #pragma once
 #include <torch/custom_class.h>

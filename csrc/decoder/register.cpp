@@ -34,8 +34,8 @@ TORCH_LIBRARY_FRAGMENT(fastwhisper, m) {
       .def_readwrite("beam_size", &DecodeOptions::beam_size)
       .def_readwrite("patience", &DecodeOptions::patience);
 
-  // weights: token_embedding.weight [n_vocab, d], positional_embedding [n_text_ctx, d], 24 tensors per
-  // block (fastwhisper.cpp_decoding.DECODER_BLOCK_PARAM_NAMES order), ln.weight [d], ln.bias [d]
+  // weights: kDecoderBeforeBlocks, kDecoderBlock per layer, kDecoderAfterBlocks (decoder/layout.h; in Python
+  // fastwhisper.decoder.weights.decoder_weight_names)
   m.class_<DecoderSession>("DecoderSession")
       .def(torch::init<std::vector<at::Tensor>, int64_t, int64_t>())
       // audio_features [B, T_a, d], group -> cross-attention K/V of every layer; N = B * group rows

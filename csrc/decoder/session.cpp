@@ -5,54 +5,56 @@
 
 #include <ATen/core/dispatch/Dispatcher.h>
 
-#include "checks.h"
-#include "decoder_step_io.h"
-#include "decoder_step_ops.h"
-#include "env_choice.h"
-#include "kernels.h"
+#include "ops/checks.h"
+#include "ops/decoder_step_io.h"
+#include "ops/decoder_step_ops.h"
+#include "ops/kernels.h"
 
 namespace fastwhisper::decoder {
 namespace {
 
-// Slots of one block's 24 tensors (DECODER_BLOCK_PARAM_NAMES order).
-enum Slot : int64_t {
-  kAttnLnW, kAttnLnB, kAttnQW, kAttnQB, kAttnKW, kAttnVW, kAttnVB, kAttnOutW, kAttnOutB,
-  kCrossLnW, kCrossLnB, kCrossQW, kCrossQB, kCrossKW, kCrossVW, kCrossVB, kCrossOutW, kCrossOutB,
-  kMlpLnW, kMlpLnB, kMlp0W, kMlp0B, kMlp2W, kMlp2B,
-};
+// Slots of one block's tensors, and of the final LayerNorm's.
+constexpr int64_t kAttnLnW = slot_of(kDecoderBlock, "attn_ln.weight");
+constexpr int64_t kAttnLnB = slot_of(kDecoderBlock, "attn_ln.bias");
+constexpr int64_t kAttnQW = slot_of(kDecoderBlock, "attn.query.weight");
+constexpr int64_t kAttnQB = slot_of(kDecoderBlock, "attn.query.bias");
+constexpr int64_t kAttnKW = slot_of(kDecoderBlock, "attn.key.weight");
+constexpr int64_t kAttnVW = slot_of(kDecoderBlock, "attn.value.weight");
+constexpr int64_t kAttnVB = slot_of(kDecoderBlock, "attn.value.bias");
+constexpr int64_t kAttnOutW = slot_of(kDecoderBlock, "attn.out.weight");
+constexpr int64_t kAttnOutB = slot_of(kDecoderBlock, "attn.out.bias");
+constexpr int64_t kCrossLnW = slot_of(kDecoderBlock, "cross_attn_ln.weight");
+constexpr int64_t kCrossLnB = slot_of(kDecoderBlock, "cross_attn_ln.bias");
+constexpr int64_t kCrossQW = slot_of(kDecoderBlock, "cross_attn.query.weight");
+constexpr int64_t kCrossQB = slot_of(kDecoderBlock, "cross_attn.query.bias");
+constexpr int64_t kCrossKW = slot_of(kDecoderBlock, "cross_attn.key.weight");
+constexpr int64_t kCrossVW = slot_of(kDecoderBlock, "cross_attn.value.weight");
+constexpr int64_t kCrossVB = slot_of(kDecoderBlock, "cross_attn.value.bias");
+constexpr int64_t kCrossOutW = slot_of(kDecoderBlock, "cross_attn.out.weight");
+constexpr int64_t kCrossOutB = slot_of(kDecoderBlock, "cross_attn.out.bias");
+constexpr int64_t kMlpLnW = slot_of(kDecoderBlock, "mlp_ln.weight");
+constexpr int64_t kMlpLnB = slot_of(kDecoderBlock, "mlp_ln.bias");
+constexpr int64_t kMlp0W = slot_of(kDecoderBlock, "mlp.0.weight");
+constexpr int64_t kMlp0B = slot_of(kDecoderBlock, "mlp.0.bias");
+constexpr int64_t kMlp2W = slot_of(kDecoderBlock, "mlp.2.weight");
+constexpr int64_t kMlp2B = slot_of(kDecoderBlock, "mlp.2.bias");
+constexpr int64_t kLnW = slot_of(kDecoderAfterBlocks, "ln.weight");
+constexpr int64_t kLnB = slot_of(kDecoderAfterBlocks, "ln.bias");
+// A LayerNorm's bias follows its weight in every layout above.
+static_assert(kAttnLnB == kAttnLnW + 1 && kCrossLnB == kCrossLnW + 1 && kMlpLnB == kMlpLnW + 1 && kLnB == kLnW + 1,
+              "DecoderSession::layer_norm reads a LayerNorm's bias right after its weight");
 constexpr int64_t kNoBias = -1;
-
-const char* const kBlockParamNames[kTensorsPerBlock] = {
-    "attn_ln.weight",       "attn_ln.bias",        "attn.query.weight",       "attn.query.bias",
-    "attn.key.weight",      "attn.value.weight",   "attn.value.bias",         "attn.out.weight",
-    "attn.out.bias",        "cross_attn_ln.weight", "cross_attn_ln.bias",     "cross_attn.query.weight",
-    "cross_attn.query.bias", "cross_attn.key.weight", "cross_attn.value.weight", "cross_attn.value.bias",
-    "cross_attn.out.weight", "cross_attn.out.bias", "mlp_ln.weight",          "mlp_ln.bias",
-    "mlp.0.weight",         "mlp.0.bias",          "mlp.2.weight",            "mlp.2.bias"};
 
 constexpr const char* kOp = "DecoderSession";
 
-std::vector<int64_t> block_shape(int64_t slot, int64_t d) {
-  const int64_t n_mlp = 4 * d;
-  switch (slot) {
-    case kAttnQW: case kAttnKW: case kAttnVW: case kAttnOutW:
-    case kCrossQW: case kCrossKW: case kCrossVW: case kCrossOutW:
-      return {d, d};
-    case kMlp0W: return {n_mlp, d};
-    case kMlp0B: return {n_mlp};
-    case kMlp2W: return {d, n_mlp};
-    default: return {d};
-  }
-}
-
 // Every weight: defined, floating point, on the token embedding's device, of the right shape.
 void check_weights(const std::vector<at::Tensor>& w, int64_t n_head, int64_t n_text_ctx) {
-  TORCH_CHECK(w.size() >= kTensorsOutsideBlocks &&
-                  (w.size() - kTensorsOutsideBlocks) % kTensorsPerBlock == 0,
+  constexpr int64_t outside = kTensorsBeforeBlocks + kTensorsAfterBlocks;
+  TORCH_CHECK(static_cast<int64_t>(w.size()) >= outside && (w.size() - outside) % kTensorsPerBlock == 0,
               "fastwhisper.DecoderSession: weights must hold token_embedding.weight, positional_embedding, ",
-              kTensorsPerBlock, " tensors per block (fastwhisper.cpp_decoding.DECODER_BLOCK_PARAM_NAMES order), "
+              kTensorsPerBlock, " tensors per block (in fastwhisper.decoder.weights.decoder_weight_names order), "
               "ln.weight and ln.bias; got ", w.size(), " tensors");
-  const at::Tensor& emb = w[0];
+  const at::Tensor& emb = w[kTokenEmbedding];
   TORCH_CHECK(emb.defined() && emb.dim() == 2 && emb.size(0) >= 1 && emb.size(1) >= 1,
               "fastwhisper.DecoderSession: token_embedding.weight must be 2-D [n_vocab, n_state], got ",
               emb.defined() ? emb.sizes() : at::IntArrayRef{});
@@ -65,15 +67,17 @@ void check_weights(const std::vector<at::Tensor>& w, int64_t n_head, int64_t n_t
     check_shape(kOp, t, name.c_str(), shape);
   };
   check_one(emb, "token_embedding.weight", emb.sizes());
-  check_one(w[1], "positional_embedding", {n_text_ctx, d});
-  const int64_t n_layer = (static_cast<int64_t>(w.size()) - kTensorsOutsideBlocks) / kTensorsPerBlock;
-  for (int64_t i = 0; i < n_layer * kTensorsPerBlock; ++i) {
-    const int64_t slot = i % kTensorsPerBlock;
-    check_one(w[2 + i], "blocks." + std::to_string(i / kTensorsPerBlock) + "." + kBlockParamNames[slot],
-              block_shape(slot, d));
+  check_one(w[kPositionalEmbedding], "positional_embedding", {n_text_ctx, d});
+  const int64_t n_blocks = static_cast<int64_t>(w.size()) - outside;
+  for (int64_t i = 0; i < n_blocks; ++i) {
+    const ParamSpec& spec = kDecoderBlock[i % kTensorsPerBlock];
+    check_one(w[kTensorsBeforeBlocks + i], "blocks." + std::to_string(i / kTensorsPerBlock) + "." + spec.name,
+              param_shape(spec.shape, d));
   }
-  check_one(w[w.size() - 2], "ln.weight", {d});
-  check_one(w[w.size() - 1], "ln.bias", {d});
+  for (int64_t i = 0; i < kTensorsAfterBlocks; ++i) {
+    check_one(w[kTensorsBeforeBlocks + n_blocks + i], kDecoderAfterBlocks[i].name,
+              param_shape(kDecoderAfterBlocks[i].shape, d));
+  }
   TORCH_CHECK(n_head >= 1 && d % n_head == 0, "fastwhisper.DecoderSession: n_state ", d,
               " is not divisible by n_head ", n_head);
 }
@@ -84,9 +88,16 @@ DecoderSession::DecoderSession(std::vector<at::Tensor> weights, int64_t n_head, 
     : weights_(std::move(weights)), n_head_(n_head), n_text_ctx_(n_text_ctx) {
   TORCH_CHECK(n_text_ctx >= 1, "fastwhisper.DecoderSession: n_text_ctx must be positive, got ", n_text_ctx);
   check_weights(weights_, n_head, n_text_ctx);
-  n_layer_ = (static_cast<int64_t>(weights_.size()) - kTensorsOutsideBlocks) / kTensorsPerBlock;
-  n_state_ = weights_[0].size(1);
-  graphs_ = make_step_graphs(weights_[0].device());
+  n_layer_ = (static_cast<int64_t>(weights_.size()) - kTensorsBeforeBlocks - kTensorsAfterBlocks) / kTensorsPerBlock;
+  n_state_ = token_embedding().size(1);
+  graphs_ = make_step_graphs(token_embedding().device());
+}
+
+const ParamSpec& DecoderSession::spec_of(int64_t i) const {
+  if (i < kTensorsBeforeBlocks) return kDecoderBeforeBlocks[i];
+  const int64_t after = i - (static_cast<int64_t>(weights_.size()) - kTensorsAfterBlocks);
+  if (after >= 0) return kDecoderAfterBlocks[after];
+  return kDecoderBlock[(i - kTensorsBeforeBlocks) % kTensorsPerBlock];
 }
 
 int64_t DecoderSession::weights_version() const {
@@ -105,11 +116,10 @@ void DecoderSession::prepare_compute_weights() {
   const auto n = static_cast<int64_t>(weights_.size());
   compute_.assign(n, at::Tensor());
   for (int64_t i = 0; i < n; ++i) {
-    const int64_t slot = (i - 2) % kTensorsPerBlock;
-    const bool layer_norm = i >= n - 2 || (i >= 2 && i < n - 2 &&
-                                           (slot == kAttnLnW || slot == kAttnLnB || slot == kCrossLnW ||
-                                            slot == kCrossLnB || slot == kMlpLnW || slot == kMlpLnB));
-    const at::ScalarType want = i == 1 ? weights_[1].scalar_type() : layer_norm ? at::kFloat : dtype_;
+    const ParamRole role = spec_of(i).role;
+    const at::ScalarType want = role == ParamRole::kPositional  ? weights_[i].scalar_type()
+                                : role == ParamRole::kLayerNorm ? at::kFloat
+                                                                : dtype_;
     compute_[i] = weights_[i].scalar_type() == want ? weights_[i] : weights_[i].to(want);
   }
   compute_dtype_ = dtype_;
@@ -122,10 +132,9 @@ void DecoderSession::set_cuda_graphs(bool enabled) {
   if (!enabled) invalidate_graphs();
 }
 
-at::Tensor DecoderSession::layer_norm(const at::Tensor& x, int64_t layer, int64_t slot) const {
-  const auto n = compute_.size();
-  const at::Tensor& w = layer < 0 ? compute_[n - 2] : compute_block(layer, slot);
-  const at::Tensor& b = layer < 0 ? compute_[n - 1] : compute_block(layer, slot + 1);
+at::Tensor DecoderSession::layer_norm(const at::Tensor& x, int64_t layer, int64_t weight_slot) const {
+  const at::Tensor& w = layer < 0 ? compute_after_blocks(weight_slot) : compute_block(layer, weight_slot);
+  const at::Tensor& b = layer < 0 ? compute_after_blocks(weight_slot + 1) : compute_block(layer, weight_slot + 1);
   // whisper's LayerNorm: F.layer_norm(x.float(), ...).type(x.dtype)
   return at::layer_norm(x.to(at::kFloat), {n_state_}, w, b, kLayerNormEps).to(x.scalar_type());
 }
@@ -195,8 +204,8 @@ at::Tensor DecoderSession::cross_attention(const at::Tensor& h, int64_t layer, i
 }
 
 void DecoderSession::set_audio(const at::Tensor& audio_features, int64_t group) {
-  const auto device = weights_[0].device().type();
-  check_on_device(kOp, device, weights_[0], "token_embedding.weight", {{"audio_features", &audio_features}});
+  const auto device = token_embedding().device().type();
+  check_on_device(kOp, device, token_embedding(), "token_embedding.weight", {{"audio_features", &audio_features}});
   check_compute_dtype("DecoderSession.set_audio", device, audio_features, "audio_features");
   TORCH_CHECK(audio_features.dim() == 3 && audio_features.size(2) == n_state_ && audio_features.size(0) >= 1 &&
                   audio_features.size(1) >= 1,
@@ -264,8 +273,8 @@ at::Tensor DecoderSession::blocks_and_logits(at::Tensor x, SelfAttention attend)
     x = x + cross_attention(layer_norm(x, l, kCrossLnW), l, t);
     x = x + linear(at::gelu(linear(layer_norm(x, l, kMlpLnW), l, kMlp0W, kMlp0B)), l, kMlp2W, kMlp2B);
   }
-  x = layer_norm(x, -1, 0);
-  return at::matmul(x, compute_[0].transpose(0, 1)).to(at::kFloat);  // [N, t, n_vocab]
+  x = layer_norm(x, -1, kLnW);
+  return at::matmul(x, compute_[kTokenEmbedding].transpose(0, 1)).to(at::kFloat);  // [N, t, n_vocab]
 }
 
 namespace {
@@ -285,13 +294,14 @@ at::Tensor call_decoder_embedding(const at::Tensor& token_embedding, const at::T
 at::Tensor DecoderSession::forward_eager(const at::Tensor& tokens) {
   const int64_t t = tokens.size(1);
   // token_embedding(x) + positional_embedding[offset : offset + t], in the weights' dtype, then .to(audio dtype)
-  at::Tensor x = (at::embedding(weights_[0], tokens) + weights_[1].narrow(0, offset_, t)).to(dtype_);  // [N, t, d]
+  at::Tensor x = (at::embedding(token_embedding(), tokens) + positional_embedding().narrow(0, offset_, t))
+                     .to(dtype_);  // [N, t, d]
   return blocks_and_logits(x, [&](const at::Tensor& h, int64_t l) { return self_attention(h, l, t); });
 }
 
 at::Tensor DecoderSession::forward_static(int64_t n_kv) {
   // whisper's embedding sum (the same bits as its ATen ops) in one kernel
-  const at::Tensor x = call_decoder_embedding(weights_[0], weights_[1], step_token_, step_position_, dtype_)
+  const at::Tensor x = call_decoder_embedding(token_embedding(), positional_embedding(), step_token_, step_position_, dtype_)
                            .unsqueeze(1);  // [N, 1, d]
   const at::Tensor visible = at::arange(n_kv, step_position_.options()).le(step_position_);  // [n_kv] bool
   return blocks_and_logits(x, [&](const at::Tensor& h, int64_t l) { return self_attention_static(h, l, visible); });
@@ -339,17 +349,11 @@ at::Tensor call_decoder_cross_query_attention(const at::Tensor& x, const at::Ten
   return op.call(x, ln_weight, ln_bias, q_weight, q_bias, k, v, n_head);
 }
 
-// FASTWHISPER_CROSS_FUSED=on|off|auto (auto: unset): whether a layer's cross-attention query and attention
-// run as one op (decoder_cross_query_attention) or as decoder_linear then decoder_cross_attention; auto
-// fuses them for several rows per audio (beams) only. Measured on the H100 in whole steps
-// (decoder_ablation.py at 3458feb, fused vs two ops; h100-2026-11-23-cross-fused.md): beam 5 tiny 0.562 vs
-// 0.574 ms, turbo 0.672 vs 0.727 (large-v3's beams take the two ops either way); greedy tiny 0.174 vs
-// 0.170, turbo 0.284 vs 0.275, large-v3 1.615 vs 1.593, although the fused chain alone is faster there too.
-bool cross_query_fused(int64_t group) {
-  static const std::string choice = env_choice("FASTWHISPER_CROSS_FUSED", {"on", "off", "auto"}, "auto");
-  if (choice == "auto") return group > 1;
-  return choice == "on";
-}
+// Whether a layer's cross-attention query and attention run as one op (decoder_cross_query_attention) or as
+// decoder_linear then decoder_cross_attention: one op for several rows per audio (beams), where the fused
+// kernel saves a launch and a pass over the query; two ops for one row, where they measured faster in whole
+// steps although the fused chain alone is faster.
+bool cross_query_fused(int64_t group) { return group > 1; }
 
 }  // namespace
 
@@ -366,17 +370,15 @@ bool DecoderSession::uses_step_ops() const {
   // the kernels' 16-byte slices of a head (8 fp16/bf16 or 4 fp32 values) must tile their blocks
   if (n_state_ % 8 != 0 || head_dim % 8 != 0 || 256 % head_dim != 0 || 128 % (head_dim / 4) != 0) return false;
   if (step_kernels_ == StepKernels::kStepOps) return true;
-  return weights_[0].is_cuda() && (dtype_ == at::kHalf || dtype_ == at::kBFloat16);
+  return token_embedding().is_cuda() && (dtype_ == at::kHalf || dtype_ == at::kBFloat16);
 }
 
-// FASTWHISPER_PREFILL=auto|steps|eager (auto: unset). auto feeds up to kPrefillStepsMax tokens as one-token
-// steps of the step graph. On the H200 a large-v3 decode call's fixed cost (its first step of 3-4 tokens and
-// the cross-attention K/V) fell from 20.0 to 7.9 ms with one window, 36.2 to 16.6 ms with eight
-// (decode_call_profile.py, h200-2026-12-02-decode-call-prefill-{auto,eager}-73d1c44.md).
+// Up to kPrefillStepsMax new tokens go as one-token steps of the step graph: a decode call's first step of
+// a few tokens then costs a few graph replays instead of one forward of ATen ops launched one by one from the
+// host (about 30 per layer), which is host-bound.
 bool DecoderSession::prefills_by_steps(int64_t t) const {
-  static const std::string choice = env_choice("FASTWHISPER_PREFILL", {"auto", "steps", "eager"}, "auto");
-  if (choice == "eager" || !graphs_ || !use_graphs_ || !uses_step_ops()) return false;
-  return choice == "steps" || t <= kPrefillStepsMax;
+  if (!graphs_ || !use_graphs_ || !uses_step_ops()) return false;
+  return t <= kPrefillStepsMax;
 }
 
 // One token per row at step_position_ through the step ops: per layer a LayerNorm+QKV kernel, the
@@ -385,7 +387,7 @@ bool DecoderSession::prefills_by_steps(int64_t t) const {
 // projection, and the two MLP kernels.
 at::Tensor DecoderSession::forward_step_ops() {
   const int64_t rows = n_rows_, d = n_state_;
-  at::Tensor x = call_decoder_embedding(weights_[0], weights_[1], step_token_, step_position_, dtype_);  // [R, d]
+  at::Tensor x = call_decoder_embedding(token_embedding(), positional_embedding(), step_token_, step_position_, dtype_);  // [R, d]
   auto w = [&](int64_t l, int64_t slot) { return compute_block(l, slot); };
   for (int64_t l = 0; l < n_layer_; ++l) {
     const at::Tensor qkv = call_decoder_linear(x, w(l, kAttnLnW), w(l, kAttnLnB), {w(l, kAttnQW), w(l, kAttnKW), w(l, kAttnVW)},
@@ -411,8 +413,8 @@ at::Tensor DecoderSession::forward_step_ops() {
     x = call_decoder_linear(hidden, std::nullopt, std::nullopt, {w(l, kMlp2W)}, bias_list({w(l, kMlp2B)}), x, false,
                             false);
   }
-  const auto n = compute_.size();
-  return call_decoder_linear(x, compute_[n - 2], compute_[n - 1], {compute_[0]}, bias_list({std::nullopt}),
+  return call_decoder_linear(x, compute_after_blocks(kLnW), compute_after_blocks(kLnB), {compute_[kTokenEmbedding]},
+                             bias_list({std::nullopt}),
                              std::nullopt, false, true)
       .view({rows, 1, n_vocab()});  // [R, 1, n_vocab] float32
 }
@@ -426,7 +428,7 @@ at::Tensor DecoderSession::forward(const at::Tensor& tokens) {
     bool written = step_inputs_written_;
 #ifdef FASTWHISPER_WITH_CUDA
     if (!written && step_token_.is_cuda() && tokens.device() == step_token_.device() &&
-        tokens.scalar_type() == at::kLong && step_io_by_kernels()) {
+        tokens.scalar_type() == at::kLong) {
       cuda::write_step_inputs(tokens, step_token_, step_position_, offset_);  // one kernel, no copy engine
       written = true;
     }
@@ -454,7 +456,7 @@ at::Tensor DecoderSession::forward(const at::Tensor& tokens) {
 }
 
 void DecoderSession::offer_step_inputs(StepFeedback& targets) const {
-  if (!step_token_.defined() || !step_token_.is_cuda() || !step_io_by_kernels()) return;
+  if (!step_token_.defined() || !step_token_.is_cuda()) return;
   targets.step_token = step_token_.data_ptr<int64_t>();
   targets.step_position = step_position_.data_ptr<int64_t>();
   targets.position = offset_;
@@ -487,7 +489,7 @@ std::tuple<at::Tensor, at::Tensor> DecoderSession::detect_language(int64_t sot, 
 
 at::Tensor DecoderSession::step(const at::Tensor& tokens) {
   check_ready("step");
-  check_on_device("DecoderSession.step", weights_[0].device().type(), weights_[0], "the session's weights",
+  check_on_device("DecoderSession.step", device().type(), token_embedding(), "the session's weights",
                   {{"tokens", &tokens}});
   TORCH_CHECK(tokens.scalar_type() == at::kLong, "fastwhisper.DecoderSession.step: tokens must be int64, got ",
               tokens.scalar_type());
@@ -525,7 +527,7 @@ void DecoderSession::reorder(const at::Tensor& source_indices) {
   const auto lo = source_indices.min().item<int64_t>(), hi = source_indices.max().item<int64_t>();
   TORCH_CHECK(lo >= 0 && hi < n_rows_, "fastwhisper.DecoderSession.reorder: source_indices must be in [0, ", n_rows_,
               "), got values in [", lo, ", ", hi, "]");
-  reorder_unchecked(source_indices.to(weights_[0].device()));
+  reorder_unchecked(source_indices.to(device()));
 }
 
 }  // namespace fastwhisper::decoder

@@ -24,16 +24,18 @@
 #include <tuple>
 #include <vector>
 
+#include "decoder/layout.h"
 #include "decoder/step_graphs.h"
-#include "decoder_step_io.h"
+#include "ops/decoder_step_io.h"
 
 namespace fastwhisper::decoder {
 
-// Tensors per residual block in the session's weight list, in DECODER_BLOCK_PARAM_NAMES order
-// (python/fastwhisper/cpp_decoding.py), keys relative to ``blocks.<i>.`` of whisper's TextDecoder.
-constexpr int64_t kTensorsPerBlock = 24;
-// The weight list: token_embedding.weight, positional_embedding, 24 tensors per block, ln.weight, ln.bias.
-constexpr int64_t kTensorsOutsideBlocks = 4;
+// The weight list (decoder/layout.h): kDecoderBeforeBlocks, kDecoderBlock per layer, kDecoderAfterBlocks.
+constexpr int64_t kTensorsBeforeBlocks = layout_size(kDecoderBeforeBlocks);
+constexpr int64_t kTensorsPerBlock = layout_size(kDecoderBlock);
+constexpr int64_t kTensorsAfterBlocks = layout_size(kDecoderAfterBlocks);
+constexpr int64_t kTokenEmbedding = slot_of(kDecoderBeforeBlocks, "token_embedding.weight");
+constexpr int64_t kPositionalEmbedding = slot_of(kDecoderBeforeBlocks, "positional_embedding");
 // Self-attention key lengths of the one-token CUDA graphs are multiples of this.
 constexpr int64_t kKvBucket = 64;
 // At most this many new tokens are fed as one-token graph steps (prefills_by_steps); more go as one forward.
@@ -81,7 +83,7 @@ class DecoderSession : public torch::CustomClassHolder {
   // Whether t new tokens at once (the decoding loop's first step) go quicker as t one-token steps through
   // the step ops' CUDA graph than as one forward of ATen ops launched one by one from the host (about 30
   // per layer: host-bound, 12-28 ms more per large-v3 call). Same logits up to rounding (the step ops' kernels);
-  // only where the step ops run anyway. FASTWHISPER_PREFILL=auto|steps|eager (README).
+  // only where the step ops run anyway.
   bool prefills_by_steps(int64_t t) const;
 
   // source_indices [N] int64: cache row i <- cache row source_indices[i], in place (beam search).
@@ -90,8 +92,7 @@ class DecoderSession : public torch::CustomClassHolder {
   void reorder_unchecked(const at::Tensor& source_indices);
 
   // The next one-token step's inputs on CUDA, for a kernel that writes them itself (decoder_step_io.h): sets
-  // targets' step_token, step_position and position, or leaves them null (on the CPU, before set_audio, or
-  // with FASTWHISPER_STEP_COPIES=copies).
+  // targets' step_token, step_position and position, or leaves them null (on the CPU, or before set_audio).
   void offer_step_inputs(StepFeedback& targets) const;
   // The next forward() of one token finds its token and position already written where offer_step_inputs said.
   void step_inputs_written() { step_inputs_written_ = true; }
@@ -106,24 +107,30 @@ class DecoderSession : public torch::CustomClassHolder {
   int64_t n_rows() const { return n_rows_; }
   int64_t group() const { return group_; }
   int64_t n_text_ctx() const { return n_text_ctx_; }
-  int64_t n_vocab() const { return weights_[0].size(0); }
+  int64_t n_vocab() const { return token_embedding().size(0); }
   bool has_audio() const { return has_audio_; }
-  c10::Device device() const { return weights_[0].device(); }
+  c10::Device device() const { return token_embedding().device(); }
   // The held weight tensors (the caller's own tensors: same storage, same data_ptr).
   std::vector<at::Tensor> weights() const { return weights_; }
 
  private:
-  const at::Tensor& block(int64_t layer, int64_t slot) const {
-    return weights_[2 + layer * kTensorsPerBlock + slot];
-  }
-  // weight i as the computation uses it (compute_: activation dtype, or fp32 for LayerNorm parameters)
+  const at::Tensor& token_embedding() const { return weights_[kTokenEmbedding]; }
+  const at::Tensor& positional_embedding() const { return weights_[kPositionalEmbedding]; }
+  // Tensors as the computation uses them (compute_: activation dtype, or fp32 for LayerNorm parameters):
+  // slot of kDecoderBlock in a layer, or slot of kDecoderAfterBlocks.
   const at::Tensor& compute_block(int64_t layer, int64_t slot) const {
-    return compute_[2 + layer * kTensorsPerBlock + slot];
+    return compute_[kTensorsBeforeBlocks + layer * kTensorsPerBlock + slot];
   }
+  const at::Tensor& compute_after_blocks(int64_t slot) const {
+    return compute_[compute_.size() - kTensorsAfterBlocks + slot];
+  }
+  // The layout entry of weights_[i].
+  const ParamSpec& spec_of(int64_t i) const;
   void prepare_compute_weights();  // (re)make compute_ for dtype_ when stale
   int64_t weights_version() const;  // sum of the weights' in-place version counters
   void invalidate_graphs();
-  at::Tensor layer_norm(const at::Tensor& x, int64_t layer, int64_t slot) const;  // whisper's LayerNorm
+  // whisper's LayerNorm with a block's (layer >= 0) or the final (layer < 0) parameters, weight_slot and the next
+  at::Tensor layer_norm(const at::Tensor& x, int64_t layer, int64_t weight_slot) const;
   at::Tensor linear(const at::Tensor& x, int64_t layer, int64_t weight_slot, int64_t bias_slot) const;
   // x [N, t, d] through every residual block and ln, then the logits [N, t, n_vocab] float32;
   // attend(h, layer) is the self-attention of one layer.

@@ -7,7 +7,7 @@
 
 #include <ATen/core/dispatch/Dispatcher.h>
 
-#include "greedy_workspace.h"
+#include "ops/greedy_workspace.h"
 
 namespace fastwhisper::decoder {
 
@@ -24,7 +24,7 @@ at::Tensor token_mask(const std::vector<int64_t>& ids, int64_t n_vocab, c10::Dev
 GreedyDecoder::GreedyDecoder(const DecodeOptions& o, int64_t n_vocab, c10::Device device,
                              std::optional<at::Generator> generator)
     : temperature_(o.temperature), eot_(o.eot), sample_begin_(o.sample_begin), generator_(std::move(generator)) {
-  fused_ = temperature_ == 0 && device.is_cuda() && greedy_tail_fused();
+  fused_ = temperature_ == 0 && device.is_cuda();
   folds_suppression_ = fused_ && !o.timestamp_rules;
   if (!folds_suppression_) return;
   if (!o.suppress_tokens.empty()) suppress_later_ = token_mask(o.suppress_tokens, n_vocab, device);

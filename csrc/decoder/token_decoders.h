@@ -10,7 +10,7 @@
 
 #include "decoder/options.h"
 #include "decoder/session.h"
-#include "decoder_step_io.h"
+#include "ops/decoder_step_io.h"
 
 namespace fastwhisper::decoder {
 
@@ -44,7 +44,7 @@ class TokenDecoder {
   virtual std::vector<FinishedSequence> finished() const { return {}; }
 };
 
-// Argmax at temperature 0, else sampling. On CUDA at temperature 0 (FASTWHISPER_GREEDY_TAIL=fused) one kernel
+// Argmax at temperature 0, else sampling. On CUDA at temperature 0 one kernel
 // per token also applies the static suppression (without timestamp rules, which must see it first) and
 // writes the feedback.
 class GreedyDecoder : public TokenDecoder {

@@ -1,4 +1,7 @@
-"""The decoder's weights as DecoderSession takes them: names, order, and the session built from them."""
+"""The decoder's weights as DecoderSession takes them: names, order, and the session built from them.
+
+The order is the C++ layout (csrc/decoder/layout.h, read through fastwhisper.ops.layouts):
+DECODER_BEFORE_BLOCKS, DECODER_BLOCK per block, DECODER_AFTER_BLOCKS."""
 
 from typing import List
 
@@ -7,27 +10,28 @@ from torch import Tensor
 from whisper.model import TextDecoder
 
 from .. import _library  # noqa: F401  (registers torch.classes.fastwhisper)
-from ..ops import MLP_PARAM_NAMES, attention_param_names, layer_norm_param_names
+from ..ops import DECODER_AFTER_BLOCKS, DECODER_BEFORE_BLOCKS, DECODER_BLOCK
 
 # Names of the tensors of one decoder block, in DecoderSession's weight-list order
 # (keys relative to ``blocks.<i>.`` in whisper.model.TextDecoder's state_dict).
-DECODER_BLOCK_PARAM_NAMES = (
-    layer_norm_param_names("attn_ln") + attention_param_names("attn")
-    + layer_norm_param_names("cross_attn_ln") + attention_param_names("cross_attn")
-    + layer_norm_param_names("mlp_ln") + MLP_PARAM_NAMES
-)
+DECODER_BLOCK_PARAM_NAMES = DECODER_BLOCK.names
+
+
+def decoder_weight_names(n_layer: int) -> List[str]:
+    """state_dict names of DecoderSession's weight list for a decoder of n_layer blocks, in its order."""
+    names = list(DECODER_BEFORE_BLOCKS.names)
+    names += [f"blocks.{i}.{n}" for i in range(n_layer) for n in DECODER_BLOCK.names]
+    return names + list(DECODER_AFTER_BLOCKS.names)
 
 
 def decoder_weights(decoder: TextDecoder) -> List[Tensor]:
-    """The TextDecoder's own tensors (detached views, same storage) in DecoderSession order:
-    token_embedding.weight, positional_embedding, DECODER_BLOCK_PARAM_NAMES per block, ln.weight, ln.bias."""
+    """The TextDecoder's own tensors (detached views, same storage) in DecoderSession order
+    (decoder_weight_names)."""
     if not isinstance(decoder, TextDecoder):
         raise TypeError(f"expected a whisper.model.TextDecoder, got {type(decoder).__name__}")
-    params = dict(decoder.named_parameters())
-    names = ["token_embedding.weight", "positional_embedding"]
-    names += [f"blocks.{i}.{n}" for i in range(len(decoder.blocks)) for n in DECODER_BLOCK_PARAM_NAMES]
-    names += ["ln.weight", "ln.bias"]
-    return [params[n].detach() for n in names]
+    tensors = dict(decoder.named_parameters())
+    tensors.update(decoder.named_buffers())
+    return [tensors[n].detach() for n in decoder_weight_names(len(decoder.blocks))]
 
 
 def decoder_session(decoder: TextDecoder):

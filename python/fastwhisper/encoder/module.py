@@ -1,6 +1,5 @@
 """FastAudioEncoder: a drop-in for ``whisper.model.AudioEncoder`` that runs through fastwhisper's ops."""
 
-import os
 import warnings
 from typing import Dict, List, Optional, Tuple
 
@@ -11,16 +10,6 @@ from whisper.model import AudioEncoder, Whisper
 from .. import ops
 from .graphs import EncoderGraphs
 
-# Tensors that stay in their own dtype (the kernels read fp32 or the input's dtype): LayerNorm
-# parameters and the positional embedding. Everything else is cast to the input's dtype, as
-# openai-whisper's Linear and Conv1d do on every call.
-_KEEP_DTYPE_SLOTS = {0, 1, 9, 10}
-
-# FASTWHISPER_ENCODER_GRAPHS=0 turns off the CUDA-graph replay of the encoder (read on every call).
-GRAPHS_ENV = "FASTWHISPER_ENCODER_GRAPHS"
-# FASTWHISPER_ENCODER_PACKED_QKV=0: three query/key/value GEMMs per layer on CUDA instead of one over
-# packed weights (read when the weights are prepared: on the first call and after a parameter changes).
-PACKED_QKV_ENV = "FASTWHISPER_ENCODER_PACKED_QKV"
 # Captured graphs kept per encoder (one per batch size / dtype / device); the oldest goes first.
 MAX_GRAPHS = 8
 
@@ -34,12 +23,12 @@ class FastAudioEncoder(AudioEncoder):
     the cast weights are cached per dtype and refreshed when a parameter changes.
 
     On CUDA the call is captured once per (batch, n_frames, dtype, device) as a CUDA graph and replayed
-    (encoder_graphs.py); the result is always a fresh tensor. Graphs are not used under
-    ``torch.compile``, when autograd would record the call (grad enabled and a parameter requiring grad),
-    or with ``FASTWHISPER_ENCODER_GRAPHS=0``. On CUDA each block's query, key and value weights are also
-    kept packed in one [3 * n_state, n_state] tensor (built once, with the casts), so the attention's input
-    projection is one GEMM: for weights already in the compute dtype that copy costs 3 * n_state**2
-    elements per layer (``FASTWHISPER_ENCODER_PACKED_QKV=0``: no copy, three GEMMs). A changed parameter
+    (graphs.py); the result is always a fresh tensor. Graphs are not used under ``torch.compile``, when
+    autograd would record the call (grad enabled and a parameter requiring grad), or with
+    ``cuda_graphs = False`` (an attribute of the encoder; True by default). On CUDA each block's query, key
+    and value weights are also kept packed in one [3 * n_state, n_state] tensor (built once, with the
+    casts), so the attention's input projection is one GEMM: for weights already in the compute dtype that
+    copy costs 3 * n_state**2 elements per layer. A changed parameter
     (in place or reassigned) is picked up: the graph is captured again. Replacing a submodule
     (``enc.blocks[3] = ...``) after the first call is not: build a new encoder instead. Graph replays
     must not run from several threads at once.
@@ -53,21 +42,26 @@ class FastAudioEncoder(AudioEncoder):
         if n_state % n_head != 0:
             raise ValueError(f"n_state ({n_state}) must be divisible by n_head ({n_head})")
         self.n_mels, self.n_ctx, self.n_state, self.n_head = n_mels, n_ctx, n_state, n_head
+        self.cuda_graphs = True  # capture and replay CUDA graphs on CUDA (False: every call runs eagerly)
         self._reset_runtime_state()
 
     def _reset_runtime_state(self) -> None:
         self._cast_cache: Dict[torch.dtype, Tuple[tuple, List[Tensor]]] = {}
         self._weight_slots: Optional[List[Tuple[dict, str]]] = None
+        # per tensor of _weight_names: stays in its own dtype (see _keeps_dtype)
+        layouts = [ops.ENCODER_BEFORE_BLOCKS] + [ops.ENCODER_BLOCK] * len(self.blocks) + [ops.ENCODER_AFTER_BLOCKS]
+        self._kept_dtype = [role != "weight" for layout in layouts for role in layout.roles]
         self._graphs = EncoderGraphs(MAX_GRAPHS)
 
     def __getstate__(self):  # copy.deepcopy / pickle: weights yes, caches and CUDA graphs no
         state = self.__dict__.copy()
-        for name in ("_cast_cache", "_weight_slots", "_graphs"):
+        for name in ("_cast_cache", "_weight_slots", "_kept_dtype", "_graphs"):
             state.pop(name, None)
         return state
 
     def __setstate__(self, state):
         super().__setstate__(state)
+        self.__dict__.setdefault("cuda_graphs", True)
         self._reset_runtime_state()
 
     @classmethod
@@ -93,11 +87,17 @@ class FastAudioEncoder(AudioEncoder):
     # -- weights -----------------------------------------------------------------------------
 
     def _weight_names(self) -> List[str]:
-        """state_dict names of encoder_forward's tensors, in its argument order."""
-        names = ["conv1.weight", "conv1.bias", "conv2.weight", "conv2.bias", "positional_embedding"]
+        """state_dict names of encoder_forward's tensors, in its argument order (the C++ layouts)."""
+        names = list(ops.ENCODER_BEFORE_BLOCKS.names)
         for i in range(len(self.blocks)):
-            names += [f"blocks.{i}.{name}" for name in ops.BLOCK_PARAM_NAMES]
-        return names + ["ln_post.weight", "ln_post.bias"]
+            names += [f"blocks.{i}.{name}" for name in ops.ENCODER_BLOCK.names]
+        return names + list(ops.ENCODER_AFTER_BLOCKS.names)
+
+    def _keeps_dtype(self, index: int) -> bool:
+        """Whether tensor `index` of _weight_names stays in its own dtype (LayerNorm parameters and the
+        positional embedding: the kernels read float32 or the input's dtype); everything else is cast to the
+        input's dtype, as openai-whisper's Linear and Conv1d do on every call."""
+        return self._kept_dtype[index]
 
     def _raw_weights(self) -> List[Tensor]:
         if torch.compiler.is_compiling():  # traced once: plain attribute lookups
@@ -114,19 +114,12 @@ class FastAudioEncoder(AudioEncoder):
             self._weight_slots = slots
         return [store[leaf] for store, leaf in self._weight_slots]
 
-    @staticmethod
-    def _keeps_dtype(index: int, n_tensors: int) -> bool:
-        if index == 4 or index >= n_tensors - 2:  # positional embedding, ln_post
-            return True
-        return index >= 5 and (index - 5) % len(ops.BLOCK_PARAM_NAMES) in _KEEP_DTYPE_SLOTS
-
     def _needs_cast(self, raw: List[Tensor], dtype: torch.dtype) -> bool:
-        n = len(raw)
-        return any(t.dtype != dtype and not self._keeps_dtype(i, n) for i, t in enumerate(raw))
+        return any(t.dtype != dtype and not self._keeps_dtype(i) for i, t in enumerate(raw))
 
     def _cast_one(self, raw: List[Tensor], i: int, dtype: torch.dtype) -> Tensor:
         t = raw[i]
-        return t if (t.dtype == dtype or self._keeps_dtype(i, len(raw))) else t.to(dtype)
+        return t if (t.dtype == dtype or self._keeps_dtype(i)) else t.to(dtype)
 
     def _cast_weights(self, raw: List[Tensor], dtype: torch.dtype) -> List[Tensor]:
         return [self._cast_one(raw, i, dtype) for i in range(len(raw))]
@@ -134,24 +127,25 @@ class FastAudioEncoder(AudioEncoder):
     def _packed_weights(self, raw: List[Tensor], dtype: torch.dtype) -> List[Tensor]:
         """encoder_forward's tensors in `dtype` followed by packed_qkv (2 per layer). Query/key/value
         tensors that needed a cast are views of the packed ones, so they are not cast twice."""
-        packed = ops.pack_qkv(raw[5:-2], dtype)
-        n_block = len(ops.BLOCK_PARAM_NAMES)
-        n_state = raw[4].shape[1]
-        slices = {"attn.query.weight": (0, 0), "attn.key.weight": (0, 1), "attn.value.weight": (0, 2),
-                  "attn.query.bias": (1, 0), "attn.value.bias": (1, 2)}  # name -> (weight 0 / bias 1, third)
-        by_slot = {ops.BLOCK_PARAM_NAMES.index(name): where for name, where in slices.items()}
-        weights = []
-        for i, t in enumerate(raw):
-            where = by_slot.get((i - 5) % n_block) if 5 <= i < len(raw) - 2 else None
-            if where is not None and t.dtype != dtype:
-                layer = (i - 5) // n_block
-                weights.append(packed[2 * layer + where[0]][where[1] * n_state:(where[1] + 1) * n_state])
-            else:
-                weights.append(self._cast_one(raw, i, dtype))
+        first, n_block = len(ops.ENCODER_BEFORE_BLOCKS), len(ops.ENCODER_BLOCK)
+        n_layer = len(self.blocks)
+        packed = ops.pack_qkv(raw[first:first + n_layer * n_block], dtype)
+        n_packed = len(ops.ENCODER_PACKED_QKV)
+        # block tensor -> (packed tensor, which third of it)
+        slices = {"attn.query.weight": ("attn.qkv.weight", 0), "attn.key.weight": ("attn.qkv.weight", 1),
+                  "attn.value.weight": ("attn.qkv.weight", 2), "attn.query.bias": ("attn.qkv.bias", 0),
+                  "attn.value.bias": ("attn.qkv.bias", 2)}
+        weights = [self._cast_one(raw, i, dtype) for i in range(len(raw))]
+        for layer in range(n_layer):
+            for name, (packed_name, third) in slices.items():
+                i = first + layer * n_block + ops.ENCODER_BLOCK.index(name)
+                if raw[i].dtype != dtype:  # a view of the packed copy instead of a second cast
+                    whole = packed[layer * n_packed + ops.ENCODER_PACKED_QKV.index(packed_name)]
+                    weights[i] = whole[third * self.n_state:(third + 1) * self.n_state]
         return weights + packed
 
     def _packs_qkv(self, raw: List[Tensor]) -> bool:
-        return raw[0].is_cuda and len(raw) > 7 and os.environ.get(PACKED_QKV_ENV, "1").strip() != "0"
+        return raw[0].is_cuda and len(self.blocks) > 0
 
     def _weights_for(self, dtype: torch.dtype) -> Tuple[List[Tensor], bool]:
         """The weights in `dtype` (cast where needed; on CUDA followed by the packed query/key/value
@@ -176,7 +170,7 @@ class FastAudioEncoder(AudioEncoder):
 
     def _split(self, weights: List[Tensor]) -> Tuple[List[Tensor], List[Tensor]]:
         """(encoder_forward's tensors, packed_qkv) of a _weights_for list."""
-        n = 7 + len(ops.BLOCK_PARAM_NAMES) * len(self.blocks)
+        n = len(ops.ENCODER_BEFORE_BLOCKS) + len(ops.ENCODER_BLOCK) * len(self.blocks) + len(ops.ENCODER_AFTER_BLOCKS)
         return weights[:n], weights[n:]
 
     def _apply(self, fn, *args, **kwargs):  # .to() / .cuda() / .half(): drop cast copies and graphs
@@ -202,17 +196,16 @@ class FastAudioEncoder(AudioEncoder):
 
     def _encode(self, x: Tensor, weights: List[Tensor]) -> Tensor:
         weights, packed = self._split(weights)
-        conv1_w, conv1_b, conv2_w, conv2_b, pos = weights[:5]
-        return ops.encoder_forward(
-            x, conv1_w, conv1_b, conv2_w, conv2_b, pos, weights[5:-2], weights[-2], weights[-1], self.n_head, packed
-        )
+        first, last = len(ops.ENCODER_BEFORE_BLOCKS), len(weights) - len(ops.ENCODER_AFTER_BLOCKS)
+        # encoder_forward's arguments before and after block_weights are these layouts' tensors, in order
+        return ops.encoder_forward(x, *weights[:first], weights[first:last], *weights[last:], self.n_head, packed)
 
     def _graph_forward(self, x: Tensor) -> Optional[Tensor]:
         """The encoding through a CUDA graph, or None: run eagerly (graphs off, autograd recording,
         weights recast on every call because they are inference tensors, or capturing failed)."""
         if x.requires_grad or self._graphs.capture_failed is not None:
             return None
-        if os.environ.get(GRAPHS_ENV, "1").strip() == "0":
+        if not self.cuda_graphs:
             return None
         raw = self._raw_weights()
         if torch.is_grad_enabled() and any(t.requires_grad for t in raw):
@@ -229,7 +222,7 @@ class FastAudioEncoder(AudioEncoder):
                 if self._graphs.capture_failed is not None:
                     warnings.warn(
                         f"fastwhisper: capturing the encoder as a CUDA graph failed ({self._graphs.capture_failed});"
-                        f" it runs eagerly from now on (set {GRAPHS_ENV}=0 to skip the attempt)",
+                        " it runs eagerly from now on (set the encoder's cuda_graphs = False to skip the attempt)",
                         RuntimeWarning,
                         stacklevel=3,
                     )

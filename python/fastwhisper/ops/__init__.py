@@ -1,7 +1,9 @@
 """Python entry points and fake (meta) implementations of the ``torch.ops.fastwhisper`` ops.
 
-The schemas live in csrc/ops.cpp; the CPU and CUDA kernels in csrc/cpu and csrc/cuda. The fakes
-here give torch.compile and ``torch.library.opcheck`` the output shape and dtype of each op.
+The schemas live in csrc/module.cpp; the CPU and CUDA kernels in csrc/ops/cpu and csrc/ops/cuda. The fakes
+here give torch.compile and ``torch.library.opcheck`` the output shape and dtype of each op. The weight
+layouts (which tensors encoder_forward and DecoderSession take, in which order) come from the C++ side
+(layouts.py).
 """
 
 from typing import List, Optional
@@ -10,27 +12,21 @@ import torch
 from torch import Tensor
 
 from .. import _library  # noqa: F401  (registers the ops)
+from .layouts import (  # noqa: F401  (re-exported)
+    DECODER_AFTER_BLOCKS,
+    DECODER_BEFORE_BLOCKS,
+    DECODER_BLOCK,
+    ENCODER_AFTER_BLOCKS,
+    ENCODER_BEFORE_BLOCKS,
+    ENCODER_BLOCK,
+    ENCODER_PACKED_QKV,
+    WeightLayout,
+)
 
 _ops = torch.ops.fastwhisper
 
-# Tensor names of the pieces of a residual block (keys relative to ``blocks.<i>.`` in openai-whisper's
-# state_dict): a LayerNorm, an attention (key without bias), the MLP.
-def layer_norm_param_names(prefix: str) -> tuple:
-    return (f"{prefix}.weight", f"{prefix}.bias")
-
-
-def attention_param_names(prefix: str) -> tuple:
-    names = ("query.weight", "query.bias", "key.weight", "value.weight", "value.bias", "out.weight", "out.bias")
-    return tuple(f"{prefix}.{n}" for n in names)
-
-
-MLP_PARAM_NAMES = ("mlp.0.weight", "mlp.0.bias", "mlp.2.weight", "mlp.2.bias")
-
 # One encoder block, in encoder_forward's block_weights order.
-BLOCK_PARAM_NAMES = (
-    layer_norm_param_names("attn_ln") + attention_param_names("attn") + layer_norm_param_names("mlp_ln")
-    + MLP_PARAM_NAMES
-)
+BLOCK_PARAM_NAMES = ENCODER_BLOCK.names
 
 
 def conv_stem(
@@ -79,11 +75,11 @@ def encoder_forward(
     n_head: int,
     packed_qkv: Optional[List[Tensor]] = None,
 ) -> Tensor:
-    """The whole audio encoder in one call; block_weights: 15 tensors per layer (BLOCK_PARAM_NAMES order).
+    """The whole audio encoder in one call; block_weights: the ENCODER_BLOCK tensors of each layer.
 
-    packed_qkv (optional): 2 tensors per layer, the query|key|value weights as one [3d, d] tensor and their
-    biases as one [3d] tensor (zeros for the key, which has none); the attention's input projection then
-    runs as one GEMM. pack_qkv() builds them."""
+    packed_qkv (optional): the ENCODER_PACKED_QKV tensors of each layer, the query|key|value weights as one
+    [3d, d] tensor and their biases as one [3d] tensor (zeros for the key, which has none); the attention's
+    input projection then runs as one GEMM. pack_qkv() builds them."""
     return _ops.encoder_forward(
         mel,
         conv1_weight,
@@ -100,24 +96,25 @@ def encoder_forward(
 
 
 def pack_qkv(block_weights: List[Tensor], dtype: Optional[torch.dtype] = None) -> List[Tensor]:
-    """encoder_forward's packed_qkv for block_weights (15 tensors per layer), in `dtype` (default: the query
-    weight's): per layer, cat(query, key, value) weights [3d, d] and cat(query bias, zeros, value bias) [3d]."""
-    n = len(BLOCK_PARAM_NAMES)
+    """encoder_forward's packed_qkv for block_weights (the ENCODER_BLOCK tensors of each layer), in `dtype`
+    (default: the query weight's): per layer, in ENCODER_PACKED_QKV order, cat(query, key, value) weights
+    [3d, d] and cat(query bias, zeros, value bias) [3d]."""
+    n = len(ENCODER_BLOCK)
     if len(block_weights) % n:
         raise ValueError(f"block_weights must hold {n} tensors per layer, got {len(block_weights)}")
-    names = {name: i for i, name in enumerate(BLOCK_PARAM_NAMES)}
     packed = []
     for base in range(0, len(block_weights), n):
-        q, k, v = (block_weights[base + names[f"attn.{p}.weight"]] for p in ("query", "key", "value"))
-        q_b, v_b = block_weights[base + names["attn.query.bias"]], block_weights[base + names["attn.value.bias"]]
+        block = {name: block_weights[base + i] for i, name in enumerate(ENCODER_BLOCK.names)}
+        q, k, v = (block[f"attn.{p}.weight"] for p in ("query", "key", "value"))
         d = q.shape[0]
         weight = torch.empty((3 * d,) + tuple(q.shape[1:]), dtype=dtype or q.dtype, device=q.device)
         bias = torch.zeros(3 * d, dtype=weight.dtype, device=q.device)
         for i, w in enumerate((q, k, v)):
             weight[i * d:(i + 1) * d].copy_(w)
-        bias[:d].copy_(q_b)
-        bias[2 * d:].copy_(v_b)
-        packed += [weight, bias]
+        bias[:d].copy_(block["attn.query.bias"])
+        bias[2 * d:].copy_(block["attn.value.bias"])
+        layer = {"attn.qkv.weight": weight, "attn.qkv.bias": bias}
+        packed += [layer[name] for name in ENCODER_PACKED_QKV.names]
     return packed
 
 
@@ -162,13 +159,10 @@ def decoder_cross_query_attention(x: Tensor, ln_weight: Tensor, ln_bias: Tensor,
     return _ops.decoder_cross_query_attention(x, ln_weight, ln_bias, q_weight, q_bias, k, v, n_head)
 
 
-# csrc/greedy_workspace.h: 2 counter words, then per row a ticket and 32 chunks of 3 words
-_GREEDY_WORKSPACE_PER_ROW = 1 + 32 * 3
-
-
 def decoder_greedy_workspace(rows: int, device) -> Tensor:
-    """The zeroed int32 workspace decoder_greedy_update needs for `rows` rows; every call resets its counters."""
-    return torch.zeros(2 + rows * _GREEDY_WORKSPACE_PER_ROW, dtype=torch.int32, device=device)
+    """The zeroed int32 workspace decoder_greedy_update needs for `rows` rows (its size from
+    csrc/ops/greedy_workspace.h); every call resets its counters."""
+    return torch.zeros(_library._C.greedy_workspace_numel(rows), dtype=torch.int32, device=device)
 
 
 def decoder_greedy_update(logits: Tensor, tokens: Tensor, sum_logprobs: Tensor, length: int, eot: int,
