@@ -5,49 +5,23 @@ import copy
 import pytest
 import torch
 import whisper
-from whisper.model import AudioEncoder, ModelDimensions, Whisper
+from whisper.model import AudioEncoder
 
 import fastwhisper
+from conftest import ENCODER_DIMS, random_model, rel_err, requires_cuda
 from fastwhisper import ops
-from fastwhisper.encoder import PACKED_QKV_ENV
-from conftest import ENCODER_DIMS, HAS_CUDA, rel_err, requires_cuda
+from op_samples import COMPILED, fast_copy, random_encoder, random_mel, tolerance, within_torch_error
 from reference import encoder_reference
 
-FP32_TOL = 1e-5
-
-
-def random_encoder(dims, seed=0, cls=AudioEncoder):
-    """An encoder with random weights of real dims (LayerNorm parameters perturbed too)."""
-    torch.manual_seed(seed)
-    enc = cls(*dims)
-    with torch.no_grad():
-        for name, p in enc.named_parameters():
-            if "ln" in name:
-                p.add_(torch.randn_like(p) * 0.1)
-    return enc.eval()
-
-
-def random_mel(batch, n_mels, seed=1, device="cpu"):
-    g = torch.Generator().manual_seed(seed)
-    return (torch.randn(batch, n_mels, 3000, generator=g) * 0.5).to(device)
-
-
-def fast_copy(enc):
-    fast = fastwhisper.FastAudioEncoder(*dims_of(enc))
-    fast.load_state_dict(enc.state_dict())
-    return fast.eval().to(next(enc.parameters()).device)
-
-
-def dims_of(enc):
-    n_ctx, n_state = enc.positional_embedding.shape
-    return (enc.conv1.in_channels, n_ctx, n_state, enc.blocks[0].attn.n_head, len(enc.blocks))
+FP32 = tolerance("op", torch.float32)
+FP16_AGAINST_WHISPER = tolerance("whisper", torch.float16)
 
 
 def test_reference_agrees_with_whisper():
     enc = random_encoder(ENCODER_DIMS["tiny"])
     mel = random_mel(1, 80)
     with torch.no_grad():
-        assert rel_err(encoder_reference(enc, mel), enc(mel)) <= FP32_TOL
+        assert rel_err(encoder_reference(enc, mel), enc(mel)) <= FP32
 
 
 def test_same_constructor_parameters_and_state_dict():
@@ -68,7 +42,7 @@ def test_fp32_matches_whisper_cpu(size):
     with torch.no_grad():
         expected, out = enc(mel), fast(mel)
     assert out.shape == expected.shape and out.dtype == torch.float32
-    assert rel_err(out, expected) <= FP32_TOL
+    assert rel_err(out, expected) <= FP32
 
 
 @pytest.mark.parametrize("size", ["tiny", "base"])
@@ -83,7 +57,7 @@ def test_fp32_cpu_is_bitwise_whisper(size):
 
 
 @requires_cuda
-@pytest.mark.cuda
+@pytest.mark.gpu
 @pytest.mark.parametrize("size", list(ENCODER_DIMS))
 def test_matches_whisper_cuda(size):
     """fp32: <= 1e-5 of whisper's AudioEncoder; fp16/bf16 input (fp32 weights, as openai-whisper runs):
@@ -93,21 +67,19 @@ def test_matches_whisper_cuda(size):
     mel = random_mel(3 if size in ("tiny", "base") else 1, enc.conv1.in_channels, device="cuda")
     with torch.no_grad():
         expected32 = enc(mel)
-        assert rel_err(fast(mel), expected32) <= FP32_TOL
+        assert rel_err(fast(mel), expected32) <= FP32
         expected64 = encoder_reference(enc, mel)
         for dtype in (torch.float16, torch.bfloat16):
             out = fast(mel.to(dtype))
             assert out.dtype == dtype
-            err, torch_err = rel_err(out, expected64), rel_err(enc(mel.to(dtype)), expected64)
-            assert err <= 2 * torch_err, f"{size} {dtype}: fastwhisper {err:.3e} vs whisper {torch_err:.3e}"
+            assert within_torch_error(out, expected64, enc(mel.to(dtype))), (size, dtype)
         # fp16 weights too (model.half())
         half = fast_copy(enc).half()
-        err, torch_err = rel_err(half(mel.half()), expected64), rel_err(enc(mel.half()), expected64)
-        assert err <= 2 * torch_err
+        assert within_torch_error(half(mel.half()), expected64, enc(mel.half())), size
 
 
 @requires_cuda
-@pytest.mark.cuda
+@pytest.mark.gpu
 def test_cast_cache_follows_weight_updates():
     enc = random_encoder(ENCODER_DIMS["tiny"]).cuda()
     fast = fastwhisper.FastAudioEncoder.from_audio_encoder(enc)
@@ -117,7 +89,7 @@ def test_cast_cache_follows_weight_updates():
         fast.blocks[1].mlp[0].weight.mul_(1.5)
         after, expected = fast(mel), enc(mel)
     assert rel_err(after, before) > 1e-3
-    assert rel_err(after, expected) < 1e-2
+    assert rel_err(after, expected) <= FP16_AGAINST_WHISPER
 
 
 def test_packed_weights_layout_cpu():
@@ -126,15 +98,18 @@ def test_packed_weights_layout_cpu():
     fast = fastwhisper.FastAudioEncoder.from_audio_encoder(random_encoder(ENCODER_DIMS["tiny"]))
     raw = [t.detach() for t in fast._raw_weights()]
     weights, packed = fast._split(fast._packed_weights(raw, torch.float16))
-    assert len(packed) == 2 * len(fast.blocks) and packed[2].shape == (3 * 384, 384)
+    n_packed = len(ops.ENCODER_PACKED_QKV)
+    assert len(packed) == n_packed * len(fast.blocks)
+    layer1 = {name: packed[n_packed + i] for i, name in enumerate(ops.ENCODER_PACKED_QKV.names)}
+    assert layer1["attn.qkv.weight"].shape == (3 * 384, 384)
     names = fast._weight_names()
     for name, t, cast in zip(names, raw, weights):
         assert cast.dtype == (t.dtype if name.endswith(("ln.weight", "ln.bias", "ln_post.weight", "ln_post.bias",
                                                          "positional_embedding")) else torch.float16), name
         assert torch.equal(cast, t.to(cast.dtype)), name
     layer1_key = weights[names.index("blocks.1.attn.key.weight")]
-    assert layer1_key.untyped_storage().data_ptr() == packed[2].untyped_storage().data_ptr()
-    assert not packed[3][384:768].any()  # the key has no bias
+    assert layer1_key.untyped_storage().data_ptr() == layer1["attn.qkv.weight"].untyped_storage().data_ptr()
+    assert not layer1["attn.qkv.bias"][384:768].any()  # the key has no bias
     weights32, packed32 = fast._split(fast._packed_weights(raw, torch.float32))
     mel = random_mel(1, 80)
     with torch.no_grad():
@@ -143,59 +118,44 @@ def test_packed_weights_layout_cpu():
 
 
 @requires_cuda
-@pytest.mark.cuda
+@pytest.mark.gpu
 @pytest.mark.parametrize("half_weights", [False, True])
-def test_packed_qkv_follows_weight_updates_and_env(half_weights, monkeypatch):
+def test_packed_qkv_follows_weight_updates(half_weights):
     """On CUDA the query/key/value weights run as one packed GEMM: cast weights are views of the packed
-    copy (no second copy), an in-place change of the key weight reaches it, and
-    FASTWHISPER_ENCODER_PACKED_QKV=0 turns packing off."""
-    monkeypatch.delenv(PACKED_QKV_ENV, raising=False)
+    copy (no second copy), and an in-place change of the key weight reaches it."""
     reference = random_encoder(ENCODER_DIMS["tiny"]).cuda()  # fp32 weights, as openai-whisper runs
     enc = copy.deepcopy(reference).half() if half_weights else reference
     fast = fastwhisper.FastAudioEncoder.from_audio_encoder(enc)
     mel = random_mel(1, 80, device="cuda").half()
     with torch.no_grad():
         before = fast(mel)
-        assert rel_err(before, reference(mel)) < 1e-2
+        assert rel_err(before, reference(mel)) <= FP16_AGAINST_WHISPER
         weights, packed = fast._split(fast._weights_for(torch.float16)[0])
-        assert len(packed) == 2 * len(fast.blocks) and packed[0].shape == (3 * 384, 384)
-        query_weight = weights[5 + ops.BLOCK_PARAM_NAMES.index("attn.query.weight")]
-        shares = query_weight.untyped_storage().data_ptr() == packed[0].untyped_storage().data_ptr()
+        layer0 = {name: packed[i] for i, name in enumerate(ops.ENCODER_PACKED_QKV.names)}
+        assert len(packed) == len(ops.ENCODER_PACKED_QKV) * len(fast.blocks)
+        assert layer0["attn.qkv.weight"].shape == (3 * 384, 384)
+        query_weight = weights[fast._weight_names().index("blocks.0.attn.query.weight")]
+        shares = query_weight.untyped_storage().data_ptr() == layer0["attn.qkv.weight"].untyped_storage().data_ptr()
         assert shares != half_weights  # cast weights are slices of the packed copy; fp16 ones are the parameters
         fast.blocks[0].attn.key.weight.mul_(1.5)
         if half_weights:
             reference.blocks[0].attn.key.weight.mul_(1.5)
         after = fast(mel)
-        assert rel_err(after, before) > 1e-3 and rel_err(after, reference(mel)) < 1e-2
-        monkeypatch.setenv(PACKED_QKV_ENV, "0")
-        unpacked = fastwhisper.FastAudioEncoder.from_audio_encoder(enc)
-        assert fast._split(unpacked._weights_for(torch.float16)[0])[1] == []
-        assert rel_err(unpacked(mel), after) < 2e-3
+        assert rel_err(after, before) > 1e-3 and rel_err(after, reference(mel)) <= FP16_AGAINST_WHISPER
 
 
 @requires_cuda
-@pytest.mark.cuda
+@pytest.mark.gpu
 def test_encoder_built_under_inference_mode_casts_weights():
     with torch.inference_mode():
         enc = random_encoder(ENCODER_DIMS["tiny"]).cuda()
         fast = fastwhisper.FastAudioEncoder.from_audio_encoder(enc)
         mel = random_mel(1, 80, device="cuda").half()
-        assert rel_err(fast(mel), enc(mel)) < 1e-2
-
-
-def tiny_whisper(seed=0):
-    torch.manual_seed(seed)
-    dims = ModelDimensions(n_mels=80, n_audio_ctx=1500, n_audio_state=384, n_audio_head=6, n_audio_layer=4,
-                           n_vocab=51864, n_text_ctx=448, n_text_state=384, n_text_head=6, n_text_layer=4)
-    model = Whisper(dims).eval()
-    with torch.no_grad():
-        for p in model.parameters():
-            p.normal_(0, 0.05)
-    return model
+        assert rel_err(fast(mel), enc(mel)) <= FP16_AGAINST_WHISPER
 
 
 def test_accelerate_swaps_encoder_in_place_and_decode_matches():
-    model = tiny_whisper()
+    model = random_model()
     reference = copy.deepcopy(model)
     params_before = {n: p for n, p in model.encoder.named_parameters()}
     assert fastwhisper.accelerate(model) is model
@@ -204,7 +164,7 @@ def test_accelerate_swaps_encoder_in_place_and_decode_matches():
     assert list(model.state_dict()) == list(reference.state_dict())
     mel = random_mel(2, 80)
     with torch.no_grad():
-        assert rel_err(model.embed_audio(mel), reference.embed_audio(mel)) <= FP32_TOL
+        assert rel_err(model.embed_audio(mel), reference.embed_audio(mel)) <= FP32
     options = whisper.DecodingOptions(language="en", fp16=False, sample_len=24, without_timestamps=True)
     ours, theirs = whisper.decode(model, mel, options), whisper.decode(reference, mel, options)
     assert [r.tokens for r in ours] == [r.tokens for r in theirs]
@@ -214,7 +174,7 @@ def test_accelerate_swaps_encoder_in_place_and_decode_matches():
 
 def test_accelerate_then_transcribe_matches_openai_whisper():
     """model.transcribe() runs unchanged on an accelerated model (hybrid mode) and gives the same result."""
-    model = tiny_whisper(seed=3)
+    model = random_model(seed=3)
     reference = copy.deepcopy(model)
     fastwhisper.accelerate(model)
     audio = (torch.randn(16000 * 4, generator=torch.Generator().manual_seed(5)) * 0.1).numpy()
@@ -230,7 +190,7 @@ def test_accelerate_rejects_non_whisper_model():
         fastwhisper.accelerate(torch.nn.Linear(2, 2))
 
 
-@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=[requires_cuda, pytest.mark.cuda])])
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=[requires_cuda, pytest.mark.gpu])])
 def test_torch_compile_fullgraph(device):
     fast = fast_copy(random_encoder(ENCODER_DIMS["tiny"])).to(device)
     dtypes = [torch.float32] if device == "cpu" else [torch.float32, torch.float16]
@@ -241,4 +201,4 @@ def test_torch_compile_fullgraph(device):
         with torch.no_grad():
             eager, traced = fast(mel), compiled(mel)
         assert traced.dtype == dtype
-        assert rel_err(traced, eager) <= (FP32_TOL if dtype == torch.float32 else 1e-3)
+        assert rel_err(traced, eager) <= COMPILED[dtype]

@@ -9,22 +9,19 @@ import torch
 
 import fastwhisper
 from conftest import ENCODER_DIMS, rel_err, requires_cuda
-from fastwhisper.encoder import GRAPHS_ENV
-from test_encoder import random_encoder, random_mel
+from op_samples import random_encoder, random_mel
 
 TINY = ENCODER_DIMS["tiny"]
 
 
-@pytest.fixture(autouse=True)
-def _graphs_on(monkeypatch):
-    monkeypatch.delenv(GRAPHS_ENV, raising=False)
-
-
-def eager(fast, mel, monkeypatch):
+def eager(fast, mel):
     """fast(mel) without graphs (what the encoder computed before graphs existed)."""
-    with monkeypatch.context() as m, torch.no_grad():
-        m.setenv(GRAPHS_ENV, "0")
-        return fast(mel)
+    fast.cuda_graphs = False
+    try:
+        with torch.no_grad():
+            return fast(mel)
+    finally:
+        fast.cuda_graphs = True
 
 
 def cuda_encoder(seed=0):
@@ -68,12 +65,12 @@ def test_no_graphs_on_cpu():
 
 
 @requires_cuda
-@pytest.mark.cuda
+@pytest.mark.gpu
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
-def test_graph_matches_eager_bit_for_bit(dtype, monkeypatch):
+def test_graph_matches_eager_bit_for_bit(dtype):
     fast = cuda_encoder()
     mel = random_mel(2, 80, device="cuda").to(dtype)
-    expected = eager(fast, mel, monkeypatch)
+    expected = eager(fast, mel)
     with torch.no_grad():
         first, second = fast(mel), fast(mel)  # capture + replay, then replay only
     assert n_graphs(fast) == 1
@@ -81,8 +78,8 @@ def test_graph_matches_eager_bit_for_bit(dtype, monkeypatch):
 
 
 @requires_cuda
-@pytest.mark.cuda
-def test_graph_reads_new_input_and_returns_fresh_output(monkeypatch):
+@pytest.mark.gpu
+def test_graph_reads_new_input_and_returns_fresh_output():
     fast = cuda_encoder()
     mel_a, mel_b = (random_mel(2, 80, seed=s, device="cuda").half() for s in (1, 2))
     with torch.no_grad():
@@ -90,15 +87,15 @@ def test_graph_reads_new_input_and_returns_fresh_output(monkeypatch):
         kept = out_a.clone()
         out_b = fast(mel_b)
     assert n_graphs(fast) == 1
-    assert torch.equal(out_b, eager(fast, mel_b, monkeypatch))  # the static input really was refreshed
+    assert torch.equal(out_b, eager(fast, mel_b))  # the static input really was refreshed
     assert torch.equal(out_a, kept)  # the first result was not overwritten by the second replay
     assert out_a.data_ptr() != out_b.data_ptr() and rel_err(out_a, out_b) > 1e-2
 
 
 @requires_cuda
-@pytest.mark.cuda
+@pytest.mark.gpu
 @pytest.mark.parametrize("half_weights", [False, True])
-def test_graph_follows_weight_changes(half_weights, monkeypatch):
+def test_graph_follows_weight_changes(half_weights):
     """fp32 weights with an fp16 mel (cast copies: re-capture) and fp16 weights (read in place)."""
     fast = cuda_encoder()
     if half_weights:
@@ -108,31 +105,31 @@ def test_graph_follows_weight_changes(half_weights, monkeypatch):
         before = fast(mel)
         fast.blocks[1].mlp[0].weight.mul_(1.5)  # in place
         after = fast(mel)
-        assert torch.equal(after, eager(fast, mel, monkeypatch)) and rel_err(after, before) > 1e-3
+        assert torch.equal(after, eager(fast, mel)) and rel_err(after, before) > 1e-3
         query = fast.blocks[0].attn.query
         query.weight = torch.nn.Parameter(query.weight * 0.5)  # reassigned
         reassigned = fast(mel)
-        assert torch.equal(reassigned, eager(fast, mel, monkeypatch)) and rel_err(reassigned, after) > 1e-3
+        assert torch.equal(reassigned, eager(fast, mel)) and rel_err(reassigned, after) > 1e-3
     assert n_graphs(fast) == 1  # graphs of the old weights were dropped
 
 
 @requires_cuda
-@pytest.mark.cuda
-def test_graph_per_batch_size_and_dtype(monkeypatch):
+@pytest.mark.gpu
+def test_graph_per_batch_size_and_dtype():
     fast = cuda_encoder()
     graphs = {}
     with torch.no_grad():
         for batch, dtype in [(1, torch.float16), (3, torch.float16), (1, torch.bfloat16), (1, torch.float16),
                              (2, torch.float16), (3, torch.float16)]:
             mel = random_mel(batch, 80, seed=batch, device="cuda").to(dtype)
-            assert torch.equal(fast(mel), eager(fast, mel, monkeypatch)), (batch, dtype)
+            assert torch.equal(fast(mel), eager(fast, mel)), (batch, dtype)
             graph = fast._graphs._graphs[fast._graphs._key(mel)].graph
             assert graphs.setdefault((batch, dtype), graph) is graph  # captured once, then replayed
     assert n_graphs(fast) == 4
 
 
 @requires_cuda
-@pytest.mark.cuda
+@pytest.mark.gpu
 def test_graph_count_is_bounded():
     fast = cuda_encoder()
     fast._graphs.max_graphs = 2
@@ -143,22 +140,22 @@ def test_graph_count_is_bounded():
 
 
 @requires_cuda
-@pytest.mark.cuda
-def test_graphs_off_by_env_var(monkeypatch):
+@pytest.mark.gpu
+def test_graphs_off_by_attribute():
     fast = cuda_encoder()
     mel = random_mel(1, 80, device="cuda").half()
-    monkeypatch.setenv(GRAPHS_ENV, "0")
+    fast.cuda_graphs = False
     with torch.no_grad():
         out = fast(mel)
     assert n_graphs(fast) == 0
-    monkeypatch.delenv(GRAPHS_ENV)
+    fast.cuda_graphs = True
     with torch.no_grad():
         assert torch.equal(fast(mel), out) and n_graphs(fast) == 1
 
 
 @requires_cuda
-@pytest.mark.cuda
-def test_graphs_off_when_autograd_records(monkeypatch):
+@pytest.mark.gpu
+def test_graphs_off_when_autograd_records():
     fast = cuda_encoder()
     mel = random_mel(1, 80, device="cuda").half()
     out = fast(mel)  # grad enabled, parameters require grad
@@ -168,11 +165,11 @@ def test_graphs_off_when_autograd_records(monkeypatch):
 
 
 @requires_cuda
-@pytest.mark.cuda
-def test_graphs_under_inference_mode(monkeypatch):
+@pytest.mark.gpu
+def test_graphs_under_inference_mode():
     fast = cuda_encoder()
     mel = random_mel(1, 80, device="cuda").half()
-    expected = eager(fast, mel, monkeypatch)
+    expected = eager(fast, mel)
     with torch.inference_mode():
         assert torch.equal(fast(mel), expected) and torch.equal(fast(mel.clone()), expected)
     assert n_graphs(fast) == 1
@@ -183,7 +180,7 @@ def test_graphs_under_inference_mode(monkeypatch):
 
 
 @requires_cuda
-@pytest.mark.cuda
+@pytest.mark.gpu
 def test_deepcopy_after_capture():
     fast = cuda_encoder()
     mel = random_mel(1, 80, device="cuda").half()
