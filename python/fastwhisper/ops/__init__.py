@@ -189,35 +189,63 @@ def decoder_timestamp_rules(
 # ---- fake (meta) implementations: shapes and dtypes only -------------------------------------
 
 
+def _check_one_device(op: str, args) -> None:
+    """The check the CPU and CUDA implementations make, for calls that reach the fake: a meta tensor among CPU
+    tensors sends the whole call here, where it must fail as it would on the other device."""
+    devices = set()
+    for arg in args:
+        if isinstance(arg, Tensor):
+            devices.add(arg.device)
+        elif isinstance(arg, (list, tuple)):
+            devices.update(t.device for t in arg if isinstance(t, Tensor))
+    if len(devices) > 1:
+        raise RuntimeError(f"fastwhisper.{op}: all inputs must be on one device, got tensors on "
+                           f"{', '.join(sorted(str(d) for d in devices))}")
+
+
+def _register_fake(op: str):
+    """torch.library.register_fake for fastwhisper::op, with the device check first."""
+    def register(fake):
+        def checked(*args, **kwargs):
+            _check_one_device(op, list(args) + list(kwargs.values()))
+            return fake(*args, **kwargs)
+
+        checked.__name__ = fake.__name__
+        torch.library.register_fake(f"fastwhisper::{op}")(checked)
+        return fake
+
+    return register
+
+
 def _stem_out_frames(mel: Tensor) -> int:
     torch._check(mel.dim() == 3, lambda: f"fastwhisper.conv_stem: mel must be 3-D, got {tuple(mel.shape)}")
     return (mel.shape[2] - 1) // 2 + 1
 
 
-@torch.library.register_fake("fastwhisper::conv_stem")
+@_register_fake("conv_stem")
 def _conv_stem_fake(mel, conv1_weight, conv1_bias, conv2_weight, conv2_bias, positional_embedding):
     n_out = _stem_out_frames(mel)
     torch._check(positional_embedding.shape[0] == n_out, lambda: "fastwhisper.conv_stem: incorrect audio shape")
     return mel.new_empty((mel.shape[0], n_out, conv1_weight.shape[0]))
 
 
-@torch.library.register_fake("fastwhisper::layer_norm")
+@_register_fake("layer_norm")
 def _layer_norm_fake(x, weight, bias, eps):
     return torch.empty_like(x, memory_format=torch.contiguous_format)
 
 
-@torch.library.register_fake("fastwhisper::linear")
+@_register_fake("linear")
 def _linear_fake(x, weight, bias, residual, gelu):
     torch._check(x.shape[-1] == weight.shape[1], lambda: "fastwhisper.linear: in_features mismatch")
     return x.new_empty((*x.shape[:-1], weight.shape[0]))
 
 
-@torch.library.register_fake("fastwhisper::attention")
+@_register_fake("attention")
 def _attention_fake(q, k, v, n_head):
     return q.new_empty(q.shape)
 
 
-@torch.library.register_fake("fastwhisper::encoder_forward")
+@_register_fake("encoder_forward")
 def _encoder_forward_fake(
     mel, conv1_weight, conv1_bias, conv2_weight, conv2_bias, positional_embedding, block_weights,
     ln_post_weight, ln_post_bias, n_head, packed_qkv=None,
@@ -227,40 +255,40 @@ def _encoder_forward_fake(
     return mel.new_empty((mel.shape[0], n_out, conv1_weight.shape[0]))
 
 
-@torch.library.register_fake("fastwhisper::decoder_linear")
+@_register_fake("decoder_linear")
 def _decoder_linear_fake(x, ln_weight, ln_bias, weights, biases, residual, gelu, float_output):
     torch._check(x.dim() == 2, lambda: "fastwhisper.decoder_linear: x must be 2-D")
     n = sum(w.shape[0] for w in weights)
     return x.new_empty((x.shape[0], n), dtype=torch.float32 if float_output else x.dtype)
 
 
-@torch.library.register_fake("fastwhisper::decoder_embedding")
+@_register_fake("decoder_embedding")
 def _decoder_embedding_fake(token_embedding, positional_embedding, tokens, position, dtype):
     torch._check(tokens.dim() == 2, lambda: "fastwhisper.decoder_embedding: tokens must have shape [rows, 1]")
     return token_embedding.new_empty((tokens.shape[0], token_embedding.shape[1]), dtype=dtype)
 
 
-@torch.library.register_fake("fastwhisper::decoder_self_attention")
+@_register_fake("decoder_self_attention")
 def _decoder_self_attention_fake(qkv, k_cache, v_cache, position, n_head):
     return qkv.new_empty((k_cache.shape[0], k_cache.shape[2]))
 
 
-@torch.library.register_fake("fastwhisper::decoder_cross_attention")
+@_register_fake("decoder_cross_attention")
 def _decoder_cross_attention_fake(q, k, v, n_head):
     return q.new_empty(q.shape)
 
 
-@torch.library.register_fake("fastwhisper::decoder_cross_query_attention")
+@_register_fake("decoder_cross_query_attention")
 def _decoder_cross_query_attention_fake(x, ln_weight, ln_bias, q_weight, q_bias, k, v, n_head):
     return x.new_empty(x.shape)
 
 
-@torch.library.register_fake("fastwhisper::decoder_greedy_update")
+@_register_fake("decoder_greedy_update")
 def _decoder_greedy_update_fake(logits, tokens, sum_logprobs, workspace, length, eot, suppress=None):
     return logits.new_empty((), dtype=torch.bool)
 
 
-@torch.library.register_fake("fastwhisper::decoder_timestamp_rules")
+@_register_fake("decoder_timestamp_rules")
 def _decoder_timestamp_rules_fake(logits, tokens, sample_begin, timestamp_begin, eot, no_timestamps,
                                   max_initial_timestamp_index):
     return None
