@@ -1,8 +1,8 @@
 """Helpers shared by the benchmark scripts: model dimensions, random models, timing, the measured
 ceilings (GEMM rate, copy bandwidth) and the floors derived from them, and report formatting.
 
-Used by run.py (the benchmark CLI), encoder_bench.py, decoder_bench.py, profile_kernels.py and the GPU
-profiling scripts (decoder_ablation.py, step_timeline.py, decode_call_profile.py, longform_profile.py).
+Used by run.py (the benchmark CLI) and its sections/, encoder_bench.py, decoder_bench.py, longform_profile.py,
+and the profiling scripts of the dev/ lab.
 """
 
 import contextlib
@@ -123,6 +123,23 @@ def time_calls_keep(fn: Callable[[], object], device, warmup: int, repeats: int)
             start_s = time.perf_counter()
             out = fn()
             times.append((time.perf_counter() - start_s) * 1e3)
+    return times, out
+
+
+def time_calls_device_synced(fn: Callable[[], object], device, warmup: int, repeats: int) -> Tuple[List[float], object]:
+    """time_calls_keep for work that runs on a CUDA stream of its own (CTranslate2's), which CUDA events
+    recorded on torch's stream would not wait for: time.perf_counter around each call, with a device-wide
+    synchronize (every stream) before it and after it."""
+    out = None
+    for _ in range(warmup):
+        out = fn()
+    times = []
+    for _ in range(repeats):
+        synchronize(device)
+        start_s = time.perf_counter()
+        out = fn()
+        synchronize(device)
+        times.append((time.perf_counter() - start_s) * 1e3)
     return times, out
 
 

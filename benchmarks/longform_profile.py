@@ -26,7 +26,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import (check_model_names, device_name, fixed_length_options, git_commit, host_profile,  # noqa: E402
                     random_whisper, write_report)
-from run import LONG_CLIP, LongAudio, fixed_budget_transcription  # noqa: E402
+from sections.rows import LONG_CLIP  # noqa: E402
+from sections.timed_rows import LongAudio, fixed_budget_transcription  # noqa: E402
 
 import fastwhisper  # noqa: E402
 

@@ -1,7 +1,8 @@
 """benchmarks/run.py, the benchmark CLI: a small CPU run end to end (random weights of tiny's dims,
 a few tokens, one timed run), its JSON schema, markdown and PNG, a deliberately broken implementation
-recorded as a failure without a time, and (with the tiny.en weights package installed) a real-weight
-transcribe() row whose text equals openai-whisper's. Plus in-process checks of the row runner."""
+recorded as a failure without a time, (with the tiny.en weights package installed) a real-weight
+transcribe() row whose text equals openai-whisper's, and faster-whisper's rows (or the reason they are not
+available). Plus in-process checks of the row runner."""
 
 import importlib.util
 import json
@@ -19,12 +20,15 @@ RUN = BENCH_DIR / "run.py"
 COMMIT = "0123456789abcdef-test-commit"
 STATUSES = {"ok", "failure", "not available", "skipped"}
 HAS_TRANSFORMERS = importlib.util.find_spec("transformers") is not None
+HAS_CTRANSLATE2 = importlib.util.find_spec("ctranslate2") is not None
+HAS_FASTER_WHISPER = HAS_CTRANSLATE2 and importlib.util.find_spec("faster_whisper") is not None
 HAS_TINY_EN = all(importlib.util.find_spec(m) for m in PACKAGE_MODULES["tiny.en"])
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
 def impls():
-    names = ["openai-whisper", "fastwhisper", "fastwhisper-hybrid", "fastwhisper-cpp"]
+    names = ["openai-whisper", "fastwhisper", "fastwhisper-hybrid", "fastwhisper-cpp", "faster-whisper",
+             "faster-whisper-int8"]
     return names + (["hf-sdpa"] if HAS_TRANSFORMERS else [])
 
 
@@ -92,6 +96,36 @@ def test_every_section_timed(cpu_run):
     assert all(r["metric"] == "RTFx" for r in random_long)
 
 
+def test_faster_whisper_rows(cpu_run):
+    """CTranslate2 rows beside the others: random weights written by fastwhisper's CTranslate2 writer (encoder
+    checked against the fp32 reference, fp32 greedy tokens equal to openai-whisper's), and real weights transcribed
+    by faster-whisper in float32 and int8 with their text compared; "not available" with the reason without it."""
+    _, data, _ = cpu_run
+    random_rows = [r for r in rows_where(data, impl="faster-whisper") if r["weights"] == "random"]
+    assert {r["section"] for r in random_rows} == {"encoder", "decoder"}
+    if not HAS_CTRANSLATE2:
+        assert all(r["status"] == "not available" and "not installed" in r["error"] for r in random_rows), random_rows
+    else:
+        encoder = rows_where(data, section="encoder", impl="faster-whisper")
+        assert [r["status"] for r in encoder] == ["ok"] and encoder[0]["check"]["rel_err"] <= 1e-3, encoder
+        decoder = rows_where(data, section="decoder", impl="faster-whisper")
+        assert sorted(r["mode"] for r in decoder) == ["beam5", "greedy"]
+        assert all(r["status"] == "ok" and r["tokens"] == 2 and r["value"] > 0 for r in decoder), decoder
+        greedy = rows_where(data, section="decoder", impl="faster-whisper", mode="greedy")[0]
+        assert greedy["check"]["tokens_equal_to_openai_fp32"] == 2
+        assert all(r["speedup_vs_openai"] > 0 for r in encoder + decoder)
+    if not HAS_TINY_EN:
+        return
+    for impl, compute_type in (("faster-whisper", "float32"), ("faster-whisper-int8", "int8")):
+        row = rows_where(data, section="longform", weights="tiny.en", impl=impl)[0]
+        if not HAS_FASTER_WHISPER:
+            assert row["status"] == "not available" and "faster-whisper" in row["error"], row
+            continue
+        assert row["status"] == "ok" and row["compute_type"] == compute_type, row
+        assert "forward" in row["text"].lower() and row["check"]["text"] in ("identical", "differs")
+        assert row["tokens"] > 0 and row["floor"] > 0
+
+
 def test_broken_implementation_is_a_failure_without_time(cpu_run):
     _, data, _ = cpu_run
     broken = rows_where(data, impl="fastwhisper-hybrid")
@@ -140,10 +174,15 @@ def test_markdown_and_png(cpu_run, tmp_path):
 
 @pytest.fixture(scope="module")
 def run_module():
+    """run.py with the names the tests use from its modules (rows, report)."""
     sys.path.insert(0, str(BENCH_DIR))
-    import run
+    import types
 
-    return run
+    import report
+    import run
+    from sections import rows
+
+    return types.SimpleNamespace(**{**vars(rows), **vars(report), **vars(run)})
 
 
 def test_runner_records_exceptions_and_wrong_outputs(run_module, tmp_path):
@@ -227,81 +266,6 @@ def test_append_replaces_only_the_rows_this_run_measures(run_module, tmp_path):
     assert not real_only.planned(run.new_row("longform", "tiny", run.CPP, "cpu"))
 
 
-def _ncu_rows(kernel_id, name, grid, us, dram_bytes, pct):
-    """The three metric rows ncu --csv writes for one kernel (values as ncu prints them, with thousands commas)."""
-    return _ncu_metric_rows(kernel_id, name, grid, [
-        ("gpu__time_duration.sum", "ns", f"{int(us * 1000):,}"), ("dram__bytes_read.sum", "byte", f"{dram_bytes:,}"),
-        ("dram__throughput.avg.pct_of_peak_sustained_elapsed", "%", f"{pct}")])
-
-
-def _ncu_metric_rows(kernel_id, name, grid, metrics):
-    """ncu --csv's rows for one kernel: one per (metric, unit, value as ncu prints it)."""
-    return [f'"{kernel_id}","7","python3","host","{name}","1","7","(512, 1, 1)","{grid}","0","9.0",'
-            f'"Command line profiler metrics","{metric}","{unit}","{value}"' for metric, unit, value in metrics]
-
-
-def test_ncu_summary_groups_kernels_by_name_grid_and_bytes(tmp_path):
-    """benchmarks/ncu_decoder_step.py --summarize on a hand-written ncu CSV: two linear kernels of one shape
-    merge into one row (calls, total and mean time, bytes per call, GB/s), a third with other bytes and the
-    attention kernel keep their own rows, in first-seen order."""
-    lin = "void fastwhisper::<unnamed>::decoder_linear_kernel<c10::Half, 1>(const T1 *, long)"  # as ncu names it
-    lines = ["==PROF== Connected to process 7", '"ID","Process ID","Process Name","Host Name","Kernel Name","Context",'
-             '"Stream","Block Size","Grid Size","Device","CC","Section Name","Metric Name","Metric Unit","Metric Value"']
-    lines += _ncu_rows(0, lin, "(128, 1, 1)", 8.0, 3_300_000, 12.0)
-    lines += _ncu_rows(1, "void fastwhisper::<unnamed>::decoder_self_attention_kernel<c10::Half>(long)",
-                       "(1, 20, 1)", 6.5, 50_000, 0.2)
-    lines += _ncu_rows(2, lin, "(128, 1, 1)", 6.0, 3_340_000, 14.0)
-    lines += _ncu_rows(3, lin, "(128, 1, 1)", 12.0, 13_100_000, 30.0)
-    csv_path = tmp_path / "step.csv"
-    csv_path.write_text("\n".join(lines) + "\n")
-    proc = subprocess.run([sys.executable, str(BENCH_DIR / "ncu_decoder_step.py"), "--summarize", str(csv_path)],
-                          capture_output=True, text=True, timeout=60)
-    assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.startswith("4 kernels, 32.5 us in all")
-    rows = [line for line in proc.stdout.splitlines() if line.startswith("| `")]
-    assert len(rows) == 3
-    cells = [[c.strip() for c in row.strip("|").split("|")] for row in rows]
-    assert cells[0][0] == "`decoder_linear_kernel<c10::Half, 1>`" and cells[0][1] == "(128, 1, 1)"
-    assert cells[0][2:] == ["2", "14.0", "7.00", "3.32", "474", "13.0"]  # (3.30 + 3.34) MB / 14 us
-    assert cells[1][0] == "`decoder_self_attention_kernel<c10::Half>`" and cells[1][2] == "1"
-    assert cells[2][2:5] == ["1", "12.0", "12.00"] and cells[2][5] == "13.10"
-
-
-def test_ncu_encoder_summary_ranks_kernels_and_rates(tmp_path):
-    """benchmarks/ncu_encoder.py --summarize on a hand-written ncu CSV of a tiny encoder call: kernels grouped by
-    name and grid, the slowest group first, each with its share of the sum, its tensor TFLOP/s (ncu's op count
-    over its time) and its percentages averaged over its kernels' time; a metric ncu reports as n/a is left out."""
-    gemm, norm = "void cutlass::device_kernel<Gemm>(Params)", "void fastwhisper::<unnamed>::layer_norm_kernel<c10::Half>(long)"
-
-    def rows(i, name, us, ops, tensor_pct, dram_pct):
-        return _ncu_metric_rows(i, name, "(66, 1, 1)", [
-            ("gpu__time_duration.sum", "ns", f"{int(us * 1000):,}"), ("sm__ops_path_tensor_src_fp16_dst_fp32.sum", "", ops),
-            ("sm__pipe_tensor_op_gmma_cycles_active.avg.pct_of_peak_sustained_elapsed", "%", tensor_pct),
-            ("dram__throughput.avg.pct_of_peak_sustained_elapsed", "%", dram_pct)])
-
-    lines = ['"ID","Process ID","Process Name","Host Name","Kernel Name","Context",'
-             '"Stream","Block Size","Grid Size","Device","CC","Section Name","Metric Name","Metric Unit","Metric Value"']
-    lines += rows(0, norm, 4.0, "0", "2", "40")
-    lines += rows(1, gemm, 10.0, f"{5_000_000_000:,}", "60", "20")
-    lines += rows(2, gemm, 30.0, f"{15_000_000_000:,}", "80", "10")
-    lines += rows(3, norm, 6.0, "n/a", "n/a", "60")
-    csv_path = tmp_path / "enc.csv"
-    csv_path.write_text("\n".join(lines) + "\n")
-    proc = subprocess.run([sys.executable, str(BENCH_DIR / "ncu_encoder.py"), "tiny", "--batch", "2", "--summarize",
-                           str(csv_path)], capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.startswith("4 kernels, 50.0 us in all for 2 window(s), 25.0 us per window"), proc.stdout
-    table = [line for line in proc.stdout.splitlines() if line.startswith("|")]
-    assert table[0].split("|")[1:-1] == [" kernel ", " grid ", " calls ", " us ", " us/call ", " share % ",
-                                         " tensor TFLOP/s ", " tensor pipe % ", " DRAM % "]
-    cells = [[c.strip() for c in row.strip("|").split("|")] for row in table[2:]]
-    assert [c[0] for c in cells] == ["`cutlass::device_kernel<Gemm>`", "`layer_norm_kernel<c10::Half>`"]
-    # 20e9 ops / 40 us; (60 x 10 + 80 x 30) / 40; (20 x 10 + 10 x 30) / 40
-    assert cells[0][2:] == ["2", "40.0", "20.00", "80.0", "500", "75.0", "12.5"]
-    # tensor pipe: the one kernel that has it (n/a in the other); DRAM (40 x 4 + 60 x 6) / 10
-    assert cells[1][2:] == ["2", "10.0", "5.00", "20.0", "", "2.0", "52.0"]
-
-
 def test_benchmarks_record_the_commit_they_are_given():
     """benchmarks/common.py's git_commit: $FASTWHISPER_COMMIT where set (scripts/gpu_run.sh sets it from its
     argument, since the GPU machine's .git is the session's first commit), else this checkout's HEAD."""
@@ -314,3 +278,19 @@ def test_benchmarks_record_the_commit_they_are_given():
     assert given.returncode == 0 and given.stdout.strip() == "c0ffee1", given.stderr[-2000:]
     assert plain.returncode == 0 and plain.stdout.strip() == (head or "unknown"), plain.stderr[-2000:]
     assert "export FASTWHISPER_COMMIT=$commit" in (BENCH_DIR.parent / "scripts" / "gpu_run.sh").read_text()
+
+
+def test_faster_whisper_rows_say_why_when_it_is_missing(run_module, tmp_path, monkeypatch):
+    from sections import ctranslate2_rows
+
+    find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "faster_whisper" else find_spec(name, *a))
+    assert ctranslate2_rows.unavailable_reason("cpu") is None or not HAS_FASTER_WHISPER  # random rows: ctranslate2 only
+    why = ctranslate2_rows.unavailable_reason("cpu", ("ctranslate2", "faster_whisper"))
+    assert why.startswith("faster-whisper not installed") and "faster-whisper==1.2.1" in why
+    run = run_module
+    runner = run.Runner(run.parse_args(["--device", "cpu", "--out-dir", str(tmp_path)]), {})
+    ctranslate2_rows.bench_real(runner, "tiny.en", None, "cpu", lambda impl: run.new_row("longform", "tiny", impl, "cpu"),
+                                None, lambda: None, "en")
+    assert [(r["impl"], r["status"], r["error"]) for r in runner.rows] == [
+        ("faster-whisper", "not available", why), ("faster-whisper-int8", "not available", why)]
