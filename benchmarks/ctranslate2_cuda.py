@@ -48,9 +48,10 @@ def link_dir() -> Optional[Path]:
     LINK_DIR.mkdir(parents=True, exist_ok=True)
     for name in ("libcublas", "libcublasLt"):
         source = target.parent / f"{name}.so.13"
-        link = LINK_DIR / f"{name}.so.12"
-        if source.exists() and not link.exists():
-            link.symlink_to(source)
+        for version in ("12", "13"):  # .13 too: libcublas.so.13 opened from this folder finds its libcublasLt here
+            link = LINK_DIR / f"{name}.so.{version}"
+            if source.exists() and not link.is_symlink():
+                link.symlink_to(source)
     return LINK_DIR
 
 
