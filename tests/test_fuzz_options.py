@@ -114,8 +114,8 @@ BAD_TRANSCRIBE_OPTIONS = [
     (dict(logprob_threshold="low"), "logprob_threshold"),
     (dict(no_speech_threshold=[0.6]), "no_speech_threshold"),
     (dict(task="summarize"), "task"),
-    (dict(language="klingon"), "language"),
-    (dict(language=7), "language"),
+    (dict(language="klingon"), "Unsupported language: klingon"),
+    (dict(language=7), "language must be"),
     (dict(clip_timestamps="0,abc"), "clip_timestamps"),
     (dict(clip_timestamps="-1,5"), "clip_timestamps"),
     (dict(clip_timestamps=[0.0, float("nan")]), "clip_timestamps"),
@@ -125,6 +125,7 @@ BAD_TRANSCRIBE_OPTIONS = [
     (dict(suppress_tokens=[99999]), "suppress_tokens"),
     (dict(prefix=[1, 99999]), "prefix"),
     (dict(max_initial_timestamp=float("nan")), "max_initial_timestamp"),
+    (dict(max_initial_timestamp=-1.0), "max_initial_timestamp"),
     (dict(hallucination_silence_threshold="long", word_timestamps=True), "hallucination_silence_threshold"),
 ]
 
@@ -175,7 +176,7 @@ def test_temperature_below_zero_fails_at_once_with_the_torch_decoder(models):
     (dict(beam_size=0), "beam_size"), (dict(beam_size=2, best_of=2), "beam_size and best_of"),
     (dict(best_of=2), "best_of"), (dict(patience=1.0), "patience requires beam_size"),
     (dict(temperature=-0.5), "temperature"), (dict(length_penalty=3.0), "length_penalty"),
-    (dict(task="nope"), "task"), (dict(language="xx"), "language"), (dict(sample_len=-4), "sample_len"),
+    (dict(task="nope"), "task"), (dict(language="xx"), "Unsupported language: xx"), (dict(sample_len=-4), "sample_len"),
     (dict(prompt=[-3]), "prompt"),
 ])
 def test_check_decode_options(models, options, field):
@@ -230,9 +231,10 @@ def _suppressed_ids(suppress) -> list:
 def refused_on_purpose(fields: dict) -> bool:
     """Values openai-whisper may run with but fastwhisper refuses up front: an unknown task (whisper translates
     or ignores it), negative sample_len (whisper decodes nothing), token ids below -1 in suppress_tokens
-    (whisper counts them from the end of the vocabulary), negative clip timestamps, and values that fail
-    whenever whisper comes to use them (a negative temperature or best_of, a hallucination_silence_threshold
-    that is no number), which whisper reaches only on a fallback or a long silence."""
+    (whisper counts them from the end of the vocabulary), negative clip timestamps or max_initial_timestamp,
+    and values that fail whenever whisper comes to use them: a negative or non-finite temperature (whisper's
+    beam search ignores it), a negative best_of, a hallucination_silence_threshold that is no number (whisper
+    reaches those only on a fallback or a long silence)."""
     hallucination = fields.get("hallucination_silence_threshold")
     clips = fields.get("clip_timestamps", "0")
     clip_values = _numbers(clips)
@@ -244,9 +246,10 @@ def refused_on_purpose(fields: dict) -> bool:
     return (fields.get("task", "transcribe") not in (None, "transcribe", "translate", "lang_id")
             or (isinstance(fields.get("sample_len"), int) and fields["sample_len"] < 0)
             or any(t < -1 for t in _suppressed_ids(fields.get("suppress_tokens")))
-            or any(t < 0 for t in _numbers(fields.get("temperature")))
+            or any(not math.isfinite(t) or t < 0 for t in _numbers(fields.get("temperature")))
             or any(t < 0 for t in _numbers(fields.get("best_of")))
             or any(t < 0 for t in clip_values)
+            or any(t < 0 for t in _numbers(fields.get("max_initial_timestamp")))
             or (hallucination is not None and not isinstance(hallucination, (int, float))))
 
 

@@ -127,8 +127,8 @@ def check_decode_options(model, options: DecodingOptions = DecodingOptions(), **
     if options.beam_size is not None and options.best_of is not None:
         raise ValueError("beam_size and best_of can't be given together")
     if temperature == 0 and options.best_of is not None:
-        raise ValueError("best_of with greedy sampling (temperature=0) is not compatible")
-    _check_decode_fields(model, fields, (temperature,))
+        raise ValueError("best_of with greedy sampling (T=0) is not compatible")
+    _check_decode_fields(model, fields, (temperature,), beam_search_at_any_temperature=True)
     return options
 
 
@@ -198,10 +198,12 @@ def _check_clip_timestamps(clips) -> None:
             raise ValueError(f"clip_timestamps must be finite seconds >= 0, got {value!r} in {clips!r}")
 
 
-def _check_decode_fields(model, fields: dict, temperatures: Tuple[float, ...]) -> None:
-    """DecodingOptions fields (as a dict, temperature apart) for the given temperatures: beam_size and patience
-    matter only at temperature 0 and best_of only above it (decode_with_fallback drops the others)."""
-    greedy = any(t == 0 for t in temperatures)
+def _check_decode_fields(model, fields: dict, temperatures: Tuple[float, ...],
+                         beam_search_at_any_temperature: bool = False) -> None:
+    """DecodingOptions fields (as a dict, temperature apart) for the given temperatures. In transcribe,
+    beam_size and patience matter only at temperature 0 and best_of only above it (decode_with_fallback drops
+    the others); whisper.decode searches with beam_size whenever it is given."""
+    greedy = beam_search_at_any_temperature or any(t == 0 for t in temperatures)
     sampling = any(t > 0 for t in temperatures)
     task = fields.get("task", "transcribe")
     if task not in (None, "transcribe", "translate", "lang_id"):  # lang_id: whisper.decode's language detection
@@ -223,14 +225,14 @@ def _check_decode_fields(model, fields: dict, temperatures: Tuple[float, ...]) -
     length_penalty = fields.get("length_penalty")
     if length_penalty is not None and (isinstance(length_penalty, bool) or not isinstance(length_penalty, numbers.Real)
                                        or not 0 <= length_penalty <= 1):
-        raise ValueError(f"length_penalty must be None or a number between 0 and 1, got {length_penalty!r}")
+        raise ValueError("length_penalty (alpha) should be a value between 0 and 1")
     sample_len = fields.get("sample_len")
     if sample_len is not None and (not _is_int(sample_len) or sample_len < 0):
         raise ValueError(f"sample_len must be a positive integer or None, got {sample_len!r}")
     max_initial = fields.get("max_initial_timestamp")
     if max_initial is not None and (isinstance(max_initial, bool) or not isinstance(max_initial, numbers.Real)
-                                    or not math.isfinite(max_initial)):
-        raise ValueError(f"max_initial_timestamp must be a finite number of seconds or None, got {max_initial!r}")
+                                    or not math.isfinite(max_initial) or max_initial < 0):
+        raise ValueError(f"max_initial_timestamp must be a finite number of seconds >= 0 or None, got {max_initial!r}")
     n_vocab = model.dims.n_vocab
     _check_suppress_tokens(fields.get("suppress_tokens", "-1"), n_vocab)
     for name in ("prompt", "prefix"):
@@ -238,12 +240,14 @@ def _check_decode_fields(model, fields: dict, temperatures: Tuple[float, ...]) -
 
 
 def _check_language(language) -> None:
+    """None, or a language code or name openai-whisper knows (its own message for one it does not)."""
     if language is None:
         return
-    if not isinstance(language, str) or (language.lower() not in LANGUAGES
-                                         and language.lower() not in TO_LANGUAGE_CODE):
-        raise ValueError(f"unknown language {language!r}: give a language code ('en', 'de', ...) or name "
-                         "('English', ...) that openai-whisper knows, or None to detect it")
+    if not isinstance(language, str):
+        raise ValueError(f"language must be a language code ('en', 'de', ...), a language name ('English', ...) "
+                         f"or None to detect it, got {language!r}")
+    if language.lower() not in LANGUAGES and language.lower() not in TO_LANGUAGE_CODE:
+        raise ValueError(f"Unsupported language: {language.lower()}")
 
 
 def _check_suppress_tokens(tokens, n_vocab: int) -> None:
