@@ -220,17 +220,26 @@ def test_verbose_json_segments(client, model, medium):
 
 
 def test_word_timestamps(client, model):
-    expected = reference(model, SPEECH[1], word_timestamps=True)
+    expected = reference(model, SPEECH[3], word_timestamps=True)
     words = [w for segment in expected["segments"] for w in segment["words"]]
     assert len(words) > 5
-    result = client.audio.transcriptions.create(model="tiny.en", file=upload(SPEECH[1]),
+    result = client.audio.transcriptions.create(model="tiny.en", file=upload(SPEECH[3]),
                                                 response_format="verbose_json",
                                                 timestamp_granularities=["word", "segment"])
     assert [(w.word, w.start, w.end) for w in result.words] == [(w["word"], w["start"], w["end"]) for w in words]
     assert [s.text for s in result.segments] == [s["text"] for s in expected["segments"]]
-    only_words = client.audio.transcriptions.create(model="tiny.en", file=upload(SPEECH[1]),
-                                                    response_format="verbose_json", timestamp_granularities=["word"])
-    assert only_words.segments is None and len(only_words.words) == len(words)
+
+
+def test_verbose_json_with_word_granularity_only_has_no_segments(model):
+    from fastwhisper.serve.fields import AudioRequest
+    from fastwhisper.serve.formats import verbose_json
+
+    expected = reference(model, SPEECH[3], word_timestamps=True)
+    request = AudioRequest(upload=None, task="transcribe", response_format="verbose_json", stream=False,
+                           granularities=("word",), options={})
+    body = verbose_json(expected, request, 3.5)
+    assert "segments" not in body and body["language"] == "english" and body["duration"] == 3.5
+    assert [w["word"] for w in body["words"]] == [w["word"] for s in expected["segments"] for w in s["words"]]
 
 
 def test_streaming_sends_each_segment_then_the_text(client, model, medium):
