@@ -38,7 +38,7 @@ from whisper.decoding import DecodingOptions
 from .. import decoder as _decoder
 from ..decoder import check_decoder
 from .job import END, Job
-from .options import transcribe_options
+from .options import check_decode_options, transcribe_options
 from .scheduler import engine_for
 
 Result = Union[dict, Exception]
@@ -147,4 +147,5 @@ def decode(model, mel: torch.Tensor, options: DecodingOptions = DecodingOptions(
     """`whisper.decode` of log-mel segment(s) [n_mels, 3000] or [batch, n_mels, 3000] (or encoded features),
     run on the model's scheduler thread; decoder="torch" or "cpp"."""
     check_decoder(decoder)
-    return engine_for(model).call(_decoder.decode, model, mel, options, decoder=decoder, **kwargs)
+    options = check_decode_options(model, options, **kwargs)
+    return engine_for(model).call(_decoder.decode, model, mel, options, decoder=decoder)

@@ -14,6 +14,7 @@ from typing import Callable, Dict, List, Optional
 import torch
 
 from ..audio import load_audio
+from .errors import describe_failure
 from .fallback import StreamGenerators
 from .options import TranscribeOptions
 from .progress import Progress
@@ -51,7 +52,7 @@ class Job:
     def fail(self, error: BaseException) -> None:
         """The job's own failure (no single audio's): the caller raises it."""
         if not self.ended:
-            self._report(None, error)
+            self._report(None, describe_failure(error, self.batch_size))
             self.end()
 
     def end(self) -> None:
