@@ -476,3 +476,26 @@ def test_no_memory_growth_over_200_requests(server):
     assert statuses.count(200) == 180 and statuses.count(400) == 20
     assert rss_after - rss_before < 48 * 1024 * 1024, (rss_before, rss_after)
     assert json.loads(httpx.get(server.url + "/health").text)["in_flight"] == 0
+
+
+def test_temperature_and_language_fields():
+    from fastwhisper.serve.fields import _language, _temperature
+
+    assert _temperature("0") is None  # whisper.transcribe's default fallback (0.0, 0.2, ..., 1.0)
+    assert _temperature("0.3") == (0.3, 0.5, 0.7, 0.9)  # whisper's CLI: np.arange(t, 1.0 + 1e-6, 0.2)
+    assert _temperature("1") == (1.0,)
+    assert _language("German", multilingual=True) == "de" and _language("DE", multilingual=True) == "de"
+    assert _language("de", multilingual=False) == "en"  # an English-only model transcribes English
+
+
+def test_command_usage_errors_exit_2(capsys):
+    from fastwhisper.serve import cli
+
+    assert cli.main(["--model", "no-such-model"]) == 2
+    assert "no-such-model" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as info:
+        cli.main(["--decoder", "fortran"])
+    assert info.value.code == 2
+    with pytest.raises(SystemExit) as info:
+        cli.main(["--max_queue", "0"])
+    assert info.value.code == 2
