@@ -25,5 +25,5 @@ if ! command -v nvcc >/dev/null 2>&1 && [ -x /usr/local/cuda/bin/nvcc ]; then
 fi
 # fastwhisper, its dependencies and the extras of pyproject.toml (test: pytest, hypothesis; bench: benchmarks/run.py's
 # plot and peers), built against the torch above.
-python -m pip install -q --no-build-isolation ".[${EXTRAS:-test,bench}]"
+python -m pip install -q --no-build-isolation ".[${EXTRAS:-test,bench,server}]"
 python -c "import fastwhisper, torch; print(f'fastwhisper {fastwhisper.__version__} installed (torch {torch.__version__}, CUDA kernels built: {fastwhisper.WITH_CUDA})')"
