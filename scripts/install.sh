@@ -2,7 +2,7 @@
 # Creates ./.venv (or $VENV) and installs everything fastwhisper needs, then builds it against that torch.
 # CUDA kernels are compiled when nvcc is on PATH (FASTWHISPER_CUDA=OFF skips them;
 # FASTWHISPER_CUDA_ARCHS picks the GPU architectures, default 9.0a; EXTRAS picks pyproject.toml's extras,
-# default test,bench).
+# default test,bench,server).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
