@@ -3,9 +3,6 @@ import inspect
 import io
 import os
 import re
-import subprocess
-import sys
-import textwrap
 from contextlib import redirect_stderr, redirect_stdout
 
 import pytest
@@ -34,15 +31,6 @@ DEVICES = ["cpu", pytest.param("cuda", marks=[requires_cuda, pytest.mark.gpu])]
 
 
 TESTS_DIR = os.path.dirname(os.path.abspath(__file__))
-
-
-def run_python_with_env(code: str, timeout: float = 600, **variables: str) -> subprocess.CompletedProcess:
-    """`code` (dedented) in a fresh Python process with the tests' folder importable and `variables` set in its
-    environment: for the switches fastwhisper reads once per process."""
-    env = dict(os.environ, **variables)
-    env["PYTHONPATH"] = os.pathsep.join(p for p in [TESTS_DIR, env.get("PYTHONPATH", "")] if p)
-    return subprocess.run([sys.executable, "-c", textwrap.dedent(code)], env=env, capture_output=True, text=True,
-                          timeout=timeout)
 
 
 def rel_err(out: torch.Tensor, ref: torch.Tensor) -> float:
@@ -116,8 +104,6 @@ def _is_cuda(value) -> bool:
 
 def markers_for(item) -> set:
     found = {name for name in ("gpu", "real_weights") if item.get_closest_marker(name)}
-    if item.get_closest_marker("cuda"):
-        found.add("gpu")
     for mark in item.iter_markers("skipif"):
         found |= {name for name, words in SKIP_WORDS.items() if words.search(str(mark.kwargs.get("reason", "")))}
     callspec = getattr(item, "callspec", None)

@@ -114,7 +114,7 @@ def transcribe_pair(sample, decoder, fp16):
 
 
 @requires_cuda
-@pytest.mark.cuda
+@pytest.mark.gpu
 @pytest.mark.parametrize("decoder", ["torch", "cpp"])
 @pytest.mark.parametrize("sample", ENGLISH, ids=[s["file"] for s in ENGLISH])
 def test_transcribe_cuda_fp32_matches_openai_whisper(sample, decoder):
@@ -124,7 +124,7 @@ def test_transcribe_cuda_fp32_matches_openai_whisper(sample, decoder):
 
 
 @requires_cuda
-@pytest.mark.cuda
+@pytest.mark.gpu
 @pytest.mark.parametrize("decoder", ["torch", "cpp"])
 @pytest.mark.parametrize("sample", ENGLISH, ids=[s["file"] for s in ENGLISH])
 def test_transcribe_cuda_fp16_matches_openai_whisper(sample, decoder):
