@@ -124,6 +124,7 @@ BAD_TRANSCRIBE_OPTIONS = [
     (dict(suppress_tokens="1,two"), "suppress_tokens"),
     (dict(suppress_tokens=[99999]), "suppress_tokens"),
     (dict(prefix=[1, 99999]), "prefix"),
+    (dict(prefix=list(range(1000, 1030))), "prefix: 30 tokens .* do not fit"),  # longer than n_text_ctx (24)
     (dict(max_initial_timestamp=float("nan")), "max_initial_timestamp"),
     (dict(max_initial_timestamp=-1.0), "max_initial_timestamp"),
     (dict(hallucination_silence_threshold="long", word_timestamps=True), "hallucination_silence_threshold"),

@@ -14,7 +14,7 @@ from typing import Iterable, Optional, Tuple
 
 import torch
 from whisper.decoding import DecodingOptions, DecodingResult
-from whisper.tokenizer import LANGUAGES, TO_LANGUAGE_CODE
+from whisper.tokenizer import LANGUAGES, TO_LANGUAGE_CODE, get_tokenizer
 
 # whisper.transcribe's own keyword arguments and their defaults (tests/test_batch_transcribe.py checks
 # that they are those of the installed openai-whisper).
@@ -237,6 +237,7 @@ def _check_decode_fields(model, fields: dict, temperatures: Tuple[float, ...],
     _check_suppress_tokens(fields.get("suppress_tokens", "-1"), n_vocab)
     for name in ("prompt", "prefix"):
         _check_text_or_tokens(name, fields.get(name), n_vocab)
+    _check_initial_tokens_fit(model, fields)
 
 
 def _check_language(language) -> None:
@@ -280,3 +281,27 @@ def _check_text_or_tokens(name: str, value, n_vocab: int) -> None:
     bad = [t for t in value if not 0 <= t < n_vocab]
     if bad:
         raise ValueError(f"{name}: token ids must lie in [0, {n_vocab}), got {bad[:5]}")
+
+
+def _check_initial_tokens_fit(model, fields: dict) -> None:
+    """The start of the sequence (start tokens, prompt, prefix) must fit the text context. whisper cuts the
+    prompt to n_text_ctx // 2 - 1 tokens, but the prefix to n_text_ctx // 2 - sample_len, which keeps all of
+    it at the default sample_len (its slice [-0:]); a longer start fails mid-decode with a tensor-size error."""
+    prefix, prompt = fields.get("prefix"), fields.get("prompt")
+    if not prefix:
+        return
+    n_ctx = model.dims.n_text_ctx
+    sample_len = fields.get("sample_len") or n_ctx // 2
+    language = fields.get("language") or "en"
+    tokenizer = get_tokenizer(model.is_multilingual, num_languages=model.num_languages,
+                              language=language, task=fields.get("task") or "transcribe")
+
+    def count(value) -> int:
+        return len(tokenizer.encode(" " + value.strip())) if isinstance(value, str) else len(value)
+
+    n_prefix = len(range(count(prefix))[-(n_ctx // 2 - sample_len):])  # whisper's slice, -0 included
+    n_prompt = 1 + len(range(count(prompt))[-(n_ctx // 2 - 1):]) if prompt else 0
+    n_start = len(tokenizer.sot_sequence) + bool(fields.get("without_timestamps"))
+    if n_start + n_prompt + n_prefix > n_ctx:
+        raise ValueError(f"prefix: {n_prefix} tokens (after the {n_start + n_prompt} start and prompt tokens) do "
+                         f"not fit the model's text context of {n_ctx} tokens")
