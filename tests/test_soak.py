@@ -13,7 +13,7 @@ import torch
 import fastwhisper
 from conftest import DEVICES, assert_same_result, requires_cuda
 from fastwhisper.audio import load_audio
-from fastwhisper.engine.errors import BatchOutOfMemoryError
+from fastwhisper.engine.errors import BatchOutOfMemoryError, describe_failure
 from real_models import SAMPLES_DIR, fast_model, require
 
 CLIP = SAMPLES_DIR / "pocketsphinx_goforward.flac"  # 2.8 s: "Go forward ten meters."
@@ -94,3 +94,18 @@ def test_out_of_memory_in_a_batch_is_one_clear_error_and_the_model_stays_usable(
     assert_same_result(again, expected)
     [first, *_] = fastwhisper.transcribe_batch(model, batch[:2], batch_size=2, decoder=decoder)
     assert isinstance(first, dict) and first["text"].strip()
+
+
+def test_describe_failure_words_an_out_of_memory_error():
+    """The wording the engine fails a job with (engine/errors.py), on the CPU: an out-of-memory error becomes
+    one error naming the batch_size to try; any other error goes through unchanged."""
+    oom = torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB (GPU 0; 79.1 GiB total)\nmore")
+    error = describe_failure(oom, 8)
+    assert isinstance(error, BatchOutOfMemoryError) and isinstance(error, torch.OutOfMemoryError)
+    assert isinstance(error, fastwhisper.FastWhisperError) and error.__cause__ is oom
+    assert "batch_size=8: try batch_size=4" in str(error) and "Tried to allocate 2.00 GiB" in str(error)
+    assert "\n" not in str(error)
+    assert "batch_size=1: try a GPU with more free memory" in str(describe_failure(oom, 1))
+    assert describe_failure(error, 8) is error
+    other = ValueError("bad option")
+    assert describe_failure(other, 8) is other
