@@ -111,7 +111,8 @@ def markdown_report(meta: Dict, rows: List[Dict]) -> str:
     v, s = meta["versions"], meta["settings"]
     lines = [f"# fastwhisper benchmark: {meta['gpu'] or 'CPU'}", "",
              f"commit `{meta['commit']}`, {meta['date']}; torch {v['torch']}, CUDA {v['cuda']}, fastwhisper "
-             f"{v['fastwhisper']}, openai-whisper {v['openai-whisper']}, transformers {v['transformers']}; "
+             f"{v['fastwhisper']}, openai-whisper {v['openai-whisper']}, transformers {v['transformers']}, faster-whisper "
+             f"{v.get('faster-whisper')}, ctranslate2 {v.get('ctranslate2')}; "
              f"CPU {meta['cpu']} ({meta['cpu_threads']} torch threads); {meta['elapsed_s'] or 0:.0f} s.", "",
              f"Timing: warm-up {s['warmup']}, median of {s['repeats']} timed runs ({s['encoder_repeats']} for the "
              "encoder); CUDA events on a GPU, perf_counter on the CPU; model building outside the timed region; "
