@@ -12,6 +12,7 @@ import pytest
 from whisper.transcribe import transcribe as whisper_transcribe
 
 import fastwhisper
+from fastwhisper.engine import fallback
 from conftest import DEVICES, assert_same_result, random_audio_features, random_model
 from real_models import SAMPLES_DIR, fast_model, require, samples
 
@@ -42,19 +43,24 @@ def run_threads(calls):
     return results
 
 
+OPTIONS = dict(fp16=False, language="en")
+
+
+def tiny_and_references(device="cpu"):
+    """tiny.en on `device`, and openai-whisper's own transcribe() of each sample with it."""
+    require("tiny.en")
+    model = fast_model("tiny.en", device=device)
+    return model, [whisper_transcribe(model, fastwhisper.load_audio(p), **OPTIONS) for p in PATHS]
+
+
 @pytest.mark.real_weights
 @pytest.mark.parametrize("device", DEVICES)
 def test_four_threads_on_one_model_get_their_single_caller_transcripts(device):
-    require("tiny.en")
     assert len(PATHS) == THREADS, "four short English samples are bundled"
-    model = fast_model("tiny.en", device=device)
-    options = dict(fp16=False, language="en")
-    references = [whisper_transcribe(model, fastwhisper.load_audio(p), **options) for p in PATHS]
+    model, references = tiny_and_references(device)
     assert len({r["text"] for r in references}) == THREADS, "the samples differ, so a mix-up shows"
-
     for decoder in ("torch", "cpp"):
-        calls = [lambda p=p: model.transcribe(p, decoder=decoder, **options) for p in PATHS]
-        results = run_threads(calls)
+        results = run_threads([lambda p=p: model.transcribe(p, decoder=decoder, **OPTIONS) for p in PATHS])
         for path, ours, theirs in zip(PATHS, results, references):
             assert not isinstance(ours, Exception), f"{decoder}, {path}: {ours!r}"
             assert_same_result(ours, theirs)
@@ -62,17 +68,13 @@ def test_four_threads_on_one_model_get_their_single_caller_transcripts(device):
 
 @pytest.mark.real_weights
 def test_threads_mixing_transcribe_batch_transcribe_and_decode():
-    require("tiny.en")
-    model = fast_model("tiny.en")
-    options = dict(fp16=False, language="en")
-    references = [whisper_transcribe(model, fastwhisper.load_audio(p), **options) for p in PATHS]
-    calls = [
-        lambda: model.transcribe_batch(PATHS[:2], batch_size=2, decoder="cpp", **options),
-        lambda: fastwhisper.transcribe(model, PATHS[2], decoder="torch", **options),
-        lambda: model.transcribe(PATHS[3], decoder="cpp", **options),
-        lambda: model.transcribe_batch(PATHS[2:], batch_size=1, decoder="torch", **options),
-    ]
-    batch01, one2, one3, batch23 = run_threads(calls)
+    model, references = tiny_and_references()
+    batch01, one2, one3, batch23 = run_threads([
+        lambda: model.transcribe_batch(PATHS[:2], batch_size=2, decoder="cpp", **OPTIONS),
+        lambda: fastwhisper.transcribe(model, PATHS[2], decoder="torch", **OPTIONS),
+        lambda: model.transcribe(PATHS[3], decoder="cpp", **OPTIONS),
+        lambda: model.transcribe_batch(PATHS[2:], batch_size=1, decoder="torch", **OPTIONS),
+    ])
     for result in (batch01, one2, one3, batch23):
         assert not isinstance(result, Exception), repr(result)
     for ours, theirs in zip(batch01 + [one2, one3] + batch23, references[:2] + references[2:] + references[2:]):
@@ -80,19 +82,21 @@ def test_threads_mixing_transcribe_batch_transcribe_and_decode():
 
 
 @pytest.mark.real_weights
-def test_a_failing_call_fails_alone_and_the_model_stays_usable():
-    require("tiny.en")
-    model = fast_model("tiny.en")
-    options = dict(fp16=False, language="en")
-    reference = whisper_transcribe(model, fastwhisper.load_audio(PATHS[0]), **options)
-    calls = [
-        lambda: model.transcribe(PATHS[0], decoder="cpp", **options),
-        lambda: model.transcribe(PATHS[1], decoder="cpp", beam_size=0, **options),  # no beams: fails
-    ]
-    good, bad = run_threads(calls)
-    assert isinstance(bad, Exception)
-    assert_same_result(good, reference)
-    assert_same_result(model.transcribe(PATHS[0], decoder="torch", **options), reference)
+def test_a_call_whose_decode_fails_fails_alone_and_the_model_stays_usable(monkeypatch):
+    model, references = tiny_and_references()
+    decode = fallback.decode
+
+    def failing_for_beams(model, features, options, decoder):  # a fault inside the engine's round
+        if options.beam_size == 2:
+            raise RuntimeError("injected decode failure")
+        return decode(model, features, options, decoder=decoder)
+
+    monkeypatch.setattr(fallback, "decode", failing_for_beams)
+    good, bad = run_threads([lambda: model.transcribe(PATHS[0], decoder="cpp", **OPTIONS),
+                             lambda: model.transcribe(PATHS[1], decoder="cpp", beam_size=2, **OPTIONS)])
+    assert isinstance(bad, RuntimeError) and "injected" in str(bad)
+    assert_same_result(good, references[0])
+    assert_same_result(model.transcribe(PATHS[1], decoder="torch", **OPTIONS), references[1])
 
 
 def test_the_engine_thread_ends_when_idle():
