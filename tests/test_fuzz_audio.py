@@ -121,7 +121,8 @@ SUBTYPES = st.sampled_from(["PCM_16", "PCM_24", "PCM_32", "PCM_U8", "FLOAT", "DO
 
 
 @given(rate=RATES, subtype=SUBTYPES, channels=st.integers(1, 4), seconds=st.floats(0, 40),
-       target=st.sampled_from([SAMPLE_RATE, SAMPLE_RATE, 8000, 22050, 7919]), container=st.sampled_from(["WAV", "FLAC"]),
+       target=st.sampled_from([SAMPLE_RATE, SAMPLE_RATE, 8000, 22050, 7919]),
+       container=st.sampled_from(["WAV", "FLAC"]),
        bad=st.sampled_from([None, None, None, float("nan")]), seed=st.integers(0, 2**32 - 1))
 @settings(max_examples=EXAMPLES)
 def test_fuzz_load_audio_files(tmp_path_factory, rate, subtype, channels, seconds, target, container, bad, seed):

@@ -3,8 +3,9 @@ zero-size tensors, starting from each op's sample inputs (op_samples.py).
 
 The property: an op either gives its float64 reference's result (or, for the ops that write their inputs,
 the same writes as on the plain samples) or raises a clear error (RuntimeError / ValueError / TypeError with a
-message; for a strided layout, one that says the op needs contiguous inputs); never another exception, and never a result when its tensors sit on different devices (a meta
-tensor among CPU tensors included: ATen raises there, and so must the ops, before dispatch picks the fake).
+message; for a strided layout, one that says the op needs contiguous inputs); never another exception, and
+never a result when its tensors sit on different devices (a meta tensor among CPU tensors included: ATen
+raises there, and so must the ops, before dispatch picks the fake).
 
 Budgets: HYPOTHESIS_PROFILE=ci (the default, bounded for CI) or HYPOTHESIS_PROFILE=long (the larger run).
 """

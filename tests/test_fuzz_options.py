@@ -232,10 +232,11 @@ def _suppressed_ids(suppress) -> list:
 def refused_on_purpose(fields: dict) -> bool:
     """Values openai-whisper may run with but fastwhisper refuses up front: an unknown task (whisper translates
     or ignores it), negative sample_len (whisper decodes nothing), token ids below -1 in suppress_tokens
-    (whisper counts them from the end of the vocabulary), negative clip timestamps or max_initial_timestamp,
-    and values that fail whenever whisper comes to use them: a negative or non-finite temperature (whisper's
-    beam search ignores it), a negative best_of, a hallucination_silence_threshold that is no number (whisper
-    reaches those only on a fallback or a long silence)."""
+    (whisper counts them from the end of the vocabulary), negative clip timestamps, and values that fail
+    whenever whisper comes to use them: a negative or non-finite temperature (whisper's beam search ignores
+    it) or max_initial_timestamp (ignored without timestamps), a negative best_of, a
+    hallucination_silence_threshold that is no number (whisper reaches those only on a fallback or a long
+    silence)."""
     hallucination = fields.get("hallucination_silence_threshold")
     clips = fields.get("clip_timestamps", "0")
     clip_values = _numbers(clips)
@@ -250,7 +251,7 @@ def refused_on_purpose(fields: dict) -> bool:
             or any(not math.isfinite(t) or t < 0 for t in _numbers(fields.get("temperature")))
             or any(t < 0 for t in _numbers(fields.get("best_of")))
             or any(t < 0 for t in clip_values)
-            or any(t < 0 for t in _numbers(fields.get("max_initial_timestamp")))
+            or any(not math.isfinite(t) or t < 0 for t in _numbers(fields.get("max_initial_timestamp")))
             or (hallucination is not None and not isinstance(hallucination, (int, float))))
 
 
