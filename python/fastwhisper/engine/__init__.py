@@ -40,13 +40,15 @@ from ..decoder import check_decoder
 from .job import END, Job
 from .options import check_decode_options, transcribe_options
 from .scheduler import engine_for
+from .vad import transcribe_batch_with_vad
 
 Result = Union[dict, Exception]
 
 __all__ = ["transcribe", "transcribe_batch", "iter_transcribe_batch", "submit", "Transcription", "decode", "stats"]
 
 
-def transcribe(model, audio, *, decoder: str = "torch", batch_size: int = 1, **options) -> dict:
+def transcribe(model, audio, *, decoder: str = "torch", batch_size: int = 1, vad: bool = False,
+               **options) -> dict:
     """Transcribe `audio` (a path, or a 16 kHz waveform as numpy array / torch tensor) with `model`.
 
     decoder: "torch" (openai-whisper's PyTorch decoder) or "cpp" (fastwhisper's C++ decoding loop).
@@ -55,15 +57,17 @@ def transcribe(model, audio, *, decoder: str = "torch", batch_size: int = 1, **o
     batch_size > 1 decodes up to that many windows of the audio together where they cannot depend on each
     other (without_timestamps=True, condition_on_previous_text=False, no carry_initial_prompt or word
     timestamps), with the same result; otherwise it decodes one window at a time as well.
+    vad=True cuts the audio at its silences into speech chunks of at most 30 s (Silero VAD, the `vad` extra)
+    and decodes them batch_size at a time, with timestamps on the audio's own timeline (see engine/vad.py).
     """
-    [result] = transcribe_batch(model, [audio], batch_size=batch_size, decoder=decoder, **options)
+    [result] = transcribe_batch(model, [audio], batch_size=batch_size, decoder=decoder, vad=vad, **options)
     if isinstance(result, Exception):
         raise result
     return result
 
 
 def transcribe_batch(model, audios: Iterable, *, batch_size: int = 8, decoder: str = "torch",
-                     **options) -> List[Result]:
+                     vad: bool = False, **options) -> List[Result]:
     """Transcribe several audios (paths, or 16 kHz waveforms as numpy arrays / torch tensors) together.
 
     Returns one entry per audio, in order: the dict `transcribe(model, audio, decoder=decoder, **options)`
@@ -73,8 +77,13 @@ def transcribe_batch(model, audios: Iterable, *, batch_size: int = 8, decoder: s
     the audio duration, verbose=True prints each segment (prefixed with the audio's name when there are
     several), None (the default) prints nothing. An error that is no single audio's (an unsupported option,
     a failing decode) is raised.
+    vad=True: each audio is cut into speech chunks (Silero VAD) and all chunks of all audios are decoded as
+    separate audios, batch_size at a time, then merged per audio (engine/vad.py says what differs).
     """
     audios = list(audios)
+    if vad:
+        return transcribe_batch_with_vad(model, audios, transcribe_batch, batch_size=batch_size,
+                                         decoder=decoder, **options)
     results: List[Optional[Result]] = [None] * len(audios)
     for index, result in iter_transcribe_batch(model, audios, batch_size=batch_size, decoder=decoder, **options):
         results[index] = result

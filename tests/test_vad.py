@@ -1,0 +1,157 @@
+"""vad=True: Silero VAD speech chunks of at most 30 s, decoded as separate audios and merged back onto the
+audio's timeline (fastwhisper/audio/vad.py, fastwhisper/engine/vad.py)."""
+
+import sys
+
+import numpy as np
+import pytest
+from whisper.transcribe import transcribe as whisper_transcribe
+
+pytest.importorskip("silero_vad", reason="silero-vad is not installed (pip install fastwhisper[vad])")
+
+import fastwhisper  # noqa: E402
+from fastwhisper.audio import vad as audio_vad  # noqa: E402
+from fastwhisper.audio.vad import VADUnavailableError, speech_chunks  # noqa: E402
+from fastwhisper.engine import transcribe  # noqa: E402
+from fastwhisper.engine.vad import merge_chunk_results  # noqa: E402
+from real_models import SAMPLES_DIR, fast_model, normalized_wer, require, samples  # noqa: E402
+
+SR = 16000
+CLIPS = ["pocketsphinx_goforward.flac", "cards_005.flac", "librivox_sense_and_sensibility_0890.flac"]
+SILENCES_S = [6.0, 4.0]  # inserted between the clips
+TEXTS = {s["file"]: s["text"] for s in samples()}
+
+
+def concatenation():
+    """The clips with SILENCES_S of digital silence between them: (waveform, [(start_s, end_s) of each clip],
+    [(start_s, end_s) of each inserted silence])."""
+    parts, clips, silences, t = [], [], [], 0.0
+    for i, name in enumerate(CLIPS):
+        clip = fastwhisper.load_audio(str(SAMPLES_DIR / name))
+        parts.append(clip)
+        clips.append((t, t + len(clip) / SR))
+        t += len(clip) / SR
+        if i < len(SILENCES_S):
+            parts.append(np.zeros(int(SILENCES_S[i] * SR), np.float32))
+            silences.append((t, t + SILENCES_S[i]))
+            t += SILENCES_S[i]
+    return np.concatenate(parts), clips, silences
+
+
+def seconds(chunks):
+    return [(a / SR, b / SR) for a, b in chunks]
+
+
+def test_speech_chunks_cover_the_speech_and_skip_inserted_silence():
+    waveform, clips, silences = concatenation()
+    chunks = seconds(speech_chunks(waveform))
+    assert len(chunks) == len(CLIPS), chunks  # each silence is longer than the gap a chunk may span
+    for (start, end), (clip_start, clip_end) in zip(chunks, clips):
+        # The recordings have short quiet edges of their own, which VAD may leave out.
+        assert clip_start - 0.01 <= start < clip_start + 0.6, (chunks, clips)
+        assert clip_end - 0.6 < end <= clip_end + 0.3, (chunks, clips)
+    for silence_start, silence_end in silences:
+        for start, end in chunks:
+            assert end <= silence_start + 0.3 or start >= silence_end - 0.3, (chunks, silences)
+
+
+def test_speech_chunks_of_a_long_recording_are_at_most_30_s_and_cover_most_of_it():
+    waveform = fastwhisper.load_audio(str(SAMPLES_DIR / "long_pocketsphinx_concat.flac"))
+    chunks = speech_chunks(waveform)
+    assert len(chunks) >= 3  # 72 s of speech with short pauses
+    assert all(0 < end - start <= 30 * SR for start, end in chunks)
+    assert all(a_end <= b_start for (_, a_end), (b_start, _) in zip(chunks, chunks[1:]))
+    assert sum(end - start for start, end in chunks) > 0.85 * len(waveform)
+    with pytest.raises(ValueError, match="max_seconds"):
+        speech_chunks(waveform, max_seconds=31)
+
+
+def test_speech_chunks_of_silence_and_noise_floor_are_empty():
+    assert speech_chunks(np.zeros(5 * SR, np.float32)) == []
+    quiet = np.random.default_rng(0).normal(0, 1e-4, 5 * SR).astype(np.float32)
+    assert speech_chunks(quiet) == []
+    assert speech_chunks(np.zeros(0, np.float32)) == []
+
+
+def test_missing_silero_vad_says_how_to_install_it(monkeypatch):
+    audio_vad.load_vad_model.cache_clear()
+    for name in [m for m in sys.modules if m == "silero_vad" or m.startswith("silero_vad.")]:
+        monkeypatch.delitem(sys.modules, name)
+    monkeypatch.setitem(sys.modules, "silero_vad", None)
+    try:
+        with pytest.raises(VADUnavailableError, match=r"pip install fastwhisper\[vad\]"):
+            speech_chunks(np.zeros(SR, np.float32))
+        with pytest.raises(ImportError):
+            speech_chunks(np.zeros(SR, np.float32))
+    finally:
+        audio_vad.load_vad_model.cache_clear()
+
+
+def test_merge_shifts_times_seek_and_words_by_each_chunks_offset():
+    def segment(i, start, end, text):
+        return {"id": i, "seek": 0, "start": start, "end": end, "text": text, "tokens": [1],
+                "words": [{"word": text, "start": start + 0.1, "end": end - 0.1, "probability": 0.9}]}
+
+    chunks = [(16000, 80000), (320000, 400000)]  # at 1 s and at 20 s
+    first = {"text": " a b", "language": "en", "segments": [segment(0, 0.0, 1.0, " a"), segment(1, 1.0, 2.5, " b")]}
+    second = {"text": " c", "language": "fr", "segments": [segment(0, 0.5, 3.0, " c")]}
+    merged = merge_chunk_results(chunks, [first, second])
+    assert merged["text"] == " a b c"
+    assert merged["language"] == "en"
+    assert [s["id"] for s in merged["segments"]] == [0, 1, 2]
+    assert [(s["start"], s["end"]) for s in merged["segments"]] == [(1.0, 2.0), (2.0, 3.5), (20.5, 23.0)]
+    assert [s["seek"] for s in merged["segments"]] == [100, 100, 2000]
+    assert [(w["start"], w["end"]) for s in merged["segments"] for w in s["words"]] == [
+        (1.1, 1.9), (2.1, 3.4), (20.6, 22.9)]
+    assert first["segments"][0]["start"] == 0.0  # the chunk results are left as they were
+    assert merge_chunk_results([], [], "en") == {"text": "", "segments": [], "language": "en"}
+
+
+OPTIONS = dict(fp16=False, language="en", temperature=0.0)
+
+
+@pytest.mark.slow
+@pytest.mark.real_weights
+def test_vad_transcript_matches_sequential_and_stays_on_the_speech():
+    require("tiny.en")
+    model = fast_model("tiny.en")
+    waveform, clips, silences = concatenation()
+    sequential = transcribe(model, waveform, **OPTIONS)
+    with_vad = transcribe(model, waveform, vad=True, batch_size=4, word_timestamps=True, **OPTIONS)
+
+    reference = " ".join(TEXTS[name] for name in CLIPS)
+    assert normalized_wer(reference, with_vad["text"]) <= normalized_wer(reference, sequential["text"]) + 0.1
+    assert with_vad["language"] == "en"
+    chunks = seconds(speech_chunks(waveform))
+    segments = with_vad["segments"]
+    assert [s["id"] for s in segments] == list(range(len(segments)))
+    for segment in segments:
+        inside = [c for c in chunks if c[0] - 0.01 <= segment["start"] and segment["end"] <= c[1] + 0.05]
+        assert inside, (segment["start"], segment["end"], chunks)
+        assert segment["seek"] >= int(inside[0][0] * 100)
+        assert segment["words"], segment
+        for word in segment["words"]:
+            assert inside[0][0] - 0.01 <= word["start"] <= word["end"] <= inside[0][1] + 0.05, (word, chunks)
+    # The cards recording is the second chunk: its words must come back at that chunk's offset.
+    [spades] = [s for s in segments if "spades" in s["text"].lower()]
+    assert spades["start"] >= clips[1][0] - 0.01 and spades["end"] <= clips[1][1] + 0.05
+    for silence_start, silence_end in silences:
+        assert not [s for s in segments if s["start"] >= silence_start and s["end"] <= silence_end]
+
+
+@pytest.mark.real_weights
+def test_vad_false_is_the_sequential_transcription_and_silence_gives_nothing():
+    require("tiny.en")
+    model = fast_model("tiny.en")
+    audio = str(SAMPLES_DIR / CLIPS[1])
+    ours = transcribe(model, audio, vad=False, **OPTIONS)
+    theirs = whisper_transcribe(model, fastwhisper.load_audio(audio), **OPTIONS)
+    assert ours["text"] == theirs["text"]
+    assert [(s["start"], s["end"]) for s in ours["segments"]] == [(s["start"], s["end"]) for s in theirs["segments"]]
+    silent = transcribe(model, np.zeros(10 * SR, np.float32), vad=True, **OPTIONS)
+    assert silent == {"text": "", "segments": [], "language": "en"}
+    [missing, found] = fastwhisper.transcribe_batch(model, ["/nonexistent.flac", audio], vad=True, **OPTIONS)
+    assert isinstance(missing, fastwhisper.AudioLoadError)
+    assert normalized_wer(TEXTS[CLIPS[1]], found["text"]) <= normalized_wer(TEXTS[CLIPS[1]], ours["text"]) + 0.1
+    with pytest.raises(ValueError, match="clip_timestamps"):
+        transcribe(model, audio, vad=True, clip_timestamps=[1.0, 2.0], **OPTIONS)
