@@ -1,13 +1,18 @@
 """vad=True: Silero VAD speech chunks of at most 30 s, decoded as separate audios and merged back onto the
 audio's timeline (fastwhisper/audio/vad.py, fastwhisper/engine/vad.py)."""
 
+import importlib.util
 import sys
 
 import numpy as np
 import pytest
+import torch
 from whisper.transcribe import transcribe as whisper_transcribe
 
-pytest.importorskip("silero_vad", reason="silero-vad is not installed (pip install fastwhisper[vad])")
+# find_spec, not importorskip: importing silero_vad sets torch's thread count to 1 for the whole process,
+# which fastwhisper undoes when it loads the model but pytest's collection would not.
+if importlib.util.find_spec("silero_vad") is None:
+    pytest.skip("silero-vad is not installed (pip install fastwhisper[vad])", allow_module_level=True)
 
 import fastwhisper  # noqa: E402
 from fastwhisper.audio import vad as audio_vad  # noqa: E402
@@ -71,6 +76,19 @@ def test_speech_chunks_of_silence_and_noise_floor_are_empty():
     quiet = np.random.default_rng(0).normal(0, 1e-4, 5 * SR).astype(np.float32)
     assert speech_chunks(quiet) == []
     assert speech_chunks(np.zeros(0, np.float32)) == []
+
+
+def test_loading_silero_vad_keeps_torchs_thread_count():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(3)  # more than the one thread silero_vad's import sets, on any machine
+    try:
+        audio_vad.load_vad_model.cache_clear()
+        for name in [m for m in sys.modules if m == "silero_vad" or m.startswith("silero_vad.")]:
+            del sys.modules[name]  # so that its import runs again
+        speech_chunks(np.zeros(SR, np.float32))
+        assert torch.get_num_threads() == 3
+    finally:
+        torch.set_num_threads(threads)
 
 
 def test_missing_silero_vad_says_how_to_install_it(monkeypatch):

@@ -13,7 +13,7 @@ from __future__ import annotations
 import functools
 import threading
 import warnings
-from typing import List, Tuple
+from typing import List, Tuple, Union
 
 import numpy as np
 import torch
@@ -26,7 +26,7 @@ SAMPLE_RATE = 16000
 WINDOW = 512  # Silero's window at 16 kHz
 WARMUP_WINDOWS = 32  # 1 s of audio read before each stream's own windows
 MIN_STREAM_WINDOWS = 256  # about 8 s
-MAX_STREAMS = 64
+MAX_STREAMS = 256
 FRAME_SAMPLES = 160  # one mel frame (10 ms): chunk starts are aligned to it, so offsets are whole frames
 
 
@@ -37,9 +37,9 @@ class VADUnavailableError(FastWhisperError, ImportError):
 _lock = threading.Lock()
 
 
-@functools.lru_cache(maxsize=1)
-def load_vad_model():
-    """The Silero VAD TorchScript model from the installed silero-vad package (loaded once)."""
+@functools.lru_cache(maxsize=None)
+def load_vad_model(device: str = "cpu"):
+    """The Silero VAD TorchScript model from the installed silero-vad package (loaded once per device)."""
     threads = torch.get_num_threads()
     try:
         # silero_vad's import calls torch.set_num_threads(1) for the whole process; it is undone below.
@@ -56,43 +56,49 @@ def load_vad_model():
     path = resources.files("silero_vad.data").joinpath("silero_vad.jit")
     with resources.as_file(path) as file, warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)  # torch 2.9+ deprecates TorchScript; it still loads
-        model = torch.jit.load(str(file), map_location="cpu")
+        model = torch.jit.load(str(file), map_location=device)
     return model.eval()
 
 
-def speech_probabilities(audio: torch.Tensor) -> List[float]:
+def speech_probabilities(audio: torch.Tensor, device: Union[str, torch.device] = "cpu") -> List[float]:
     """Silero's speech probability of each 32 ms window (512 samples) of a 16 kHz waveform.
 
     The model is recurrent, so one pass over a long audio is thousands of tiny sequential calls. The audio is
     cut instead into up to MAX_STREAMS consecutive streams run as one batch in lock step; each stream first
     reads WARMUP_WINDOWS windows of the audio before it (zeros for the first), so that its state has settled
-    when its own windows begin.
+    when its own windows begin. On the CPU the pass runs on one thread of the caller (the OpenMP thread count
+    is the calling thread's own): its operations are too small to gain from more, and several times slower.
     """
-    model = load_vad_model()
+    model = load_vad_model(str(device))
     n_windows = -(-audio.numel() // WINDOW)
     length = max(MIN_STREAM_WINDOWS, -(-n_windows // MAX_STREAMS))
     n_streams = -(-n_windows // length)
     padded = torch.zeros((WARMUP_WINDOWS + n_streams * length) * WINDOW)
     padded[WARMUP_WINDOWS * WINDOW:WARMUP_WINDOWS * WINDOW + audio.numel()] = audio
-    windows = padded.view(-1, WINDOW)
+    windows = padded.view(-1, WINDOW).to(device)
     steps = WARMUP_WINDOWS + length
-    index = (torch.arange(n_streams)[:, None] * length + torch.arange(steps)[None, :])  # [streams, steps]
-    batch = windows[index]  # [streams, steps, WINDOW]
-    out = torch.empty(n_streams, steps)
+    starts = torch.arange(n_streams, device=windows.device) * length
+    out = torch.empty(n_streams, steps, device=windows.device)
+    threads = torch.get_num_threads()
     with _lock, torch.inference_mode():
-        model.reset_states()
-        for step in range(steps):
-            out[:, step] = model(batch[:, step], SAMPLE_RATE)[:, 0]
-        model.reset_states()
-    return out[:, WARMUP_WINDOWS:].reshape(-1)[:n_windows].tolist()
+        torch.set_num_threads(1)
+        try:
+            model.reset_states()
+            for step in range(steps):
+                out[:, step] = model(windows[starts + step], SAMPLE_RATE)[:, 0]
+            model.reset_states()
+        finally:
+            torch.set_num_threads(threads)
+    return out[:, WARMUP_WINDOWS:].reshape(-1)[:n_windows].cpu().tolist()
 
 
 def speech_regions(waveform: np.ndarray, *, threshold: float = 0.5, min_silence_s: float = 0.3,
                    min_speech_s: float = 0.25, padding_s: float = 0.2,
-                   max_region_s: float = 30.0) -> List[Tuple[int, int]]:
+                   max_region_s: float = 30.0, device: Union[str, torch.device] = "cpu") -> List[Tuple[int, int]]:
     """Silero's speech regions of a 16 kHz mono waveform as (start_sample, end_sample), each padded by
-    padding_s on both sides (not past the audio or into the next region) and at most max_region_s long."""
-    load_vad_model()  # raises VADUnavailableError without silero-vad
+    padding_s on both sides (not past the audio or into the next region) and at most max_region_s long.
+    device: where the Silero model runs ("cpu", or "cuda" for long batches of audio)."""
+    load_vad_model(str(device))  # raises VADUnavailableError without silero-vad
     from silero_vad.utils_vad import get_speech_timestamps_from_probs
 
     audio = torch.as_tensor(np.ascontiguousarray(waveform, dtype=np.float32))
@@ -103,7 +109,7 @@ def speech_regions(waveform: np.ndarray, *, threshold: float = 0.5, min_silence_
     pad = int(padding_s * SAMPLE_RATE)
     # Silero splits a region longer than this at its longest pause, so that padded regions still fit.
     longest = max(1.0, max_region_s - 2 * padding_s - 0.1)
-    probs = speech_probabilities(audio)
+    probs = speech_probabilities(audio, device)
     stamps = get_speech_timestamps_from_probs(
         probs, sampling_rate=SAMPLE_RATE, threshold=threshold,
         min_speech_duration_ms=int(min_speech_s * 1000), max_speech_duration_s=longest,

@@ -12,6 +12,8 @@ What changes from sequential transcription:
   * without a `language` option, every chunk of a multilingual model detects its own language; the result's
     language is the first chunk's;
   * clip_timestamps is refused (the chunks are the clips).
+The option vad_options={...} goes to fastwhisper.audio.vad.speech_chunks (max_seconds, padding_s, max_gap_s,
+threshold, min_silence_s, min_speech_s, device: where Silero runs, "cpu" by default).
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ def transcribe_batch_with_vad(model, audios: Sequence, run_batch: Callable[..., 
     if options.get("clip_timestamps") not in (None, "0", "", [], [0], 0):
         raise ValueError("clip_timestamps cannot be combined with vad=True: the speech chunks are the clips")
     verbose = options.pop("verbose", None)
+    vad_options = dict(options.pop("vad_options", None) or {})
     transcribe_options(model, dict(options))  # refuse bad options before the VAD pass, like a plain call
 
     per_audio: List[object] = []
@@ -49,7 +52,7 @@ def transcribe_batch_with_vad(model, audios: Sequence, run_batch: Callable[..., 
         except AudioLoadError as exc:
             per_audio.append(exc)
             continue
-        chunks = speech_chunks(waveform)
+        chunks = speech_chunks(waveform, **vad_options)
         per_audio.append(chunks)
         waveforms.extend(waveform[start:end] for start, end in chunks)
 
