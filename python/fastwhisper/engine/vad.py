@@ -18,7 +18,8 @@ threshold, min_silence_s, min_speech_s, device: where Silero runs, "cpu" by defa
 
 from __future__ import annotations
 
-from typing import Callable, List, Sequence, Tuple
+import warnings
+from typing import Callable, Dict, Iterator, List, Sequence, Tuple
 
 from whisper.audio import HOP_LENGTH, SAMPLE_RATE
 from whisper.utils import format_timestamp
@@ -28,50 +29,77 @@ from ..audio.vad import speech_chunks
 from ..errors import AudioLoadError
 from .options import transcribe_options
 
-__all__ = ["transcribe_batch_with_vad", "merge_chunk_results"]
+__all__ = ["transcribe_batch_with_vad", "iter_transcribe_with_vad", "merge_chunk_results"]
 
 Chunk = Tuple[int, int]
 
 
-def transcribe_batch_with_vad(model, audios: Sequence, run_batch: Callable[..., list], *, batch_size: int,
+def transcribe_batch_with_vad(model, audios: Sequence, run_iter: Callable[..., Iterator], *, batch_size: int,
                               decoder: str, **options) -> list:
-    """Transcribe `audios` chunk by chunk through `run_batch(model, chunk_waveforms, batch_size=...,
-    decoder=..., **options)` (the engine's transcribe_batch without vad) and merge each audio's chunks.
-    Returns one result dict, or the exception of that audio, per audio."""
+    """One result dict, or the exception of that audio, per audio (see iter_transcribe_with_vad)."""
+    results: list = [None] * len(audios)
+    for index, result in iter_transcribe_with_vad(model, audios, run_iter, batch_size=batch_size,
+                                                  decoder=decoder, **options):
+        results[index] = result
+    return results
+
+
+def iter_transcribe_with_vad(model, audios: Sequence, run_iter: Callable[..., Iterator], *, batch_size: int,
+                             decoder: str, **options) -> Iterator[Tuple[int, object]]:
+    """Transcribe `audios` chunk by chunk through `run_iter(model, chunk_waveforms, batch_size=...,
+    decoder=..., **options)` (the engine's iter_transcribe_batch, without vad), yielding (index in `audios`,
+    merged result or that audio's exception) as soon as every chunk of the audio is done. The VAD pass over
+    every audio comes first, on the calling thread."""
     if options.get("clip_timestamps") not in (None, "0", "", [], [0], 0):
         raise ValueError("clip_timestamps cannot be combined with vad=True: the speech chunks are the clips")
     verbose = options.pop("verbose", None)
     vad_options = dict(options.pop("vad_options", None) or {})
-    transcribe_options(model, dict(options))  # refuse bad options before the VAD pass, like a plain call
+    with warnings.catch_warnings():  # the chunks' own call gives whisper's warnings (fp16 on the CPU, ...)
+        warnings.simplefilter("ignore")
+        transcribe_options(model, dict(options))  # refuse bad options before the VAD pass, like a plain call
 
-    per_audio: List[object] = []
+    default_language = options.get("language") or (None if model.is_multilingual else "en")
+    audios = list(audios)
+    chunks_of: Dict[int, List[Chunk]] = {}
+    owner: List[Tuple[int, int]] = []  # (audio index, chunk number) of each chunk waveform
     waveforms: list = []
-    for audio in audios:
+    for index, audio in enumerate(audios):
         try:
             waveform = load_audio(audio)
         except AudioLoadError as exc:
-            per_audio.append(exc)
+            yield index, exc
             continue
-        chunks = speech_chunks(waveform, **vad_options)
-        per_audio.append(chunks)
-        waveforms.extend(waveform[start:end] for start, end in chunks)
+        chunks = chunks_of[index] = speech_chunks(waveform, **vad_options)
+        for number, (start, end) in enumerate(chunks):
+            owner.append((index, number))
+            waveforms.append(waveform[start:end])
+        if not chunks:
+            yield index, merge_chunk_results([], [], default_language)
 
-    chunk_results = run_batch(model, waveforms, batch_size=batch_size, decoder=decoder,
-                              verbose=None if verbose else verbose, **options) if waveforms else []
-    results, position = [], 0
-    default_language = options.get("language") or (None if model.is_multilingual else "en")
-    for index, chunks in enumerate(per_audio):
-        if isinstance(chunks, Exception):
-            results.append(chunks)
-            continue
-        mine = chunk_results[position:position + len(chunks)]
-        position += len(chunks)
-        failure = next((r for r in mine if isinstance(r, Exception)), None)
-        result = failure if failure is not None else merge_chunk_results(chunks, mine, default_language)
-        if verbose and isinstance(result, dict):
-            _print_segments(result["segments"], f"[{index}] " if len(per_audio) > 1 else "")
-        results.append(result)
-    return results
+    done: Dict[int, list] = {index: [None] * len(chunks) for index, chunks in chunks_of.items() if chunks}
+    failed: set = set()
+    if not waveforms:
+        return
+    chunk_results = run_iter(model, waveforms, batch_size=batch_size, decoder=decoder,
+                             verbose=None if verbose else verbose, **options)
+    try:
+        for position, result in chunk_results:
+            index, number = owner[position]
+            if index in failed:
+                continue
+            if isinstance(result, Exception):
+                failed.add(index)
+                yield index, result
+                continue
+            parts = done[index]
+            parts[number] = result
+            if all(part is not None for part in parts):
+                merged = merge_chunk_results(chunks_of[index], parts, default_language)
+                if verbose:
+                    _print_segments(merged["segments"], f"[{index}] " if len(audios) > 1 else "")
+                yield index, merged
+    finally:
+        chunk_results.close()  # an early stop of the caller cancels the chunks still in flight
 
 
 def merge_chunk_results(chunks: Sequence[Chunk], results: Sequence[dict], default_language=None) -> dict:
