@@ -18,7 +18,8 @@ import fastwhisper  # noqa: E402
 from fastwhisper.audio import vad as audio_vad  # noqa: E402
 from fastwhisper.audio.vad import VADUnavailableError, speech_chunks  # noqa: E402
 from fastwhisper.engine import transcribe  # noqa: E402
-from fastwhisper.engine.vad import merge_chunk_results  # noqa: E402
+from fastwhisper.engine.vad import iter_transcribe_with_vad, merge_chunk_results  # noqa: E402
+from conftest import random_model  # noqa: E402
 from real_models import SAMPLES_DIR, fast_model, normalized_wer, require, samples  # noqa: E402
 
 SR = 16000
@@ -123,6 +124,40 @@ def test_merge_shifts_times_seek_and_words_by_each_chunks_offset():
         (1.1, 1.9), (2.1, 3.4), (20.6, 22.9)]
     assert first["segments"][0]["start"] == 0.0  # the chunk results are left as they were
     assert merge_chunk_results([], [], "en") == {"text": "", "segments": [], "language": "en"}
+
+
+def test_chunk_results_are_routed_to_their_audio_and_a_failing_chunk_fails_its_audio_alone():
+    waveform, clips, _ = concatenation()  # three chunks
+    silence = np.zeros(3 * SR, np.float32)
+    calls = []
+
+    def fake_engine(model, chunk_waveforms, **options):
+        calls.append((len(chunk_waveforms), options))
+        lengths = [len(w) / SR for w in chunk_waveforms]
+        order = list(range(len(chunk_waveforms)))[::-1]  # chunks finish in any order
+        for position in order:
+            if position == 4:  # the last audio's second chunk
+                yield position, RuntimeError("decode failed")
+                continue
+            text = f" chunk{position}"
+            yield position, {"text": text, "language": "en", "segments": [
+                {"id": 0, "seek": 0, "start": 0.0, "end": lengths[position], "text": text, "tokens": []}]}
+
+    audios = [waveform, "/nonexistent.flac", silence, torch.from_numpy(waveform)]
+    model = random_model()
+    results = dict(iter_transcribe_with_vad(model, audios, fake_engine, batch_size=3, fp16=False,
+                                            language="en"))
+    assert [n for n, _ in calls] == [6] and calls[0][1]["batch_size"] == 3
+    assert isinstance(results[1], fastwhisper.AudioLoadError)
+    assert results[2] == {"text": "", "segments": [], "language": "en"}
+    assert isinstance(results[3], RuntimeError)
+    first = results[0]
+    assert first["text"] == " chunk0 chunk1 chunk2"
+    chunks = seconds(speech_chunks(waveform))
+    assert [(s["start"], s["end"]) for s in first["segments"]] == [
+        (round(a, 3), round(b, 3)) for a, b in chunks]
+    with pytest.raises(ValueError, match="clip_timestamps"):
+        list(iter_transcribe_with_vad(model, [silence], fake_engine, clip_timestamps="1,2"))
 
 
 OPTIONS = dict(fp16=False, language="en", temperature=0.0)

@@ -34,8 +34,8 @@ __all__ = ["transcribe_batch_with_vad", "iter_transcribe_with_vad", "merge_chunk
 Chunk = Tuple[int, int]
 
 
-def transcribe_batch_with_vad(model, audios: Sequence, run_iter: Callable[..., Iterator], *, batch_size: int,
-                              decoder: str, **options) -> list:
+def transcribe_batch_with_vad(model, audios: Sequence, run_iter: Callable[..., Iterator], *, batch_size: int = 8,
+                              decoder: str = "torch", **options) -> list:
     """One result dict, or the exception of that audio, per audio (see iter_transcribe_with_vad)."""
     results: list = [None] * len(audios)
     for index, result in iter_transcribe_with_vad(model, audios, run_iter, batch_size=batch_size,
@@ -44,8 +44,8 @@ def transcribe_batch_with_vad(model, audios: Sequence, run_iter: Callable[..., I
     return results
 
 
-def iter_transcribe_with_vad(model, audios: Sequence, run_iter: Callable[..., Iterator], *, batch_size: int,
-                             decoder: str, **options) -> Iterator[Tuple[int, object]]:
+def iter_transcribe_with_vad(model, audios: Sequence, run_iter: Callable[..., Iterator], *, batch_size: int = 8,
+                             decoder: str = "torch", **options) -> Iterator[Tuple[int, object]]:
     """Transcribe `audios` chunk by chunk through `run_iter(model, chunk_waveforms, batch_size=...,
     decoder=..., **options)` (the engine's iter_transcribe_batch, without vad), yielding (index in `audios`,
     merged result or that audio's exception) as soon as every chunk of the audio is done. The VAD pass over
