@@ -6,12 +6,19 @@ import re
 from contextlib import redirect_stderr, redirect_stdout
 
 import pytest
+from hypothesis import HealthCheck, settings
 import torch
 from whisper.model import ModelDimensions, Whisper
 
 import fastwhisper  # noqa: F401  (registers torch.ops.fastwhisper)
 import real_models
 from fastwhisper import cli
+
+# Hypothesis budgets of the fuzz tests: HYPOTHESIS_PROFILE=ci (the default, bounded for CI) or long.
+_QUIET = [HealthCheck.too_slow, HealthCheck.data_too_large]
+settings.register_profile("ci", max_examples=25, deadline=None, derandomize=True, suppress_health_check=_QUIET)
+settings.register_profile("long", max_examples=600, deadline=None, suppress_health_check=_QUIET)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 HAS_CUDA = torch.cuda.is_available() and fastwhisper.WITH_CUDA
 

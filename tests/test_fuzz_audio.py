@@ -8,14 +8,13 @@ Budgets: HYPOTHESIS_PROFILE=ci (the default, bounded for CI) or HYPOTHESIS_PROFI
 """
 
 import math
-import os
 
 import numpy as np
 import pytest
 import soundfile as sf
 import torch
 import whisper
-from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 from whisper.model import ModelDimensions
 
@@ -24,11 +23,6 @@ from conftest import assert_same_result, random_model
 from fastwhisper.audio import MAX_CHANNELS, SAMPLE_RATE, load_audio
 from fastwhisper.errors import AudioLoadError
 
-settings.register_profile("ci", max_examples=25, deadline=None, derandomize=True,
-                          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
-settings.register_profile("long", max_examples=600, deadline=None,
-                          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
-settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 EXAMPLES = settings().max_examples
 
 TEN_MINUTES = 600 * SAMPLE_RATE

@@ -10,21 +10,15 @@ raises there, and so must the ops, before dispatch picks the fake).
 Budgets: HYPOTHESIS_PROFILE=ci (the default, bounded for CI) or HYPOTHESIS_PROFILE=long (the larger run).
 """
 
-import os
 
 import pytest
 import torch
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from conftest import DEVICES, rel_err
 from op_samples import OPS, REFERENCES, reference, sample_inputs, tolerance
 
-settings.register_profile("ci", max_examples=25, deadline=None, derandomize=True,
-                          suppress_health_check=[HealthCheck.too_slow])
-settings.register_profile("long", max_examples=600, deadline=None,
-                          suppress_health_check=[HealthCheck.too_slow])
-settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 EXAMPLES = settings().max_examples
 
 CLEAR = (RuntimeError, ValueError, TypeError)

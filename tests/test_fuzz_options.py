@@ -9,14 +9,13 @@ Budgets: HYPOTHESIS_PROFILE=ci (the default, bounded for CI) or HYPOTHESIS_PROFI
 """
 
 import math
-import os
 import time
 
 import numpy as np
 import pytest
 import torch
 import whisper
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given, settings
 from hypothesis import strategies as st
 from whisper.decoding import DecodingOptions
 from whisper.model import ModelDimensions
@@ -25,13 +24,6 @@ import fastwhisper
 from conftest import assert_same_result, random_model
 from fastwhisper.engine.options import check_decode_options
 
-# ---- hypothesis budgets ----------------------------------------------------------------------------------
-
-settings.register_profile("ci", max_examples=25, deadline=None, derandomize=True,
-                          suppress_health_check=[HealthCheck.too_slow])
-settings.register_profile("long", max_examples=600, deadline=None,
-                          suppress_health_check=[HealthCheck.too_slow])
-settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 EXAMPLES = settings().max_examples
 
 # A random model small enough to decode in milliseconds: one layer each side, width 64 (one head of 64), and a
