@@ -2,10 +2,12 @@
 audio's timeline (fastwhisper/audio/vad.py, fastwhisper/engine/vad.py)."""
 
 import importlib.util
+import json
 import sys
 
 import numpy as np
 import pytest
+import soundfile
 import torch
 from whisper.transcribe import transcribe as whisper_transcribe
 
@@ -19,7 +21,7 @@ from fastwhisper.audio import vad as audio_vad  # noqa: E402
 from fastwhisper.audio.vad import VADUnavailableError, speech_chunks  # noqa: E402
 from fastwhisper.engine import transcribe  # noqa: E402
 from fastwhisper.engine.vad import iter_transcribe_with_vad, merge_chunk_results  # noqa: E402
-from conftest import random_model  # noqa: E402
+from conftest import NO_CACHE, random_model, run_cli  # noqa: E402
 from real_models import SAMPLES_DIR, fast_model, normalized_wer, require, samples  # noqa: E402
 
 SR = 16000
@@ -208,3 +210,19 @@ def test_vad_false_is_the_sequential_transcription_and_silence_gives_nothing():
     assert normalized_wer(TEXTS[CLIPS[1]], found["text"]) <= normalized_wer(TEXTS[CLIPS[1]], ours["text"]) + 0.1
     with pytest.raises(ValueError, match="clip_timestamps"):
         transcribe(model, audio, vad=True, clip_timestamps=[1.0, 2.0], **OPTIONS)
+
+
+@pytest.mark.real_weights
+def test_cli_vad_writes_the_speech_on_the_files_own_timeline(tmp_path):
+    require("tiny.en")
+    waveform, clips, silences = concatenation()
+    path = tmp_path / "long.wav"
+    soundfile.write(str(path), waveform, SR)
+    status, out, err = run_cli(path, "--vad", "True", "--batch_size", "4", "--device", "cpu", "--verbose", "False",
+                               "--output_format", "json", "--output_dir", tmp_path / "out", "--model_dir", NO_CACHE)
+    assert status == 0, err
+    result = json.loads((tmp_path / "out" / "long.json").read_text())
+    assert normalized_wer(" ".join(TEXTS[c] for c in CLIPS), result["text"]) <= 0.35
+    assert result["segments"][-1]["end"] > clips[-1][0], "the last clip is transcribed at its own offset"
+    for s in result["segments"]:
+        assert not any(a + 0.5 < s["start"] and s["end"] < b - 0.5 for a, b in silences), s

@@ -79,6 +79,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="transcribe up to this many files together, their 30-s windows encoded and decoded in "
                    "batches (same outputs); with --without_timestamps True and --condition_on_previous_text False "
                    "the windows of one long file fill the batch too; 1 transcribes one file after the other")
+    g.add_argument("--vad", type=str2bool, default=False,
+                   help="cut each file at its silences with Silero VAD (the vad extra) into chunks of at most 30 s "
+                   "decoded --batch_size at a time, timestamps kept; no prompt carries across chunks")
 
     g = p.add_argument_group("output")
     g.add_argument("--output_dir", "-o", type=str, default=".", help="directory to save the outputs")
@@ -271,6 +274,7 @@ def _run(parser: argparse.ArgumentParser, args: dict) -> int:
     decoder: str = args.pop("decoder")
     threads: Optional[int] = args.pop("threads")
     batch_size: int = args.pop("batch_size")
+    vad: bool = args.pop("vad")
 
     # Usage checks, before anything slow.
     if not args["word_timestamps"]:
@@ -336,10 +340,10 @@ def _run(parser: argparse.ArgumentParser, args: dict) -> int:
     transcripts, next_to_print = {}, 0
     with tqdm.tqdm(total=len(audio_paths), desc=PROG, unit="file", file=sys.stderr, dynamic_ncols=True) as bar:
         with redirect_stdout(_BarSafeStdout(stdout, bar)):
-            if batch_size == 1:
+            if batch_size == 1 and not vad:
                 results = _one_by_one(model, audio_paths, bar, options)
             else:
-                results = _batched(model, audio_paths, batch_size, options)
+                results = _batched(model, audio_paths, batch_size, options, vad)
             try:
                 for index, result in results:
                     audio_path = audio_paths[index]
@@ -373,13 +377,19 @@ def _one_by_one(model, audio_paths: List[str], bar: tqdm.tqdm, options: dict):
         yield index, result
 
 
-def _batched(model, audio_paths: List[str], batch_size: int, options: dict):
-    """(index, result dict or exception) of each file as it finishes, batch_size files at a time."""
+def _batched(model, audio_paths: List[str], batch_size: int, options: dict, vad: bool = False):
+    """(index, result dict or exception) of each file as it finishes, batch_size files (or, with vad, speech
+    chunks) at a time."""
     from ..engine import iter_transcribe_batch
+    from ..engine.vad import iter_transcribe_with_vad
 
+    if vad:
+        results = iter_transcribe_with_vad(model, audio_paths, iter_transcribe_batch, batch_size=batch_size, **options)
+    else:
+        results = iter_transcribe_batch(model, audio_paths, batch_size=batch_size, **options)
     done = set()
     try:
-        for index, result in iter_transcribe_batch(model, audio_paths, batch_size=batch_size, **options):
+        for index, result in results:
             done.add(index)
             yield index, result
     except NotImplementedError:
