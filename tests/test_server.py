@@ -369,9 +369,8 @@ def test_eight_clients_at_once_each_get_their_own_transcript(server, client, mod
         assert [s.tokens for s in result.segments] == [s["tokens"] for s in theirs["segments"]]
     after = server.metrics()
     windows = after["fastwhisper_engine_windows_total"] - before["fastwhisper_engine_windows_total"]
-    rounds = after["fastwhisper_engine_rounds_total"] - before["fastwhisper_engine_rounds_total"]
     assert windows >= len(paths)
-    assert rounds < windows, "the requests' windows were batched together"
+    # that jobs in flight share rounds is tested without the timing of HTTP: tests/test_threads.py
 
 
 def raw_request(server, fields: dict, path: str) -> socket.socket:

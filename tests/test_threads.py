@@ -13,6 +13,7 @@ from whisper.transcribe import transcribe as whisper_transcribe
 
 import fastwhisper
 from fastwhisper.engine import fallback
+from fastwhisper.engine.scheduler import engine_for
 from conftest import DEVICES, assert_same_result, random_audio_features, random_model
 from real_models import SAMPLES_DIR, fast_model, require, samples
 
@@ -106,3 +107,25 @@ def test_the_engine_thread_ends_when_idle():
     while any(t.name == "fastwhisper-engine" for t in threading.enumerate()) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert not any(t.name == "fastwhisper-engine" for t in threading.enumerate())
+
+
+@pytest.mark.real_weights
+def test_jobs_waiting_for_the_engine_share_its_next_round():
+    """Four calls submitted while the engine is busy are encoded and decoded in one round: their four windows
+    take one round, and each still gets its single-caller transcript."""
+    model, references = tiny_and_references()
+    engine, busy, release = engine_for(model), threading.Event(), threading.Event()
+    blocker = threading.Thread(target=engine.call, args=(lambda: (busy.set(), release.wait(60)),))
+    blocker.start()
+    assert busy.wait(60)
+    before = fastwhisper.engine.stats(model)
+    calls = [fastwhisper.engine.submit(model, [p], decoder="cpp", **OPTIONS) for p in PATHS]
+    release.set()
+    results = [next(iter(c.results()))[1] for c in calls]
+    blocker.join(60)
+    after = fastwhisper.engine.stats(model)
+    assert after["windows"] - before["windows"] == THREADS
+    assert after["rounds"] - before["rounds"] == 1
+    for ours, theirs in zip(results, references):
+        assert_same_result(ours, theirs)
+
