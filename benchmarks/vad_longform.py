@@ -32,6 +32,8 @@ from fastwhisper.audio.vad import speech_chunks
 from fastwhisper.engine import transcribe
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tests"))
+from real_models import normalized_wer as wer  # noqa: E402  (the tests' word error rate)
 SAMPLES = ROOT / "audio_samples"
 SR = 16000
 SEED = 32
@@ -61,19 +63,6 @@ def build_set(repeats: int = 2):
         names.append(sample["file"])
         t += len(clip) / SR
     return np.concatenate(parts), " ".join(texts), silences, names
-
-
-def wer(reference: str, hypothesis: str) -> float:
-    from whisper.normalizers import EnglishTextNormalizer
-
-    norm = EnglishTextNormalizer()
-    ref, hyp = norm(reference).split(), norm(hypothesis).split()
-    d = list(range(len(hyp) + 1))
-    for i, r in enumerate(ref, 1):
-        prev, d[0] = d[0], i
-        for j, h in enumerate(hyp, 1):
-            prev, d[j] = d[j], min(d[j] + 1, d[j - 1] + 1, prev + (r != h))
-    return d[len(hyp)] / max(1, len(ref))
 
 
 def boundary_agreement(sequential: dict, vad: dict) -> dict:
