@@ -304,3 +304,24 @@ def test_gemm_problem_first_met_under_capture(dtype):
     torch.cuda.synchronize()
     check_linear_cuda(args, dtype)
     assert torch.equal(captured, ops.linear(*args))
+
+
+@pytest.mark.parametrize("op", OPS)
+def test_device_mix_is_refused_before_dispatch_even_under_fake_tensors(op):
+    """A meta tensor among CPU tensors is refused by the op's C++ check at BackendSelect, ahead of any device
+    kernel and of the fake (meta) kernel, in inference mode too; the same mix traced under FakeTensorMode is
+    refused by the fake."""
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    assert torch._C._dispatch_has_kernel_for_dispatch_key(f"fastwhisper::{op}", "BackendSelect")
+    args = list(sample_inputs(op, "cpu", torch.float32)[0])
+    slot = max(i for i, a in enumerate(args) if isinstance(a, torch.Tensor))  # the last tensor argument
+    mixed = args[:slot] + [args[slot].to("meta")] + args[slot + 1:]
+    with pytest.raises(RuntimeError, match=f"fastwhisper.{op}: all inputs must be on one device; .* is on meta"):
+        getattr(torch.ops.fastwhisper, op)(*mixed)
+    with torch.inference_mode(), pytest.raises(RuntimeError, match="all inputs must be on one device; "):
+        getattr(torch.ops.fastwhisper, op)(*mixed)
+    with FakeTensorMode(allow_non_fake_inputs=True) as mode:
+        faked = [mode.from_tensor(a) if isinstance(a, torch.Tensor) else a for a in mixed]
+        with pytest.raises(RuntimeError, match="all inputs must be on one device"):
+            getattr(torch.ops.fastwhisper, op)(*faked)

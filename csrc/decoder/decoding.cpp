@@ -175,6 +175,8 @@ DecodeOutput decode(DecoderSession& session, const at::Tensor& initial_tokens, c
   StopTest stop_test(device);
   std::optional<int64_t> stop;
   for (int64_t i = 0; i < o.sample_len && !stop; ++i) {
+    TORCH_CHECK(!session.interrupt_requested(),
+                "fastwhisper: decoding was interrupted (DecoderSession.interrupt(): the call was cancelled)");
     const at::Tensor tokens = buffer.narrow(1, 0, length);  // [N, length]
     // the first step feeds every initial token; later ones only the newest (the rest is cached)
     const at::Tensor fed = i == 0 ? tokens : tokens.narrow(1, length - 1, 1);

@@ -49,6 +49,9 @@ TORCH_LIBRARY_FRAGMENT(fastwhisper, m) {
       // source_indices [N] int64: cache row i <- row source_indices[i]
       .def("reorder", [](const Session& s, const at::Tensor& source_indices) { s->reorder(source_indices); })
       .def("reset", [](const Session& s) { s->reset(); })
+      // from any thread: a decode() in flight stops before its next step and raises; cleared by clear_interrupt
+      .def("interrupt", [](const Session& s) { s->interrupt(); })
+      .def("clear_interrupt", [](const Session& s) { s->clear_interrupt(); })
       .def("offset", [](const Session& s) { return s->offset(); })
       .def("n_rows", [](const Session& s) { return s->n_rows(); })
       .def("weights", [](const Session& s) { return s->weights(); })

@@ -20,6 +20,7 @@
 #include <ATen/ATen.h>
 #include <torch/custom_class.h>
 
+#include <atomic>
 #include <memory>
 #include <tuple>
 #include <vector>
@@ -103,6 +104,12 @@ class DecoderSession : public torch::CustomClassHolder {
     step_inputs_written_ = false;
   }
 
+  // Ask a decode() running on another thread to stop before its next step (it raises a RuntimeError);
+  // the request stands until clear_interrupt(), so one made between steps is never lost.
+  void interrupt() { interrupt_requested_.store(true); }
+  void clear_interrupt() { interrupt_requested_.store(false); }
+  bool interrupt_requested() const { return interrupt_requested_.load(); }
+
   int64_t offset() const { return offset_; }
   int64_t n_rows() const { return n_rows_; }
   int64_t group() const { return group_; }
@@ -148,6 +155,7 @@ class DecoderSession : public torch::CustomClassHolder {
   std::vector<at::Tensor> weights_;
   int64_t n_head_, n_text_ctx_, n_layer_, n_state_;
   bool has_audio_ = false;
+  std::atomic<bool> interrupt_requested_{false};  // set by interrupt() from any thread
   at::ScalarType dtype_ = at::kFloat;  // activation dtype (the audio features')
   int64_t n_audio_ = 0, group_ = 1, n_rows_ = 0, offset_ = 0;
   std::vector<at::Tensor> cross_k_, cross_v_;  // per layer [B, T_a, d]

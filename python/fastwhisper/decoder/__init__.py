@@ -42,6 +42,21 @@ def _session_for(model):
     return cached[1]
 
 
+def interrupt(model) -> None:
+    """Make a decoder="cpp" decode of this model, running on another thread, stop before its next token step;
+    that decode raises. The request stands until clear_interrupt(model). (The torch decoder is openai-whisper's
+    own loop and is not interrupted: its window finishes first.)"""
+    cached = _sessions.get(model)
+    if cached is not None:
+        cached[1].interrupt()
+
+
+def clear_interrupt(model) -> None:
+    cached = _sessions.get(model)
+    if cached is not None:
+        cached[1].clear_interrupt()
+
+
 def decode(model, mel: torch.Tensor, options: DecodingOptions = DecodingOptions(), *, decoder: str = "torch",
            **kwargs) -> Union[DecodingResult, List[DecodingResult]]:
     """Decode log-mel segment(s) [n_mels, 3000] or [batch, n_mels, 3000], as `whisper.decode` does."""

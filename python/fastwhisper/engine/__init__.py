@@ -104,8 +104,9 @@ def iter_transcribe_batch(model, audios: Iterable, *, batch_size: int = 8, decod
 class Transcription:
     """A call in flight on a model's engine (from `submit`)."""
 
-    def __init__(self, job: Optional[Job]):
+    def __init__(self, job: Optional[Job], engine=None):
         self._job = job
+        self._engine = engine
 
     def results(self) -> Iterator[Tuple[int, Result]]:
         """(index, result dict or the audio's exception) as each audio finishes; blocks until the next one.
@@ -121,9 +122,10 @@ class Transcription:
             yield index, result
 
     def cancel(self) -> None:
-        """Drop the call's audios at the next round (a window being decoded finishes first)."""
+        """Drop the call's audios at the next round. A decoder="cpp" decode in flight stops before its next token
+        step when no other call shares its round; the torch decoder finishes its window."""
         if self._job is not None:
-            self._job.cancelled = True
+            self._engine.cancel(self._job)
 
     @property
     def done(self) -> bool:
@@ -142,7 +144,8 @@ def submit(model, audios: Iterable, *, batch_size: int = 8, decoder: str = "torc
     settings = transcribe_options(model, dict(options))
     if not audios:
         return Transcription(None)
-    return Transcription(engine_for(model).submit(Job(model, audios, settings, batch_size, decoder, on_segment)))
+    engine = engine_for(model)
+    return Transcription(engine.submit(Job(model, audios, settings, batch_size, decoder, on_segment)), engine)
 
 
 def stats(model) -> dict:

@@ -16,6 +16,7 @@ from typing import Callable, Dict, List, Tuple
 
 import torch
 
+from .. import decoder as _decoder
 from ..encoder import FastAudioEncoder, accelerate
 from .fallback import DecodeFailure, Row, decode_with_fallback
 from .job import Job, JobRow
@@ -28,6 +29,7 @@ class Engine:
         self._jobs: List[Job] = []
         self._calls: deque = deque()  # (function, args, kwargs, Future) to run on the scheduler thread
         self._thread = None
+        self._round_jobs: List[Job] = []  # the jobs of the round running now
         self.rounds = 0  # rounds run
         self.windows = 0  # windows encoded and decoded
         self.audio_seconds = 0.0  # audio behind those windows
@@ -47,6 +49,16 @@ class Engine:
             self._jobs.append(job)
             self._wake()
         return job
+
+    def cancel(self, job: Job) -> None:
+        """Drop the job at the next round. When every job of the round running now is cancelled, its C++ decode
+        stops before its next token step (the torch decoder finishes its window)."""
+        with self._cond:
+            job.cancelled = True
+            if self._round_jobs and all(j.cancelled for j in self._round_jobs):
+                model = self._model()
+                if model is not None:
+                    _decoder.interrupt(model)
 
     def call(self, function: Callable, *args, **kwargs):
         """function(*args, **kwargs) on the scheduler thread, between rounds; its result or its exception."""
@@ -84,15 +96,22 @@ class Engine:
                         future.set_result(function(*args, **kwargs))
                     except BaseException as exc:  # handed to the caller
                         future.set_exception(exc)
+            model = self._model()
+            with self._cond:
+                jobs = [job for job in jobs if not job.cancelled]
+                self._round_jobs = jobs
             if jobs:
-                model = self._model()
                 try:
                     with torch.no_grad():
                         self._round(model, jobs)
                 except BaseException as exc:  # a fault outside any one call's decode: fail the round's jobs
                     for job in jobs:
                         job.fail(exc)
-                del model
+            with self._cond:  # no interrupt is requested past here, and none is left for the next decode
+                self._round_jobs = []
+                if model is not None:
+                    _decoder.clear_interrupt(model)
+            del model
 
     def _round(self, model, jobs: List[Job]) -> None:
         rows: List[JobRow] = []

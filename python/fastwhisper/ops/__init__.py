@@ -190,8 +190,8 @@ def decoder_timestamp_rules(
 
 
 def _check_one_device(op: str, args) -> None:
-    """The check the CPU and CUDA implementations make, for calls that reach the fake: a meta tensor among CPU
-    tensors sends the whole call here, where it must fail as it would on the other device."""
+    """The device check of csrc/ops/device_check.cpp, for fake tensors: FakeTensorMode (torch.compile) runs the
+    fake from its Python dispatch key, above the BackendSelect key where real tensors are checked."""
     devices = set()
     for arg in args:
         if isinstance(arg, Tensor):
@@ -204,7 +204,7 @@ def _check_one_device(op: str, args) -> None:
 
 
 def _register_fake(op: str):
-    """torch.library.register_fake for fastwhisper::op, with the device check first."""
+    """torch.library.register_fake for fastwhisper::op, with the fake tensors' device check first."""
     def register(fake):
         def checked(*args, **kwargs):
             _check_one_device(op, list(args) + list(kwargs.values()))
