@@ -277,7 +277,8 @@ def _encoder_op_bad(op, device):
         cases += {
             "conv_stem": [(tuple(stem[:5]) + (stem[5].cpu(),), "one device")],
             "layer_norm": [((ln[0], ln[1].cpu(), ln[2], 1e-5), "one device")],
-            "linear": [((lin[0].cpu(),) + tuple(lin[1:]), "all inputs must be on one device; x is on cpu but weight is on cuda")],
+            "linear": [((lin[0].cpu(),) + tuple(lin[1:]),
+                        "all inputs must be on one device; x is on cpu but weight is on cuda")],
             "attention": [(tuple(f64(t) for t in att[:3]) + (2,), "float32, float16 and bfloat16")],
         }[op]
     return cases
