@@ -2,7 +2,7 @@
 # Creates ./.venv (or $VENV) and installs everything fastwhisper needs, then builds it against that torch.
 # CUDA kernels are compiled when nvcc is on PATH (FASTWHISPER_CUDA=OFF skips them;
 # FASTWHISPER_CUDA_ARCHS picks the GPU architectures, default 9.0a; EXTRAS picks pyproject.toml's extras,
-# default test,bench,server,vad).
+# default test,bench,server,vad,distributed).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
@@ -25,5 +25,5 @@ if ! command -v nvcc >/dev/null 2>&1 && [ -x /usr/local/cuda/bin/nvcc ]; then
 fi
 # fastwhisper, its dependencies and the extras of pyproject.toml (test: pytest, hypothesis; bench: benchmarks/run.py's
 # plot and peers), built against the torch above.
-python -m pip install -q --no-build-isolation ".[${EXTRAS:-test,bench,server,vad}]"
+python -m pip install -q --no-build-isolation ".[${EXTRAS:-test,bench,server,vad,distributed}]"
 python -c "import fastwhisper, torch; print(f'fastwhisper {fastwhisper.__version__} installed (torch {torch.__version__}, CUDA kernels built: {fastwhisper.WITH_CUDA})')"

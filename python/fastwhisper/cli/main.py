@@ -46,18 +46,21 @@ INTERRUPTED = 128 + signal.SIGINT  # 130, as a shell reports a command ended by 
 OUTPUT_FORMATS = ("txt", "vtt", "srt", "tsv", "json")
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(prog: str = PROG, inputs: bool = True) -> argparse.ArgumentParser:
+    """The `fastwhisper` command's options; inputs=False leaves out the positional audio files (for commands
+    that take their inputs otherwise, like fastwhisper-batch)."""
     from ..decoder import DECODERS
 
     p = argparse.ArgumentParser(
-        prog=PROG,
+        prog=prog,
         description="Transcribe or translate audio files with Whisper, using fastwhisper's encoder. "
         "Options and outputs are those of openai-whisper's `whisper` command.",
         epilog="Exit status: 0 if every file was transcribed, 1 if some input file failed (the others are "
         "still processed), 2 for a usage error, a model that cannot be loaded or an unavailable decoder.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    p.add_argument("audio", nargs="+", type=str, help="audio file(s) to transcribe")
+    if inputs:
+        p.add_argument("audio", nargs="+", type=str, help="audio file(s) to transcribe")
 
     g = p.add_argument_group("model")
     g.add_argument("--model", default=DEFAULT_MODEL,
@@ -429,13 +432,13 @@ def _make_output_dir(output_dir: str) -> str:
     return ""
 
 
-def _umask() -> int:
+def umask() -> int:
     mask = os.umask(0o022)
     os.umask(mask)
     return mask
 
 
-def _write_atomically(writer, result: dict, audio_path: str, output_dir: str, writer_args: dict) -> None:
+def write_atomically(writer, result: dict, audio_path: str, output_dir: str, writer_args: dict) -> None:
     """openai-whisper's writer's output for `audio_path` (same name), written to a temporary file in
     `output_dir`, then renamed over the name: a reader sees the old file or the whole new one, never a part."""
     name = os.path.splitext(os.path.basename(audio_path))[0] + "." + writer.extension
@@ -444,7 +447,7 @@ def _write_atomically(writer, result: dict, audio_path: str, output_dir: str, wr
     try:
         with f:
             writer.write_result(result, file=f, **writer_args)
-        os.chmod(f.name, 0o666 & ~_umask())  # as open() would have made it, not mkstemp's 0600
+        os.chmod(f.name, 0o666 & ~umask())  # as open() would have made it, not mkstemp's 0600
         os.replace(f.name, os.path.join(output_dir, name))
     except BaseException:
         try:
@@ -466,7 +469,7 @@ def _write(result, audio_path: str, writers, writer_args: dict, output_dir: str)
         return None
     try:
         for writer in writers:
-            _write_atomically(writer, result, audio_path, output_dir, writer_args)
+            write_atomically(writer, result, audio_path, output_dir, writer_args)
     except OSError as exc:
         _error(f"{audio_path}: cannot write the output in {output_dir}: {_one_line(exc)}")
         return None
