@@ -11,7 +11,8 @@ Floor: a mode decodes at least its windows x tokens; the rows give both, so RTFx
 
 Modes:
   sequential  transcribe(batch_size=1): one window after another, each starting where the last ended.
-  vad         transcribe(vad=True, batch_size=B): Silero VAD speech chunks of at most 30 s, B at a time.
+  vad         transcribe(vad=True, batch_size=B): Silero VAD speech chunks of at most 30 s, B at a time; Silero
+              runs on the model's device (vad_options={"device": ...}); the VAD pass alone is timed apart.
   no_ts_batch transcribe(batch_size=B, without_timestamps=True, condition_on_previous_text=False): 30-s windows
               B at a time, no timestamps inside a window.
 Random weights (NAME=random): serve_load.py's seeded weights and fixed budget (--tokens per window, EOT
@@ -44,14 +45,14 @@ from vad_longform import SR, build_set, wer  # noqa: E402
 MODES = ("sequential", "vad", "no_ts_batch")
 
 
-def mode_options(mode: str, kind: str, base: dict, batch_size: int) -> dict:
+def mode_options(mode: str, kind: str, base: dict, batch_size: int, device: str) -> dict:
     options = dict(base)
     if kind == "random":
         options["without_timestamps"] = True  # every mode: see the module's docstring
     if mode == "sequential":
         return dict(options, batch_size=1)
     if mode == "vad":
-        return dict(options, vad=True, batch_size=batch_size)
+        return dict(options, vad=True, batch_size=batch_size, vad_options={"device": device})
     return dict(options, batch_size=batch_size, without_timestamps=True, condition_on_previous_text=False)
 
 
@@ -73,7 +74,7 @@ def measure(name: str, kind: str, waveform, reference: str, args) -> list:
     audio_s = len(waveform) / SR
     rows = []
     for mode in MODES:
-        options = mode_options(mode, kind, base, args.batch_size)
+        options = mode_options(mode, kind, base, args.batch_size, args.device)
         times, result = run_mode(model, waveform, options, args.decoder, args.device, args.runs)
         median = statistics.median(times)
         row = {"model": name, "weights": kind, "mode": mode, "decoder": args.decoder,
@@ -93,7 +94,8 @@ def report_markdown(meta: dict, rows: list) -> str:
     lines = [f"# One long file: sequential, vad=True, without_timestamps batched ({meta['device_name']}, "
              f"{meta['date']})", "",
              f"Audio: {meta['audio_s']} s (the long-form set of vad_longform.py, {meta['repeats']} passes), "
-             f"{meta['vad_chunks']} VAD chunks covering {meta['vad_chunked_s']} s. Decoder {meta['decoder']}, "
+             f"{meta['vad_chunks']} VAD chunks covering {meta['vad_chunked_s']} s; the VAD pass alone takes "
+             f"{', '.join(f'{s} s on {d}' for d, s in meta['vad_pass_s'].items())}. Decoder {meta['decoder']}, "
              f"batch_size {meta['batch_size']}, median of {meta['runs']} runs after one untimed run; "
              f"random weights: {meta['tokens']} tokens per window, no timestamp tokens (see the script). "
              f"Commit {meta['commit']}, torch {meta['torch']}.", "",
@@ -120,12 +122,19 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
 
     waveform, reference, _silences, _names = build_set(args.repeats)
-    chunks = speech_chunks(waveform)
+    vad_pass_s = {}
+    for device in dict.fromkeys(["cpu", args.device]):
+        speech_chunks(waveform[:SR * 30], device=device)  # untimed: loads the model
+        synchronize(device)
+        start = time.perf_counter()
+        chunks = speech_chunks(waveform, device=device)
+        synchronize(device)
+        vad_pass_s[device] = round(time.perf_counter() - start, 3)
     meta = {"date": time.strftime("%Y-%m-%d"), "commit": args.commit or git_commit(),
             "device_name": device_name(args.device), "torch": torch.__version__, "decoder": args.decoder,
             "batch_size": args.batch_size, "tokens": args.tokens, "runs": args.runs, "repeats": args.repeats,
             "audio_s": round(len(waveform) / SR, 1), "vad_chunks": len(chunks),
-            "vad_chunked_s": round(sum(b - a for a, b in chunks) / SR, 1)}
+            "vad_chunked_s": round(sum(b - a for a, b in chunks) / SR, 1), "vad_pass_s": vad_pass_s}
     rows = []
     for name, kind in parse_models(args.models):
         rows += measure(name, kind, waveform, reference, args)
