@@ -349,15 +349,22 @@ def main(argv=None) -> int:
     rows = []
     for name, kind in parse_models(args.models):
         rows.append(bench_model(name, kind, args))
-    text = report(rows)
-    print(text)
-    if args.out is not None:
-        meta = {"device": device_name(args.device), "commit": git_commit(), "torch": torch.__version__,
-                "args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}}
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps({"meta": meta, "rows": rows, "report": text}, indent=1) + "\n")
-        print(f"wrote {args.out}")
+        write(rows, args)  # after each model: a run cut short keeps the models it finished
+    print(report(rows))
     return 0
+
+
+def write(rows: list, args) -> None:
+    """OUT (JSON: meta, rows, report) and OUT with .md (the report)."""
+    if args.out is None:
+        return
+    text = report(rows)
+    meta = {"device": device_name(args.device), "commit": git_commit(), "torch": torch.__version__,
+            "args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}}
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps({"meta": meta, "rows": rows, "report": text}, indent=1) + "\n")
+    args.out.with_suffix(".md").write_text(f"# fastwhisper-serve under load ({meta['device']}, commit {meta['commit']}, "
+                                           f"{time.strftime('%Y-%m-%d')})\n\n{text}\n")
 
 
 if __name__ == "__main__":
