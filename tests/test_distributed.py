@@ -123,3 +123,26 @@ def test_fastwhisper_batch_command(local_ray, tmp_path):
                             str(tmp_path / "missing.txt"), "--output_dir", str(out)], capture_output=True, text=True,
                            timeout=120)
     assert usage.returncode == 2 and "--input_list" in usage.stderr
+
+
+@pytest.mark.real_weights
+def test_fastwhisper_batch_with_vad_writes_what_transcribe_with_vad_gives(local_ray, tmp_path):
+    pytest.importorskip("silero_vad", reason="the vad extra is not installed")
+    require("tiny.en")
+    paths, _ = corpus(tmp_path / "in")
+    listing = tmp_path / "files.txt"
+    listing.write_text("\n".join(paths[:2]) + "\n")
+    out = tmp_path / "out"
+    run = subprocess.run([sys.executable, "-m", "fastwhisper.distributed.cli", "--input_list", str(listing),
+                          "--output_dir", str(out), "--model", "tiny.en", "--workers", "1", "--language", "en",
+                          "--vad", "True", "--output_format", "json", "--address",
+                          ray.get_runtime_context().gcs_address], capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr[-2000:]
+    model = fast_model("tiny.en")
+    for path in paths[:2]:
+        # the command's defaults are openai-whisper's CLI ones: beam search of 5, best_of 5
+        expected = fastwhisper.transcribe(model, path, vad=True, beam_size=5, best_of=5, **OPTIONS)
+        written = json.loads((out / (os.path.splitext(os.path.basename(path))[0] + ".json")).read_text())
+        assert written["text"] == expected["text"]
+        assert [(s["start"], s["end"]) for s in written["segments"]] == [(s["start"], s["end"])
+                                                                        for s in expected["segments"]]

@@ -63,8 +63,6 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     temperature, increment = args.pop("temperature"), args.pop("temperature_increment_on_fallback")
     if increment is not None:
         temperature = tuple(np.arange(temperature, 1.0 + 1e-6, increment))
-    if args.pop("vad"):
-        parser.error("--vad True is not supported by fastwhisper-batch yet")
     dtype = DTYPES.get(args.pop("dtype"))
     threads = args.pop("threads") or None
     device = args.pop("device")
