@@ -62,6 +62,29 @@ def test_step_matches_text_decoder_with_kv_cache(model, features):
             h.remove()
 
 
+@pytest.mark.parametrize("n_audio", [1, 2, 5])
+def test_one_token_steps_on_two_threads_give_whispers_bits(model, n_audio):
+    """With two threads the CPU splits the vocabulary projection of a one-token step of up to 8 rows over them
+    (decoder/cpu_linear.cpp); each output must keep the exact bits of whisper's x @ token_embedding.T."""
+    saved = torch.get_num_threads()
+    torch.set_num_threads(2)
+    features = random_audio_features(model, batch=n_audio, seed=7)
+    session = cd.decoder_session(model.decoder)
+    session.set_audio(features, 1)
+    cache, hooks = model.install_kv_cache_hooks()
+    try:
+        tokens = torch.tensor([[50257, 50362, 440, 257 + i] for i in range(n_audio)])
+        for step in range(6):
+            fed = tokens if step == 0 else tokens[:, -1:]
+            expected = whisper_step(model, fed, features, cache)
+            assert torch.equal(session.step(fed), expected), f"step {step}"
+            tokens = torch.cat([tokens, expected[:, -1].argmax(-1, keepdim=True)], dim=1)
+    finally:
+        for h in hooks:
+            h.remove()
+        torch.set_num_threads(saved)
+
+
 def test_several_tokens_after_cached_ones_are_causal(model, features):
     """Feeding 3 tokens at offset 2 equals the uncached forward over all 5 positions."""
     tokens = torch.tensor([[50257, 50362, 440, 257, 1002], [50257, 50362, 1002, 11, 13]])

@@ -1,6 +1,8 @@
 // DecoderSession: construction and input checks, audio set-up, the decoder forward step, cache reorder.
 #include "decoder/session.h"
 
+#include "decoder/cpu_linear.h"
+
 #include <string>
 
 #include <ATen/core/dispatch/Dispatcher.h>
@@ -274,7 +276,9 @@ at::Tensor DecoderSession::blocks_and_logits(at::Tensor x, SelfAttention attend)
     x = x + linear(at::gelu(linear(layer_norm(x, l, kMlpLnW), l, kMlp0W, kMlp0B)), l, kMlp2W, kMlp2B);
   }
   x = layer_norm(x, -1, kLnW);
-  return at::matmul(x, compute_[kTokenEmbedding].transpose(0, 1)).to(at::kFloat);  // [N, t, n_vocab]
+  const at::Tensor& embedding = compute_[kTokenEmbedding];  // [n_vocab, d]
+  if (x.is_cpu()) return cpu_project(x, embedding).to(at::kFloat);  // whisper's x @ embedding.T, [N, t, n_vocab]
+  return at::matmul(x, embedding.transpose(0, 1)).to(at::kFloat);  // [N, t, n_vocab]
 }
 
 namespace {
