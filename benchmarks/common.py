@@ -356,9 +356,15 @@ def host_profile(fn: Callable[[], object], top: int):
     return sorted(rows, key=lambda r: -r[2])[:top]
 
 
+def write_outputs(out: Optional[Path], data: Dict, text: str) -> None:
+    """With `out`: `data` as JSON at out.json and `text` (a Markdown report) at out.md, folders made."""
+    if out:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.with_suffix(".json").write_text(json.dumps(data, indent=1) + "\n")
+        out.with_suffix(".md").write_text(text)
+
+
 def write_report(out: Optional[Path], meta: Dict, results: List[Dict], report: str) -> None:
     """Print the markdown report; with `out`, write meta and results as JSON there and the report beside it (.md)."""
     print(report)
-    if out:
-        out.write_text(json.dumps({**meta, "results": results}, indent=1) + "\n")
-        out.with_suffix(".md").write_text(report)
+    write_outputs(out, {**meta, "results": results}, report)

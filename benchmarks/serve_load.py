@@ -20,8 +20,6 @@ bundled package's weights (tiny.en), whisper.transcribe's default options, speec
 import argparse
 import asyncio
 import io
-import json
-import os
 import socket
 import statistics
 import subprocess
@@ -37,7 +35,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import fastwhisper  # noqa: E402
-from common import device_name, free_device_memory, git_commit, percentile, random_whisper, synchronize  # noqa: E402
+from common import (device_name, free_device_memory, git_commit, percentile, random_whisper,  # noqa: E402
+                    synchronize, write_outputs)
 
 ROOT = Path(__file__).resolve().parents[1]
 SPEECH = ROOT / "audio_samples" / "long_pocketsphinx_concat.flac"
@@ -361,10 +360,8 @@ def write(rows: list, args) -> None:
     text = report(rows)
     meta = {"device": device_name(args.device), "commit": git_commit(), "torch": torch.__version__,
             "args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}}
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps({"meta": meta, "rows": rows, "report": text}, indent=1) + "\n")
-    args.out.with_suffix(".md").write_text(f"# fastwhisper-serve under load ({meta['device']}, commit {meta['commit']}, "
-                                           f"{time.strftime('%Y-%m-%d')})\n\n{text}\n")
+    title = f"# fastwhisper-serve under load ({meta['device']}, commit {meta['commit']}, {time.strftime('%Y-%m-%d')})"
+    write_outputs(args.out, {"meta": meta, "rows": rows, "report": text}, f"{title}\n\n{text}\n")
 
 
 if __name__ == "__main__":

@@ -34,6 +34,8 @@ from fastwhisper.engine import transcribe
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 from real_models import normalized_wer as wer  # noqa: E402  (the tests' word error rate)
+sys.path.insert(0, str(ROOT / "benchmarks"))
+from common import write_outputs  # noqa: E402
 SAMPLES = ROOT / "audio_samples"
 SR = 16000
 SEED = 32
@@ -166,10 +168,7 @@ def main(argv=None) -> int:
         print(json.dumps({k: v for k, v in result.items() if k != "text"}), flush=True)
     text = report_markdown(summary)
     print(text)
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.with_suffix(".json").write_text(json.dumps(summary, indent=1) + "\n")
-        args.out.with_suffix(".md").write_text(text)
+    write_outputs(args.out, summary, text)
     return 0
 
 

@@ -37,7 +37,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import fastwhisper  # noqa: E402
-from common import device_name, free_device_memory, git_commit, synchronize  # noqa: E402
+from common import device_name, free_device_memory, git_commit, synchronize, write_outputs  # noqa: E402
 from fastwhisper.audio.vad import speech_chunks  # noqa: E402
 from serve_load import build_model, fixed_options, parse_models  # noqa: E402
 from vad_longform import SR, build_set, wer  # noqa: E402
@@ -140,10 +140,7 @@ def main(argv=None) -> int:
         rows += measure(name, kind, waveform, reference, args)
     text = report_markdown(meta, rows)
     print(text)
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.with_suffix(".json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=1) + "\n")
-        args.out.with_suffix(".md").write_text(text)
+    write_outputs(args.out, {"meta": meta, "rows": rows}, text)
     return 0
 
 

@@ -19,7 +19,6 @@ One process, the model built and one untimed transcription first. Then:
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 import time
@@ -29,10 +28,12 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "tests"))
+sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import fastwhisper  # noqa: E402
 from whisper.audio import log_mel_spectrogram  # noqa: E402
 from fastwhisper.decoder import _session_for  # noqa: E402
+from common import write_outputs  # noqa: E402
 from real_models import fast_model  # noqa: E402
 from whisper.audio import N_FRAMES, pad_or_trim  # noqa: E402
 
@@ -158,10 +159,7 @@ def main(argv=None) -> int:
     result["ops_one_window"] = profile_ops(one_window)[:30]
     text = report(result)
     print(text)
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.with_suffix(".json").write_text(json.dumps(result, indent=1) + "\n")
-        args.out.with_suffix(".md").write_text(text)
+    write_outputs(args.out, result, text)
     return 0
 
 

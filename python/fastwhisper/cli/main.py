@@ -34,6 +34,7 @@ from whisper.tokenizer import LANGUAGES, TO_LANGUAGE_CODE
 from whisper.utils import get_writer, make_safe, optional_float, optional_int, str2bool
 
 from ..errors import FastWhisperError
+from ..files import write_atomically
 
 PROG = "fastwhisper"
 DEFAULT_MODEL = "tiny.en"
@@ -432,29 +433,12 @@ def _make_output_dir(output_dir: str) -> str:
     return ""
 
 
-def umask() -> int:
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
-
-
-def write_atomically(writer, result: dict, audio_path: str, output_dir: str, writer_args: dict) -> None:
-    """openai-whisper's writer's output for `audio_path` (same name), written to a temporary file in
-    `output_dir`, then renamed over the name: a reader sees the old file or the whole new one, never a part."""
+def write_output(writer, result: dict, audio_path: str, output_dir: str, writer_args: dict) -> str:
+    """openai-whisper's writer's output for `audio_path`, written atomically; returns its name (the audio's,
+    with the writer's extension)."""
     name = os.path.splitext(os.path.basename(audio_path))[0] + "." + writer.extension
-    f = tempfile.NamedTemporaryFile("w", encoding="utf-8", dir=output_dir, prefix=f".{name}.", suffix=".tmp",
-                                    delete=False)
-    try:
-        with f:
-            writer.write_result(result, file=f, **writer_args)
-        os.chmod(f.name, 0o666 & ~umask())  # as open() would have made it, not mkstemp's 0600
-        os.replace(f.name, os.path.join(output_dir, name))
-    except BaseException:
-        try:
-            os.remove(f.name)
-        except OSError:
-            pass
-        raise
+    write_atomically(output_dir, name, lambda f: writer.write_result(result, file=f, **writer_args))
+    return name
 
 
 def _write(result, audio_path: str, writers, writer_args: dict, output_dir: str) -> Optional[str]:
@@ -469,7 +453,7 @@ def _write(result, audio_path: str, writers, writer_args: dict, output_dir: str)
         return None
     try:
         for writer in writers:
-            write_atomically(writer, result, audio_path, output_dir, writer_args)
+            write_output(writer, result, audio_path, output_dir, writer_args)
     except OSError as exc:
         _error(f"{audio_path}: cannot write the output in {output_dir}: {_one_line(exc)}")
         return None

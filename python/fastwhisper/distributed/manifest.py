@@ -5,8 +5,9 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 from typing import Dict, Optional
+
+from ..files import write_atomically
 
 MANIFEST = "manifest.json"
 
@@ -53,15 +54,5 @@ class Manifest:
         self.entries[os.path.abspath(path)] = fields
 
     def save(self) -> None:
-        f = tempfile.NamedTemporaryFile("w", encoding="utf-8", dir=self.output_dir, prefix=f".{MANIFEST}.",
-                                        suffix=".tmp", delete=False)
-        try:
-            with f:
-                json.dump({"files": self.entries}, f, indent=1, sort_keys=True)
-            os.replace(f.name, os.path.join(self.output_dir, MANIFEST))
-        except BaseException:
-            try:
-                os.remove(f.name)
-            except OSError:
-                pass
-            raise
+        write_atomically(self.output_dir, MANIFEST,
+                         lambda f: json.dump({"files": self.entries}, f, indent=1, sort_keys=True))

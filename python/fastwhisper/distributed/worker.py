@@ -54,7 +54,7 @@ class Transcriber:
 
     def __call__(self, batch: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
         import fastwhisper
-        from ..cli.main import write_atomically
+        from ..cli.main import write_output
 
         paths = [str(p) for p in batch["path"]]
         start = time.perf_counter()
@@ -68,8 +68,7 @@ class Transcriber:
             else:
                 try:
                     for writer in self.writers:
-                        write_atomically(writer, result, path, self.output_dir, self.writer_args)
-                        names.append(os.path.splitext(os.path.basename(path))[0] + "." + writer.extension)
+                        names.append(write_output(writer, result, path, self.output_dir, self.writer_args))
                 except Exception as exc:  # this file's outputs could not be written; the others go on
                     error = f"cannot write the output: {type(exc).__name__}: {' '.join(str(exc).split())}"
             status.append("failed" if error else "done")
