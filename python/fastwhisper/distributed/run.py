@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import os
+import time
 from typing import Dict, Iterable, List, Optional, Sequence, Union
 
 from .manifest import Manifest, file_sha256
 from .worker import Transcriber
+
+SAVE_EVERY_S = 5.0  # the manifest is rewritten at most this often while results arrive, and at the end
 
 
 def transcribe_dataset(paths_or_dataset: Union[Iterable[str], "ray.data.Dataset"], output_dir: str, *,
@@ -47,15 +50,21 @@ def transcribe_dataset(paths_or_dataset: Union[Iterable[str], "ray.data.Dataset"
                                                     output_formats=tuple(output_formats), **transcribe_options),
             batch_size=files_per_batch, batch_format="numpy", concurrency=concurrency,
             num_gpus=num_gpus_per_worker or None)  # Ray Data restarts a dead actor and reruns its batch
-        for row in results.iter_rows():
-            row = {k: (v.item() if hasattr(v, "item") else v) for k, v in row.items()}
-            manifest.record(row["path"], sha256=row["sha256"] or None, status=row["status"], error=row["error"],
-                            audio_s=row["audio_s"], outputs=[n for n in row["outputs"].split(",") if n],
-                            worker=row["worker"])
-            manifest.save()  # after every file: an interrupted run keeps what it finished
-            rows.append(row)
-            if on_file is not None:
-                on_file(row)
+        saved = time.monotonic()
+        try:
+            for row in results.iter_rows():
+                row = {k: (v.item() if hasattr(v, "item") else v) for k, v in row.items()}
+                manifest.record(row["path"], sha256=row["sha256"] or None, status=row["status"], error=row["error"],
+                                audio_s=row["audio_s"], outputs=[n for n in row["outputs"].split(",") if n],
+                                worker=row["worker"])
+                rows.append(row)
+                if time.monotonic() - saved >= SAVE_EVERY_S:  # an interrupted run keeps what it recorded
+                    manifest.save()
+                    saved = time.monotonic()
+                if on_file is not None:
+                    on_file(row)
+        finally:
+            manifest.save()
     return summarize(paths, manifest, rows)
 
 

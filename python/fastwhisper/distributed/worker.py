@@ -9,7 +9,7 @@ from typing import Dict, Optional, Sequence
 
 import numpy as np
 
-OUTPUT_FORMATS = ("txt", "vtt", "srt", "tsv", "json")
+from ..cli.main import OUTPUT_FORMATS, write_output
 
 
 class Transcriber:
@@ -54,7 +54,6 @@ class Transcriber:
 
     def __call__(self, batch: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
         import fastwhisper
-        from ..cli.main import write_output
 
         paths = [str(p) for p in batch["path"]]
         start = time.perf_counter()
