@@ -48,6 +48,16 @@ def rel_err(out: torch.Tensor, ref: torch.Tensor) -> float:
     return ((out64 - ref64).abs().max() / ref64.abs().max().clamp_min(1e-30)).item()
 
 
+def poison_cuda_cache(shape, dtype, copies: int = 8) -> None:
+    """Leave `copies` freed NaN-filled blocks of this size in the CUDA caching allocator, so that an op's next
+    output of this size holds NaN wherever the op does not write it (rel_err then gives inf). A no-op on CPU."""
+    if not HAS_CUDA:
+        return
+    blocks = [torch.full(shape, float("nan"), dtype=dtype, device="cuda") for _ in range(copies)]
+    torch.cuda.synchronize()
+    del blocks
+
+
 @pytest.fixture(autouse=True)
 def _strict_fp32():
     """fp32 means fp32: no TF32 in cuBLAS or cuDNN while tests run."""
