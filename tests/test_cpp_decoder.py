@@ -62,10 +62,11 @@ def test_step_matches_text_decoder_with_kv_cache(model, features):
             h.remove()
 
 
-@pytest.mark.parametrize("n_audio", [1, 2, 5])
+@pytest.mark.parametrize("n_audio", [1, 2, 4, 5])
 def test_one_token_steps_on_two_threads_give_whispers_bits(model, n_audio):
-    """With two threads the CPU splits the vocabulary projection of a one-token step of up to 8 rows over them
-    (decoder/cpu_linear.cpp); each output must keep the exact bits of whisper's x @ token_embedding.T."""
+    """With two threads the CPU splits the Linears and the vocabulary projection of a one-token step of up to 4
+    rows over them (decoder/cpu_linear.cpp); every logit must keep the exact bits of whisper's decoder, with up
+    to 4 rows (split) and with 5 (not split: MKL's one-thread bits differ there from its two-thread bits)."""
     saved = torch.get_num_threads()
     torch.set_num_threads(2)
     features = random_audio_features(model, batch=n_audio, seed=7)

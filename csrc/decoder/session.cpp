@@ -144,7 +144,8 @@ at::Tensor DecoderSession::layer_norm(const at::Tensor& x, int64_t layer, int64_
 at::Tensor DecoderSession::linear(const at::Tensor& x, int64_t layer, int64_t weight_slot, int64_t bias_slot) const {
   const std::optional<at::Tensor> bias =
       bias_slot == kNoBias ? std::nullopt : std::optional<at::Tensor>(compute_block(layer, bias_slot));
-  return at::linear(x, compute_block(layer, weight_slot), bias);
+  return x.is_cpu() ? cpu_linear(x, compute_block(layer, weight_slot), bias)
+                    : at::linear(x, compute_block(layer, weight_slot), bias);
 }
 
 // [N, L, d] -> [N, H, L, Dh] view
@@ -277,7 +278,7 @@ at::Tensor DecoderSession::blocks_and_logits(at::Tensor x, SelfAttention attend)
   }
   x = layer_norm(x, -1, kLnW);
   const at::Tensor& embedding = compute_[kTokenEmbedding];  // [n_vocab, d]
-  if (x.is_cpu()) return cpu_project(x, embedding).to(at::kFloat);  // whisper's x @ embedding.T, [N, t, n_vocab]
+  if (x.is_cpu()) return cpu_linear(x, embedding, std::nullopt).to(at::kFloat);  // whisper's x @ embedding.T
   return at::matmul(x, embedding.transpose(0, 1)).to(at::kFloat);  // [N, t, n_vocab]
 }
 
