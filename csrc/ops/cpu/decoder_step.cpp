@@ -3,6 +3,7 @@
 // run, in their order and dtypes. The CUDA kernels (cuda/decoder_*.cu) are checked against these.
 #include <torch/library.h>
 
+#include <algorithm>
 #include <limits>
 
 #include "ops/checks.h"
@@ -104,33 +105,37 @@ void decoder_timestamp_rules(at::Tensor& logits, const at::Tensor& tokens, int64
                              int64_t eot, int64_t no_timestamps, int64_t max_initial_timestamp_index) {
   check_decoder_timestamp_rules_args(c10::DeviceType::CPU, logits, tokens, sample_begin, timestamp_begin, eot,
                                      no_timestamps, max_initial_timestamp_index);
+  // whisper's per-row loop, each rule a range of the row filled with -inf (a one-token step: one pass over
+  // the vocabulary for the log-softmax, not a mask per rule)
   constexpr double kNegInf = -std::numeric_limits<double>::infinity();
-  const int64_t n_vocab = logits.size(1), tb = timestamp_begin;
-  const at::Tensor columns = at::arange(n_vocab, tokens.options()).unsqueeze(0);  // [1, V]
+  const int64_t rows = logits.size(0), n_vocab = logits.size(1), tb = timestamp_begin;
+  const int64_t length = tokens.size(1), n_sampled = length - sample_begin;
+  auto fill = [&](int64_t row, int64_t begin, int64_t end) {  // logits[row, begin:end] = -inf, Python slicing
+    begin = std::min(std::max<int64_t>(begin, 0), n_vocab);
+    end = std::min(std::max<int64_t>(end, 0), n_vocab);
+    if (end > begin) logits.select(0, row).narrow(0, begin, end - begin).fill_(kNegInf);
+  };
   // suppress <|notimestamps|>, which is handled by without_timestamps
   if (no_timestamps >= 0) logits.select(1, no_timestamps).fill_(kNegInf);
-
-  // timestamps have to appear in pairs, except directly before EOT; and must not decrease
-  const int64_t n_sampled = tokens.size(1) - sample_begin;
-  if (n_sampled >= 1) {
-    const at::Tensor seq = tokens.narrow(1, sample_begin, n_sampled);  // [N, n_sampled]
-    const at::Tensor is_ts = seq.ge(tb);
-    const at::Tensor last = is_ts.select(1, n_sampled - 1);                                          // [N]
-    const at::Tensor penultimate = n_sampled < 2 ? at::ones_like(last) : is_ts.select(1, n_sampled - 2);  // [N]
-    const at::Tensor pair_open = last.logical_and(penultimate.logical_not());  // last was a lone timestamp
-    // last timestamp token of each row (rows without one are masked out by has_ts)
-    const at::Tensor positions = at::arange(n_sampled, tokens.options()).unsqueeze(0);  // [1, n_sampled]
-    const at::Tensor last_pos = at::where(is_ts, positions, -1).amax(1, /*keepdim=*/true).clamp_min(0);  // [N, 1]
-    const at::Tensor ts_last = seq.gather(1, last_pos);                                              // [N, 1]
-    const at::Tensor has_ts = is_ts.any(1, /*keepdim=*/true);                                         // [N, 1]
-    const at::Tensor cutoff = at::where(pair_open.unsqueeze(1), ts_last, ts_last + 1);                // [N, 1]
-    const at::Tensor is_ts_col = columns.ge(tb);                                                     // [1, V]
-    at::Tensor mask = last.logical_and(penultimate).unsqueeze(1).logical_and(is_ts_col);  // has to be text
-    mask.logical_or_(pair_open.unsqueeze(1).logical_and(columns.lt(eot)));              // cannot be text
-    mask.logical_or_(has_ts.logical_and(is_ts_col).logical_and(columns.lt(cutoff)));    // no going back
-    logits.masked_fill_(mask, kNegInf);
+  const auto seq = tokens.accessor<int64_t, 2>();  // [N, length]
+  for (int64_t r = 0; r < rows && n_sampled >= 1; ++r) {
+    // timestamps have to appear in pairs, except directly before EOT; and must not decrease
+    const bool last = seq[r][length - 1] >= tb;
+    const bool penultimate = n_sampled < 2 || seq[r][length - 2] >= tb;
+    if (last) {
+      if (penultimate) {
+        fill(r, tb, n_vocab);  // has to be non-timestamp
+      } else {
+        fill(r, 0, eot);  // cannot be normal text tokens
+      }
+    }
+    for (int64_t p = length - 1; p >= sample_begin; --p) {  // the last timestamp: no going back before it
+      if (seq[r][p] >= tb) {
+        fill(r, tb, last && !penultimate ? seq[r][p] : seq[r][p] + 1);
+        break;
+      }
+    }
   }
-
   if (n_sampled == 0) {
     // suppress generating non-timestamp tokens at the beginning
     logits.narrow(1, 0, tb).fill_(kNegInf);
@@ -145,7 +150,11 @@ void decoder_timestamp_rules(at::Tensor& logits, const at::Tensor& tokens, int64
   const at::Tensor logprobs = at::log_softmax(logits, -1);
   const at::Tensor timestamp_logprob = logprobs.narrow(1, tb, n_vocab - tb).logsumexp(-1);  // [N]
   const at::Tensor max_text_logprob = logprobs.narrow(1, 0, tb).amax(-1);                    // [N]
-  logits.masked_fill_(timestamp_logprob.gt(max_text_logprob).unsqueeze(1).logical_and(columns.lt(tb)), kNegInf);
+  const at::Tensor take_timestamp = timestamp_logprob.gt(max_text_logprob).contiguous();     // [N] bool
+  const bool* take = take_timestamp.data_ptr<bool>();
+  for (int64_t r = 0; r < rows; ++r) {
+    if (take[r]) fill(r, 0, tb);
+  }
 }
 
 TORCH_LIBRARY_IMPL(fastwhisper, CPU, m) {
