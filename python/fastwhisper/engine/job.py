@@ -122,6 +122,14 @@ class Job:
                     break
                 self.progress.advance(index)
 
+    def report_done(self) -> None:
+        """After a round: report every audio that has no window left, so its caller has its result now and not
+        at the next round's start, and end the job when nothing is left (a stream's next window is the same
+        whenever it is asked for)."""
+        self._next_windows({})
+        if self.finished:
+            self.end()
+
     def _load(self, model) -> List[TranscriptionStream]:
         started = []
         while len(self.active) < self.batch_size and self.pending:

@@ -6,9 +6,17 @@ runs the encoder on them together (one call per compute dtype, at most `max_rows
 them with temperature fallback grouped by decoder and identical DecodingOptions, and hands each job its
 results. A job that fails (a failing decode call, an out-of-memory error) fails alone; the others go on.
 The thread starts with the first job and ends when no work is left, so an idle model holds no thread.
+
+Batch filling (`batch_wait_s`, 0 unless a server sets it): clients that send one request after another (a
+pipeline with N workers) come back soon after their request ends, while requests that arrived during the round
+are already waiting. Started at once, the next round would hold only those, and the returning ones the round
+after: the requests split into cohorts that take turns in half-full batches. So after a round in which k jobs
+ended, while fewer windows wait than a batch holds, the scheduler waits up to batch_wait_s for k new jobs
+before it starts the next round.
 """
 
 import threading
+import time
 import weakref
 from collections import deque
 from concurrent.futures import Future
@@ -30,6 +38,10 @@ class Engine:
         self._calls: deque = deque()  # (function, args, kwargs, Future) to run on the scheduler thread
         self._thread = None
         self._round_jobs: List[Job] = []  # the jobs of the round running now
+        self.batch_wait_s = 0.0  # see the module's doc: how long a round may wait for returning jobs
+        self._submitted = 0  # jobs submitted since the engine was made
+        self._returning = 0  # jobs that ended in the last round (their callers may send more)
+        self._submitted_at_round_end = 0
         self.rounds = 0  # rounds run
         self.windows = 0  # windows encoded and decoded
         self.audio_seconds = 0.0  # audio behind those windows
@@ -47,6 +59,7 @@ class Engine:
     def submit(self, job: Job) -> Job:
         with self._cond:
             self._jobs.append(job)
+            self._submitted += 1
             self._wake()
         return job
 
@@ -78,9 +91,24 @@ class Engine:
 
     # ---- the scheduler thread
 
+    def _wait_for_returning_jobs(self) -> None:  # with self._cond held
+        deadline = time.monotonic() + self.batch_wait_s
+        while not self._calls:
+            live = [job for job in self._jobs if not job.ended and not job.cancelled]
+            ready = sum(min(job.batch_size, job.live_streams + job.waiting_audios) for job in live)
+            full = max((job.batch_size for job in live), default=0)
+            remaining = deadline - time.monotonic()
+            if (ready == 0 or ready >= full or remaining <= 0
+                    or self._submitted - self._submitted_at_round_end >= self._returning):
+                return
+            self._cond.wait(remaining)
+
     def _run(self) -> None:
         while True:
             with self._cond:
+                if self.batch_wait_s > 0 and self._returning > 0:
+                    self._wait_for_returning_jobs()
+                self._returning = 0
                 self._jobs = [job for job in self._jobs if not job.ended]
                 for job in self._jobs:
                     if job.cancelled:
@@ -109,6 +137,8 @@ class Engine:
                         job.fail(exc)
             with self._cond:  # no interrupt is requested past here, and none is left for the next decode
                 self._round_jobs = []
+                self._returning = sum(1 for job in jobs if job.ended)
+                self._submitted_at_round_end = self._submitted
                 if model is not None:
                     _decoder.clear_interrupt(model)
             del model
@@ -150,6 +180,7 @@ class Engine:
                 job.fail(failure.error)
             else:
                 job.accept(job_rows, job_results)
+                job.report_done()
 
     def _encode_and_decode(self, model, rows: List[JobRow], members: List[int], max_rows: int, decoded: list):
         """Encode rows `members` (one dtype) in calls of at most max_rows windows, then decode them."""
