@@ -124,9 +124,8 @@ class Job:
 
     def report_done(self) -> None:
         """After a round: report every audio that has no window left, so its caller has its result now and not
-        at the next round's start, and end the job when nothing is left (a stream's next window is the same
-        whenever it is asked for)."""
-        self._next_windows({})
+        at the next round's start, and end the job when nothing is left."""
+        self._next_windows({}, done_only=True)
         if self.finished:
             self.end()
 
@@ -146,9 +145,11 @@ class Job:
             started.append(stream)
         return started
 
-    def _next_windows(self, ready: dict) -> None:
+    def _next_windows(self, ready: dict, done_only: bool = False) -> None:
+        """Move each stream not in `ready` to its next window and add it there; report and drop the streams whose
+        audio is done. done_only: only report and drop those (no window is built)."""
         for index, stream in list(self.active.items()):
-            if index in ready:
+            if index in ready or (done_only and not stream.at_end()):
                 continue
             try:
                 window = stream.next_window()

@@ -121,6 +121,10 @@ class TranscriptionStream:
         self.window = self._window(self.seek, size)
         return self.window
 
+    def at_end(self) -> bool:
+        """Whether next_window() would return None: the audio is done (nothing is built or moved)."""
+        return self._locate(self.seek, self.clip_idx)[2] == 0
+
     def _locate(self, seek: int, clip_idx: int):
         """(seek, clip_idx, size) of the window at or after `seek` in clip `clip_idx`; size 0: none is left."""
         while clip_idx < len(self.clips):

@@ -63,7 +63,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
     try:
         config = ServerConfig(model_name=args.served_model_name or args.model, batch_size=args.batch_size,
-                              batch_wait_ms=args.batch_wait_ms, decoder=args.decoder, max_upload_bytes=max(1, int(args.max_upload_mb * MB)),
+                              batch_wait_ms=args.batch_wait_ms, decoder=args.decoder,
+                              max_upload_bytes=max(1, int(args.max_upload_mb * MB)),
                               max_audio_seconds=args.max_audio_seconds, max_queue=args.max_queue)
         check_decoder(args.decoder)
     except (ValueError, NotImplementedError) as exc:
