@@ -85,3 +85,42 @@ def test_cancelling_a_call_stops_its_decode_in_flight_and_the_engine_goes_on():
 
     # the interrupt does not outlive its round: the next call decodes in full and gets the same text
     assert fastwhisper.transcribe(model, audio, **options)["text"] == reference["text"]
+
+
+EXIT_WHILE_DECODING = r"""
+import sys, time
+sys.path.insert(0, {tests!r})
+import numpy as np, torch
+import fastwhisper
+from fastwhisper.engine import submit
+from fastwhisper.engine.scheduler import engine_for
+from conftest import random_model
+torch.set_num_threads(1)
+model = random_model(seed=3)
+audio = np.random.default_rng(0).standard_normal(16000 * 90).astype(np.float32) * 0.1
+engine = engine_for(model)
+submit(model, [audio], decoder="cpp", language="en", fp16=False, without_timestamps=True, temperature=0.0)
+deadline = time.monotonic() + 60
+while not engine._round_jobs and time.monotonic() < deadline:
+    time.sleep(0.01)
+time.sleep(0.5)  # inside the first window's C++ decode, with the GIL released
+print("exiting with a decode in flight", flush=True)
+"""
+
+
+def test_the_interpreter_exits_cleanly_with_a_decode_in_flight(tmp_path):
+    # The scheduler is a daemon thread. Were it still inside C++ when the interpreter finalizes, it would be
+    # killed as it takes back the GIL and the process would abort ("terminate called without an active
+    # exception", status 134). At exit the engine cancels its work and its thread ends first.
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = tmp_path / "exit_while_decoding.py"
+    script.write_text(EXIT_WHILE_DECODING.format(tests=str(Path(__file__).parent)))
+    start = time.monotonic()
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300)
+    assert "exiting with a decode in flight" in done.stdout, done.stderr[-2000:]
+    assert done.returncode == 0, (done.returncode, done.stderr[-2000:])
+    assert "terminate called" not in done.stderr
+    assert time.monotonic() - start < 120

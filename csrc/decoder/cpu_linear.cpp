@@ -1,5 +1,7 @@
 #include "decoder/cpu_linear.h"
 
+#include "decoder/cpu_gemv.h"
+
 #include <ATen/Parallel.h>
 
 #include <algorithm>
@@ -14,6 +16,11 @@ at::Tensor cpu_linear(const at::Tensor& x, const at::Tensor& weight, const std::
   const int64_t n = weight.size(0), k = weight.size(1);
   const int64_t rows = x.numel() / std::max<int64_t>(k, 1);
   const int64_t threads = at::get_num_threads();
+  if (rows == 1 && !at::in_parallel_region() && gemv_takes(x, weight, bias)) {
+    auto sizes = x.sizes().vec();
+    sizes.back() = n;
+    return gemv_linear(x, weight, bias).view(sizes);
+  }
   const bool plain_bias = !bias.has_value() || (bias->is_contiguous() && bias->scalar_type() == at::kFloat);
   if (rows < 1 || rows > kSplitRows || threads < 2 || n < 2 * kSplitAlign || at::in_parallel_region() ||
       !x.is_contiguous() || !weight.is_contiguous() || x.scalar_type() != at::kFloat ||

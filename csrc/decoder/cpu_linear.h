@@ -15,7 +15,7 @@ namespace fastwhisper::decoder {
 // a multiple of kSplitAlign outputs, where MKL's value for an output does not depend on the chunk. Inside the
 // parallel region MKL computes on one thread, which gives the bits of its threaded product for up to 4 rows but
 // not for 5 to 7 (tests/test_cpp_decoder.py checks the bits against whisper on two threads). More rows, one
-// thread, or fewer than two chunks of outputs: at::linear.
+// thread, or fewer than two chunks of outputs: at::linear. One row where gemv_takes (cpu_gemv.h): gemv_linear.
 at::Tensor cpu_linear(const at::Tensor& x, const at::Tensor& weight, const std::optional<at::Tensor>& bias);
 
 constexpr int64_t kSplitRows = 4;

@@ -5,7 +5,10 @@ scheduler thread runs the model. Each round it takes the current window of every
 runs the encoder on them together (one call per compute dtype, at most `max_rows` windows a call), decodes
 them with temperature fallback grouped by decoder and identical DecodingOptions, and hands each job its
 results. A job that fails (a failing decode call, an out-of-memory error) fails alone; the others go on.
-The thread starts with the first job and ends when no work is left, so an idle model holds no thread.
+The thread starts with the first job and ends when no work is left, so an idle model holds no thread. It is a
+daemon thread, so work in flight does not keep the interpreter alive; at exit every engine cancels what is left
+and its thread ends on its own (a daemon thread still in C++ as the interpreter finalizes is killed when it
+takes back the GIL, which aborts the process with "terminate called without an active exception").
 
 Batch filling (`batch_wait_s`, 0 unless a server sets it): clients that send one request after another (a
 pipeline with N workers) come back soon after their request ends, while requests that arrived during the round
@@ -15,6 +18,7 @@ ended, while fewer windows wait than a batch holds, the scheduler waits up to ba
 before it starts the next round.
 """
 
+import atexit
 import threading
 import time
 import weakref
@@ -28,6 +32,8 @@ from .. import decoder as _decoder
 from ..encoder import FastAudioEncoder, accelerate
 from .fallback import DecodeFailure, Row, decode_with_fallback
 from .job import Job, JobRow
+
+EXIT_JOIN_S = 30.0  # at interpreter exit, how long each engine's thread may take to end (a torch decode ends its window)
 
 
 class Engine:
@@ -72,6 +78,20 @@ class Engine:
                 model = self._model()
                 if model is not None:
                     _decoder.interrupt(model)
+
+    def shutdown(self, timeout_s: float) -> None:
+        """Cancel every job and wait up to timeout_s for the scheduler thread to end."""
+        with self._cond:
+            for job in self._jobs:
+                job.cancelled = True
+            if self._round_jobs:
+                model = self._model()
+                if model is not None:
+                    _decoder.interrupt(model)
+            thread = self._thread
+            self._cond.notify()
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(timeout_s)
 
     def call(self, function: Callable, *args, **kwargs):
         """function(*args, **kwargs) on the scheduler thread, between rounds; its result or its exception."""
@@ -221,3 +241,9 @@ def engine_for(model) -> Engine:
                 accelerate(model)
             engine = _engines[model] = Engine(model)
         return engine
+
+
+@atexit.register
+def _shut_down_engines() -> None:
+    for engine in list(_engines.values()):
+        engine.shutdown(EXIT_JOIN_S)
