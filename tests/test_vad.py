@@ -133,17 +133,28 @@ def test_chunk_results_are_routed_to_their_audio_and_a_failing_chunk_fails_its_a
     silence = np.zeros(3 * SR, np.float32)
     calls = []
 
+    class FakeCall:  # the engine's submit() answer: results() and cancel()
+        def __init__(self, chunk_waveforms):
+            self.chunk_waveforms = chunk_waveforms
+            self.cancelled = False
+
+        def results(self):
+            lengths = [len(w) / SR for w in self.chunk_waveforms]
+            order = list(range(len(self.chunk_waveforms)))[::-1]  # chunks finish in any order
+            for position in order:
+                if position == 4:  # the last audio's second chunk
+                    yield position, RuntimeError("decode failed")
+                    continue
+                text = f" chunk{position}"
+                yield position, {"text": text, "language": "en", "segments": [
+                    {"id": 0, "seek": 0, "start": 0.0, "end": lengths[position], "text": text, "tokens": []}]}
+
+        def cancel(self):
+            self.cancelled = True
+
     def fake_engine(model, chunk_waveforms, **options):
         calls.append((len(chunk_waveforms), options))
-        lengths = [len(w) / SR for w in chunk_waveforms]
-        order = list(range(len(chunk_waveforms)))[::-1]  # chunks finish in any order
-        for position in order:
-            if position == 4:  # the last audio's second chunk
-                yield position, RuntimeError("decode failed")
-                continue
-            text = f" chunk{position}"
-            yield position, {"text": text, "language": "en", "segments": [
-                {"id": 0, "seek": 0, "start": 0.0, "end": lengths[position], "text": text, "tokens": []}]}
+        return FakeCall(chunk_waveforms)
 
     audios = [waveform, "/nonexistent.flac", silence, torch.from_numpy(waveform)]
     model = random_model()
@@ -226,3 +237,31 @@ def test_cli_vad_writes_the_speech_on_the_files_own_timeline(tmp_path):
     assert result["segments"][-1]["end"] > clips[-1][0], "the last clip is transcribed at its own offset"
     for s in result["segments"]:
         assert not any(a + 0.5 < s["start"] and s["end"] < b - 0.5 for a, b in silences), s
+
+
+@pytest.mark.real_weights
+def test_condition_on_previous_chunk_is_whispers_transcription_of_the_speech_clips():
+    # vad_options={"condition_on_previous_chunk": True}: the speech chunks become the clips of one sequential
+    # transcription, each window prompted with the text before it: openai-whisper's transcribe() with those
+    # clip_timestamps gives the same text and segments. Two audios in flight together keep their own clips.
+    require("tiny.en")
+    model = fast_model("tiny.en")
+    waveform, _, silences = concatenation()
+    clips = [(sample // 160) / 100 for chunk in speech_chunks(waveform) for sample in chunk]  # whole mel frames
+    theirs = whisper_transcribe(model, waveform, clip_timestamps=clips, **OPTIONS)
+    other = fastwhisper.load_audio(str(SAMPLES_DIR / CLIPS[1]))
+    ours, other_ours = fastwhisper.transcribe_batch(model, [waveform, other], vad=True, batch_size=4, decoder="cpp",
+                                                    vad_options={"condition_on_previous_chunk": True}, **OPTIONS)
+    assert ours["text"] == theirs["text"]
+    assert [(s["start"], s["end"], s["tokens"]) for s in ours["segments"]] == [
+        (s["start"], s["end"], s["tokens"]) for s in theirs["segments"]]
+    assert len(speech_chunks(waveform)) > 1 and any(s["seek"] > 0 for s in ours["segments"])
+    for silence_start, silence_end in silences:
+        assert not [s for s in ours["segments"] if s["start"] >= silence_start and s["end"] <= silence_end]
+    other_clips = [(sample // 160) / 100 for chunk in speech_chunks(other) for sample in chunk]
+    assert other_ours["text"] == whisper_transcribe(model, other, clip_timestamps=other_clips, **OPTIONS)["text"]
+    with pytest.raises(ValueError, match="condition_on_previous_text"):
+        transcribe(model, waveform, vad=True, vad_options={"condition_on_previous_chunk": True},
+                   condition_on_previous_text=False, **OPTIONS)
+    with pytest.raises(ValueError, match="condition_on_previous_chunk"):
+        transcribe(model, waveform, vad=True, vad_options={"condition_on_previous_chunk": "yes"}, **OPTIONS)

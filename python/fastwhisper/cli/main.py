@@ -384,11 +384,11 @@ def _one_by_one(model, audio_paths: List[str], bar: tqdm.tqdm, options: dict):
 def _batched(model, audio_paths: List[str], batch_size: int, options: dict, vad: bool = False):
     """(index, result dict or exception) of each file as it finishes, batch_size files (or, with vad, speech
     chunks) at a time."""
-    from ..engine import iter_transcribe_batch
+    from ..engine import iter_transcribe_batch, submit
     from ..engine.vad import iter_transcribe_with_vad
 
     if vad:
-        results = iter_transcribe_with_vad(model, audio_paths, iter_transcribe_batch, batch_size=batch_size, **options)
+        results = iter_transcribe_with_vad(model, audio_paths, submit, batch_size=batch_size, **options)
     else:
         results = iter_transcribe_batch(model, audio_paths, batch_size=batch_size, **options)
     done = set()

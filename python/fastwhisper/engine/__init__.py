@@ -83,7 +83,7 @@ def transcribe_batch(model, audios: Iterable, *, batch_size: int = 8, decoder: s
     """
     audios = list(audios)
     if vad:
-        return transcribe_batch_with_vad(model, audios, iter_transcribe_batch, batch_size=batch_size,
+        return transcribe_batch_with_vad(model, audios, submit, batch_size=batch_size,
                                          decoder=decoder, **options)
     results: List[Optional[Result]] = [None] * len(audios)
     for index, result in iter_transcribe_batch(model, audios, batch_size=batch_size, decoder=decoder, **options):
