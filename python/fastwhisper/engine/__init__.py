@@ -39,7 +39,7 @@ from .. import decoder as _decoder
 from ..decoder import check_decoder
 from .job import END, Job
 from .options import check_decode_options, transcribe_options
-from .scheduler import engine_for
+from .scheduler import MAX_BATCH_WAIT_S, engine_for
 from .vad import transcribe_batch_with_vad
 
 Result = Union[dict, Exception]
@@ -152,8 +152,8 @@ def submit(model, audios: Iterable, *, batch_size: int = 8, decoder: str = "torc
 def set_batch_wait(model, seconds: float) -> None:
     """How long the model's engine may hold a round for callers whose jobs just ended to send their next ones
     (scheduler.py's batch filling; 0, the default, starts every round at once)."""
-    if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or not 0 <= seconds <= 10:
-        raise ValueError(f"the batch wait must be a number of seconds from 0 to 10, got {seconds!r}")
+    if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or not 0 <= seconds <= MAX_BATCH_WAIT_S:
+        raise ValueError(f"the batch wait must be a number of seconds from 0 to {MAX_BATCH_WAIT_S:g}, got {seconds!r}")
     engine_for(model).batch_wait_s = float(seconds)
 
 

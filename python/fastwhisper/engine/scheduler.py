@@ -33,6 +33,7 @@ from ..encoder import FastAudioEncoder, accelerate
 from .fallback import DecodeFailure, Row, decode_with_fallback
 from .job import Job, JobRow
 
+MAX_BATCH_WAIT_S = 10.0  # the longest batch wait (Engine.batch_wait_s) a caller may set
 EXIT_JOIN_S = 30.0  # at interpreter exit, how long each engine's thread may take to end (a torch decode ends its window)
 
 

@@ -3,6 +3,8 @@
 import dataclasses
 from typing import Dict, Optional, Tuple
 
+from ..engine.scheduler import MAX_BATCH_WAIT_S
+
 MB = 1024 * 1024
 
 
@@ -41,8 +43,8 @@ class ServerConfig:
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
         if isinstance(self.batch_wait_ms, bool) or not isinstance(self.batch_wait_ms, (int, float)) or not (
-                0 <= self.batch_wait_ms <= 10000):
-            raise ValueError(f"batch_wait_ms must be from 0 to 10000, got {self.batch_wait_ms!r}")
+                0 <= self.batch_wait_ms <= 1000 * MAX_BATCH_WAIT_S):
+            raise ValueError(f"batch_wait_ms must be from 0 to {1000 * MAX_BATCH_WAIT_S:g}, got {self.batch_wait_ms!r}")
         if not self.max_audio_seconds > 0:
             raise ValueError(f"max_audio_seconds must be positive, got {self.max_audio_seconds!r}")
 
