@@ -7,6 +7,7 @@ These functions run on the caller's thread: the engine (fastwhisper.engine.decod
 on the model's scheduler thread.
 """
 
+import threading
 import weakref
 from dataclasses import replace
 from typing import List, Union
@@ -19,6 +20,8 @@ from ..compat import torch_decode
 DECODERS = ("torch", "cpp")
 
 _sessions: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+_interrupted: "weakref.WeakSet" = weakref.WeakSet()  # models with an interrupt request standing
+_lock = threading.Lock()  # the two above, so a request made while a session is being built reaches it
 
 
 def check_decoder(decoder: str) -> None:
@@ -35,26 +38,34 @@ def _session_for(model):
 
     weight = model.decoder.token_embedding.weight
     key = (weight.data_ptr(), weight.dtype, weight.device)
-    cached = _sessions.get(model)
-    if cached is None or cached[0] != key:
-        cached = (key, decoder_session(model.decoder))
-        _sessions[model] = cached
-    return cached[1]
+    with _lock:
+        cached = _sessions.get(model)
+        if cached is None or cached[0] != key:
+            cached = (key, decoder_session(model.decoder))
+            _sessions[model] = cached
+            if model in _interrupted:
+                cached[1].interrupt()
+        return cached[1]
 
 
 def interrupt(model) -> None:
     """Make a decoder="cpp" decode of this model, running on another thread, stop before its next token step;
-    that decode raises. The request stands until clear_interrupt(model). (The torch decoder is openai-whisper's
-    own loop and is not interrupted: its window finishes first.)"""
-    cached = _sessions.get(model)
-    if cached is not None:
-        cached[1].interrupt()
+    that decode raises. The request stands until clear_interrupt(model), also for a session not built yet (a
+    round still in its encoder). (The torch decoder is openai-whisper's own loop and is not interrupted: its
+    window finishes first.)"""
+    with _lock:
+        _interrupted.add(model)
+        cached = _sessions.get(model)
+        if cached is not None:
+            cached[1].interrupt()
 
 
 def clear_interrupt(model) -> None:
-    cached = _sessions.get(model)
-    if cached is not None:
-        cached[1].clear_interrupt()
+    with _lock:
+        _interrupted.discard(model)
+        cached = _sessions.get(model)
+        if cached is not None:
+            cached[1].clear_interrupt()
 
 
 def decode(model, mel: torch.Tensor, options: DecodingOptions = DecodingOptions(), *, decoder: str = "torch",

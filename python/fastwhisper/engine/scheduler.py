@@ -7,8 +7,9 @@ them with temperature fallback grouped by decoder and identical DecodingOptions,
 results. A job that fails (a failing decode call, an out-of-memory error) fails alone; the others go on.
 The thread starts with the first job and ends when no work is left, so an idle model holds no thread. It is a
 daemon thread, so work in flight does not keep the interpreter alive; at exit every engine cancels what is left
-and its thread ends on its own (a daemon thread still in C++ as the interpreter finalizes is killed when it
-takes back the GIL, which aborts the process with "terminate called without an active exception").
+and waits up to EXIT_JOIN_S for its thread to end (a daemon thread still in C++ as the interpreter finalizes is
+killed when it takes back the GIL, which aborts the process with "terminate called without an active
+exception").
 
 Batch filling (`batch_wait_s`, 0 unless a server sets it): clients that send one request after another (a
 pipeline with N workers) come back soon after their request ends, while requests that arrived during the round
@@ -34,7 +35,9 @@ from .fallback import DecodeFailure, Row, decode_with_fallback
 from .job import Job, JobRow
 
 MAX_BATCH_WAIT_S = 10.0  # the longest batch wait (Engine.batch_wait_s) a caller may set
-EXIT_JOIN_S = 30.0  # at interpreter exit, how long each engine's thread may take to end (a torch decode ends its window)
+EXIT_JOIN_S = 3.0  # at interpreter exit, how long each engine's thread may take to end: a C++ decode stops within
+# a token step; an encoder call or a torch-decoder window that runs longer is left to finalization, so Ctrl-C
+# never waits for it
 
 
 class Engine:
