@@ -84,16 +84,13 @@ class Engine:
                     _decoder.interrupt(model)
 
     def shutdown(self, timeout_s: float) -> None:
-        """Cancel every job and wait up to timeout_s for the scheduler thread to end."""
+        """Cancel every job (so the round in flight is interrupted) and wait up to timeout_s for the scheduler
+        thread to end."""
         with self._cond:
-            for job in self._jobs:
-                job.cancelled = True
-            if self._round_jobs:
-                model = self._model()
-                if model is not None:
-                    _decoder.interrupt(model)
+            for job in list(self._jobs):
+                self.cancel(job)
             thread = self._thread
-            self._cond.notify()
+            self._cond.notify()  # a round waiting for returning jobs starts (and ends) now
         if thread is not None and thread is not threading.current_thread():
             thread.join(timeout_s)
 
