@@ -11,7 +11,7 @@ import pytest
 import torch
 
 import fastwhisper
-from conftest import DEVICES, assert_same_result, requires_cuda
+from conftest import DEVICES, assert_same_result, random_audio_features, random_model, requires_cuda
 from fastwhisper.audio import load_audio
 from fastwhisper.engine.errors import BatchOutOfMemoryError, describe_failure
 from real_models import SAMPLES_DIR, fast_model, require
@@ -94,6 +94,24 @@ def test_out_of_memory_in_a_batch_is_one_clear_error_and_the_model_stays_usable(
     assert_same_result(again, expected)
     [first, *_] = fastwhisper.transcribe_batch(model, batch[:2], batch_size=2, decoder=decoder)
     assert isinstance(first, dict) and first["text"].strip()
+
+
+@requires_cuda
+@pytest.mark.gpu
+@pytest.mark.skipif(not os.path.exists("/proc/self/statm"), reason="reads resident memory from /proc")
+def test_torch_decoder_calls_on_cuda_keep_resident_memory_flat():
+    """60 torch-decoder decode calls on CUDA (random tiny.en weights): resident memory flat after the warm-up.
+    The torch decoder's attention leaves per-thread state on CUDA that a thread's end does not give back, so
+    this holds only while every call runs on the engine's one thread."""
+    model = random_model(device="cuda")
+    features = random_audio_features(model)
+    for _ in range(10):
+        fastwhisper.decode(model, features, decoder="torch", language="en", sample_len=8)
+    before = rss_bytes()
+    for _ in range(60):
+        fastwhisper.decode(model, features, decoder="torch", language="en", sample_len=8)
+    grown = (rss_bytes() - before) / 2**20
+    assert grown <= 16, f"resident memory grew {grown:.0f} MiB over 60 calls"
 
 
 def test_describe_failure_words_an_out_of_memory_error():

@@ -5,6 +5,7 @@ Every call goes to the model's engine, whose one scheduler thread runs the model
 encoded and decoded together. Before the engine, threads on one model broke whisper's kv-cache hooks, one
 thread removed another's patched model.decode, and some got another thread's transcript."""
 
+import gc
 import threading
 import time
 
@@ -12,7 +13,7 @@ import pytest
 from whisper.transcribe import transcribe as whisper_transcribe
 
 import fastwhisper
-from fastwhisper.engine import fallback
+from fastwhisper.engine import fallback, scheduler
 from fastwhisper.engine.scheduler import engine_for
 from conftest import DEVICES, assert_same_result, random_audio_features, random_model
 from real_models import SAMPLES_DIR, fast_model, require, samples
@@ -100,13 +101,20 @@ def test_a_call_whose_decode_fails_fails_alone_and_the_model_stays_usable(monkey
     assert_same_result(model.transcribe(PATHS[1], decoder="torch", **OPTIONS), references[1])
 
 
-def test_the_engine_thread_ends_when_idle():
+def test_the_engine_keeps_one_thread_across_calls_and_it_ends_with_the_model():
+    """Calls one after another run on the same scheduler thread (a thread per call would leave per-thread
+    state behind each time), and the thread ends once the model is collected."""
     model = random_model()
+    engine = engine_for(model)
+    first = engine.call(threading.current_thread)
     fastwhisper.decode(model, random_audio_features(model), fp16=False, language="en", sample_len=2)
-    deadline = time.monotonic() + 10
-    while any(t.name == "fastwhisper-engine" for t in threading.enumerate()) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert not any(t.name == "fastwhisper-engine" for t in threading.enumerate())
+    time.sleep(3 * scheduler.IDLE_CHECK_S)  # idle between calls
+    assert engine.call(threading.current_thread) is first
+    assert first.name == "fastwhisper-engine" and first is not threading.current_thread()
+    del model, engine
+    gc.collect()
+    first.join(10 * scheduler.IDLE_CHECK_S)
+    assert not first.is_alive()
 
 
 @pytest.mark.real_weights

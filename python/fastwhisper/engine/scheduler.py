@@ -5,8 +5,9 @@ scheduler thread runs the model. Each round it takes the current window of every
 runs the encoder on them together (one call per compute dtype, at most `max_rows` windows a call), decodes
 them with temperature fallback grouped by decoder and identical DecodingOptions, and hands each job its
 results. A job that fails (a failing decode call, an out-of-memory error) fails alone; the others go on.
-The thread starts with the first job and ends when no work is left, so an idle model holds no thread. It is a
-daemon thread, so work in flight does not keep the interpreter alive; at exit every engine cancels what is left
+The thread starts with the first job and lives as long as the model: a thread per call would cost memory that
+a thread's end does not give back (torch keeps per-thread attention state on CUDA, about 9 MiB a thread). Idle,
+it checks every IDLE_CHECK_S that the model still exists, and ends once it is gone. It is a daemon thread, so work in flight does not keep the interpreter alive; at exit every engine cancels what is left
 and waits up to EXIT_JOIN_S for its thread to end (a daemon thread still in C++ as the interpreter finalizes is
 killed when it takes back the GIL, which aborts the process with "terminate called without an active
 exception").
@@ -35,6 +36,7 @@ from .fallback import DecodeFailure, Row, decode_with_fallback
 from .job import Job, JobRow
 
 MAX_BATCH_WAIT_S = 10.0  # the longest batch wait (Engine.batch_wait_s) a caller may set
+IDLE_CHECK_S = 1.0  # how often an idle engine thread checks that its model still exists
 EXIT_JOIN_S = 3.0  # at interpreter exit, how long each engine's thread may take to end: a C++ decode stops within
 # a token step; an encoder call or a torch-decoder window that runs longer is left to finalization, so Ctrl-C
 # never waits for it
@@ -47,6 +49,7 @@ class Engine:
         self._jobs: List[Job] = []
         self._calls: deque = deque()  # (function, args, kwargs, Future) to run on the scheduler thread
         self._thread = None
+        self._closed = False  # set by shutdown: the thread ends once no work is left
         self._round_jobs: List[Job] = []  # the jobs of the round running now
         self.batch_wait_s = 0.0  # see the module's doc: how long a round may wait for returning jobs
         self._submitted = 0  # jobs submitted since the engine was made
@@ -89,8 +92,9 @@ class Engine:
         with self._cond:
             for job in list(self._jobs):
                 self.cancel(job)
+            self._closed = True
             thread = self._thread
-            self._cond.notify()  # a round waiting for returning jobs starts (and ends) now
+            self._cond.notify()  # a round waiting for returning jobs, or an idle wait, ends now
         if thread is not None and thread is not threading.current_thread():
             thread.join(timeout_s)
 
@@ -137,8 +141,11 @@ class Engine:
                 jobs = [job for job in self._jobs if not job.ended]
                 calls, self._calls = list(self._calls), deque()
                 if not jobs and not calls:
-                    self._thread = None
-                    return
+                    if self._closed or self._model() is None:
+                        self._thread = None
+                        return
+                    self._cond.wait(IDLE_CHECK_S)
+                    continue
             for function, args, kwargs, future in calls:
                 if future.set_running_or_notify_cancel():
                     try:
