@@ -5,10 +5,10 @@ transcribe() and one transcribe_batch() of the same requests, in one run.
         --concurrency 1,4,16,64 --batch_size 64 --decoder cpp --out benchmarks/results/serve_load_h100.json
 
 For each model: (1) in this process, the baselines: `fastwhisper.transcribe` of the first --sequential requests
-one after another, and `transcribe_batch` of --batch_requests requests with the server's batch size; (2) for each
---batch_wait_ms value, a server process (this script with --serve) on a free port, and (3) for each concurrency C,
-max(2C, --min_requests) requests of --audio_seconds of audio each, C in flight at a time (asyncio + httpx): aggregate RTFx (audio seconds / wall
-seconds), p50 and p95 latency (upload to last byte), the mean GPU utilisation (nvidia-smi) and the engine's
+one after another, and `transcribe_batch` of --batch_requests requests with the server's batch size; (2) a server
+process (this script with --serve) on a free port, and (3) for each concurrency C, max(2C, --min_requests)
+requests of --audio_seconds of audio each, C in flight at a time (asyncio + httpx): aggregate RTFx (audio
+seconds / wall seconds), p50 and p95 latency (upload to last byte), the mean GPU utilisation (nvidia-smi) and the engine's
 windows per round (from /metrics).
 
 Random weights (NAME=random): benchmarks/common.random_whisper's seeded weights, and a fixed token budget per
@@ -146,7 +146,6 @@ def serve_main(args) -> int:
     [(name, kind)] = parse_models(args.models)
     model = build_model(name, kind, args.device)
     config = ServerConfig(model_name=name, batch_size=args.batch_size, decoder=args.decoder,
-                          batch_wait_ms=float(args.batch_wait_ms),
                           fixed_options=fixed_options(model, kind, args.tokens, args.device), max_queue=1024,
                           max_upload_bytes=256 << 20)
     serve(create_app(model, config), host="127.0.0.1", port=args.port, log_level="warning")
@@ -154,14 +153,14 @@ def serve_main(args) -> int:
 
 
 class Server:
-    def __init__(self, name: str, kind: str, args, batch_wait_ms: float):
+    def __init__(self, name: str, kind: str, args):
         import httpx
 
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         command = [sys.executable, __file__, "--serve", "--models", f"{name}={kind}", "--port", str(self.port),
                    "--device", args.device, "--batch_size", str(args.batch_size), "--decoder", args.decoder,
-                   "--tokens", str(args.tokens), "--batch_wait_ms", str(batch_wait_ms)]
+                   "--tokens", str(args.tokens)]
         self.proc = subprocess.Popen(command)
         deadline = time.monotonic() + STARTUP_S
         while True:
@@ -275,17 +274,15 @@ def bench_model(name: str, kind: str, args) -> dict:
           f"{row['transcribe_batch']['rtfx']:.1f}", flush=True)
 
     bodies = [wav_bytes(a) for a in audios]
-    row["levels"] = []
-    for wait_ms in [float(w) for w in str(args.batch_wait_ms).split(",")]:
-        row["levels"] += bench_server(name, kind, args, bodies, audio_s, wait_ms)
+    row["levels"] = bench_server(name, kind, args, bodies, audio_s)
     return row
 
 
-def bench_server(name: str, kind: str, args, bodies: list, audio_s: float, wait_ms: float) -> list:
-    """The concurrency levels against one server process with this batch wait."""
+def bench_server(name: str, kind: str, args, bodies: list, audio_s: float) -> list:
+    """The concurrency levels against one server process."""
     levels = []
     gpu = GpuUtilisation(args.device)
-    server = Server(name, kind, args, wait_ms)
+    server = Server(name, kind, args)
     try:
         asyncio.run(run_level(server.url, bodies, 2, 2, name))  # warm-up
         for concurrency in [int(c) for c in args.concurrency.split(",")]:
@@ -298,13 +295,13 @@ def bench_server(name: str, kind: str, args, bodies: list, audio_s: float, wait_
             lat = measured["latencies_s"]
             windows = after["fastwhisper_engine_windows_total"] - before["fastwhisper_engine_windows_total"]
             rounds = after["fastwhisper_engine_rounds_total"] - before["fastwhisper_engine_rounds_total"]
-            level = {"batch_wait_ms": wait_ms, "concurrency": concurrency, "requests": requests,
+            level = {"concurrency": concurrency, "requests": requests,
                      "wall_s": measured["wall_s"], "rtfx": requests * audio_s / measured["wall_s"],
                      "p50_s": statistics.median(lat), "p95_s": percentile(lat, 95), "max_s": max(lat),
                      "gpu_util_pct": gpu.mean(start, stop), "windows_per_round": windows / rounds if rounds else None}
             levels.append(level)
             util = "n/a" if level["gpu_util_pct"] is None else f"{level['gpu_util_pct']:.0f}%"
-            print(f"{name} wait {wait_ms:g} ms C={concurrency:3d}: RTFx {level['rtfx']:.1f}, p50 {level['p50_s']:.2f} s, "
+            print(f"{name} C={concurrency:3d}: RTFx {level['rtfx']:.1f}, p50 {level['p50_s']:.2f} s, "
                   f"p95 {level['p95_s']:.2f} s, GPU {util}, windows/round {level['windows_per_round'] or 0:.1f}",
                   flush=True)
     finally:
@@ -314,20 +311,20 @@ def bench_server(name: str, kind: str, args, bodies: list, audio_s: float, wait_
 
 
 def report(rows: List[dict]) -> str:
-    lines = ["| model | weights | batch wait ms | concurrency | requests | aggregate RTFx | vs sequential | "
+    lines = ["| model | weights | concurrency | requests | aggregate RTFx | vs sequential | "
              "vs transcribe_batch | p50 s | p95 s | GPU util | windows/round |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     for row in rows:
         seq, batch = row["sequential_transcribe"]["rtfx"], row["transcribe_batch"]["rtfx"]
-        lines.append(f"| {row['model']} | {row['weights']} | | sequential transcribe() | "
+        lines.append(f"| {row['model']} | {row['weights']} | sequential transcribe() | "
                      f"{row['sequential_transcribe']['requests']} | {seq:.1f} | 1.00 | {seq / batch:.2f} | "
                      f"{row['sequential_transcribe']['p50_s']:.2f} | {row['sequential_transcribe']['p95_s']:.2f} | | |")
-        lines.append(f"| {row['model']} | {row['weights']} | | transcribe_batch (batch {row['batch_size']}) | "
+        lines.append(f"| {row['model']} | {row['weights']} | transcribe_batch (batch {row['batch_size']}) | "
                      f"{row['transcribe_batch']['requests']} | {batch:.1f} | {batch / seq:.2f} | 1.00 | | | | |")
         for level in row.get("levels", []):
             util = "" if level["gpu_util_pct"] is None else f"{level['gpu_util_pct']:.0f}%"
             per_round = "" if level["windows_per_round"] is None else f"{level['windows_per_round']:.1f}"
-            lines.append(f"| {row['model']} | {row['weights']} | {level['batch_wait_ms']:g} | {level['concurrency']} | "
+            lines.append(f"| {row['model']} | {row['weights']} | {level['concurrency']} | "
                          f"{level['requests']} | {level['rtfx']:.1f} | {level['rtfx'] / seq:.2f} | "
                          f"{level['rtfx'] / batch:.2f} | {level['p50_s']:.2f} | {level['p95_s']:.2f} | {util} | "
                          f"{per_round} |")
@@ -344,8 +341,6 @@ def parse_args(argv=None):
     p.add_argument("--audio_seconds", type=float, default=30.0, help="audio per request")
     p.add_argument("--tokens", type=int, default=DEFAULT_TOKENS, help="token budget per window (random weights)")
     p.add_argument("--batch_size", type=int, default=64, help="the server's (and transcribe_batch's) batch size")
-    p.add_argument("--batch_wait_ms", default="0,200", help="the server's --batch_wait_ms, comma separated: one "
-                   "server run per value")
     p.add_argument("--decoder", default="cpp")
     p.add_argument("--sequential", type=int, default=4, help="requests timed one by one with transcribe()")
     p.add_argument("--batch_requests", type=int, default=64, help="requests in the transcribe_batch baseline")

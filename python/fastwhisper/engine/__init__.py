@@ -39,13 +39,12 @@ from .. import decoder as _decoder
 from ..decoder import check_decoder
 from .job import END, Job
 from .options import check_decode_options, transcribe_options
-from .scheduler import MAX_BATCH_WAIT_S, engine_for
+from .scheduler import engine_for
 from .vad import transcribe_batch_with_vad
 
 Result = Union[dict, Exception]
 
-__all__ = ["transcribe", "transcribe_batch", "iter_transcribe_batch", "submit", "Transcription", "decode", "stats",
-           "set_batch_wait"]
+__all__ = ["transcribe", "transcribe_batch", "iter_transcribe_batch", "submit", "Transcription", "decode", "stats"]
 
 
 def transcribe(model, audio, *, decoder: str = "torch", batch_size: int = 1, vad: bool = False,
@@ -147,14 +146,6 @@ def submit(model, audios: Iterable, *, batch_size: int = 8, decoder: str = "torc
         return Transcription(None)
     engine = engine_for(model)
     return Transcription(engine.submit(Job(model, audios, settings, batch_size, decoder, on_segment)), engine)
-
-
-def set_batch_wait(model, seconds: float) -> None:
-    """How long the model's engine may hold a round for callers whose jobs just ended to send their next ones
-    (scheduler.py's batch filling; 0, the default, starts every round at once)."""
-    if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or not 0 <= seconds <= MAX_BATCH_WAIT_S:
-        raise ValueError(f"the batch wait must be a number of seconds from 0 to {MAX_BATCH_WAIT_S:g}, got {seconds!r}")
-    engine_for(model).batch_wait_s = float(seconds)
 
 
 def stats(model) -> dict:

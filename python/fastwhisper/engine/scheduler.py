@@ -7,22 +7,14 @@ them with temperature fallback grouped by decoder and identical DecodingOptions,
 results. A job that fails (a failing decode call, an out-of-memory error) fails alone; the others go on.
 The thread starts with the first job and lives as long as the model: a thread per call would cost memory that
 a thread's end does not give back (torch keeps per-thread attention state on CUDA, about 9 MiB a thread). Idle,
-it checks every IDLE_CHECK_S that the model still exists, and ends once it is gone. It is a daemon thread, so work in flight does not keep the interpreter alive; at exit every engine cancels what is left
-and waits up to EXIT_JOIN_S for its thread to end (a daemon thread still in C++ as the interpreter finalizes is
-killed when it takes back the GIL, which aborts the process with "terminate called without an active
-exception").
-
-Batch filling (`batch_wait_s`, 0 unless a server sets it): clients that send one request after another (a
-pipeline with N workers) come back soon after their request ends, while requests that arrived during the round
-are already waiting. Started at once, the next round would hold only those, and the returning ones the round
-after: the requests split into cohorts that take turns in half-full batches. So after a round in which k jobs
-ended, while fewer windows wait than a batch holds, the scheduler waits up to batch_wait_s for k new jobs
-before it starts the next round.
+it checks every IDLE_CHECK_S that the model still exists, and ends once it is gone. It is a daemon thread, so
+work in flight does not keep the interpreter alive; at exit every engine cancels what is left and waits up to
+EXIT_JOIN_S for its thread to end (a daemon thread still in C++ as the interpreter finalizes is killed when it
+takes back the GIL, which aborts the process with "terminate called without an active exception").
 """
 
 import atexit
 import threading
-import time
 import weakref
 from collections import deque
 from concurrent.futures import Future
@@ -35,7 +27,6 @@ from ..encoder import FastAudioEncoder, accelerate
 from .fallback import DecodeFailure, Row, decode_with_fallback
 from .job import Job, JobRow
 
-MAX_BATCH_WAIT_S = 10.0  # the longest batch wait (Engine.batch_wait_s) a caller may set
 IDLE_CHECK_S = 1.0  # how often an idle engine thread checks that its model still exists
 EXIT_JOIN_S = 3.0  # at interpreter exit, how long each engine's thread may take to end: a C++ decode stops within
 # a token step; an encoder call or a torch-decoder window that runs longer is left to finalization, so Ctrl-C
@@ -51,10 +42,6 @@ class Engine:
         self._thread = None
         self._closed = False  # set by shutdown: the thread ends once no work is left
         self._round_jobs: List[Job] = []  # the jobs of the round running now
-        self.batch_wait_s = 0.0  # see the module's doc: how long a round may wait for returning jobs
-        self._submitted = 0  # jobs submitted since the engine was made
-        self._returning = 0  # jobs that ended in the last round (their callers may send more)
-        self._submitted_at_round_end = 0
         self.rounds = 0  # rounds run
         self.windows = 0  # windows encoded and decoded
         self.audio_seconds = 0.0  # audio behind those windows
@@ -72,7 +59,6 @@ class Engine:
     def submit(self, job: Job) -> Job:
         with self._cond:
             self._jobs.append(job)
-            self._submitted += 1
             self._wake()
         return job
 
@@ -94,7 +80,7 @@ class Engine:
                 self.cancel(job)
             self._closed = True
             thread = self._thread
-            self._cond.notify()  # a round waiting for returning jobs, or an idle wait, ends now
+            self._cond.notify()  # an idle wait ends now
         if thread is not None and thread is not threading.current_thread():
             thread.join(timeout_s)
 
@@ -116,24 +102,9 @@ class Engine:
 
     # ---- the scheduler thread
 
-    def _wait_for_returning_jobs(self) -> None:  # with self._cond held
-        deadline = time.monotonic() + self.batch_wait_s
-        while not self._calls:
-            live = [job for job in self._jobs if not job.ended and not job.cancelled]
-            ready = sum(min(job.batch_size, job.live_streams + job.waiting_audios) for job in live)
-            full = max((job.batch_size for job in live), default=0)
-            remaining = deadline - time.monotonic()
-            if (ready == 0 or ready >= full or remaining <= 0
-                    or self._submitted - self._submitted_at_round_end >= self._returning):
-                return
-            self._cond.wait(remaining)
-
     def _run(self) -> None:
         while True:
             with self._cond:
-                if self.batch_wait_s > 0 and self._returning > 0:
-                    self._wait_for_returning_jobs()
-                self._returning = 0
                 self._jobs = [job for job in self._jobs if not job.ended]
                 for job in self._jobs:
                     if job.cancelled:
@@ -165,8 +136,6 @@ class Engine:
                         job.fail(exc)
             with self._cond:  # no interrupt is requested past here, and none is left for the next decode
                 self._round_jobs = []
-                self._returning = sum(1 for job in jobs if job.ended)
-                self._submitted_at_round_end = self._submitted
                 if model is not None:
                     _decoder.clear_interrupt(model)
             del model

@@ -32,8 +32,6 @@ def build_parser() -> argparse.ArgumentParser:
                    "weights, computing in fp16 on a GPU as openai-whisper does)")
     p.add_argument("--batch_size", type=int, default=16, help="most windows encoded or decoded together, over "
                    "all requests in flight")
-    p.add_argument("--batch_wait_ms", type=float, default=200.0, help="after requests end, how long a round may "
-                   "wait for their clients' next requests to fill the batch (0: start every round at once)")
     p.add_argument("--decoder", default="torch", help="torch (openai-whisper's decoder) or cpp (fastwhisper's)")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     p.add_argument("--max_upload_mb", type=float, default=25.0, help="largest upload accepted (413 above)")
@@ -63,7 +61,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
     try:
         config = ServerConfig(model_name=args.served_model_name or args.model, batch_size=args.batch_size,
-                              batch_wait_ms=args.batch_wait_ms, decoder=args.decoder,
+                              decoder=args.decoder,
                               max_upload_bytes=max(1, int(args.max_upload_mb * MB)),
                               max_audio_seconds=args.max_audio_seconds, max_queue=args.max_queue)
         check_decoder(args.decoder)

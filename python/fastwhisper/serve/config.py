@@ -3,8 +3,6 @@
 import dataclasses
 from typing import Dict, Optional, Tuple
 
-from ..engine.scheduler import MAX_BATCH_WAIT_S
-
 MB = 1024 * 1024
 
 
@@ -16,10 +14,6 @@ class ServerConfig:
     a request may give (whisper-1, so that clients written for OpenAI's API work unchanged).
     batch_size: the most windows the engine encodes or decodes in one call (every request joins the same batch).
     decoder: "torch" or "cpp" (fastwhisper.transcribe's decoder).
-    batch_wait_ms: after a round in which requests ended, how long the engine may wait for their clients' next
-    requests before it starts the next round with fewer windows than batch_size (fastwhisper.engine.set_batch_wait):
-    clients that send one request after another then share full batches instead of taking turns in half-full ones.
-    At most this much latency is added to a request that was waiting; 0 starts every round at once.
     fixed_options: whisper.transcribe options applied to every request, over the request's own fields (for
     example a fixed token budget for a benchmark: sample_len, suppress_tokens, temperature=0.0).
     Limits: max_upload_bytes (413), max_audio_seconds (413), max_queue requests admitted at once, from the upload
@@ -30,7 +24,6 @@ class ServerConfig:
     aliases: Tuple[str, ...] = ("whisper-1",)
     batch_size: int = 16
     decoder: str = "torch"
-    batch_wait_ms: float = 200.0
     fixed_options: Dict[str, object] = dataclasses.field(default_factory=dict)
     max_upload_bytes: int = 25 * MB  # OpenAI's own limit on an upload
     max_audio_seconds: float = 3 * 3600.0
@@ -42,9 +35,6 @@ class ServerConfig:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
-        if isinstance(self.batch_wait_ms, bool) or not isinstance(self.batch_wait_ms, (int, float)) or not (
-                0 <= self.batch_wait_ms <= 1000 * MAX_BATCH_WAIT_S):
-            raise ValueError(f"batch_wait_ms must be from 0 to {1000 * MAX_BATCH_WAIT_S:g}, got {self.batch_wait_ms!r}")
         if not self.max_audio_seconds > 0:
             raise ValueError(f"max_audio_seconds must be positive, got {self.max_audio_seconds!r}")
 
