@@ -45,6 +45,7 @@ class Engine:
         self.rounds = 0  # rounds run
         self.windows = 0  # windows encoded and decoded
         self.audio_seconds = 0.0  # audio behind those windows
+        _every_engine.add(self)
 
     # ---- callers' side
 
@@ -206,6 +207,7 @@ def _options(row: JobRow) -> dict:
 
 
 _engines: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+_every_engine: "weakref.WeakSet" = weakref.WeakSet()  # also those whose model is gone and whose thread still runs
 _engines_lock = threading.Lock()
 
 
@@ -222,5 +224,5 @@ def engine_for(model) -> Engine:
 
 @atexit.register
 def _shut_down_engines() -> None:
-    for engine in list(_engines.values()):
+    for engine in list(_every_engine):
         engine.shutdown(EXIT_JOIN_S)
