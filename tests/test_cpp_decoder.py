@@ -4,6 +4,10 @@ Random weights of Whisper tiny's real dims (normal(0, 0.05)); seeded random mel 
 """
 
 import dataclasses
+import os
+import subprocess
+import sys
+import textwrap
 
 import pytest
 import torch
@@ -382,6 +386,37 @@ def test_step_matches_text_decoder_cuda(dtype, graphs):
         finally:
             for h in hooks:
                 h.remove()
+
+
+@requires_cuda
+@pytest.mark.gpu
+def test_a_step_whose_graph_capture_fails_raises_and_cuda_stays_usable():
+    """Without torch's caching allocator a CUDA graph cannot allocate while it captures, so capturing the step
+    fails. The step raises an error (the process does not abort, and its stream does not stay capturing): CUDA
+    still allocates, and the same session then steps eagerly."""
+    script = textwrap.dedent("""
+        import sys, torch
+        sys.path.insert(0, sys.argv[1])
+        from conftest import random_audio_features, random_model
+        import fastwhisper.decoder.cpp as cd
+        model = random_model(device="cuda")
+        session = cd.decoder_session(model.decoder)
+        session.set_audio(random_audio_features(model).half(), 1)
+        tokens = torch.tensor([[50257, 50362, 440]], device="cuda")
+        try:
+            session.step(tokens)
+            print("captured")
+        except RuntimeError as exc:
+            print("raised")
+        torch.empty(1 << 20, device="cuda").fill_(1.0)
+        session.set_cuda_graphs(False)
+        print("eager", bool(torch.isfinite(session.step(tokens)).all()))
+    """)
+    env = dict(os.environ, PYTORCH_NO_CUDA_MEMORY_CACHING="1")
+    done = subprocess.run([sys.executable, "-c", script, os.path.dirname(os.path.abspath(__file__))],
+                          capture_output=True, text=True, env=env, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.split() == ["raised", "eager", "True"], done.stdout + done.stderr[-3000:]
 
 
 @requires_cuda

@@ -50,13 +50,39 @@ class CudaStepGraphs : public StepGraphs {
       step();
       c.graph = std::make_unique<at::cuda::CUDAGraph>();
       c.graph->capture_begin();
-      c.output = step();
-      c.graph->capture_end();
+      try {
+        c.output = step();
+        c.graph->capture_end();
+      } catch (...) {
+        end_failed_capture(*c.graph, side.stream());
+        throw;
+      }
     }
     at::cuda::CUDAEvent done;
     done.record(side);
     done.block(current);
     return c;
+  }
+
+  // A step that throws while its stream captures (out of memory, a failed check) must not leave the stream
+  // capturing: in the global capture mode torch uses, that would make every later CUDA allocation of the
+  // process fail. capture_end() ends it and returns the graph's pool; when the capture was invalidated it
+  // throws, and the stream's capture is ended here directly. The step's own error is the one reported, so
+  // these cleanup calls' errors are dropped on purpose.
+  static void end_failed_capture(at::cuda::CUDAGraph& graph, cudaStream_t stream) {
+    try {
+      graph.capture_end();
+      return;
+    } catch (const std::exception&) {
+    }
+    cudaStreamCaptureStatus status = cudaStreamCaptureStatusNone;
+    if (cudaStreamIsCapturing(stream, &status) == cudaSuccess && status != cudaStreamCaptureStatusNone) {
+      cudaGraph_t abandoned = nullptr;
+      if (cudaStreamEndCapture(stream, &abandoned) == cudaSuccess && abandoned != nullptr) {
+        (void)cudaGraphDestroy(abandoned);
+      }
+    }
+    (void)cudaGetLastError();
   }
 
   c10::Device device_;
