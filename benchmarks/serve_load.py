@@ -295,10 +295,14 @@ def bench_server(name: str, kind: str, args, bodies: list, audio_s: float) -> li
             lat = measured["latencies_s"]
             windows = after["fastwhisper_engine_windows_total"] - before["fastwhisper_engine_windows_total"]
             rounds = after["fastwhisper_engine_rounds_total"] - before["fastwhisper_engine_rounds_total"]
+            started = after["fastwhisper_engine_jobs_started_total"] - before["fastwhisper_engine_jobs_started_total"]
+            waited = (after["fastwhisper_engine_queue_wait_seconds_total"]
+                      - before["fastwhisper_engine_queue_wait_seconds_total"])
             level = {"concurrency": concurrency, "requests": requests,
                      "wall_s": measured["wall_s"], "rtfx": requests * audio_s / measured["wall_s"],
                      "p50_s": statistics.median(lat), "p95_s": percentile(lat, 95), "max_s": max(lat),
-                     "gpu_util_pct": gpu.mean(start, stop), "windows_per_round": windows / rounds if rounds else None}
+                     "gpu_util_pct": gpu.mean(start, stop), "windows_per_round": windows / rounds if rounds else None,
+                     "queue_wait_s": waited / started if started else None}
             levels.append(level)
             util = "n/a" if level["gpu_util_pct"] is None else f"{level['gpu_util_pct']:.0f}%"
             print(f"{name} C={concurrency:3d}: RTFx {level['rtfx']:.1f}, p50 {level['p50_s']:.2f} s, "
@@ -312,22 +316,23 @@ def bench_server(name: str, kind: str, args, bodies: list, audio_s: float) -> li
 
 def report(rows: List[dict]) -> str:
     lines = ["| model | weights | concurrency | requests | aggregate RTFx | vs sequential | "
-             "vs transcribe_batch | p50 s | p95 s | GPU util | windows/round |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]
+             "vs transcribe_batch | p50 s | p95 s | GPU util | windows/round | queue wait s |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for row in rows:
         seq, batch = row["sequential_transcribe"]["rtfx"], row["transcribe_batch"]["rtfx"]
         lines.append(f"| {row['model']} | {row['weights']} | sequential transcribe() | "
                      f"{row['sequential_transcribe']['requests']} | {seq:.1f} | 1.00 | {seq / batch:.2f} | "
-                     f"{row['sequential_transcribe']['p50_s']:.2f} | {row['sequential_transcribe']['p95_s']:.2f} | | |")
+                     f"{row['sequential_transcribe']['p50_s']:.2f} | {row['sequential_transcribe']['p95_s']:.2f} | | | |")
         lines.append(f"| {row['model']} | {row['weights']} | transcribe_batch (batch {row['batch_size']}) | "
-                     f"{row['transcribe_batch']['requests']} | {batch:.1f} | {batch / seq:.2f} | 1.00 | | | | |")
+                     f"{row['transcribe_batch']['requests']} | {batch:.1f} | {batch / seq:.2f} | 1.00 | | | | | |")
         for level in row.get("levels", []):
             util = "" if level["gpu_util_pct"] is None else f"{level['gpu_util_pct']:.0f}%"
             per_round = "" if level["windows_per_round"] is None else f"{level['windows_per_round']:.1f}"
+            wait = "" if level.get("queue_wait_s") is None else f"{level['queue_wait_s']:.2f}"
             lines.append(f"| {row['model']} | {row['weights']} | {level['concurrency']} | "
                          f"{level['requests']} | {level['rtfx']:.1f} | {level['rtfx'] / seq:.2f} | "
                          f"{level['rtfx'] / batch:.2f} | {level['p50_s']:.2f} | {level['p95_s']:.2f} | {util} | "
-                         f"{per_round} |")
+                         f"{per_round} | {wait} |")
     return "\n".join(lines)
 
 

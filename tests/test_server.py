@@ -279,11 +279,13 @@ def test_models_health_and_metrics(server, client):
         client.models.retrieve("large-v9")
     health = httpx.get(server.url + "/health").json()
     assert health["status"] == "ok" and health["model"] == "tiny.en"
+    client.audio.transcriptions.create(model="tiny.en", file=upload(SPEECH[0]), response_format="text")
     response = httpx.get(server.url + "/metrics")
     assert response.headers["content-type"].startswith("text/plain")
     samples = server.metrics()
     for name in ("fastwhisper_queue_depth", "fastwhisper_engine_live_streams", "fastwhisper_engine_windows_total",
-                 "fastwhisper_engine_audio_seconds_total", "fastwhisper_engine_jobs"):
+                 "fastwhisper_engine_audio_seconds_total", "fastwhisper_engine_jobs",
+                 "fastwhisper_engine_jobs_started_total", "fastwhisper_engine_queue_wait_seconds_total"):
         assert name in samples, name
     assert "fastwhisper_request_latency_seconds_bucket" in response.text
 
@@ -363,14 +365,21 @@ def test_eight_clients_at_once_each_get_their_own_transcript(server, client, mod
         barrier.wait()
         return client.audio.transcriptions.create(model="tiny.en", file=upload(path), response_format="verbose_json")
 
+    start = time.monotonic()
     with concurrent.futures.ThreadPoolExecutor(len(paths)) as pool:
         results = list(pool.map(one, paths))
+    elapsed = time.monotonic() - start
     for result, theirs in zip(results, expected):
         assert result.text == theirs["text"].strip()
         assert [s.tokens for s in result.segments] == [s["tokens"] for s in theirs["segments"]]
     after = server.metrics()
     windows = after["fastwhisper_engine_windows_total"] - before["fastwhisper_engine_windows_total"]
     assert windows >= len(paths)
+    started = after["fastwhisper_engine_jobs_started_total"] - before["fastwhisper_engine_jobs_started_total"]
+    assert started == len(paths)
+    waited = (after["fastwhisper_engine_queue_wait_seconds_total"]
+              - before["fastwhisper_engine_queue_wait_seconds_total"])
+    assert 0 < waited < len(paths) * elapsed, (waited, elapsed)  # eight at once: some wait for a round
     # that jobs in flight share rounds is tested without the timing of HTTP: tests/test_threads.py
 
 

@@ -150,7 +150,7 @@ def submit(model, audios: Iterable, *, batch_size: int = 8, decoder: str = "torc
 
 def stats(model) -> dict:
     """The model's engine now: jobs, live_streams, waiting_audios; and since it was made: rounds, windows,
-    audio_seconds."""
+    audio_seconds, jobs_started and queue_wait_seconds (their total wait from submit to their first round)."""
     return engine_for(model).stats()
 
 

@@ -43,6 +43,8 @@ class Job:
         self.results: "queue.Queue" = queue.Queue()
         self.cancelled = False  # set by the caller's thread: the job is dropped at the next round
         self.ended = False
+        self.submitted_at = 0.0  # time.monotonic() when the engine took the job
+        self.first_round_at: Optional[float] = None  # and when its first round started
 
     # ---- reporting to the caller
 

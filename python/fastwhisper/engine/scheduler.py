@@ -15,6 +15,7 @@ takes back the GIL, which aborts the process with "terminate called without an a
 
 import atexit
 import threading
+import time
 import weakref
 from collections import deque
 from concurrent.futures import Future
@@ -45,6 +46,8 @@ class Engine:
         self.rounds = 0  # rounds run
         self.windows = 0  # windows encoded and decoded
         self.audio_seconds = 0.0  # audio behind those windows
+        self.jobs_started = 0  # jobs that reached their first round
+        self.queue_wait_seconds = 0.0  # their total wait from submit to that round's start
         _every_engine.add(self)
 
     # ---- callers' side
@@ -55,10 +58,12 @@ class Engine:
             jobs = [job for job in self._jobs if not job.ended]
         return dict(jobs=len(jobs), live_streams=sum(job.live_streams for job in jobs),
                     waiting_audios=sum(job.waiting_audios for job in jobs), rounds=self.rounds,
-                    windows=self.windows, audio_seconds=self.audio_seconds)
+                    windows=self.windows, audio_seconds=self.audio_seconds, jobs_started=self.jobs_started,
+                    queue_wait_seconds=self.queue_wait_seconds)
 
     def submit(self, job: Job) -> Job:
         with self._cond:
+            job.submitted_at = time.monotonic()
             self._jobs.append(job)
             self._wake()
         return job
@@ -128,6 +133,12 @@ class Engine:
             with self._cond:
                 jobs = [job for job in jobs if not job.cancelled]
                 self._round_jobs = jobs
+                now = time.monotonic()
+                for job in jobs:
+                    if job.first_round_at is None:
+                        job.first_round_at = now
+                        self.jobs_started += 1
+                        self.queue_wait_seconds += now - job.submitted_at
             if jobs:
                 try:
                     with torch.no_grad():

@@ -36,6 +36,11 @@ class _EngineCollector(Collector):
                                   value=stats["windows"])
         yield CounterMetricFamily("fastwhisper_engine_audio_seconds", "Audio seconds behind the decoded windows "
                                   "(rate: audio s/s)", value=stats["audio_seconds"])
+        yield CounterMetricFamily("fastwhisper_engine_jobs_started", "Jobs (requests) that reached their first "
+                                  "scheduler round", value=stats["jobs_started"])
+        yield CounterMetricFamily("fastwhisper_engine_queue_wait_seconds", "Seconds jobs waited from their submission "
+                                  "to the start of their first round (divided by jobs_started: the mean wait)",
+                                  value=stats["queue_wait_seconds"])
 
 
 class ServerMetrics:
