@@ -40,12 +40,14 @@ def _session_for(model):
     key = (weight.data_ptr(), weight.dtype, weight.device)
     with _lock:
         cached = _sessions.get(model)
-        if cached is None or cached[0] != key:
-            cached = (key, decoder_session(model.decoder))
-            _sessions[model] = cached
-            if model in _interrupted:
-                cached[1].interrupt()
+    if cached is not None and cached[0] == key:
         return cached[1]
+    session = decoder_session(model.decoder)  # built outside the lock: an interrupt request never waits for it
+    with _lock:
+        _sessions[model] = (key, session)
+        if model in _interrupted:
+            session.interrupt()
+    return session
 
 
 def interrupt(model) -> None:
