@@ -391,8 +391,8 @@ def test_step_matches_text_decoder_cuda(dtype, graphs):
 @requires_cuda
 @pytest.mark.gpu
 def test_a_step_whose_graph_capture_fails_raises_and_cuda_stays_usable():
-    """Without torch's caching allocator a CUDA graph cannot allocate while it captures, so capturing the step
-    fails. The step raises an error (the process does not abort, and its stream does not stay capturing): CUDA
+    """Without torch's caching allocator a CUDA graph cannot allocate while it captures, so capturing a one-token
+    step fails. The step raises an error (the process does not abort, and its stream does not stay capturing): CUDA
     still allocates, and the same session then steps eagerly."""
     script = textwrap.dedent("""
         import sys, torch
@@ -402,15 +402,16 @@ def test_a_step_whose_graph_capture_fails_raises_and_cuda_stays_usable():
         model = random_model(device="cuda")
         session = cd.decoder_session(model.decoder)
         session.set_audio(random_audio_features(model).half(), 1)
-        tokens = torch.tensor([[50257, 50362, 440]], device="cuda")
+        session.step(torch.tensor([[50257, 50362, 440]], device="cuda"))  # the prompt: a many-token step, eager
+        token = torch.tensor([[257]], device="cuda")
         try:
-            session.step(tokens)
+            session.step(token)  # the first one-token step is captured
             print("captured")
         except RuntimeError as exc:
             print("raised")
         torch.empty(1 << 20, device="cuda").fill_(1.0)
         session.set_cuda_graphs(False)
-        print("eager", bool(torch.isfinite(session.step(tokens)).all()))
+        print("eager", bool(torch.isfinite(session.step(token)).all()))
     """)
     env = dict(os.environ, PYTORCH_NO_CUDA_MEMORY_CACHING="1")
     done = subprocess.run([sys.executable, "-c", script, os.path.dirname(os.path.abspath(__file__))],

@@ -3,6 +3,10 @@ interleaved call by call on one warm model (random weights of the real dims, fp1
 
     engine   fastwhisper.decode(model, features, options, decoder=...)   (runs on the model's scheduler thread)
     direct   fastwhisper.decoder.decode(model, features, options, ...)   (the same work on the caller's thread)
+    thread   the direct call run by a plain worker thread (a queue and a future, no engine)
+
+With --profile, one call of each path also runs under cProfile on the thread that does the work, and the
+functions with the most own time are printed, so a difference between the paths shows where it is.
 
 Floor: each call runs the same decoder steps, so the two medians differ only by the engine's hand-off (a queue
 put, a future, a thread switch) and anything the scheduler thread does differently. CUDA events, warm-up,
@@ -12,9 +16,16 @@ median of --repeats calls per path.
 """
 
 import argparse
+import cProfile
+import io
 import json
+import pstats
+import queue
 import statistics
 import sys
+import threading
+import time
+from concurrent.futures import Future
 from pathlib import Path
 
 import torch
@@ -24,6 +35,10 @@ from common import fixed_length_options, random_audio_features, random_whisper  
 
 
 def timed(fn) -> float:
+    if not torch.cuda.is_available():
+        start_s = time.perf_counter()
+        fn()
+        return (time.perf_counter() - start_s) * 1e3
     start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
     torch.cuda.synchronize()
     start.record()
@@ -31,6 +46,36 @@ def timed(fn) -> float:
     end.record()
     end.synchronize()
     return start.elapsed_time(end)
+
+
+class Worker:
+    """A plain long-lived thread that runs the functions it is given."""
+
+    def __init__(self):
+        self.queue = queue.Queue()
+        threading.Thread(target=self._run, daemon=True).start()
+
+    def _run(self):
+        while True:
+            fn, future = self.queue.get()
+            try:
+                future.set_result(fn())
+            except BaseException as exc:
+                future.set_exception(exc)
+
+    def call(self, fn):
+        future = Future()
+        self.queue.put((fn, future))
+        return future.result()
+
+
+def profiled(fn, top: int) -> str:
+    """fn's own-time profile (on the thread that runs it) as text."""
+    profile = cProfile.Profile()
+    profile.runcall(fn)
+    text = io.StringIO()
+    pstats.Stats(profile, stream=text).sort_stats("tottime").print_stats(top)
+    return text.getvalue()
 
 
 def main() -> None:
@@ -44,24 +89,29 @@ def main() -> None:
     p.add_argument("--beams", default="1,5")
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--repeats", type=int, default=15)
+    p.add_argument("--profile", type=int, default=0, help="print this many functions of each path's profile")
     p.add_argument("--out", type=Path)
     args = p.parse_args()
     rows = []
+    worker = Worker()
     for name in args.models.split(","):
-        source = random_whisper(name, "cuda")
-        with torch.device("cuda"):
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+        source = random_whisper(name, device)
+        with torch.device(device):
             model = fastwhisper.FastWhisper(source.dims)
         model.load_state_dict(source.state_dict())
         del source
         model.eval()
-        features = random_audio_features(model.dims, 1)
+        features = random_audio_features(model.dims, 1, device)
         for decoder in args.decoders.split(","):
             for beam in (int(b) for b in args.beams.split(",")):
-                options = fixed_length_options(model, args.tokens, **({"beam_size": beam} if beam > 1 else {}))
+                options = fixed_length_options(model, args.tokens, fp16=device == "cuda",
+                                               **({"beam_size": beam} if beam > 1 else {}))
                 paths = {
                     "engine": lambda m=model, o=options, d=decoder: fastwhisper.decode(m, features, o, decoder=d),
                     "direct": lambda m=model, o=options, d=decoder: fastwhisper.decoder.decode(m, features, o, decoder=d),
                 }
+                paths["thread"] = lambda direct=paths["direct"]: worker.call(direct)
                 outs = {k: fn() for k, fn in paths.items()}
                 if outs["engine"][0].tokens != outs["direct"][0].tokens:
                     raise SystemExit(f"{name} {decoder} beam {beam}: the engine's tokens differ from the direct call's")
@@ -79,10 +129,18 @@ def main() -> None:
                 row["engine_minus_direct_ms"] = row["engine_ms"] - row["direct_ms"]
                 rows.append(row)
                 print(json.dumps(row), flush=True)
+                if args.profile:
+                    for k in ("engine", "direct"):
+                        import fastwhisper.engine as engine
+                        inner = paths["direct"]
+                        run = (lambda m=model: engine.engine_for(m).call(profiled, inner, args.profile)) if k == "engine" \
+                            else (lambda: profiled(inner, args.profile))
+                        print(f"--- {name} {decoder} beam {beam}: {k} profile\n{run()}", flush=True)
         del model
         torch.cuda.empty_cache()
     if args.out:
-        args.out.write_text(json.dumps({"device": torch.cuda.get_device_name(), "rows": rows}, indent=1))
+        gpu = torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu"
+        args.out.write_text(json.dumps({"device": gpu, "rows": rows}, indent=1))
 
 
 if __name__ == "__main__":
