@@ -11,7 +11,8 @@ Floor: a mode decodes at least its windows x tokens; the rows give both, so RTFx
 
 Modes:
   sequential  transcribe(batch_size=1): one window after another, each starting where the last ended.
-  vad         transcribe(vad=True, batch_size=B): Silero VAD speech chunks of at most 30 s, B at a time; Silero
+  vad         transcribe(vad=True, batch_size=B): Silero VAD speech chunks packed into windows of at most 30 s,
+              B windows at a time; Silero
               runs on the model's device (vad_options={"device": ...}); the VAD pass alone is timed apart.
   no_ts_batch transcribe(batch_size=B, without_timestamps=True, condition_on_previous_text=False): 30-s windows
               B at a time, no timestamps inside a window.
@@ -38,7 +39,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import fastwhisper  # noqa: E402
 from common import device_name, free_device_memory, git_commit, synchronize, write_outputs  # noqa: E402
-from fastwhisper.audio.vad import speech_chunks  # noqa: E402
+from fastwhisper.audio.vad import speech_windows  # noqa: E402
 from serve_load import build_model, fixed_options, parse_models  # noqa: E402
 from vad_longform import SR, build_set, wer  # noqa: E402
 
@@ -94,7 +95,8 @@ def report_markdown(meta: dict, rows: list) -> str:
     lines = [f"# One long file: sequential, vad=True, without_timestamps batched ({meta['device_name']}, "
              f"{meta['date']})", "",
              f"Audio: {meta['audio_s']} s (the long-form set of vad_longform.py, {meta['repeats']} passes), "
-             f"{meta['vad_chunks']} VAD chunks covering {meta['vad_chunked_s']} s; the VAD pass alone takes "
+             f"{meta['vad_chunks']} VAD chunks covering {meta['vad_chunked_s']} s, packed into {meta['vad_windows']} "
+             f"windows; the VAD pass alone takes "
              f"{', '.join(f'{s} s on {d}' for d, s in meta['vad_pass_s'].items())}. Decoder {meta['decoder']}, "
              f"batch_size {meta['batch_size']}, median of {meta['runs']} runs after one untimed run; "
              f"random weights: {meta['tokens']} tokens per window, no timestamp tokens (see the script). "
@@ -124,17 +126,18 @@ def main(argv=None) -> int:
     waveform, reference, _silences, _names = build_set(args.repeats)
     vad_pass_s = {}
     for device in dict.fromkeys(["cpu", args.device]):
-        speech_chunks(waveform[:SR * 30], device=device)  # untimed: loads the model
+        speech_windows(waveform[:SR * 30], device=device)  # untimed: loads the model
         synchronize(device)
         start = time.perf_counter()
-        chunks = speech_chunks(waveform, device=device)
+        windows = speech_windows(waveform, device=device)
         synchronize(device)
         vad_pass_s[device] = round(time.perf_counter() - start, 3)
     meta = {"date": time.strftime("%Y-%m-%d"), "commit": args.commit or git_commit(),
             "device_name": device_name(args.device), "torch": torch.__version__, "decoder": args.decoder,
             "batch_size": args.batch_size, "tokens": args.tokens, "runs": args.runs, "repeats": args.repeats,
-            "audio_s": round(len(waveform) / SR, 1), "vad_chunks": len(chunks),
-            "vad_chunked_s": round(sum(b - a for a, b in chunks) / SR, 1), "vad_pass_s": vad_pass_s}
+            "audio_s": round(len(waveform) / SR, 1), "vad_chunks": sum(len(w) for w in windows),
+            "vad_windows": len(windows),
+            "vad_chunked_s": round(sum(b - a for w in windows for a, b in w) / SR, 1), "vad_pass_s": vad_pass_s}
     rows = []
     for name, kind in parse_models(args.models):
         rows += measure(name, kind, waveform, reference, args)

@@ -1,5 +1,5 @@
-"""vad=True: Silero VAD speech chunks of at most 30 s, decoded as separate audios and merged back onto the
-audio's timeline (fastwhisper/audio/vad.py, fastwhisper/engine/vad.py)."""
+"""vad=True: Silero VAD speech chunks, packed end to end into windows of at most 30 s, decoded as separate audios
+and mapped back onto the audio's timeline (fastwhisper/audio/vad.py, fastwhisper/engine/vad.py)."""
 
 import importlib.util
 import json
@@ -18,7 +18,7 @@ if importlib.util.find_spec("silero_vad") is None:
 
 import fastwhisper  # noqa: E402
 from fastwhisper.audio import vad as audio_vad  # noqa: E402
-from fastwhisper.audio.vad import VADUnavailableError, speech_chunks  # noqa: E402
+from fastwhisper.audio.vad import VADUnavailableError, speech_chunks, speech_windows  # noqa: E402
 from fastwhisper.engine import transcribe  # noqa: E402
 from fastwhisper.engine.vad import iter_transcribe_with_vad, merge_chunk_results  # noqa: E402
 from conftest import NO_CACHE, random_model, run_cli  # noqa: E402
@@ -74,6 +74,21 @@ def test_speech_chunks_of_a_long_recording_are_at_most_30_s_and_cover_most_of_it
         speech_chunks(waveform, max_seconds=31)
 
 
+def test_speech_windows_pack_whole_chunks_in_order_up_to_30_s():
+    waveform, _, _ = concatenation()  # three short clips between long silences: one window
+    assert speech_windows(waveform) == [speech_chunks(waveform)]
+    long = fastwhisper.load_audio(str(SAMPLES_DIR / "long_pocketsphinx_concat.flac"))
+    long = np.concatenate([long, np.zeros(10 * SR, np.float32), waveform, long])
+    windows = speech_windows(long)
+    assert [chunk for window in windows for chunk in window] == speech_chunks(long)
+    lengths = [sum(end - start for start, end in window) for window in windows]
+    assert all(0 < n <= 30 * SR for n in lengths)
+    # greedy: a window ends only where its next chunk would not fit
+    for window, n, following in zip(windows, lengths, windows[1:]):
+        assert n + following[0][1] - following[0][0] > 30 * SR
+    assert speech_windows(np.zeros(5 * SR, np.float32)) == []
+
+
 def test_speech_chunks_of_silence_and_noise_floor_are_empty():
     assert speech_chunks(np.zeros(5 * SR, np.float32)) == []
     quiet = np.random.default_rng(0).normal(0, 1e-4, 5 * SR).astype(np.float32)
@@ -108,69 +123,86 @@ def test_missing_silero_vad_says_how_to_install_it(monkeypatch):
         audio_vad.load_vad_model.cache_clear()
 
 
-def test_merge_shifts_times_seek_and_words_by_each_chunks_offset():
+def test_merge_maps_times_seek_and_words_chunk_by_chunk():
     def segment(i, start, end, text):
         return {"id": i, "seek": 0, "start": start, "end": end, "text": text, "tokens": [1],
                 "words": [{"word": text, "start": start + 0.1, "end": end - 0.1, "probability": 0.9}]}
 
-    chunks = [(16000, 80000), (320000, 400000)]  # at 1 s and at 20 s
+    # window 1: one chunk at 1-5 s; window 2: chunks at 20-25 s and 40-43 s, joined: 0-5 s and 5-8 s of it
+    windows = [[(16000, 80000)], [(320000, 400000), (640000, 688000)]]
     first = {"text": " a b", "language": "en", "segments": [segment(0, 0.0, 1.0, " a"), segment(1, 1.0, 2.5, " b")]}
-    second = {"text": " c", "language": "fr", "segments": [segment(0, 0.5, 3.0, " c")]}
-    merged = merge_chunk_results(chunks, [first, second])
-    assert merged["text"] == " a b c"
+    second = {"text": " c d e", "language": "fr", "segments": [
+        segment(0, 0.5, 5.0, " c"),   # ends on the seam: the first chunk's end
+        segment(1, 5.0, 6.0, " d"),   # starts on the seam: the second chunk's start
+        segment(2, 4.0, 7.5, " e")]}  # spans the seam
+    merged = merge_chunk_results(windows, [first, second])
+    assert merged["text"] == " a b c d e"
     assert merged["language"] == "en"
-    assert [s["id"] for s in merged["segments"]] == [0, 1, 2]
-    assert [(s["start"], s["end"]) for s in merged["segments"]] == [(1.0, 2.0), (2.0, 3.5), (20.5, 23.0)]
-    assert [s["seek"] for s in merged["segments"]] == [100, 100, 2000]
+    assert [s["id"] for s in merged["segments"]] == [0, 1, 2, 3, 4]
+    assert [(s["start"], s["end"]) for s in merged["segments"]] == [
+        (1.0, 2.0), (2.0, 3.5), (20.5, 25.0), (40.0, 41.0), (24.0, 42.5)]
+    assert [s["seek"] for s in merged["segments"]] == [100, 100, 2000, 2000, 2000]
     assert [(w["start"], w["end"]) for s in merged["segments"] for w in s["words"]] == [
-        (1.1, 1.9), (2.1, 3.4), (20.6, 22.9)]
-    assert first["segments"][0]["start"] == 0.0  # the chunk results are left as they were
+        (1.1, 1.9), (2.1, 3.4), (20.6, 24.9), (40.1, 40.9), (24.1, 42.4)]
+    assert first["segments"][0]["start"] == 0.0  # the window results are left as they were
     assert merge_chunk_results([], [], "en") == {"text": "", "segments": [], "language": "en"}
 
 
-def test_chunk_results_are_routed_to_their_audio_and_a_failing_chunk_fails_its_audio_alone():
+def test_window_results_are_routed_to_their_audio_and_a_failing_window_fails_its_audio_alone():
     waveform, clips, _ = concatenation()  # three chunks
     silence = np.zeros(3 * SR, np.float32)
     calls = []
 
-    class FakeCall:  # the engine's submit() answer: results() and cancel()
-        def __init__(self, chunk_waveforms):
-            self.chunk_waveforms = chunk_waveforms
+    class FakeCall:  # the engine's submit() answer: results() and cancel(); one segment over each whole window
+        def __init__(self, window_waveforms, failing):
+            self.window_waveforms, self.failing = window_waveforms, failing
             self.cancelled = False
 
         def results(self):
-            lengths = [len(w) / SR for w in self.chunk_waveforms]
-            order = list(range(len(self.chunk_waveforms)))[::-1]  # chunks finish in any order
+            lengths = [len(w) / SR for w in self.window_waveforms]
+            order = list(range(len(self.window_waveforms)))[::-1]  # windows finish in any order
             for position in order:
-                if position == 4:  # the last audio's second chunk
+                if position == self.failing:  # a window of the last audio
                     yield position, RuntimeError("decode failed")
                     continue
-                text = f" chunk{position}"
+                text = f" window{position}"
                 yield position, {"text": text, "language": "en", "segments": [
                     {"id": 0, "seek": 0, "start": 0.0, "end": lengths[position], "text": text, "tokens": []}]}
 
         def cancel(self):
             self.cancelled = True
 
-    def fake_engine(model, chunk_waveforms, **options):
-        calls.append((len(chunk_waveforms), options))
-        return FakeCall(chunk_waveforms)
+    def engine_failing(failing):
+        def fake_engine(model, window_waveforms, **options):
+            calls.append((len(window_waveforms), options))
+            return FakeCall(window_waveforms, failing)
+        return fake_engine
 
     audios = [waveform, "/nonexistent.flac", silence, torch.from_numpy(waveform)]
     model = random_model()
-    results = dict(iter_transcribe_with_vad(model, audios, fake_engine, batch_size=3, fp16=False,
+    chunks = speech_chunks(waveform)
+    # whole windows: the three chunks share one window, whose one segment runs from the first chunk's start
+    # to the last one's end on the audio's timeline
+    results = dict(iter_transcribe_with_vad(model, audios, engine_failing(1), batch_size=3, fp16=False,
                                             language="en"))
-    assert [n for n, _ in calls] == [6] and calls[0][1]["batch_size"] == 3
+    assert [n for n, _ in calls] == [2] and calls[0][1]["batch_size"] == 3
     assert isinstance(results[1], fastwhisper.AudioLoadError)
     assert results[2] == {"text": "", "segments": [], "language": "en"}
     assert isinstance(results[3], RuntimeError)
-    first = results[0]
-    assert first["text"] == " chunk0 chunk1 chunk2"
-    chunks = seconds(speech_chunks(waveform))
-    assert [(s["start"], s["end"]) for s in first["segments"]] == [
-        (round(a, 3), round(b, 3)) for a, b in chunks]
+    assert results[0]["text"] == " window0"
+    assert [(s["start"], s["end"]) for s in results[0]["segments"]] == [
+        (round(chunks[0][0] / SR, 3), round(chunks[-1][1] / SR, 3))]
+    # windows of at most 5.5 s hold one chunk each: each window's segment is its chunk
+    calls.clear()
+    results = dict(iter_transcribe_with_vad(model, audios, engine_failing(4), batch_size=3, fp16=False,
+                                            language="en", vad_options={"max_seconds": 5.5}))
+    assert [n for n, _ in calls] == [6]
+    assert isinstance(results[3], RuntimeError)
+    assert results[0]["text"] == " window0 window1 window2"
+    assert [(s["start"], s["end"]) for s in results[0]["segments"]] == [
+        (round(a, 3), round(b, 3)) for a, b in seconds(speech_chunks(waveform, max_seconds=5.5))]
     with pytest.raises(ValueError, match="clip_timestamps"):
-        list(iter_transcribe_with_vad(model, [silence], fake_engine, clip_timestamps="1,2"))
+        list(iter_transcribe_with_vad(model, [silence], engine_failing(None), clip_timestamps="1,2"))
 
 
 OPTIONS = dict(fp16=False, language="en", temperature=0.0)
@@ -191,15 +223,19 @@ def test_vad_transcript_matches_sequential_and_stays_on_the_speech():
     chunks = seconds(speech_chunks(waveform))
     segments = with_vad["segments"]
     assert [s["id"] for s in segments] == list(range(len(segments)))
-    for segment in segments:
-        inside = [c for c in chunks if c[0] - 0.01 <= segment["start"] and segment["end"] <= c[1] + 0.05]
-        assert inside, (segment["start"], segment["end"], chunks)
-        assert segment["seek"] >= int(inside[0][0] * 100)
+
+    def in_a_chunk(start, end):
+        return any(a - 0.01 <= start and end <= b + 0.05 for a, b in chunks)
+
+    for segment in segments:  # a segment may span the seam of two chunks of one window
+        assert in_a_chunk(segment["start"], segment["start"]) and in_a_chunk(segment["end"], segment["end"]), (
+            segment["start"], segment["end"], chunks)
+        assert segment["seek"] <= int(segment["start"] * 100)
         assert segment["words"], segment
         for word in segment["words"]:
-            assert inside[0][0] - 0.01 <= word["start"] <= word["end"] <= inside[0][1] + 0.05, (word, chunks)
+            assert in_a_chunk(word["start"], word["end"]), (word, chunks)
     # The cards recording is the second chunk: its words must come back at that chunk's offset.
-    [spades] = [s for s in segments if "spades" in s["text"].lower()]
+    [spades] = [w for s in segments for w in s["words"] if "spades" in w["word"].lower()]
     assert spades["start"] >= clips[1][0] - 0.01 and spades["end"] <= clips[1][1] + 0.05
     for silence_start, silence_end in silences:
         assert not [s for s in segments if s["start"] >= silence_start and s["end"] <= silence_end]

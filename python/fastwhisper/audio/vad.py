@@ -1,6 +1,8 @@
 """Voice activity detection with Silero VAD: where a waveform has speech, packed into chunks of at most 30 s.
 
-    chunks = speech_chunks(fastwhisper.load_audio("talk.flac"))   # [(start_sample, end_sample), ...]
+    waveform = fastwhisper.load_audio("talk.flac")
+    chunks = speech_chunks(waveform)     # [(start_sample, end_sample), ...]: speech, with short pauses kept
+    windows = speech_windows(waveform)   # [[(start, end), ...], ...]: the chunks packed into 30-s windows
 
 The Silero model is the TorchScript file the `silero-vad` package carries (silero_vad/data/silero_vad.jit),
 loaded with torch.jit.load: no download, no hub, no torchaudio. Install it with `pip install fastwhisper[vad]`
@@ -20,7 +22,7 @@ import torch
 
 from ..errors import FastWhisperError
 
-__all__ = ["VADUnavailableError", "speech_chunks", "speech_regions", "load_vad_model"]
+__all__ = ["VADUnavailableError", "speech_windows", "speech_chunks", "speech_regions", "load_vad_model"]
 
 SAMPLE_RATE = 16000
 WINDOW = 512  # Silero's window at 16 kHz
@@ -151,3 +153,23 @@ def speech_chunks(waveform: np.ndarray, max_seconds: float = 30.0, padding_s: fl
         else:
             chunks.append((start, min(end, start + limit)))
     return chunks
+
+
+def speech_windows(waveform: np.ndarray, max_seconds: float = 30.0, **chunk_options) -> List[List[Tuple[int, int]]]:
+    """speech_chunks packed into windows to decode: each window is a list of chunks (start_sample, end_sample)
+    whose audio, joined end to end with the silence between them left out, is at most max_seconds long.
+    Consecutive chunks join the current window while it has room, so a window holds as much speech as
+    whisper's 30-s window can (short utterances between long pauses would otherwise each take a window).
+    chunk_options go to speech_chunks (padding_s, max_gap_s) and speech_regions. An audio without speech
+    gives []."""
+    limit = int(max_seconds * SAMPLE_RATE)
+    windows: List[List[Tuple[int, int]]] = []
+    filled = 0
+    for start, end in speech_chunks(waveform, max_seconds=max_seconds, **chunk_options):
+        if windows and filled + (end - start) <= limit:
+            windows[-1].append((start, end))
+            filled += end - start
+        else:
+            windows.append([(start, end)])
+            filled = end - start
+    return windows

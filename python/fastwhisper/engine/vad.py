@@ -1,41 +1,46 @@
-"""vad=True: each audio is cut at its silences into speech chunks of at most 30 s (Silero VAD, see
-fastwhisper.audio.vad), every chunk of every audio is transcribed in one engine call as if it were a file of
-its own (so the chunks of one long file are decoded batch_size at a time, with timestamps), and each audio's
-chunk results are merged back onto its own timeline.
+"""vad=True: each audio is cut at its silences into speech chunks (Silero VAD, see fastwhisper.audio.vad), the
+chunks are packed end to end into windows of at most 30 s (the silence between them left out), every window of
+every audio is transcribed in one engine call as if it were a file of its own (so the windows of one long file
+are decoded batch_size at a time, with timestamps), and each audio's window results are mapped back, piece by
+piece, onto its own timeline.
 
 What changes from sequential transcription:
-  * silence between chunks is never decoded, so no text can be invented over it;
-  * no prompt crosses a chunk boundary: condition_on_previous_text applies within a chunk only, and an
-    initial_prompt is given to every chunk (carrying the previous chunk's text would make each chunk wait
+  * silence between chunks is never decoded, so no text can be invented over it; a window holds as much
+    speech as fits, so short utterances between long pauses share windows instead of taking one each;
+  * no prompt crosses a window boundary: condition_on_previous_text applies within a window only, and an
+    initial_prompt is given to every window (carrying the previous window's text would make each window wait
     for the one before it, i.e. sequential speed again);
   * unless vad_options={"condition_on_previous_chunk": True}: then each audio is one stream whose clips
     (clip_timestamps) are its speech chunks, so every window carries the text before it as sequential
     transcription does and silence is still skipped. The windows of one audio then follow each other, one a
     round, as sequential transcription's do; several audios still share the rounds;
-  * temperature fallback, no_speech and compression checks are per chunk, as they are per window;
-  * without a `language` option, every chunk of a multilingual model detects its own language; the result's
-    language is the first chunk's;
+  * temperature fallback, no_speech and compression checks are per window;
+  * without a `language` option, every window of a multilingual model detects its own language; the result's
+    language is the first window's;
   * clip_timestamps is refused (the chunks are the clips).
-The other vad_options={...} go to fastwhisper.audio.vad.speech_chunks (max_seconds, padding_s, max_gap_s,
+The other vad_options={...} go to fastwhisper.audio.vad.speech_windows (max_seconds, padding_s, max_gap_s,
 threshold, min_silence_s, min_speech_s, device: where Silero runs, "cpu" by default).
 """
 
 from __future__ import annotations
 
 import warnings
+from bisect import bisect_left, bisect_right
 from typing import Callable, Dict, Iterator, List, Sequence, Tuple
 
+import numpy as np
 from whisper.audio import FRAMES_PER_SECOND, HOP_LENGTH, SAMPLE_RATE
 from whisper.utils import format_timestamp
 
 from ..audio import load_audio
-from ..audio.vad import speech_chunks
+from ..audio.vad import speech_chunks, speech_windows
 from ..errors import AudioLoadError
 from .options import transcribe_options
 
 __all__ = ["transcribe_batch_with_vad", "iter_transcribe_with_vad", "merge_chunk_results"]
 
-Chunk = Tuple[int, int]
+Chunk = Tuple[int, int]  # (start_sample, end_sample) of an audio
+Window = List[Chunk]  # the chunks decoded together, joined end to end
 
 
 def transcribe_batch_with_vad(model, audios: Sequence, submit: Callable, *, batch_size: int = 8,
@@ -70,31 +75,34 @@ def iter_transcribe_with_vad(model, audios: Sequence, submit: Callable, *, batch
 
     default_language = options.get("language") or (None if model.is_multilingual else "en")
     audios = list(audios)
-    chunks_of: Dict[int, List[Chunk]] = {}
-    owner: List[Tuple[int, int]] = []  # (audio index, chunk number) of each chunk waveform
+    # condition_on_previous_chunk decodes the chunks in place as clips; otherwise they are packed into windows
+    cut = speech_chunks if previous_chunk else speech_windows
+    windows_of: Dict[int, list] = {}
+    owner: List[Tuple[int, int]] = []  # (audio index, window number) of each window waveform
     waveforms: list = []
-    loaded: Dict[int, object] = {}  # each audio's waveform (the chunks are views of it)
+    loaded: Dict[int, object] = {}  # each audio's waveform
     for index, audio in enumerate(audios):
         try:
             waveform = load_audio(audio)
         except AudioLoadError as exc:
             yield index, exc
             continue
-        chunks = chunks_of[index] = speech_chunks(waveform, **vad_options)
+        windows = windows_of[index] = cut(waveform, **vad_options)
         loaded[index] = waveform
-        for number, (start, end) in enumerate(chunks):
-            owner.append((index, number))
-            waveforms.append(waveform[start:end])
-        if not chunks:
+        if not previous_chunk:
+            for number, window in enumerate(windows):
+                owner.append((index, number))
+                waveforms.append(np.concatenate([waveform[start:end] for start, end in window]))
+        if not windows:
             yield index, merge_chunk_results([], [], default_language)
 
-    if not waveforms:
-        return
     if previous_chunk:
-        yield from _clips_of_whole_audios(model, loaded, chunks_of, submit, batch_size, decoder, verbose,
+        yield from _clips_of_whole_audios(model, loaded, windows_of, submit, batch_size, decoder, verbose,
                                           len(audios) > 1, options)
         return
-    done: Dict[int, list] = {index: [None] * len(chunks) for index, chunks in chunks_of.items() if chunks}
+    if not waveforms:
+        return
+    done: Dict[int, list] = {index: [None] * len(windows) for index, windows in windows_of.items() if windows}
     failed: set = set()
     transcription = submit(model, waveforms, batch_size=batch_size, decoder=decoder,
                            verbose=None if verbose else verbose, **options)
@@ -110,12 +118,12 @@ def iter_transcribe_with_vad(model, audios: Sequence, submit: Callable, *, batch
             parts = done[index]
             parts[number] = result
             if all(part is not None for part in parts):
-                merged = merge_chunk_results(chunks_of[index], parts, default_language)
+                merged = merge_chunk_results(windows_of[index], parts, default_language)
                 if verbose:
                     _print_segments(merged["segments"], f"[{index}] " if len(audios) > 1 else "")
                 yield index, merged
     finally:
-        transcription.cancel()  # an early stop of the caller cancels the chunks still in flight
+        transcription.cancel()  # an early stop of the caller cancels the windows still in flight
 
 
 def _clips_of_whole_audios(model, loaded: Dict[int, object], chunks_of: Dict[int, List[Chunk]], submit: Callable,
@@ -143,23 +151,51 @@ def _clips_of_whole_audios(model, loaded: Dict[int, object], chunks_of: Dict[int
             transcription.cancel()
 
 
-def merge_chunk_results(chunks: Sequence[Chunk], results: Sequence[dict], default_language=None) -> dict:
-    """One audio's result from its chunks' results: segment and word times shifted by the chunk's offset
-    (seconds), seek by its offset in mel frames, ids renumbered, texts joined, language the first chunk's."""
+def merge_chunk_results(windows: Sequence[Window], results: Sequence[dict], default_language=None) -> dict:
+    """One audio's result from its windows' results: segment and word times mapped from each window's time
+    onto the audio's (see _Timeline), seek moved to the window's first chunk in mel frames, ids renumbered,
+    texts joined, language the first window's."""
     segments = []
-    for (start, _), result in zip(chunks, results):
-        offset_s = start / SAMPLE_RATE
-        offset_frames = start // HOP_LENGTH
+    for window, result in zip(windows, results):
+        timeline = _Timeline(window)
+        offset_frames = window[0][0] // HOP_LENGTH
         for segment in result["segments"]:
-            segment = dict(segment, id=len(segments), seek=segment["seek"] + offset_frames,
-                           start=round(segment["start"] + offset_s, 3), end=round(segment["end"] + offset_s, 3))
+            start = timeline.start(segment["start"])
+            segment = dict(segment, id=len(segments), seek=segment["seek"] + offset_frames, start=round(start, 3),
+                           end=round(max(start, timeline.end(segment["end"])), 3))
             if "words" in segment:
-                segment["words"] = [dict(word, start=round(word["start"] + offset_s, 2),
-                                         end=round(word["end"] + offset_s, 2)) for word in segment["words"]]
+                words = []
+                for word in segment["words"]:
+                    word_start = timeline.start(word["start"])
+                    words.append(dict(word, start=round(word_start, 2),
+                                      end=round(max(word_start, timeline.end(word["end"])), 2)))
+                segment["words"] = words
             segments.append(segment)
     text = "".join(result["text"] for result in results)
     language = results[0]["language"] if results else default_language
     return {"text": text, "segments": segments, "language": language}
+
+
+class _Timeline:
+    """Seconds in a window (its chunks joined end to end) to seconds in the audio. A time inside a chunk keeps
+    its place in that chunk. A time on the seam of two chunks is the next chunk's start when it starts
+    something, and the previous chunk's end when it ends something, so no segment or word stretches over the
+    silence that was left out."""
+
+    def __init__(self, window: Window):
+        self.seams: List[float] = []  # where each chunk starts in the window, seconds
+        self.shifts: List[float] = []  # audio time minus window time, per chunk
+        at = 0
+        for start, end in window:
+            self.seams.append(at / SAMPLE_RATE)
+            self.shifts.append((start - at) / SAMPLE_RATE)
+            at += end - start
+
+    def start(self, t: float) -> float:
+        return t + self.shifts[max(0, bisect_right(self.seams, t) - 1)]
+
+    def end(self, t: float) -> float:
+        return t + self.shifts[max(0, bisect_left(self.seams, t) - 1)]
 
 
 def _print_segments(segments, prefix: str) -> None:
