@@ -306,6 +306,15 @@ def test_gemm_problem_first_met_under_capture(dtype):
     assert torch.equal(captured, ops.linear(*args))
 
 
+def test_a_device_mix_inside_a_tensor_list_names_the_element():
+    args = list(encoder_sample("cpu", torch.float32))
+    blocks = list(args[6])
+    blocks[3] = blocks[3].to("meta")
+    with pytest.raises(RuntimeError, match=r"encoder_forward: all inputs must be on one device; mel is on cpu but "
+                                           r"block_weights\[3\] is on meta"):
+        ops.encoder_forward(*args[:6], blocks, *args[7:])
+
+
 @pytest.mark.parametrize("op", OPS)
 def test_device_mix_is_refused_before_dispatch_even_under_fake_tensors(op):
     """A meta tensor among CPU tensors is refused by the op's C++ check at BackendSelect, ahead of any device

@@ -17,12 +17,19 @@
 namespace fastwhisper {
 namespace {
 
-struct FirstDevice {
-  std::optional<c10::Device> device;
-  std::string name;
+// An argument's name for the error message, built only when the check fails: "weights[3]".
+struct ArgumentName {
+  const std::string* name = nullptr;
+  int64_t index = -1;  // the position in a tensor list, -1 for a tensor argument
+  std::string str() const { return index < 0 ? *name : *name + "[" + std::to_string(index) + "]"; }
 };
 
-void check_tensor(const c10::OperatorHandle& op, FirstDevice& first, const at::Tensor& t, const std::string& name) {
+struct FirstDevice {
+  std::optional<c10::Device> device;
+  ArgumentName name;
+};
+
+void check_tensor(const c10::OperatorHandle& op, FirstDevice& first, const at::Tensor& t, ArgumentName name) {
   if (!t.defined()) return;
   if (!first.device) {
     first.device = t.device();
@@ -30,8 +37,8 @@ void check_tensor(const c10::OperatorHandle& op, FirstDevice& first, const at::T
     return;
   }
   TORCH_CHECK(t.device() == *first.device, "fastwhisper.", op.schema().name().substr(sizeof("fastwhisper::") - 1),
-              ": all inputs must be on one device; ", first.name, " is on ", *first.device, " but ", name, " is on ",
-              t.device());
+              ": all inputs must be on one device; ", first.name.str(), " is on ", *first.device, " but ", name.str(),
+              " is on ", t.device());
 }
 
 // Boxed kernel at BackendSelect: the stack holds the op's arguments (tensors, tensor lists, optional tensors).
@@ -41,16 +48,16 @@ void check_one_device(const c10::OperatorHandle& op, c10::DispatchKeySet keys, t
   FirstDevice first;
   for (size_t i = 0; i < arguments.size(); ++i) {
     const c10::IValue& v = values[i];
-    const std::string& name = arguments[i].name();
+    const std::string* name = &arguments[i].name();
     if (v.isTensor()) {
-      check_tensor(op, first, v.toTensor(), name);
+      check_tensor(op, first, v.toTensor(), {name});
     } else if (v.isTensorList()) {
       const auto list = v.toTensorList();
-      for (size_t j = 0; j < list.size(); ++j) check_tensor(op, first, list.get(j), name + "[" + std::to_string(j) + "]");
+      for (size_t j = 0; j < list.size(); ++j) check_tensor(op, first, list.get(j), {name, static_cast<int64_t>(j)});
     } else if (v.isList()) {  // Tensor?[]
       const auto& list = v.toListRef();
       for (size_t j = 0; j < list.size(); ++j) {
-        if (list[j].isTensor()) check_tensor(op, first, list[j].toTensor(), name + "[" + std::to_string(j) + "]");
+        if (list[j].isTensor()) check_tensor(op, first, list[j].toTensor(), {name, static_cast<int64_t>(j)});
       }
     }
   }
