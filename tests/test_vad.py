@@ -131,19 +131,21 @@ def test_merge_maps_times_seek_and_words_chunk_by_chunk():
     # window 1: one chunk at 1-5 s; window 2: chunks at 20-25 s and 40-43 s, joined: 0-5 s and 5-8 s of it
     windows = [[(16000, 80000)], [(320000, 400000), (640000, 688000)]]
     first = {"text": " a b", "language": "en", "segments": [segment(0, 0.0, 1.0, " a"), segment(1, 1.0, 2.5, " b")]}
-    second = {"text": " c d e", "language": "fr", "segments": [
+    second = {"text": " c d e f g", "language": "fr", "segments": [
         segment(0, 0.5, 5.0, " c"),   # ends on the seam: the first chunk's end
         segment(1, 5.0, 6.0, " d"),   # starts on the seam: the second chunk's start
-        segment(2, 4.0, 7.5, " e")]}  # spans the seam
+        segment(2, 4.0, 7.5, " e"),   # spans the seam; its one word lies mostly in the second chunk
+        segment(3, 2.0, 5.15, " f"),  # ends in the second chunk's leading padding: at the first chunk's end
+        segment(4, 4.9, 6.5, " g")]}  # starts in the first chunk's trailing padding: at the second's start
     merged = merge_chunk_results(windows, [first, second])
-    assert merged["text"] == " a b c d e"
+    assert merged["text"] == " a b c d e f g"
     assert merged["language"] == "en"
-    assert [s["id"] for s in merged["segments"]] == [0, 1, 2, 3, 4]
+    assert [s["id"] for s in merged["segments"]] == [0, 1, 2, 3, 4, 5, 6]
     assert [(s["start"], s["end"]) for s in merged["segments"]] == [
-        (1.0, 2.0), (2.0, 3.5), (20.5, 25.0), (40.0, 41.0), (24.0, 42.5)]
-    assert [s["seek"] for s in merged["segments"]] == [100, 100, 2000, 2000, 2000]
+        (1.0, 2.0), (2.0, 3.5), (20.5, 25.0), (40.0, 41.0), (24.0, 42.5), (22.0, 25.0), (40.0, 41.5)]
+    assert [s["seek"] for s in merged["segments"]] == [100, 100, 2000, 2000, 2000, 2000, 2000]
     assert [(w["start"], w["end"]) for s in merged["segments"] for w in s["words"]] == [
-        (1.1, 1.9), (2.1, 3.4), (20.6, 24.9), (40.1, 40.9), (24.1, 42.4)]
+        (1.1, 1.9), (2.1, 3.4), (20.6, 24.9), (40.1, 40.9), (40.0, 42.4), (22.1, 25.0), (40.0, 41.4)]
     assert first["segments"][0]["start"] == 0.0  # the window results are left as they were
     assert merge_chunk_results([], [], "en") == {"text": "", "segments": [], "language": "en"}
 

@@ -164,12 +164,8 @@ def merge_chunk_results(windows: Sequence[Window], results: Sequence[dict], defa
             segment = dict(segment, id=len(segments), seek=segment["seek"] + offset_frames, start=round(start, 3),
                            end=round(max(start, timeline.end(segment["end"])), 3))
             if "words" in segment:
-                words = []
-                for word in segment["words"]:
-                    word_start = timeline.start(word["start"])
-                    words.append(dict(word, start=round(word_start, 2),
-                                      end=round(max(word_start, timeline.end(word["end"])), 2)))
-                segment["words"] = words
+                segment["words"] = [dict(word, **{k: round(t, 2) for k, t in zip(
+                    ("start", "end"), timeline.word(word["start"], word["end"]))}) for word in segment["words"]]
             segments.append(segment)
     text = "".join(result["text"] for result in results)
     language = results[0]["language"] if results else default_language
@@ -177,10 +173,16 @@ def merge_chunk_results(windows: Sequence[Window], results: Sequence[dict], defa
 
 
 class _Timeline:
-    """Seconds in a window (its chunks joined end to end) to seconds in the audio. A time inside a chunk keeps
-    its place in that chunk. A time on the seam of two chunks is the next chunk's start when it starts
-    something, and the previous chunk's end when it ends something, so no segment or word stretches over the
-    silence that was left out."""
+    """Seconds in a window (its chunks joined end to end) to seconds in the audio.
+
+    A time inside a chunk keeps its place in that chunk. Each chunk begins and ends with SEAM_S of padding
+    around its speech, so a segment that starts in the last SEAM_S of a chunk starts at the next chunk, and one
+    that ends in the first SEAM_S of a chunk ends at the previous chunk's end: no segment stretches over the
+    silence that was left out for a timestamp that spills across a seam. A segment may still span chunks
+    (speech on both sides of the seam). A word lies in one chunk: the one holding its middle, and its times
+    are clamped to that chunk."""
+
+    SEAM_S = 0.2  # speech_chunks' default padding
 
     def __init__(self, window: Window):
         self.seams: List[float] = []  # where each chunk starts in the window, seconds
@@ -190,12 +192,27 @@ class _Timeline:
             self.seams.append(at / SAMPLE_RATE)
             self.shifts.append((start - at) / SAMPLE_RATE)
             at += end - start
+        self.ends = self.seams[1:] + [at / SAMPLE_RATE]  # where each chunk ends in the window
+
+    def _chunk(self, t: float) -> int:
+        return max(0, bisect_right(self.seams, t) - 1)
 
     def start(self, t: float) -> float:
-        return t + self.shifts[max(0, bisect_right(self.seams, t) - 1)]
+        k = self._chunk(t)
+        if k + 1 < len(self.seams) and t > self.ends[k] - self.SEAM_S:
+            k, t = k + 1, self.seams[k + 1]
+        return t + self.shifts[k]
 
     def end(self, t: float) -> float:
-        return t + self.shifts[max(0, bisect_left(self.seams, t) - 1)]
+        k = max(0, bisect_left(self.seams, t) - 1)
+        if k > 0 and t < self.seams[k] + self.SEAM_S:
+            k, t = k - 1, self.seams[k]
+        return t + self.shifts[k]
+
+    def word(self, start: float, end: float) -> Tuple[float, float]:
+        k = self._chunk((start + end) / 2)
+        start, end = (min(max(t, self.seams[k]), self.ends[k]) for t in (start, end))
+        return start + self.shifts[k], max(start, end) + self.shifts[k]
 
 
 def _print_segments(segments, prefix: str) -> None:
