@@ -22,24 +22,9 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))  # benchmarks/common.py
-from common import fixed_length_options, random_audio_features, random_whisper  # noqa: E402
+from common import fixed_length_options, random_audio_features, random_whisper, time_calls  # noqa: E402
 
 STEP_OPS_MAX_ROWS = 16
-
-
-def timed(fn, warmup: int, repeats: int) -> float:
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeats):
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        torch.cuda.synchronize()
-        start.record()
-        fn()
-        end.record()
-        end.synchronize()
-        times.append(start.elapsed_time(end))
-    return statistics.median(times)
 
 
 def main() -> None:
@@ -60,9 +45,10 @@ def main() -> None:
         for windows in (int(w) for w in args.windows.split(",")):
             features = random_audio_features(model.dims, windows)
             parts = [features[i:i + STEP_OPS_MAX_ROWS] for i in range(0, windows, STEP_OPS_MAX_ROWS)]
-            whole = timed(lambda: decode_cpp(model, features, options, session=session), 1, args.repeats)
-            split = timed(lambda: [decode_cpp(model, part, options, session=session) for part in parts], 1,
-                          args.repeats)
+            whole = statistics.median(time_calls(lambda: decode_cpp(model, features, options, session=session),
+                                                 "cuda", 1, args.repeats))
+            split = statistics.median(time_calls(
+                lambda: [decode_cpp(model, part, options, session=session) for part in parts], "cuda", 1, args.repeats))
             row = {"model": args.model, "windows": windows, "tokens": args.tokens, "whole_ms": whole,
                    "split_ms": split, "parts": len(parts), "whole_ms_per_step": whole / args.tokens,
                    "split_ms_per_step": split / args.tokens}

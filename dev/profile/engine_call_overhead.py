@@ -24,28 +24,13 @@ import queue
 import statistics
 import sys
 import threading
-import time
 from concurrent.futures import Future
 from pathlib import Path
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))  # benchmarks/common.py
-from common import fixed_length_options, random_audio_features, random_whisper  # noqa: E402
-
-
-def timed(fn) -> float:
-    if not torch.cuda.is_available():
-        start_s = time.perf_counter()
-        fn()
-        return (time.perf_counter() - start_s) * 1e3
-    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-    torch.cuda.synchronize()
-    start.record()
-    fn()
-    end.record()
-    end.synchronize()
-    return start.elapsed_time(end)
+from common import fixed_length_options, random_audio_features, random_whisper, time_calls  # noqa: E402
 
 
 class Worker:
@@ -121,7 +106,7 @@ def main() -> None:
                 times = {k: [] for k in paths}
                 for _ in range(args.repeats):
                     for k, fn in paths.items():
-                        times[k].append(timed(fn))
+                        times[k].append(time_calls(fn, device, 0, 1)[0])
                 row = {"model": name, "decoder": decoder, "beam": beam, "tokens": args.tokens}
                 for k, ts in times.items():
                     row[f"{k}_ms"] = statistics.median(ts)
