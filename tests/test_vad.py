@@ -150,6 +150,39 @@ def test_merge_maps_times_seek_and_words_chunk_by_chunk():
     assert merge_chunk_results([], [], "en") == {"text": "", "segments": [], "language": "en"}
 
 
+def test_a_segment_end_snaps_back_over_a_seam_only_within_the_chunks_padding():
+    # one window of two chunks, audio 1-5 s and 20-25 s: the segment ends 0.3 s into the second chunk
+    windows = [[(16000, 80000), (320000, 400000)]]
+    result = {"text": " a", "language": "en", "segments": [
+        {"id": 0, "seek": 0, "start": 1.0, "end": 4.3, "text": " a", "tokens": [1]}]}
+    ends = {seam: merge_chunk_results(windows, [result], seam_s=seam)["segments"][0]["end"] for seam in (0, 0.2, 0.5)}
+    assert ends == {0: 20.3, 0.2: 20.3, 0.5: 5.0}
+
+
+def test_the_seams_follow_vad_options_padding():
+    waveform, _, _ = concatenation()
+    model = random_model()
+    for padding_s in (0.2, 0.5):
+        window = speech_windows(waveform, padding_s=padding_s)[0]
+        first = (window[0][1] - window[0][0]) / SR  # the first chunk's length: where the second starts
+
+        def engine(model, window_waveforms, **options):  # one segment ending 0.3 s into the second chunk
+            class Call:
+                def results(self):
+                    for position in range(len(window_waveforms)):
+                        yield position, {"text": " a", "language": "en", "segments": [
+                            {"id": 0, "seek": 0, "start": 0.0, "end": first + 0.3, "text": " a", "tokens": []}]}
+
+                def cancel(self):
+                    pass
+            return Call()
+
+        (_, merged), = iter_transcribe_with_vad(model, [waveform], engine, fp16=False, language="en",
+                                                vad_options={"padding_s": padding_s})
+        expected = window[0][1] / SR if padding_s > 0.3 else window[1][0] / SR + 0.3
+        assert merged["segments"][0]["end"] == pytest.approx(expected, abs=1e-3), padding_s
+
+
 def test_window_results_are_routed_to_their_audio_and_a_failing_window_fails_its_audio_alone():
     waveform, clips, _ = concatenation()  # three chunks
     silence = np.zeros(3 * SR, np.float32)

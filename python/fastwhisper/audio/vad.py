@@ -29,6 +29,7 @@ WINDOW = 512  # Silero's window at 16 kHz
 WARMUP_WINDOWS = 32  # 1 s of audio read before each stream's own windows
 MIN_STREAM_WINDOWS = 256  # about 8 s
 MAX_STREAMS = 256
+PADDING_S = 0.2  # silence kept on each side of a speech region, seconds
 FRAME_SAMPLES = 160  # one mel frame (10 ms): chunk starts are aligned to it, so offsets are whole frames
 
 
@@ -95,7 +96,7 @@ def speech_probabilities(audio: torch.Tensor, device: Union[str, torch.device] =
 
 
 def speech_regions(waveform: np.ndarray, *, threshold: float = 0.5, min_silence_s: float = 0.3,
-                   min_speech_s: float = 0.25, padding_s: float = 0.2,
+                   min_speech_s: float = 0.25, padding_s: float = PADDING_S,
                    max_region_s: float = 30.0, device: Union[str, torch.device] = "cpu") -> List[Tuple[int, int]]:
     """Silero's speech regions of a 16 kHz mono waveform as (start_sample, end_sample), each padded by
     padding_s on both sides (not past the audio or into the next region) and at most max_region_s long.
@@ -130,7 +131,7 @@ def _split_long(regions, limit: int):
         yield start, end
 
 
-def speech_chunks(waveform: np.ndarray, max_seconds: float = 30.0, padding_s: float = 0.2,
+def speech_chunks(waveform: np.ndarray, max_seconds: float = 30.0, padding_s: float = PADDING_S,
                   max_gap_s: float = 1.0, **vad_options) -> List[Tuple[int, int]]:
     """Chunks of `waveform` (16 kHz mono float32) to transcribe, as (start_sample, end_sample), in order.
 

@@ -33,7 +33,7 @@ from whisper.audio import FRAMES_PER_SECOND, HOP_LENGTH, SAMPLE_RATE
 from whisper.utils import format_timestamp
 
 from ..audio import load_audio
-from ..audio.vad import speech_chunks, speech_windows
+from ..audio.vad import PADDING_S, speech_chunks, speech_windows
 from ..errors import AudioLoadError
 from .options import transcribe_options
 
@@ -118,7 +118,8 @@ def iter_transcribe_with_vad(model, audios: Sequence, submit: Callable, *, batch
             parts = done[index]
             parts[number] = result
             if all(part is not None for part in parts):
-                merged = merge_chunk_results(windows_of[index], parts, default_language)
+                merged = merge_chunk_results(windows_of[index], parts, default_language,
+                                             seam_s=vad_options.get("padding_s", PADDING_S))
                 if verbose:
                     _print_segments(merged["segments"], f"[{index}] " if len(audios) > 1 else "")
                 yield index, merged
@@ -151,13 +152,14 @@ def _clips_of_whole_audios(model, loaded: Dict[int, object], chunks_of: Dict[int
             transcription.cancel()
 
 
-def merge_chunk_results(windows: Sequence[Window], results: Sequence[dict], default_language=None) -> dict:
+def merge_chunk_results(windows: Sequence[Window], results: Sequence[dict], default_language=None,
+                        seam_s: float = PADDING_S) -> dict:
     """One audio's result from its windows' results: segment and word times mapped from each window's time
-    onto the audio's (see _Timeline), seek moved to the window's first chunk in mel frames, ids renumbered,
-    texts joined, language the first window's."""
+    onto the audio's (see _Timeline; seam_s: the chunks' padding), seek moved to the window's first chunk in mel
+    frames, ids renumbered, texts joined, language the first window's."""
     segments = []
     for window, result in zip(windows, results):
-        timeline = _Timeline(window)
+        timeline = _Timeline(window, seam_s)
         offset_frames = window[0][0] // HOP_LENGTH
         for segment in result["segments"]:
             start = timeline.start(segment["start"])
@@ -175,16 +177,15 @@ def merge_chunk_results(windows: Sequence[Window], results: Sequence[dict], defa
 class _Timeline:
     """Seconds in a window (its chunks joined end to end) to seconds in the audio.
 
-    A time inside a chunk keeps its place in that chunk. Each chunk begins and ends with SEAM_S of padding
-    around its speech, so a segment that starts in the last SEAM_S of a chunk starts at the next chunk, and one
-    that ends in the first SEAM_S of a chunk ends at the previous chunk's end: no segment stretches over the
-    silence that was left out for a timestamp that spills across a seam. A segment may still span chunks
-    (speech on both sides of the seam). A word lies in one chunk: the one holding its middle, and its times
-    are clamped to that chunk."""
+    A time inside a chunk keeps its place in that chunk. Each chunk begins and ends with seam_s of padding
+    around its speech (speech_chunks' padding_s), so a segment that starts in the last seam_s of a chunk starts
+    at the next chunk, and one that ends in the first seam_s of a chunk ends at the previous chunk's end: no
+    segment stretches over the silence that was left out for a timestamp that spills across a seam. A segment
+    may still span chunks (speech on both sides of the seam). A word lies in one chunk: the one holding its
+    middle, and its times are clamped to that chunk."""
 
-    SEAM_S = 0.2  # speech_chunks' default padding
-
-    def __init__(self, window: Window):
+    def __init__(self, window: Window, seam_s: float = PADDING_S):
+        self.seam_s = seam_s
         self.seams: List[float] = []  # where each chunk starts in the window, seconds
         self.shifts: List[float] = []  # audio time minus window time, per chunk
         at = 0
@@ -199,13 +200,13 @@ class _Timeline:
 
     def start(self, t: float) -> float:
         k = self._chunk(t)
-        if k + 1 < len(self.seams) and t > self.ends[k] - self.SEAM_S:
+        if k + 1 < len(self.seams) and t > self.ends[k] - self.seam_s:
             k, t = k + 1, self.seams[k + 1]
         return t + self.shifts[k]
 
     def end(self, t: float) -> float:
         k = max(0, bisect_left(self.seams, t) - 1)
-        if k > 0 and t < self.seams[k] + self.SEAM_S:
+        if k > 0 and t < self.seams[k] + self.seam_s:
             k, t = k - 1, self.seams[k]
         return t + self.shifts[k]
 
