@@ -9,11 +9,12 @@ import gc
 import threading
 import time
 
+import numpy as np
 import pytest
 from whisper.transcribe import transcribe as whisper_transcribe
 
 import fastwhisper
-from fastwhisper.engine import fallback, scheduler
+from fastwhisper.engine import fallback, job, scheduler
 from fastwhisper.engine.scheduler import engine_for
 from conftest import DEVICES, assert_same_result, random_audio_features, random_model
 from real_models import SAMPLES_DIR, fast_model, require, samples
@@ -137,3 +138,36 @@ def test_jobs_waiting_for_the_engine_share_its_next_round():
     for ours, theirs in zip(results, references):
         assert_same_result(ours, theirs)
 
+
+
+def test_a_jobs_audios_are_loaded_on_loader_threads_before_their_round(monkeypatch):
+    """The log-mel of a job's next audios is computed by the loader threads from the job's submission on (enough
+    for its free places and LOOKAHEAD more), not by the scheduler thread between rounds."""
+    loads = []
+    real_load = job.load_audio
+
+    def recording_load(source):
+        loads.append(threading.current_thread().name)
+        return real_load(source)
+
+    monkeypatch.setattr(job, "load_audio", recording_load)
+    model = random_model()
+    engine, busy, release = engine_for(model), threading.Event(), threading.Event()
+    blocker = threading.Thread(target=engine.call, args=(lambda: (busy.set(), release.wait(60)),))
+    blocker.start()
+    try:
+        assert busy.wait(60)
+        audios = [np.random.default_rng(i).normal(0, 0.1, 16000).astype(np.float32) for i in range(5)]
+        call = fastwhisper.engine.submit(model, audios, batch_size=1, fp16=False, language="en", temperature=0.0,
+                                         condition_on_previous_text=False, without_timestamps=True)
+        deadline = time.monotonic() + 30
+        while len(loads) < 1 + job.LOOKAHEAD and time.monotonic() < deadline:
+            time.sleep(0.01)
+        time.sleep(0.2)
+        assert len(loads) == 1 + job.LOOKAHEAD  # while the engine is busy: one place, then LOOKAHEAD ahead
+    finally:
+        release.set()
+        blocker.join(60)
+    results = dict(call.results())
+    assert sorted(results) == list(range(5)) and all(isinstance(r, dict) for r in results.values())
+    assert len(loads) == 5 and all(name.startswith("fastwhisper-loader") for name in loads), loads

@@ -1,6 +1,9 @@
 """One call to the engine: its audios, its options and its live streams; results go back through a queue.
 
-A job keeps at most `batch_size` streams live (an audio is loaded only when a place frees). Each round the
+A job keeps at most `batch_size` streams live. Its next audios are loaded and turned into log-mel spectrograms
+ahead of time on a small pool of loader threads (from the job's submission on: enough to fill its places, then
+LOOKAHEAD more), so the scheduler thread, which also drives the GPU, finds them ready instead of computing them
+one after another between rounds. Each round the
 scheduler asks every job for its rows (`prepare`, then `rows`), encodes and decodes the rows of all jobs
 together, and hands each job its results (`accept`). The caller's thread reads (index, result) pairs from
 `results` as the audios finish; `END` closes the queue.
@@ -8,10 +11,13 @@ together, and hands each job its results (`accept`). The caller's thread reads (
 
 import os
 import queue
+import threading
 from collections import deque
-from typing import Callable, Dict, List, Optional
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Callable, Deque, Dict, List, Optional, Tuple
 
 import torch
+from whisper.audio import N_SAMPLES, log_mel_spectrogram
 
 from ..audio import load_audio
 from .errors import describe_failure
@@ -21,6 +27,25 @@ from .progress import Progress
 from .stream import TranscriptionStream, Window
 
 END = object()  # the last item of a job's result queue
+LOOKAHEAD = 2  # audios prepared beyond a job's free places: each holds its whole log-mel in memory
+LOADER_THREADS = 4  # decoding and the log-mel's STFT release the GIL, so loaders run beside the scheduler
+
+_loaders: Optional[ThreadPoolExecutor] = None
+_loaders_lock = threading.Lock()
+
+
+def _loader_pool() -> ThreadPoolExecutor:
+    global _loaders
+    with _loaders_lock:
+        if _loaders is None:
+            _loaders = ThreadPoolExecutor(LOADER_THREADS, thread_name_prefix="fastwhisper-loader")
+        return _loaders
+
+
+def audio_mel(source, n_mels: int) -> torch.Tensor:
+    """The log-mel spectrogram a stream reads: the audio (path, array or tensor) loaded, with whisper's 30 s
+    of silence padded for slicing (as whisper.transcribe computes it, on the CPU)."""
+    return log_mel_spectrogram(load_audio(source), n_mels, padding=N_SAMPLES)
 
 
 class JobRow:
@@ -36,7 +61,9 @@ class Job:
         self.settings, self.batch_size, self.decoder = settings, batch_size, decoder
         self.on_segment = on_segment  # called on the scheduler thread with (index, segment) as segments finish
         self.generators = StreamGenerators(model.device)  # the default generators' state at the call
+        self.n_mels = model.dims.n_mels
         self.pending = deque(enumerate(audios))
+        self.loading: Deque[Tuple[int, object, Future]] = deque()  # (index, source, its log-mel to come)
         self.active: Dict[int, TranscriptionStream] = {}
         self.labelled = len(audios) > 1
         self.progress = Progress(audios, disable=settings.verbose is not False)
@@ -45,6 +72,7 @@ class Job:
         self.ended = False
         self.submitted_at = 0.0  # time.monotonic() when the engine took the job
         self.first_round_at: Optional[float] = None  # and when its first round started
+        self._load_ahead()
 
     # ---- reporting to the caller
 
@@ -60,12 +88,15 @@ class Job:
     def end(self) -> None:
         if not self.ended:
             self.ended = True
+            for _, _, future in self.loading:
+                future.cancel()
+            self.loading.clear()
             self.progress.close()
             self.results.put(END)
 
     @property
     def finished(self) -> bool:
-        return not self.pending and not self.active
+        return not self.pending and not self.loading and not self.active
 
     @property
     def live_streams(self) -> int:
@@ -73,7 +104,7 @@ class Job:
 
     @property
     def waiting_audios(self) -> int:
-        return len(self.pending)
+        return len(self.pending) + len(self.loading)
 
     # ---- a round
 
@@ -85,7 +116,7 @@ class Job:
             started = self._load(model)
             _detect_languages(model, [s for s in started if s.needs_language])
             self._next_windows(ready)
-            if len(ready) == len(self.active) and (len(self.active) == self.batch_size or not self.pending):
+            if len(ready) == len(self.active) and (len(self.active) == self.batch_size or self.finished_loading):
                 return ready
 
     def rows(self, ready: Dict[int, TranscriptionStream]) -> List[JobRow]:
@@ -131,12 +162,23 @@ class Job:
         if self.finished:
             self.end()
 
+    @property
+    def finished_loading(self) -> bool:
+        return not self.pending and not self.loading
+
+    def _load_ahead(self) -> None:
+        """Start loading audios until the free places and LOOKAHEAD more are covered."""
+        while self.pending and len(self.loading) < self.batch_size - len(self.active) + LOOKAHEAD:
+            index, source = self.pending.popleft()
+            self.loading.append((index, source, _loader_pool().submit(audio_mel, source, self.n_mels)))
+
     def _load(self, model) -> List[TranscriptionStream]:
         started = []
-        while len(self.active) < self.batch_size and self.pending:
-            index, source = self.pending.popleft()
+        while len(self.active) < self.batch_size and not self.finished_loading:
+            self._load_ahead()
+            index, source, future = self.loading.popleft()
             try:
-                stream = TranscriptionStream(model, load_audio(source), self.settings, _label(source, index),
+                stream = TranscriptionStream(model, future.result(), self.settings, _label(source, index),
                                              self.labelled)
             except Exception as exc:  # this audio's own failure (unreadable file, bad array, ...)
                 self.progress.drop(index)
@@ -145,6 +187,7 @@ class Job:
             self.progress.start(index, stream)
             self.active[index] = stream
             started.append(stream)
+        self._load_ahead()
         return started
 
     def _next_windows(self, ready: dict, done_only: bool = False) -> None:

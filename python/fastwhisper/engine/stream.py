@@ -10,8 +10,7 @@ whisper.transcribe returns.
 from typing import List, Optional
 
 import torch
-from whisper.audio import (FRAMES_PER_SECOND, HOP_LENGTH, N_FRAMES, N_SAMPLES, SAMPLE_RATE, log_mel_spectrogram,
-                           pad_or_trim)
+from whisper.audio import FRAMES_PER_SECOND, HOP_LENGTH, N_FRAMES, SAMPLE_RATE, pad_or_trim
 from whisper.decoding import DecodingResult
 from whisper.tokenizer import LANGUAGES, get_tokenizer
 from whisper.utils import exact_div, format_timestamp, make_safe
@@ -40,11 +39,11 @@ class TranscriptionStream:
     `accept(result)`; finally `result()`.
     """
 
-    def __init__(self, model, waveform, settings: TranscribeOptions, label: str = "", print_label: bool = False):
+    def __init__(self, model, mel: torch.Tensor, settings: TranscribeOptions, label: str = "",
+                 print_label: bool = False):
         self.model, self.settings, self.label = model, settings, label
         self.prefix = f"{label}: " if print_label else ""
-        # whisper pads 30 s of silence to the audio, for slicing
-        self.mel = log_mel_spectrogram(waveform, model.dims.n_mels, padding=N_SAMPLES)
+        self.mel = mel  # [n_mels, frames]: the audio's log-mel with whisper's 30 s of silence padded (job.audio_mel)
         self.content_frames = self.mel.shape[-1] - N_FRAMES
         self.content_duration = float(self.content_frames * HOP_LENGTH / SAMPLE_RATE)
         self.options = dict(settings.decode_options)  # this audio's DecodingOptions fields
