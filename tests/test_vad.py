@@ -17,11 +17,11 @@ if importlib.util.find_spec("silero_vad") is None:
     pytest.skip("silero-vad is not installed (pip install fastwhisper[vad])", allow_module_level=True)
 
 import fastwhisper  # noqa: E402
-from fastwhisper.audio import silero_steps, vad as audio_vad  # noqa: E402
+from fastwhisper.audio import vad as audio_vad  # noqa: E402
 from fastwhisper.audio.vad import VADUnavailableError, speech_chunks, speech_windows  # noqa: E402
 from fastwhisper.engine import transcribe  # noqa: E402
 from fastwhisper.engine.vad import iter_transcribe_with_vad, merge_chunk_results  # noqa: E402
-from conftest import DEVICES, NO_CACHE, random_model, run_cli  # noqa: E402
+from conftest import NO_CACHE, random_model, run_cli  # noqa: E402
 from real_models import SAMPLES_DIR, fast_model, normalized_wer, require, samples  # noqa: E402
 
 SR = 16000
@@ -72,48 +72,6 @@ def test_speech_chunks_of_a_long_recording_are_at_most_30_s_and_cover_most_of_it
     assert sum(end - start for start, end in chunks) > 0.85 * len(waveform)
     with pytest.raises(ValueError, match="max_seconds"):
         speech_chunks(waveform, max_seconds=31)
-
-
-def wrapper_probabilities(audio, device):
-    """speech_probabilities' streams stepped through Silero's own stateful wrapper (the reference)."""
-    model = audio_vad.load_vad_model(device)
-    n_windows = -(-audio.numel() // audio_vad.WINDOW)
-    length = max(audio_vad.MIN_STREAM_WINDOWS, -(-n_windows // audio_vad.MAX_STREAMS))
-    n_streams = -(-n_windows // length)
-    padded = torch.zeros((audio_vad.WARMUP_WINDOWS + n_streams * length) * audio_vad.WINDOW)
-    padded[audio_vad.WARMUP_WINDOWS * audio_vad.WINDOW:][:audio.numel()] = audio
-    windows = padded.view(-1, audio_vad.WINDOW).to(device)
-    starts = torch.arange(n_streams, device=device) * length
-    out = torch.empty(n_streams, audio_vad.WARMUP_WINDOWS + length, device=device)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # as speech_probabilities runs it: the CPU convolutions' sums depend on the threads
-    try:
-        with torch.inference_mode():
-            model.reset_states()
-            for step in range(out.shape[1]):
-                out[:, step] = model(windows[starts + step], SR)[:, 0]
-            model.reset_states()
-    finally:
-        torch.set_num_threads(threads)
-    return out[:, audio_vad.WARMUP_WINDOWS:].reshape(-1)[:n_windows].cpu()
-
-
-@pytest.mark.parametrize("device", DEVICES)
-def test_speech_probabilities_equal_silero_wrappers_steps(device):
-    waveform, _, _ = concatenation()
-    # 40 s: 5 streams of 256 windows; 3 s: one stream, most of it padding
-    for audio in (np.tile(waveform, 2)[:40 * SR], waveform[:3 * SR]):
-        audio = torch.from_numpy(np.ascontiguousarray(audio))
-        expected = wrapper_probabilities(audio, device)
-        for _ in range(2):  # on CUDA: the first call captures its graph, the second replays the kept one
-            got = torch.tensor(audio_vad.speech_probabilities(audio, device))
-            assert got.shape == expected.shape
-            if device == "cpu":
-                assert torch.equal(got, expected)  # the same operations on the same values
-            else:  # the graphs run TorchScript's unoptimized plan, the wrapper its fused one
-                torch.testing.assert_close(got, expected, rtol=0, atol=1e-5)
-    if device == "cuda":
-        assert all(graph is not None for graph in silero_steps._graphs.values())
 
 
 def test_speech_windows_pack_whole_chunks_in_order_up_to_30_s():

@@ -21,7 +21,6 @@ import numpy as np
 import torch
 
 from ..errors import FastWhisperError
-from .silero_steps import run_steps
 
 __all__ = ["VADUnavailableError", "speech_windows", "speech_chunks", "speech_regions", "load_vad_model"]
 
@@ -72,7 +71,6 @@ def speech_probabilities(audio: torch.Tensor, device: Union[str, torch.device] =
     reads WARMUP_WINDOWS windows of the audio before it (zeros for the first), so that its state has settled
     when its own windows begin. On the CPU the pass runs on one thread of the caller (the OpenMP thread count
     is the calling thread's own): its operations are too small to gain from more, and several times slower.
-    On CUDA the steps run as CUDA graphs (fastwhisper.audio.silero_steps).
     """
     model = load_vad_model(str(device))
     n_windows = -(-audio.numel() // WINDOW)
@@ -83,11 +81,15 @@ def speech_probabilities(audio: torch.Tensor, device: Union[str, torch.device] =
     windows = padded.view(-1, WINDOW).to(device)
     steps = WARMUP_WINDOWS + length
     starts = torch.arange(n_streams, device=windows.device) * length
+    out = torch.empty(n_streams, steps, device=windows.device)
     threads = torch.get_num_threads()
     with _lock, torch.inference_mode():
         torch.set_num_threads(1)
         try:
-            out = run_steps(model, windows, starts, steps)  # [n_streams, steps]
+            model.reset_states()
+            for step in range(steps):
+                out[:, step] = model(windows[starts + step], SAMPLE_RATE)[:, 0]
+            model.reset_states()
         finally:
             torch.set_num_threads(threads)
     return out[:, WARMUP_WINDOWS:].reshape(-1)[:n_windows].cpu().tolist()
