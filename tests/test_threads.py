@@ -139,7 +139,6 @@ def test_jobs_waiting_for_the_engine_share_its_next_round():
         assert_same_result(ours, theirs)
 
 
-
 def test_a_jobs_audios_are_loaded_on_loader_threads_before_their_round(monkeypatch):
     """The log-mel of a job's next audios is computed by the loader threads from the job's submission on (enough
     for its free places and LOOKAHEAD more), not by the scheduler thread between rounds."""

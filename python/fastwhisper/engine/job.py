@@ -3,10 +3,9 @@
 A job keeps at most `batch_size` streams live. Its next audios are loaded and turned into log-mel spectrograms
 ahead of time on a small pool of loader threads (from the job's submission on: enough to fill its places, then
 LOOKAHEAD more), so the scheduler thread, which also drives the GPU, finds them ready instead of computing them
-one after another between rounds. Each round the
-scheduler asks every job for its rows (`prepare`, then `rows`), encodes and decodes the rows of all jobs
-together, and hands each job its results (`accept`). The caller's thread reads (index, result) pairs from
-`results` as the audios finish; `END` closes the queue.
+one after another between rounds. Each round the scheduler asks every job for its rows (`prepare`, then
+`rows`), encodes and decodes the rows of all jobs together, and hands each job its results (`accept`). The
+caller's thread reads (index, result) pairs from `results` as the audios finish; `END` closes the queue.
 """
 
 import os
