@@ -1,7 +1,7 @@
 """Where the time of a CPU transcription goes (issue 33): tiny.en, real weights, fp32, greedy with fallback.
 
     python dev/profile/cpu_transcribe_profile.py --threads 2 --audio audio_samples/long_pocketsphinx_concat.flac \
-        --out benchmarks/results/cpu-profile-tiny-en
+        --out dev/profile/results-cpu/transcribe-profile-tiny-en
 
 One process, the model built and one untimed transcription first. Then:
   1. wall time of transcribe() with each decoder (median of --repeats);

@@ -95,7 +95,7 @@ class Job:
 
     @property
     def finished(self) -> bool:
-        return not self.pending and not self.loading and not self.active
+        return self.finished_loading and not self.active
 
     @property
     def live_streams(self) -> int:
