@@ -18,10 +18,11 @@ if importlib.util.find_spec("silero_vad") is None:
 
 import fastwhisper  # noqa: E402
 from fastwhisper.audio import vad as audio_vad  # noqa: E402
+from fastwhisper.audio.silero_steps import GRAPH_STEPS, run_steps  # noqa: E402
 from fastwhisper.audio.vad import VADUnavailableError, speech_chunks, speech_windows  # noqa: E402
 from fastwhisper.engine import transcribe  # noqa: E402
 from fastwhisper.engine.vad import iter_transcribe_with_vad, merge_chunk_results  # noqa: E402
-from conftest import NO_CACHE, random_model, run_cli  # noqa: E402
+from conftest import DEVICES, NO_CACHE, random_model, run_cli  # noqa: E402
 from real_models import SAMPLES_DIR, fast_model, normalized_wer, require, samples  # noqa: E402
 
 SR = 16000
@@ -94,6 +95,37 @@ def test_speech_chunks_of_silence_and_noise_floor_are_empty():
     quiet = np.random.default_rng(0).normal(0, 1e-4, 5 * SR).astype(np.float32)
     assert speech_chunks(quiet) == []
     assert speech_chunks(np.zeros(0, np.float32)) == []
+
+
+def wrapper_probabilities(model, windows, starts, steps):
+    """Silero's own way: its TorchScript wrapper called once per step, from reset_states()."""
+    out = torch.empty(starts.numel(), steps, device=windows.device)
+    model.reset_states()
+    for step in range(steps):
+        out[:, step] = model(windows[starts + step], SR)[:, 0]
+    model.reset_states()
+    return out
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_speech_probabilities_equal_silero_wrappers_steps(device):
+    waveform, _, _ = concatenation()
+    usable = len(waveform) // 512 * 512
+    windows = torch.from_numpy(waveform[:usable]).view(-1, 512).to(device)
+    model = audio_vad.load_vad_model(device)
+    steps = 3 * GRAPH_STEPS + 5  # three CUDA graphs and five eager steps on a GPU
+    starts = torch.tensor([0, 7, 200, 333, 500], device=device)  # streams in speech and in silence
+    assert int(starts.max()) + steps <= windows.shape[0]
+    with torch.inference_mode():
+        expected = wrapper_probabilities(model, windows, starts, steps)
+        for _ in range(2):  # the second pass replays the cached graphs
+            got = run_steps(model, windows, starts, steps)
+            assert got.shape == (starts.numel(), steps)
+            if device == "cpu":
+                assert torch.equal(got, expected)
+            else:
+                torch.testing.assert_close(got, expected, atol=1e-5, rtol=0)
+    assert float(expected.max()) > 0.9 and float(expected.min()) < 0.1  # speech and silence were both read
 
 
 def test_loading_silero_vad_keeps_torchs_thread_count():
