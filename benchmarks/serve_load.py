@@ -361,6 +361,7 @@ def parse_args(argv=None):
     p.add_argument("--batch_repeats", type=int, default=3,
                    help="timed transcribe_batch runs (their median), after one untimed run")
     p.add_argument("--out", type=Path, default=None, help="write the rows as JSON here")
+    p.add_argument("--commit", default=None, help="recorded in the output (default: $FASTWHISPER_COMMIT or git HEAD)")
     p.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--port", type=int, default=0, help=argparse.SUPPRESS)
     return p.parse_args(argv)
@@ -383,7 +384,7 @@ def write(rows: list, args) -> None:
     if args.out is None:
         return
     text = report(rows)
-    meta = {"device": device_name(args.device), "commit": git_commit(), "torch": torch.__version__,
+    meta = {"device": device_name(args.device), "commit": args.commit or git_commit(), "torch": torch.__version__,
             "args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}}
     title = f"# fastwhisper-serve under load ({meta['device']}, commit {meta['commit']}, {time.strftime('%Y-%m-%d')})"
     write_outputs(args.out, {"meta": meta, "rows": rows, "report": text}, f"{title}\n\n{text}\n")
