@@ -8,7 +8,7 @@ For each model: (1) in this process, the baselines: `fastwhisper.transcribe` of 
 one after another (after one untimed call), and `transcribe_batch` of --batch_requests requests with the server's
 batch size (one untimed run, then the median of --batch_repeats); (2) a server process (this script with --serve)
 on a free port, warmed by one untimed burst at the largest concurrency, and (3) for each concurrency C,
-max(2C, --min_requests)
+max(--requests_per_client x C, --min_requests)
 requests of --audio_seconds of audio each, C in flight at a time (asyncio + httpx): aggregate RTFx (audio
 seconds / wall seconds), p50 and p95 latency (upload to last byte), the mean GPU utilisation (nvidia-smi) and the engine's
 windows per round (from /metrics).
@@ -266,7 +266,7 @@ async def run_level(url: str, bodies: List[bytes], concurrency: int, requests: i
 
 def bench_model(name: str, kind: str, args) -> dict:
     levels = [int(c) for c in args.concurrency.split(",")]
-    largest = max(max(2 * c, args.min_requests) for c in levels)
+    largest = max(max(args.requests_per_client * c, args.min_requests) for c in levels)
     audios = request_audios(max(largest, args.batch_requests, args.sequential, 1), args.audio_seconds)
     audio_s = args.audio_seconds
     row: Dict[str, object] = {"model": name, "weights": kind, "audio_seconds_per_request": audio_s,
@@ -295,7 +295,7 @@ def bench_server(name: str, kind: str, args, bodies: list, audio_s: float) -> li
         largest = max(int(c) for c in args.concurrency.split(","))
         asyncio.run(run_level(server.url, bodies, largest, largest, name))
         for concurrency in [int(c) for c in args.concurrency.split(",")]:
-            requests = max(2 * concurrency, args.min_requests)
+            requests = max(args.requests_per_client * concurrency, args.min_requests)
             before = server.metrics()
             start = time.perf_counter()
             measured = asyncio.run(run_level(server.url, bodies, concurrency, requests, name))
@@ -351,7 +351,10 @@ def parse_args(argv=None):
                    help="NAME=random|real, comma separated")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--concurrency", default="1,4,16,64")
-    p.add_argument("--min_requests", type=int, default=8, help="requests per level at least (else 2 x concurrency)")
+    p.add_argument("--min_requests", type=int, default=8, help="requests per level at least")
+    p.add_argument("--requests_per_client", type=int, default=4,
+                   help="requests per level: this many per client in flight (the first ones arrive together, so a "
+                        "few per client are needed to see the rounds a steady load makes)")
     p.add_argument("--audio_seconds", type=float, default=30.0, help="audio per request")
     p.add_argument("--tokens", type=int, default=DEFAULT_TOKENS, help="token budget per window (random weights)")
     p.add_argument("--batch_size", type=int, default=64, help="the server's (and transcribe_batch's) batch size")
