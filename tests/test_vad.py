@@ -4,6 +4,9 @@ and mapped back onto the audio's timeline (fastwhisper/audio/vad.py, fastwhisper
 import importlib.util
 import json
 import sys
+import threading
+import warnings
+from collections import OrderedDict
 
 import numpy as np
 import pytest
@@ -18,11 +21,12 @@ if importlib.util.find_spec("silero_vad") is None:
 
 import fastwhisper  # noqa: E402
 from fastwhisper.audio import vad as audio_vad  # noqa: E402
+from fastwhisper.audio import silero_steps  # noqa: E402
 from fastwhisper.audio.silero_steps import GRAPH_STEPS, run_steps  # noqa: E402
 from fastwhisper.audio.vad import VADUnavailableError, speech_chunks, speech_windows  # noqa: E402
 from fastwhisper.engine import transcribe  # noqa: E402
 from fastwhisper.engine.vad import iter_transcribe_with_vad, merge_chunk_results  # noqa: E402
-from conftest import DEVICES, NO_CACHE, random_model, run_cli  # noqa: E402
+from conftest import DEVICES, NO_CACHE, random_model, requires_cuda, run_cli  # noqa: E402
 from real_models import SAMPLES_DIR, fast_model, normalized_wer, require, samples  # noqa: E402
 
 SR = 16000
@@ -126,6 +130,48 @@ def test_speech_probabilities_equal_silero_wrappers_steps(device):
             else:
                 torch.testing.assert_close(got, expected, atol=1e-5, rtol=0)
     assert float(expected.max()) > 0.9 and float(expected.min()) < 0.1  # speech and silence were both read
+
+
+def test_audios_of_many_lengths_share_a_few_silero_graphs():
+    assert [silero_steps._bucket(n) for n in (1, 2, 3, 5, 8, 9, 138, 255, 256)] == [1, 2, 4, 8, 8, 16, 256, 256, 256]
+    assert silero_steps._bucket(audio_vad.MAX_STREAMS).bit_length() <= silero_steps.GRAPH_CACHE
+
+
+@requires_cuda
+@pytest.mark.gpu
+def test_another_thread_may_allocate_cuda_memory_while_silero_captures(monkeypatch):
+    """The engine's scheduler decodes other jobs while a caller's VAD pass captures its graphs: an allocation on
+    that thread during the capture must neither fail nor spoil the capture."""
+    monkeypatch.setattr(silero_steps, "_graphs", OrderedDict())
+    monkeypatch.setattr(silero_steps, "_graph_failed", set())
+    errors, captured = [], []
+    steps = silero_steps._StepGraph._steps
+
+    def steps_beside_an_allocating_thread(self, net):
+        if torch.cuda.is_current_stream_capturing():
+            def allocate():
+                try:
+                    torch.empty(2 ** 27 + 12345, device="cuda")  # 512 MiB of a new size: a real cudaMalloc
+                except RuntimeError as exc:
+                    errors.append(exc)
+            neighbour = threading.Thread(target=allocate)
+            neighbour.start()
+            neighbour.join()
+            captured.append(True)
+        steps(self, net)
+
+    monkeypatch.setattr(silero_steps._StepGraph, "_steps", steps_beside_an_allocating_thread)
+    torch.cuda.empty_cache()
+    waveform, _, _ = concatenation()
+    windows = torch.from_numpy(waveform[:len(waveform) // 512 * 512]).view(-1, 512).cuda()
+    model = audio_vad.load_vad_model("cuda")
+    starts = torch.tensor([0, 100, 300], device="cuda")
+    with torch.inference_mode(), warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)  # a failed capture warns
+        expected = wrapper_probabilities(model, windows, starts, GRAPH_STEPS)
+        got = run_steps(model, windows, starts, GRAPH_STEPS)
+    assert captured and not errors, errors
+    torch.testing.assert_close(got, expected, atol=1e-5, rtol=0)
 
 
 def test_loading_silero_vad_keeps_torchs_thread_count():

@@ -49,7 +49,9 @@ class CudaStepGraphs : public StepGraphs {
       c10::cuda::CUDAStreamGuard stream_guard(side);
       step();
       c.graph = std::make_unique<at::cuda::CUDAGraph>();
-      c.graph->capture_begin();
+      // Thread-local mode: other threads (a caller's VAD pass on the GPU) may allocate CUDA memory while
+      // this one captures; the global mode would make their allocations fail.
+      c.graph->capture_begin({0, 0}, cudaStreamCaptureModeThreadLocal);
       try {
         c.output = step();
         c.graph->capture_end();
@@ -65,10 +67,9 @@ class CudaStepGraphs : public StepGraphs {
   }
 
   // A step that throws while its stream captures (out of memory, a failed check) must not leave the stream
-  // capturing: in the global capture mode torch uses, that would make every later CUDA allocation of the
-  // process fail. capture_end() ends it and returns the graph's pool; when the capture was invalidated it
-  // throws, and the stream's capture is ended here directly. The step's own error is the one reported, so
-  // these cleanup calls' errors are dropped on purpose.
+  // capturing: every later CUDA allocation on this thread would then fail. capture_end() ends it and returns
+  // the graph's pool; when the capture was invalidated it throws, and the stream's capture is ended here
+  // directly. The step's own error is the one reported, so these cleanup calls' errors are dropped on purpose.
   static void end_failed_capture(at::cuda::CUDAGraph& graph, cudaStream_t stream) {
     try {
       graph.capture_end();

@@ -23,7 +23,7 @@ __all__ = ["CONTEXT", "GRAPH_STEPS", "step_inputs", "run_steps"]
 
 CONTEXT = 64  # samples of the previous window the wrapper prepends at 16 kHz (model._model.context_size_samples)
 GRAPH_STEPS = 16  # steps per CUDA graph: a pass of S steps replays S // GRAPH_STEPS graphs, the rest run eagerly
-GRAPH_CACHE = 4  # CUDA graphs kept, one per (device, number of streams)
+GRAPH_CACHE = 9  # CUDA graphs kept, one per (device, stream bucket): buckets 1, 2, 4 ... 256 fit
 _WARMUP_CALLS = 3  # eager calls before a capture: TorchScript's profiling executor settles its kernels in these
 
 
@@ -56,7 +56,9 @@ class _StepGraph:
                 self._steps(net)
         torch.cuda.current_stream(device).wait_stream(side)
         self.graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(self.graph):
+        # thread_local: other threads (the engine's scheduler decoding other jobs) may allocate CUDA memory
+        # while this thread captures; the default global mode would make their allocations fail.
+        with torch.cuda.graph(self.graph, capture_error_mode="thread_local"):
             self._steps(net)
 
     def _steps(self, net):
@@ -66,17 +68,27 @@ class _StepGraph:
             self.outputs[k].copy_(out[:, 0])
         self.state.copy_(state)
 
-    def run(self, inputs: torch.Tensor, state: torch.Tensor):
-        """inputs [GRAPH_STEPS, B, 576], state [2, B, 128] -> (probabilities [GRAPH_STEPS, B], new state)."""
+    def reset(self) -> None:
+        """The wrapper's state after reset_states(): zeros, for a pass's first replay."""
+        self.state.zero_()
+
+    def replay(self, inputs: torch.Tensor) -> torch.Tensor:
+        """inputs [GRAPH_STEPS, B, 576] -> probabilities [GRAPH_STEPS, B] (the graph's own buffer: read it before
+        the next replay); the state stays in the graph, carried to the next replay."""
         self.inputs.copy_(inputs)
-        self.state.copy_(state)
         self.graph.replay()
-        return self.outputs.clone(), self.state.clone()
+        return self.outputs
 
 
 _graphs: "OrderedDict[tuple, _StepGraph]" = OrderedDict()
 _graphs_lock = threading.Lock()
 _graph_failed = set()
+
+
+def _bucket(n_streams: int) -> int:
+    """The graph width for n_streams streams: the next power of two, so that audios of many lengths share a
+    few graphs (the extra streams read the first windows and are dropped)."""
+    return 1 << (n_streams - 1).bit_length()
 
 
 def _graph_for(net, n_streams: int, device: torch.device):
@@ -115,13 +127,16 @@ def run_steps(model, windows: torch.Tensor, starts: torch.Tensor, steps: int) ->
     state = torch.zeros(0, device=windows.device)  # the wrapper's state after reset_states()
     done = 0
     if windows.is_cuda and steps >= GRAPH_STEPS:
-        graph = _graph_for(net, n_streams, windows.device)
+        width = _bucket(n_streams)
+        graph = _graph_for(net, width, windows.device)
         if graph is not None:
-            state = torch.zeros(2, n_streams, 128, device=windows.device)
+            padded = torch.cat([starts, starts.new_zeros(width - n_streams)])  # [width]
+            graph.reset()
             while done + GRAPH_STEPS <= steps:
-                out[done:done + GRAPH_STEPS], state = graph.run(
-                    step_inputs(windows, starts, done, GRAPH_STEPS), state)
+                probs = graph.replay(step_inputs(windows, padded, done, GRAPH_STEPS))  # [GRAPH_STEPS, width]
+                out[done:done + GRAPH_STEPS] = probs[:, :n_streams]
                 done += GRAPH_STEPS
+            state = graph.state[:, :n_streams].clone()  # [2, n_streams, 128], for the eager steps left
     while done < steps:  # eagerly, in slices of GRAPH_STEPS so that the inputs stay small
         count = min(GRAPH_STEPS, steps - done)
         inputs = step_inputs(windows, starts, done, count)
