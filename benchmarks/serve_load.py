@@ -2,16 +2,19 @@
 transcribe() and one transcribe_batch() of the same requests, in one run.
 
     python benchmarks/serve_load.py --models large-v3=random,turbo=random,tiny.en=real --device cuda \
-        --concurrency 1,4,16,64 --batch_size 64 --decoder cpp --out benchmarks/results/serve_load_h100.json
+        --concurrency 1,4,16,64 --batch_size 64 --decoder cpp --batch_wait 0,0.1 \
+        --out benchmarks/results/serve_load_h100.json
 
 For each model: (1) in this process, the baselines: `fastwhisper.transcribe` of the first --sequential requests
 one after another (after one untimed call), and `transcribe_batch` of --batch_requests requests with the server's
-batch size (one untimed run, then the median of --batch_repeats); (2) a server process (this script with --serve)
-on a free port, warmed by one untimed burst at the largest concurrency, and (3) for each concurrency C,
+batch size (one untimed run, then the median of --batch_repeats); (2) for each --batch_wait value, a server
+process (this script with --serve) on a free port, warmed by one untimed burst at the largest concurrency, and
+(3) for each concurrency C,
 max(--requests_per_client x C, --min_requests)
 requests of --audio_seconds of audio each, C in flight at a time (asyncio + httpx): aggregate RTFx (audio
-seconds / wall seconds), p50 and p95 latency (upload to last byte), the mean GPU utilisation (nvidia-smi) and the engine's
-windows per round (from /metrics).
+seconds / wall seconds), p50 and p95 latency (upload to last byte), the mean GPU utilisation (nvidia-smi), and from
+/metrics the engine's windows per round, the mean queue wait and its scheduler thread's seconds per round in each
+phase (hold, prepare, encode, decode, finish).
 
 Random weights (NAME=random): benchmarks/common.random_whisper's seeded weights, and a fixed token budget per
 30-s window (--tokens, run.py's long-form budget): English, no timestamps, EOT suppressed, temperature 0 without
@@ -37,6 +40,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import fastwhisper  # noqa: E402
+from fastwhisper.engine.scheduler import PHASES  # noqa: E402
 from common import (device_name, free_device_memory, git_commit, percentile, random_whisper,  # noqa: E402
                     synchronize, write_outputs)
 
@@ -153,6 +157,7 @@ def serve_main(args) -> int:
     [(name, kind)] = parse_models(args.models)
     model = build_model(name, kind, args.device)
     config = ServerConfig(model_name=name, batch_size=args.batch_size, decoder=args.decoder,
+                          batch_wait=float(args.batch_wait),
                           fixed_options=fixed_options(model, kind, args.tokens, args.device), max_queue=1024,
                           max_upload_bytes=256 << 20)
     serve(create_app(model, config), host="127.0.0.1", port=args.port, log_level="warning")
@@ -160,14 +165,14 @@ def serve_main(args) -> int:
 
 
 class Server:
-    def __init__(self, name: str, kind: str, args):
+    def __init__(self, name: str, kind: str, args, batch_wait: float):
         import httpx
 
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         command = [sys.executable, __file__, "--serve", "--models", f"{name}={kind}", "--port", str(self.port),
                    "--device", args.device, "--batch_size", str(args.batch_size), "--decoder", args.decoder,
-                   "--tokens", str(args.tokens)]
+                   "--tokens", str(args.tokens), "--batch_wait", str(batch_wait)]
         self.proc = subprocess.Popen(command)
         deadline = time.monotonic() + STARTUP_S
         while True:
@@ -281,15 +286,17 @@ def bench_model(name: str, kind: str, args) -> dict:
           f"{row['transcribe_batch']['rtfx']:.1f}", flush=True)
 
     bodies = [wav_bytes(a) for a in audios]
-    row["levels"] = bench_server(name, kind, args, bodies, audio_s)
+    row["levels"] = []
+    for batch_wait in [float(w) for w in str(args.batch_wait).split(",")]:
+        row["levels"] += bench_server(name, kind, args, bodies, audio_s, batch_wait)
     return row
 
 
-def bench_server(name: str, kind: str, args, bodies: list, audio_s: float) -> list:
+def bench_server(name: str, kind: str, args, bodies: list, audio_s: float, batch_wait: float) -> list:
     """The concurrency levels against one server process."""
     levels = []
     gpu = GpuUtilisation(args.device)
-    server = Server(name, kind, args)
+    server = Server(name, kind, args, batch_wait)
     try:
         # warm-up: one untimed burst at the largest concurrency, so every level's batch shapes are met before
         largest = max(int(c) for c in args.concurrency.split(","))
@@ -307,14 +314,17 @@ def bench_server(name: str, kind: str, args, bodies: list, audio_s: float) -> li
             started = after["fastwhisper_engine_jobs_started_total"] - before["fastwhisper_engine_jobs_started_total"]
             waited = (after["fastwhisper_engine_queue_wait_seconds_total"]
                       - before["fastwhisper_engine_queue_wait_seconds_total"])
-            level = {"concurrency": concurrency, "requests": requests,
+            phases = {phase: (after[f'fastwhisper_engine_phase_seconds_total{{phase="{phase}"}}']
+                              - before[f'fastwhisper_engine_phase_seconds_total{{phase="{phase}"}}']) / rounds
+                      for phase in PHASES} if rounds else {}
+            level = {"batch_wait": batch_wait, "concurrency": concurrency, "requests": requests,
                      "wall_s": measured["wall_s"], "rtfx": requests * audio_s / measured["wall_s"],
                      "p50_s": statistics.median(lat), "p95_s": percentile(lat, 95), "max_s": max(lat),
                      "gpu_util_pct": gpu.mean(start, stop), "windows_per_round": windows / rounds if rounds else None,
-                     "queue_wait_s": waited / started if started else None}
+                     "queue_wait_s": waited / started if started else None, "phase_s_per_round": phases}
             levels.append(level)
             util = "n/a" if level["gpu_util_pct"] is None else f"{level['gpu_util_pct']:.0f}%"
-            print(f"{name} C={concurrency:3d}: RTFx {level['rtfx']:.1f}, p50 {level['p50_s']:.2f} s, "
+            print(f"{name} batch_wait {batch_wait:g} C={concurrency:3d}: RTFx {level['rtfx']:.1f}, p50 {level['p50_s']:.2f} s, "
                   f"p95 {level['p95_s']:.2f} s, GPU {util}, windows/round {level['windows_per_round'] or 0:.1f}",
                   flush=True)
     finally:
@@ -324,24 +334,28 @@ def bench_server(name: str, kind: str, args, bodies: list, audio_s: float) -> li
 
 
 def report(rows: List[dict]) -> str:
-    lines = ["| model | weights | concurrency | requests | aggregate RTFx | vs sequential | "
-             "vs transcribe_batch | p50 s | p95 s | GPU util | windows/round | queue wait s |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    lines = ["| model | weights | batch_wait | concurrency | requests | aggregate RTFx | vs sequential | "
+             "vs transcribe_batch | p50 s | p95 s | GPU util | windows/round | queue wait s | "
+             "per round: " + " / ".join(PHASES) + " s |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for row in rows:
         seq, batch = row["sequential_transcribe"]["rtfx"], row["transcribe_batch"]["rtfx"]
-        lines.append(f"| {row['model']} | {row['weights']} | sequential transcribe() | "
+        lines.append(f"| {row['model']} | {row['weights']} | | sequential transcribe() | "
                      f"{row['sequential_transcribe']['requests']} | {seq:.1f} | 1.00 | {seq / batch:.2f} | "
-                     f"{row['sequential_transcribe']['p50_s']:.2f} | {row['sequential_transcribe']['p95_s']:.2f} | | | |")
-        lines.append(f"| {row['model']} | {row['weights']} | transcribe_batch (batch {row['batch_size']}) | "
-                     f"{row['transcribe_batch']['requests']} | {batch:.1f} | {batch / seq:.2f} | 1.00 | | | | | |")
+                     f"{row['sequential_transcribe']['p50_s']:.2f} | {row['sequential_transcribe']['p95_s']:.2f} | "
+                     "| | | |")
+        lines.append(f"| {row['model']} | {row['weights']} | | transcribe_batch (batch {row['batch_size']}) | "
+                     f"{row['transcribe_batch']['requests']} | {batch:.1f} | {batch / seq:.2f} | 1.00 | | | | | | |")
         for level in row.get("levels", []):
             util = "" if level["gpu_util_pct"] is None else f"{level['gpu_util_pct']:.0f}%"
             per_round = "" if level["windows_per_round"] is None else f"{level['windows_per_round']:.1f}"
             wait = "" if level.get("queue_wait_s") is None else f"{level['queue_wait_s']:.2f}"
-            lines.append(f"| {row['model']} | {row['weights']} | {level['concurrency']} | "
+            phases = level.get("phase_s_per_round") or {}
+            split = " / ".join(f"{phases[p]:.3f}" for p in PHASES) if phases else ""
+            lines.append(f"| {row['model']} | {row['weights']} | {level['batch_wait']:g} | {level['concurrency']} | "
                          f"{level['requests']} | {level['rtfx']:.1f} | {level['rtfx'] / seq:.2f} | "
                          f"{level['rtfx'] / batch:.2f} | {level['p50_s']:.2f} | {level['p95_s']:.2f} | {util} | "
-                         f"{per_round} | {wait} |")
+                         f"{per_round} | {wait} | {split} |")
     return "\n".join(lines)
 
 
@@ -359,6 +373,8 @@ def parse_args(argv=None):
     p.add_argument("--tokens", type=int, default=DEFAULT_TOKENS, help="token budget per window (random weights)")
     p.add_argument("--batch_size", type=int, default=64, help="the server's (and transcribe_batch's) batch size")
     p.add_argument("--decoder", default="cpp")
+    p.add_argument("--batch_wait", default="0,0.1", help="the servers' --batch_wait values, comma separated: one "
+                   "server (and every level) per value")
     p.add_argument("--sequential", type=int, default=4, help="requests timed one by one with transcribe()")
     p.add_argument("--batch_requests", type=int, default=64, help="requests in the transcribe_batch baseline")
     p.add_argument("--batch_repeats", type=int, default=3,

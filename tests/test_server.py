@@ -287,6 +287,9 @@ def test_models_health_and_metrics(server, client):
                  "fastwhisper_engine_audio_seconds_total", "fastwhisper_engine_jobs",
                  "fastwhisper_engine_jobs_started_total", "fastwhisper_engine_queue_wait_seconds_total"):
         assert name in samples, name
+    for phase in ("prepare", "encode", "decode", "finish"):  # the request above ran a round
+        assert samples[f'fastwhisper_engine_phase_seconds_total{{phase="{phase}"}}'] > 0, phase
+    assert 'fastwhisper_engine_phase_seconds_total{phase="hold"}' in samples
     assert "fastwhisper_request_latency_seconds_bucket" in response.text
 
 
@@ -513,3 +516,7 @@ def test_command_usage_errors_exit_2(capsys):
     with pytest.raises(SystemExit) as info:
         cli.main(["--max_queue", "0"])
     assert info.value.code == 2
+    with pytest.raises(SystemExit) as info:
+        cli.main(["--batch_wait", "-1"])
+    assert info.value.code == 2
+    assert "batch_wait" in capsys.readouterr().err

@@ -44,7 +44,8 @@ from .vad import transcribe_batch_with_vad
 
 Result = Union[dict, Exception]
 
-__all__ = ["transcribe", "transcribe_batch", "iter_transcribe_batch", "submit", "Transcription", "decode", "stats"]
+__all__ = ["transcribe", "transcribe_batch", "iter_transcribe_batch", "submit", "Transcription", "decode", "stats",
+           "set_batch_wait"]
 
 
 def transcribe(model, audio, *, decoder: str = "torch", batch_size: int = 1, vad: bool = False,
@@ -150,8 +151,19 @@ def submit(model, audios: Iterable, *, batch_size: int = 8, decoder: str = "torc
 
 def stats(model) -> dict:
     """The model's engine now: jobs, live_streams, waiting_audios; and since it was made: rounds, windows,
-    audio_seconds, jobs_started and queue_wait_seconds (their total wait from submit to their first round)."""
+    audio_seconds, jobs_started, queue_wait_seconds (their total wait from submit to their first round) and
+    phase_seconds (the scheduler thread's seconds in each phase of its rounds: hold, prepare, encode, decode,
+    finish)."""
     return engine_for(model).stats()
+
+
+def set_batch_wait(model, fraction: float) -> None:
+    """Let each round of the model's engine wait up to `fraction` x the last round's length for as many new jobs
+    as the last round ended (clients that send their next request on each answer); 0, the default, never waits.
+    For a server under a closed-loop load: fewer, fuller rounds, each request waiting a little before it starts."""
+    if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) or not 0 <= fraction <= 10:
+        raise ValueError(f"batch_wait must be a number from 0 to 10 (a fraction of a round's length), got {fraction!r}")
+    engine_for(model).batch_wait = float(fraction)
 
 
 def decode(model, mel: torch.Tensor, options: DecodingOptions = DecodingOptions(), *, decoder: str = "torch",

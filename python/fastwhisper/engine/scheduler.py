@@ -11,6 +11,12 @@ it checks every IDLE_CHECK_S that the model still exists, and ends once it is go
 work in flight does not keep the interpreter alive; at exit every engine cancels what is left and waits up to
 EXIT_JOIN_S for its thread to end (a daemon thread still in C++ as the interpreter finalizes is killed when it
 takes back the GIL, which aborts the process with "terminate called without an active exception").
+
+Holding a round (`batch_wait`, set by the server): clients that send their next request when their answer comes
+(a closed loop) reach the engine just after the next round has begun, so under load they split into cohorts
+that take turns, each round holding a fraction of them. With batch_wait > 0, a round starts once as many new
+jobs have come as the last round ended, or batch_wait times the last round's length after it ended, whichever
+is first: the cohorts merge into one round, which on a GPU costs little more than a round of a few.
 """
 
 import atexit
@@ -19,7 +25,7 @@ import time
 import weakref
 from collections import deque
 from concurrent.futures import Future
-from typing import Callable, Dict, List, Tuple
+from typing import Callable, Dict, List, Optional, Tuple
 
 import torch
 
@@ -28,6 +34,10 @@ from ..encoder import FastAudioEncoder, accelerate
 from .fallback import DecodeFailure, Row, decode_with_fallback
 from .job import Job, JobRow
 
+PHASES = ("hold", "prepare", "encode", "decode", "finish")  # hold: waiting for returning clients (batch_wait);
+# prepare: new streams and their windows (language detection included); encode: the encoder's calls; decode: the
+# decoder's calls with temperature fallback; finish: handing the results to the jobs (segments, word timestamps).
+# Wall time of the scheduler thread: GPU work is asynchronous, so it counts where the thread waits for it
 IDLE_CHECK_S = 1.0  # how often an idle engine thread checks that its model still exists
 EXIT_JOIN_S = 3.0  # at interpreter exit, how long each engine's thread may take to end: a C++ decode stops within
 # a token step; an encoder call or a torch-decoder window that runs longer is left to finalization, so Ctrl-C
@@ -48,6 +58,8 @@ class Engine:
         self.audio_seconds = 0.0  # audio behind those windows
         self.jobs_started = 0  # jobs that reached their first round
         self.queue_wait_seconds = 0.0  # their total wait from submit to that round's start
+        self.batch_wait = 0.0  # the fraction of the last round's length a round may wait for returning clients
+        self.phase_seconds = dict.fromkeys(PHASES, 0.0)  # the scheduler thread's time in each phase of its rounds
         _every_engine.add(self)
 
     # ---- callers' side
@@ -59,7 +71,7 @@ class Engine:
         return dict(jobs=len(jobs), live_streams=sum(job.live_streams for job in jobs),
                     waiting_audios=sum(job.waiting_audios for job in jobs), rounds=self.rounds,
                     windows=self.windows, audio_seconds=self.audio_seconds, jobs_started=self.jobs_started,
-                    queue_wait_seconds=self.queue_wait_seconds)
+                    queue_wait_seconds=self.queue_wait_seconds, phase_seconds=dict(self.phase_seconds))
 
     def submit(self, job: Job) -> Job:
         with self._cond:
@@ -109,7 +121,11 @@ class Engine:
     # ---- the scheduler thread
 
     def _run(self) -> None:
+        last = None  # (jobs the last round ended, its length, when it began handing out its results)
         while True:
+            if last is not None and self.batch_wait > 0:
+                self._hold(*last)
+                last = None
             with self._cond:
                 self._jobs = [job for job in self._jobs if not job.ended]
                 for job in self._jobs:
@@ -140,19 +156,48 @@ class Engine:
                         self.jobs_started += 1
                         self.queue_wait_seconds += now - job.submitted_at
             if jobs:
+                started = time.monotonic()
+                handed_out = None
                 try:
                     with torch.no_grad():
-                        self._round(model, jobs)
+                        handed_out = self._round(model, jobs)
                 except BaseException as exc:  # a fault outside any one call's decode: fail the round's jobs
                     for job in jobs:
                         job.fail(exc)
+                if handed_out is not None:
+                    last = (sum(1 for job in jobs if job.ended), handed_out - started, handed_out)
             with self._cond:  # no interrupt is requested past here, and none is left for the next decode
                 self._round_jobs = []
                 if model is not None:
                     _decoder.clear_interrupt(model)
             del model
 
-    def _round(self, model, jobs: List[Job]) -> None:
+    def _hold(self, returners: int, round_s: float, since: float) -> None:
+        """Wait until as many jobs have come since `since` (when the last round began handing out its results) as
+        that round ended (`returners`), until the jobs waiting fill a batch, or until batch_wait x round_s after
+        it; calls and shutdown end the wait."""
+        start = time.monotonic()
+        deadline = since + self.batch_wait * round_s
+        with self._cond:
+            while returners > 0 and not self._calls and not self._closed:
+                waiting = [job for job in self._jobs if not job.ended]
+                fresh = sum(1 for job in waiting if job.submitted_at >= since)
+                full = bool(waiting) and len(waiting) >= max(job.batch_size for job in waiting)
+                left = deadline - time.monotonic()
+                if fresh >= returners or full or left <= 0:
+                    break
+                self._cond.wait(left)
+        self.phase_seconds["hold"] += time.monotonic() - start
+
+    def _timed(self, phase: str, since: float) -> float:
+        now = time.monotonic()
+        self.phase_seconds[phase] += now - since
+        return now
+
+    def _round(self, model, jobs: List[Job]) -> Optional[float]:
+        """Encode and decode the current windows of `jobs` and hand each job its results; returns when the handing
+        out began (None when no job had a window)."""
+        t = time.monotonic()
         rows: List[JobRow] = []
         for job in jobs:
             try:
@@ -164,8 +209,9 @@ class Engine:
                 job.end()
                 continue
             rows += job.rows(ready)
+        t = self._timed("prepare", t)
         if not rows:
-            return
+            return None
         max_rows = max(job.batch_size for job in jobs)
         decoded: List[object] = [None] * len(rows)
         by_dtype: Dict[torch.dtype, List[int]] = {}
@@ -173,6 +219,7 @@ class Engine:
             by_dtype.setdefault(row.job.settings.dtype, []).append(i)
         for members in by_dtype.values():
             self._encode_and_decode(model, rows, members, max_rows, decoded)
+        t = time.monotonic()
         self.rounds += 1
         for row, result in zip(rows, decoded):
             if result is not None and not isinstance(result, DecodeFailure):
@@ -190,9 +237,12 @@ class Engine:
             else:
                 job.accept(job_rows, job_results)
                 job.report_done()
+        self._timed("finish", t)
+        return t
 
     def _encode_and_decode(self, model, rows: List[JobRow], members: List[int], max_rows: int, decoded: list):
         """Encode rows `members` (one dtype) in calls of at most max_rows windows, then decode them."""
+        t = time.monotonic()
         features = []
         for start in range(0, len(members), max_rows):
             chunk = members[start:start + max_rows]
@@ -203,14 +253,18 @@ class Engine:
                     decoded[i] = DecodeFailure(exc)
                 features.append(None)
         kept = [i for i in members if decoded[i] is None]
-        if not kept:
-            return
+        if kept:
+            self._decode(model, rows, kept, features, max_rows, decoded, self._timed("encode", t))
+
+    def _decode(self, model, rows: List[JobRow], kept: List[int], features: list, max_rows: int, decoded: list,
+                t: float) -> None:
         stacked = torch.cat([f for f in features if f is not None])
         decode_rows = [Row(feature=k, options=_options(rows[i]), settings=rows[i].job.settings,
                            decoder=rows[i].job.decoder, generators=rows[i].job.generators,
                            key=rows[i].index, ahead=rows[i].ahead) for k, i in enumerate(kept)]
         for i, result in zip(kept, decode_with_fallback(model, stacked, decode_rows, max_rows)):
             decoded[i] = result
+        self._timed("decode", t)
 
 
 def _options(row: JobRow) -> dict:

@@ -18,6 +18,7 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from starlette.exceptions import HTTPException
 from starlette.formparsers import MultiPartException
 
+from .. import engine
 from ..audio import SAMPLE_RATE
 from .config import ServerConfig
 from .errors import APIError
@@ -37,6 +38,7 @@ class _UploadTooLarge(Exception):
 
 def create_app(model, config: ServerConfig) -> FastAPI:
     """The server's application for `model` (a loaded fastwhisper model)."""
+    engine.set_batch_wait(model, config.batch_wait)
     service = TranscriptionService(model, config)
     metrics = ServerMetrics(service)
 

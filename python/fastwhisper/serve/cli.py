@@ -33,6 +33,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch_size", type=int, default=16, help="most windows encoded or decoded together, over "
                    "all requests in flight")
     p.add_argument("--decoder", default="torch", help="torch (openai-whisper's decoder) or cpp (fastwhisper's)")
+    p.add_argument("--batch_wait", type=float, default=ServerConfig.batch_wait, help="how long a round may wait "
+                   "for clients to come back with their next request, as a fraction of the last round's length "
+                   "(0: never wait; more: fuller batches under load, a little more latency)")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     p.add_argument("--max_upload_mb", type=float, default=25.0, help="largest upload accepted (413 above)")
     p.add_argument("--max_audio_seconds", type=float, default=3 * 3600.0, help="longest audio accepted (413 above)")
@@ -61,7 +64,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
     try:
         config = ServerConfig(model_name=args.served_model_name or args.model, batch_size=args.batch_size,
-                              decoder=args.decoder,
+                              decoder=args.decoder, batch_wait=args.batch_wait,
                               max_upload_bytes=max(1, int(args.max_upload_mb * MB)),
                               max_audio_seconds=args.max_audio_seconds, max_queue=args.max_queue)
         check_decoder(args.decoder)

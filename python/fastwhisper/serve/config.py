@@ -16,6 +16,8 @@ class ServerConfig:
     decoder: "torch" or "cpp" (fastwhisper.transcribe's decoder).
     fixed_options: whisper.transcribe options applied to every request, over the request's own fields (for
     example a fixed token budget for a benchmark: sample_len, suppress_tokens, temperature=0.0).
+    batch_wait: how long a round may wait for clients to come back with their next request, as a fraction of the
+    last round's length (fastwhisper.engine.set_batch_wait); 0 starts each round at once.
     Limits: max_upload_bytes (413), max_audio_seconds (413), max_queue requests admitted at once, from the upload
     to the last byte of the answer (429 beyond it).
     """
@@ -28,6 +30,7 @@ class ServerConfig:
     max_upload_bytes: int = 25 * MB  # OpenAI's own limit on an upload
     max_audio_seconds: float = 3 * 3600.0
     max_queue: int = 256
+    batch_wait: float = 0.1
     decode_threads: Optional[int] = None  # threads that decode uploads (default: the CPU count, at most 8)
 
     def __post_init__(self):
@@ -35,6 +38,9 @@ class ServerConfig:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        if isinstance(self.batch_wait, bool) or not isinstance(self.batch_wait, (int, float)) \
+                or not 0 <= self.batch_wait <= 10:
+            raise ValueError(f"batch_wait must be a number from 0 to 10, got {self.batch_wait!r}")
         if not self.max_audio_seconds > 0:
             raise ValueError(f"max_audio_seconds must be positive, got {self.max_audio_seconds!r}")
 

@@ -41,6 +41,11 @@ class _EngineCollector(Collector):
         yield CounterMetricFamily("fastwhisper_engine_queue_wait_seconds", "Seconds jobs waited from their submission "
                                   "to the start of their first round (divided by jobs_started: the mean wait)",
                                   value=stats["queue_wait_seconds"])
+        phases = CounterMetricFamily("fastwhisper_engine_phase_seconds", "The scheduler thread's seconds in each "
+                                     "phase of its rounds (hold: waiting for returning clients)", labels=["phase"])
+        for phase, seconds in stats["phase_seconds"].items():
+            phases.add_metric([phase], seconds)
+        yield phases
 
 
 class ServerMetrics:
