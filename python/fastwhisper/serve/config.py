@@ -30,7 +30,7 @@ class ServerConfig:
     max_upload_bytes: int = 25 * MB  # OpenAI's own limit on an upload
     max_audio_seconds: float = 3 * 3600.0
     max_queue: int = 256
-    batch_wait: float = 0.1
+    batch_wait: float = 0.0
     decode_threads: Optional[int] = None  # threads that decode uploads (default: the CPU count, at most 8)
 
     def __post_init__(self):
