@@ -269,7 +269,9 @@ async def run_level(url: str, bodies: List[bytes], concurrency: int, requests: i
     return {"wall_s": wall, "latencies_s": latencies}
 
 
-def bench_model(name: str, kind: str, args) -> dict:
+def bench_model(name: str, kind: str, args, rows: List[dict]) -> None:
+    """The baselines and every server of one model, appended to rows (written after each server, so a run cut
+    short keeps what it measured)."""
     levels = [int(c) for c in args.concurrency.split(",")]
     largest = max(max(args.requests_per_client * c, args.min_requests) for c in levels)
     audios = request_audios(max(largest, args.batch_requests, args.sequential, 1), args.audio_seconds)
@@ -287,9 +289,10 @@ def bench_model(name: str, kind: str, args) -> dict:
 
     bodies = [wav_bytes(a) for a in audios]
     row["levels"] = []
+    rows.append(row)
     for batch_wait in [float(w) for w in str(args.batch_wait).split(",")]:
         row["levels"] += bench_server(name, kind, args, bodies, audio_s, batch_wait)
-    return row
+        write(rows, args)
 
 
 def bench_server(name: str, kind: str, args, bodies: list, audio_s: float, batch_wait: float) -> list:
@@ -392,8 +395,7 @@ def main(argv=None) -> int:
         return serve_main(args)
     rows = []
     for name, kind in parse_models(args.models):
-        rows.append(bench_model(name, kind, args))
-        write(rows, args)  # after each model: a run cut short keeps the models it finished
+        bench_model(name, kind, args, rows)
     print(report(rows))
     return 0
 
