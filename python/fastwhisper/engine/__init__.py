@@ -45,7 +45,7 @@ from .vad import transcribe_batch_with_vad
 Result = Union[dict, Exception]
 
 __all__ = ["transcribe", "transcribe_batch", "iter_transcribe_batch", "submit", "Transcription", "decode", "stats",
-           "set_batch_wait"]
+           "set_batch_wait", "check_batch_wait"]
 
 
 def transcribe(model, audio, *, decoder: str = "torch", batch_size: int = 1, vad: bool = False,
@@ -161,9 +161,14 @@ def set_batch_wait(model, fraction: float) -> None:
     """Let each round of the model's engine wait up to `fraction` x the last round's length for as many new jobs
     as the last round ended (clients that send their next request on each answer); 0, the default, never waits.
     For a server under a closed-loop load: fewer, fuller rounds, each request waiting a little before it starts."""
+    engine_for(model).batch_wait = check_batch_wait(fraction)
+
+
+def check_batch_wait(fraction) -> float:
+    """`fraction` as a batch_wait (a number from 0 to 10), or a ValueError naming the field."""
     if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) or not 0 <= fraction <= 10:
         raise ValueError(f"batch_wait must be a number from 0 to 10 (a fraction of a round's length), got {fraction!r}")
-    engine_for(model).batch_wait = float(fraction)
+    return float(fraction)
 
 
 def decode(model, mel: torch.Tensor, options: DecodingOptions = DecodingOptions(), *, decoder: str = "torch",

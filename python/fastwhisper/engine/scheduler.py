@@ -15,8 +15,9 @@ takes back the GIL, which aborts the process with "terminate called without an a
 Holding a round (`batch_wait`, set by the server): clients that send their next request when their answer comes
 (a closed loop) reach the engine just after the next round has begun, so under load they split into cohorts
 that take turns, each round holding a fraction of them. With batch_wait > 0, a round starts once as many new
-jobs have come as the last round ended, or batch_wait times the last round's length after it ended, whichever
-is first: the cohorts merge into one round, which on a GPU costs little more than a round of a few.
+jobs have come as the last round ended, once the jobs waiting fill a batch, or batch_wait times the last
+round's length after it began handing out its results, whichever is first: the cohorts merge into one round,
+which on a GPU costs little more than a round of a few.
 """
 
 import atexit

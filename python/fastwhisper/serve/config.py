@@ -3,6 +3,8 @@
 import dataclasses
 from typing import Dict, Optional, Tuple
 
+from ..engine import check_batch_wait
+
 MB = 1024 * 1024
 
 
@@ -38,9 +40,7 @@ class ServerConfig:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
-        if isinstance(self.batch_wait, bool) or not isinstance(self.batch_wait, (int, float)) \
-                or not 0 <= self.batch_wait <= 10:
-            raise ValueError(f"batch_wait must be a number from 0 to 10, got {self.batch_wait!r}")
+        self.batch_wait = check_batch_wait(self.batch_wait)
         if not self.max_audio_seconds > 0:
             raise ValueError(f"max_audio_seconds must be positive, got {self.max_audio_seconds!r}")
 
