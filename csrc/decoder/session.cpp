@@ -156,6 +156,14 @@ static at::Tensor heads(const at::Tensor& x, int64_t n_head) {
 static at::Tensor merge_heads(const at::Tensor& x) {
   return x.transpose(1, 2).flatten(2);
 }
+// A layer's cross-attention K or V (cross_k_, cross_v_: [B, T_a, d] or, on the CPU, [B, H, T_a, Dh]) as
+// [B, H, T_a, Dh] for ATen's attention, and as [B, T_a, d] for the step ops.
+static at::Tensor cross_heads(const at::Tensor& kv, int64_t n_head) {
+  return kv.dim() == 4 ? kv : heads(kv, n_head);
+}
+static at::Tensor cross_rows(const at::Tensor& kv) {
+  return kv.dim() == 3 ? kv : merge_heads(kv).contiguous();
+}
 
 at::Tensor DecoderSession::self_attention(const at::Tensor& h, int64_t layer, int64_t t) {
   at::Tensor q = linear(h, layer, kAttnQW, kAttnQB);  // [N, t, d]
@@ -200,8 +208,8 @@ at::Tensor DecoderSession::cross_attention(const at::Tensor& h, int64_t layer, i
   // The group rows of one audio share its K/V: fold them into the query length,
   // [N, t, d] -> [n_audio, group * t, d] (no mask, so each query row is computed as before).
   at::Tensor qa = q.reshape({n_audio_, group_ * t, n_state_});
-  at::Tensor a = at::scaled_dot_product_attention(heads(qa, n_head_), heads(cross_k_[layer], n_head_),
-                                                  heads(cross_v_[layer], n_head_), std::nullopt, 0.0, false);
+  at::Tensor a = at::scaled_dot_product_attention(heads(qa, n_head_), cross_heads(cross_k_[layer], n_head_),
+                                                  cross_heads(cross_v_[layer], n_head_), std::nullopt, 0.0, false);
   at::Tensor o = merge_heads(a).reshape({n_rows_, t, n_state_});
   return linear(o, layer, kCrossOutW, kCrossOutB);
 }
@@ -222,7 +230,8 @@ void DecoderSession::set_audio(const at::Tensor& audio_features, int64_t group) 
   const int64_t rows = audio_features.size(0) * group;
   // Cross-attention K/V of every layer, written into the same buffers window after window (the
   // CUDA graphs read them there); new buffers only when the shape or dtype changes.
-  const bool same_audio_shape = !cross_k_.empty() && cross_k_[0].sizes() == audio_features.sizes() &&
+  const bool head_major = audio_features.is_cpu();  // cross_k_'s layout, see session.h
+  const bool same_audio_shape = !head_major && !cross_k_.empty() && cross_k_[0].sizes() == audio_features.sizes() &&
                                 cross_k_[0].scalar_type() == dtype_;
   if (!same_audio_shape) {
     cross_k_.assign(n_layer_, at::Tensor());
@@ -232,7 +241,10 @@ void DecoderSession::set_audio(const at::Tensor& audio_features, int64_t group) 
   for (int64_t l = 0; l < n_layer_; ++l) {
     at::Tensor k = linear(audio_features, l, kCrossKW, kNoBias);  // [B, T_a, d]
     at::Tensor v = linear(audio_features, l, kCrossVW, kCrossVB);
-    if (same_audio_shape) {
+    if (head_major) {
+      cross_k_[l] = heads(k, n_head_).contiguous();  // [B, H, T_a, Dh]
+      cross_v_[l] = heads(v, n_head_).contiguous();
+    } else if (same_audio_shape) {
       cross_k_[l].copy_(k);
       cross_v_[l].copy_(v);
     } else {
@@ -405,11 +417,11 @@ at::Tensor DecoderSession::forward_step_ops() {
     at::Tensor c;  // [R, d]
     if (cross_query_fused(group_)) {
       c = call_decoder_cross_query_attention(x, w(l, kCrossLnW), w(l, kCrossLnB), w(l, kCrossQW), w(l, kCrossQB),
-                                             cross_k_[l], cross_v_[l], n_head_);
+                                             cross_rows(cross_k_[l]), cross_rows(cross_v_[l]), n_head_);
     } else {
       const at::Tensor q = call_decoder_linear(x, w(l, kCrossLnW), w(l, kCrossLnB), {w(l, kCrossQW)},
                                                bias_list({w(l, kCrossQB)}), std::nullopt, false, false);
-      c = call_decoder_cross_attention(q, cross_k_[l], cross_v_[l], n_head_);
+      c = call_decoder_cross_attention(q, cross_rows(cross_k_[l]), cross_rows(cross_v_[l]), n_head_);
     }
     x = call_decoder_linear(c, std::nullopt, std::nullopt, {w(l, kCrossOutW)}, bias_list({w(l, kCrossOutB)}), x, false,
                             false);

@@ -158,7 +158,10 @@ class DecoderSession : public torch::CustomClassHolder {
   std::atomic<bool> interrupt_requested_{false};  // set by interrupt() from any thread
   at::ScalarType dtype_ = at::kFloat;  // activation dtype (the audio features')
   int64_t n_audio_ = 0, group_ = 1, n_rows_ = 0, offset_ = 0;
-  std::vector<at::Tensor> cross_k_, cross_v_;  // per layer [B, T_a, d]
+  // Per layer, the cross-attention K/V: [B, T_a, d] on CUDA (the step kernels' and graphs' layout); head-major
+  // [B, H, T_a, Dh] on the CPU, where ATen's attention over a one-token query reads a [B, T_a, d] tensor's heads
+  // about 4x slower than contiguous heads, and that read bounds a CPU decode step.
+  std::vector<at::Tensor> cross_k_, cross_v_;
   at::Tensor kv_cache_;                        // [n_layer, 2 (K, V), N, n_text_ctx, d]
   std::vector<at::Tensor> self_k_, self_v_;    // per layer [N, n_text_ctx, d]: views into kv_cache_
   std::vector<at::Tensor> compute_;            // weights_ in the dtypes the computation uses
