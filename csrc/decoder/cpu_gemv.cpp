@@ -10,6 +10,7 @@
 
 #if defined(__SSE2__)
 #include <emmintrin.h>
+#include <xmmintrin.h>
 #endif
 
 #ifndef _OPENMP
@@ -26,13 +27,26 @@ static inline float reduce_lanes(__m128 a) {
   return _mm_cvtss_f32(_mm_add_ss(pairs, _mm_shuffle_ps(pairs, pairs, 1)));
 }
 
+// Rows shorter than kPrefetchRowFloats: four such rows are streams too short for the hardware prefetcher to
+// ramp up on, so each group of four rows asks for the bytes kPrefetchAhead floats (8 KB) past its own. On the
+// 2-core EPYC development machine (dev/cpu/gemv_prefetch.py) this takes tiny.en's 80 MB vocabulary projection
+// from 4.2 to 3.5 ms and its [1536, 384] MLP weight from 131 to 97 us; rows of 1536 floats got slower.
+constexpr int64_t kPrefetchRowFloats = 1024;
+constexpr int64_t kPrefetchAhead = 2048;
+
 void gemv_rows(const float* x, const float* weight, const float* bias, float* y, int64_t begin, int64_t end,
                int64_t k) {
+  const bool prefetch = k < kPrefetchRowFloats;
   for (int64_t n = begin; n < end; n += 4) {  // four outputs share each load of x
     const float* w0 = weight + n * k;
     const float* w1 = w0 + k;
     const float* w2 = w1 + k;
     const float* w3 = w2 + k;
+    if (prefetch) {  // a hint: never faults, also past the weight's end
+      for (int64_t i = 0; i < 4 * k; i += 16) {  // one 64-byte line per 16 floats
+        _mm_prefetch(reinterpret_cast<const char*>(w0 + kPrefetchAhead + i), _MM_HINT_T0);
+      }
+    }
     float s0 = w0[0] * x[0], s1 = w1[0] * x[0], s2 = w2[0] * x[0], s3 = w3[0] * x[0];
     for (int64_t i = 1; i < 4; ++i) {
       s0 = s0 + w0[i] * x[i];
