@@ -17,10 +17,14 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import time
+import sys
+from pathlib import Path
 
 import torch
 from torch.utils.cpp_extension import load_inline
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
+from common import time_calls  # noqa: E402
 
 SOURCE = r"""
 #include <torch/extension.h>
@@ -77,14 +81,7 @@ SHAPES = {  # tiny.en's one-row products: (N, K), calls per step
 
 
 def median_us(fn, repeats: int) -> float:
-    for _ in range(5):
-        fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times) * 1e6
+    return statistics.median(time_calls(fn, "cpu", warmup=5, repeats=repeats)) * 1e3
 
 
 def main(argv=None) -> int:
