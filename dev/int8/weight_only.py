@@ -35,10 +35,12 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 sys.path.insert(0, str(ROOT / "dev" / "profile"))
+sys.path.insert(0, str(ROOT / "dev" / "cpu"))
 
 import fastwhisper  # noqa: E402
 from common import time_calls, write_outputs  # noqa: E402
 from cpu_step_parts import _build as build_float32_gemv  # noqa: E402
+from gemv_prefetch import SHAPES  # noqa: E402  tiny.en's one-row products
 from real_models import SAMPLES_DIR, fast_model, normalized_wer, samples  # noqa: E402
 
 SECOND_CLIP = ("espeak_en_austen_norland.flac", "audio_samples/SOURCES.md")
@@ -93,12 +95,6 @@ torch::Tensor gemv_i8(torch::Tensor x, torch::Tensor q, torch::Tensor scale) {
 }
 """
 
-SHAPES = {  # tiny.en's one-row products: (N, K), calls per step
-    "vocabulary projection": ((51864, 384), 1),
-    "MLP in": ((1536, 384), 4),
-    "MLP out": ((384, 1536), 4),
-    "attention projections": ((384, 384), 24),
-}
 
 
 def quantize_rows(weight: torch.Tensor):
