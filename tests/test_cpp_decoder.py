@@ -137,6 +137,45 @@ def test_reorder_matches_index_select_of_the_cache(model, features):
             h.remove()
 
 
+@pytest.mark.parametrize("device,dtype", [
+    ("cpu", torch.float32),
+    pytest.param("cuda", torch.float32, marks=[requires_cuda, pytest.mark.gpu]),
+    pytest.param("cuda", torch.float16, marks=[requires_cuda, pytest.mark.gpu]),
+], ids=["cpu", "cuda-float32", "cuda-float16"])
+def test_windows_of_fewer_rows_then_more_step_like_whisper(device, dtype):
+    """A session keeps its caches for the most rows it has seen: a window of fewer rows uses their first rows (a
+    beam reorder gathers only those), a window of more rows gets new ones. On CUDA it keeps one-token graphs per row
+    count, so a row count seen before captures nothing new."""
+    model = random_model(device=device)
+    session = cd.decoder_session(model.decoder)
+    tol = LOGIT_TOL if dtype == torch.float32 else 5e-2
+    for n_audio, group in ((3, 1), (1, 2), (1, 1), (2, 1), (3, 1)):
+        features = random_audio_features(model, batch=n_audio, seed=n_audio + group).to(dtype)
+        feats = features.repeat_interleave(group, dim=0)
+        rows = n_audio * group
+        session.set_audio(features, group)
+        assert session.n_rows() == rows
+        cache, hooks = model.install_kv_cache_hooks()
+        kv_modules = [b.attn.key for b in model.decoder.blocks] + [b.attn.value for b in model.decoder.blocks]
+        try:
+            tokens = torch.tensor([[50257, 50362, 440 + r] for r in range(rows)], device=device)
+            for step in range(4):
+                expected = whisper_step(model, tokens, feats, cache)
+                out = session.step(tokens)
+                assert (out - expected).abs().max().item() <= tol, f"{rows} rows, step {step}"
+                if step == 1:  # every beam takes its audio's first beam; single rows swap
+                    source = [r - r % group for r in range(rows)] if group > 1 else list(range(rows))[::-1]
+                    for module in kv_modules:
+                        cache[module] = cache[module][source]
+                    session.reorder(torch.tensor(source, device=device))
+                tokens = torch.tensor([[300 + 7 * r + step] for r in range(rows)], device=device)
+        finally:
+            for h in hooks:
+                h.remove()
+    if device == "cuda":  # since the last change of group: one graph for each of the row counts 1, 2 and 3
+        assert session.cuda_graph_count() == 3
+
+
 def test_session_holds_the_model_tensors(model):
     session = cd.decoder_session(model.decoder)
     held = session.weights()

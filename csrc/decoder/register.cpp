@@ -62,6 +62,7 @@ TORCH_LIBRARY_FRAGMENT(fastwhisper, m) {
       // CUDA graphs for one-token steps on CUDA (default on)
       .def("set_cuda_graphs", [](const Session& s, bool enabled) { s->set_cuda_graphs(enabled); })
       .def("cuda_graphs", [](const Session& s) { return s->cuda_graphs(); })
+      .def("cuda_graph_count", [](const Session& s) { return s->cuda_graph_count(); })
       // one-token steps: 0 auto (step ops for fp16/bf16 on CUDA), 1 step ops, 2 ATen ops
       .def("set_step_kernels", [](const Session& s, int64_t mode) { s->set_step_kernels(mode); })
       .def("step_kernels", [](const Session& s) { return s->step_kernels(); })

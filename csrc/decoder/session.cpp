@@ -227,50 +227,64 @@ void DecoderSession::set_audio(const at::Tensor& audio_features, int64_t group) 
   at::NoGradGuard no_grad;
   dtype_ = audio_features.scalar_type();
   prepare_compute_weights();
-  const int64_t rows = audio_features.size(0) * group;
-  // Cross-attention K/V of every layer, written into the same buffers window after window (the
-  // CUDA graphs read them there); new buffers only when the shape or dtype changes.
+  const int64_t n_audio = audio_features.size(0), n_ctx = audio_features.size(1);
+  const int64_t rows = n_audio * group;
+  // Cross-attention K/V of every layer. On CUDA they are written into buffers kept for the most audios seen so
+  // far (the first n_audio of them are used): the CUDA graphs read them there, so a window with fewer or as many
+  // audios reuses every graph captured for its row count. New buffers only for more audios, another audio length
+  // or another dtype.
   const bool head_major = audio_features.is_cpu();  // cross_k_'s layout, see session.h
-  const bool same_audio_shape = !head_major && !cross_k_.empty() && cross_k_[0].sizes() == audio_features.sizes() &&
-                                cross_k_[0].scalar_type() == dtype_;
-  if (!same_audio_shape) {
-    cross_k_.assign(n_layer_, at::Tensor());
-    cross_v_.assign(n_layer_, at::Tensor());
-    invalidate_graphs();
+  if (!head_major) {
+    const bool fits = !cross_k_store_.empty() && cross_k_store_[0].size(0) >= n_audio &&
+                      cross_k_store_[0].size(1) == n_ctx && cross_k_store_[0].scalar_type() == dtype_;
+    if (!fits) {
+      cross_k_store_.assign(n_layer_, at::Tensor());
+      cross_v_store_.assign(n_layer_, at::Tensor());
+      for (int64_t l = 0; l < n_layer_; ++l) {
+        cross_k_store_[l] = at::empty({n_audio, n_ctx, n_state_}, audio_features.options());
+        cross_v_store_[l] = at::empty({n_audio, n_ctx, n_state_}, audio_features.options());
+      }
+      invalidate_graphs();
+    }
   }
+  cross_k_.assign(n_layer_, at::Tensor());
+  cross_v_.assign(n_layer_, at::Tensor());
   for (int64_t l = 0; l < n_layer_; ++l) {
     at::Tensor k = linear(audio_features, l, kCrossKW, kNoBias);  // [B, T_a, d]
     at::Tensor v = linear(audio_features, l, kCrossVW, kCrossVB);
     if (head_major) {
       cross_k_[l] = heads(k, n_head_).contiguous();  // [B, H, T_a, Dh]
       cross_v_[l] = heads(v, n_head_).contiguous();
-    } else if (same_audio_shape) {
+    } else {
+      cross_k_[l] = cross_k_store_[l].narrow(0, 0, n_audio);  // [B, T_a, d], contiguous
+      cross_v_[l] = cross_v_store_[l].narrow(0, 0, n_audio);
       cross_k_[l].copy_(k);
       cross_v_[l].copy_(v);
-    } else {
-      cross_k_[l] = k;
-      cross_v_[l] = v;
     }
   }
-  n_audio_ = audio_features.size(0);
+  n_audio_ = n_audio;
   if (group != group_) invalidate_graphs();  // the cross-attention fold depends on it
   group_ = group;
-  const bool reuse = !self_k_.empty() && n_rows_ == rows && self_k_[0].scalar_type() == dtype_;
-  if (!reuse) {
-    self_k_.assign(n_layer_, at::Tensor());
-    self_v_.assign(n_layer_, at::Tensor());
+  // The self-attention cache is kept for the most rows seen so far, like the cross K/V; a window uses its
+  // first `rows` rows.
+  const bool fits = kv_cache_.defined() && kv_cache_.size(2) >= rows && kv_cache_.scalar_type() == dtype_ &&
+                    kv_cache_.device() == audio_features.device();
+  if (!fits) {
     // One tensor for every layer's K and V, so a beam reorder is one gather. Zeros, not empty: the
     // one-token graphs read masked positions past the token, and masking (score - inf) only hides
     // finite values; uninitialized memory may hold NaN.
     kv_cache_ = at::zeros({n_layer_, 2, rows, n_text_ctx_, n_state_}, audio_features.options());
-    for (int64_t l = 0; l < n_layer_; ++l) {
-      self_k_[l] = kv_cache_.select(0, l).select(0, 0);  // [rows, n_text_ctx, d], contiguous
-      self_v_[l] = kv_cache_.select(0, l).select(0, 1);
-    }
-    step_token_ = at::zeros({rows, 1}, audio_features.options().dtype(at::kLong));
+    step_token_store_ = at::zeros({rows, 1}, audio_features.options().dtype(at::kLong));
     step_position_ = at::zeros({1}, audio_features.options().dtype(at::kLong));
     invalidate_graphs();
   }
+  self_k_.assign(n_layer_, at::Tensor());
+  self_v_.assign(n_layer_, at::Tensor());
+  for (int64_t l = 0; l < n_layer_; ++l) {
+    self_k_[l] = kv_cache_.select(0, l).select(0, 0).narrow(0, 0, rows);  // [rows, n_text_ctx, d], contiguous
+    self_v_[l] = kv_cache_.select(0, l).select(0, 1).narrow(0, 0, rows);
+  }
+  step_token_ = step_token_store_.narrow(0, 0, rows);  // [rows, 1]
   n_rows_ = rows;
   offset_ = 0;
   has_audio_ = true;
@@ -457,10 +471,10 @@ at::Tensor DecoderSession::forward(const at::Tensor& tokens) {
   }
   if (t == 1 && graphs_ && use_graphs_) {
     if (step_ops) {  // no key-length buckets: the attention kernel reads the position itself
-      logits = graphs_->run(-1, [this] { return forward_step_ops(); });
+      logits = graphs_->run(graph_key(-1), [this] { return forward_step_ops(); });
     } else {
       const int64_t n_kv = std::min(n_text_ctx_, (offset_ / kKvBucket + 1) * kKvBucket);
-      logits = graphs_->run(n_kv, [this, n_kv] { return forward_static(n_kv); });
+      logits = graphs_->run(graph_key(n_kv), [this, n_kv] { return forward_static(n_kv); });
     }
   } else if (step_ops) {
     logits = forward_step_ops();
@@ -531,7 +545,7 @@ at::Tensor DecoderSession::step_last(const at::Tensor& tokens) {
 void DecoderSession::reorder_unchecked(const at::Tensor& source_indices) {
   at::NoGradGuard no_grad;
   if (offset_ == 0) return;
-  at::Tensor used = kv_cache_.narrow(3, 0, offset_);  // [n_layer, 2, N, offset, d]
+  at::Tensor used = kv_cache_.narrow(2, 0, n_rows_).narrow(3, 0, offset_);  // [n_layer, 2, N, offset, d]
   used.copy_(used.index_select(2, source_indices));
 }
 

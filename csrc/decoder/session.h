@@ -15,7 +15,9 @@
 // On CUDA a one-token step (every step after the first) runs as a CUDA graph: the token and its
 // position are copied into static device buffers, the new K/V are written at that position, and
 // self-attention reads the first n_kv cache positions (n_kv: the position rounded up to kKvBucket)
-// with a mask hiding those past the position. One graph per bucket, captured on first use.
+// with a mask hiding those past the position. One graph per (row count, bucket), captured on first use:
+// the caches and static buffers are kept for the most rows seen, and a window of fewer rows uses their
+// first rows, so a server whose windows per round vary captures each row count once, not every round.
 #pragma once
 #include <ATen/ATen.h>
 #include <torch/custom_class.h>
@@ -71,6 +73,8 @@ class DecoderSession : public torch::CustomClassHolder {
   // CUDA graphs for one-token steps on CUDA (on by default; no effect on CPU).
   void set_cuda_graphs(bool enabled);
   bool cuda_graphs() const { return use_graphs_; }
+  // How many one-token graphs are captured now.
+  int64_t cuda_graph_count() const { return graphs_ ? graphs_->size() : 0; }
 
   // How one-token steps compute: the step ops (decoder_linear with the LayerNorm and epilogues fused,
   // decoder_self_attention) or whisper's ATen ops one by one.
@@ -136,6 +140,8 @@ class DecoderSession : public torch::CustomClassHolder {
   void prepare_compute_weights();  // (re)make compute_ for dtype_ when stale
   int64_t weights_version() const;  // sum of the weights' in-place version counters
   void invalidate_graphs();
+  // The one-token graph's key: this window's row count and the key-length bucket (-1: the step ops' graph).
+  int64_t graph_key(int64_t bucket) const { return n_rows_ * (n_text_ctx_ + 2) + bucket + 1; }
   // whisper's LayerNorm with a block's (layer >= 0) or the final (layer < 0) parameters, weight_slot and the next
   at::Tensor layer_norm(const at::Tensor& x, int64_t layer, int64_t weight_slot) const;
   at::Tensor linear(const at::Tensor& x, int64_t layer, int64_t weight_slot, int64_t bias_slot) const;
@@ -162,8 +168,9 @@ class DecoderSession : public torch::CustomClassHolder {
   // [B, H, T_a, Dh] on the CPU, where ATen's attention over a one-token query reads a [B, T_a, d] tensor's heads
   // about 4x slower than contiguous heads, and that read bounds a CPU decode step.
   std::vector<at::Tensor> cross_k_, cross_v_;
-  at::Tensor kv_cache_;                        // [n_layer, 2 (K, V), N, n_text_ctx, d]
-  std::vector<at::Tensor> self_k_, self_v_;    // per layer [N, n_text_ctx, d]: views into kv_cache_
+  std::vector<at::Tensor> cross_k_store_, cross_v_store_;  // CUDA: per layer [most audios, T_a, d]; cross_k_ views
+  at::Tensor kv_cache_;                        // [n_layer, 2 (K, V), most rows, n_text_ctx, d]
+  std::vector<at::Tensor> self_k_, self_v_;    // per layer [N, n_text_ctx, d]: the first N rows of kv_cache_
   std::vector<at::Tensor> compute_;            // weights_ in the dtypes the computation uses
   at::ScalarType compute_dtype_ = at::ScalarType::Undefined;
   int64_t compute_version_ = -1;
@@ -171,7 +178,8 @@ class DecoderSession : public torch::CustomClassHolder {
   bool use_graphs_ = true;
   StepKernels step_kernels_ = StepKernels::kAuto;
   std::unique_ptr<StepGraphs> graphs_;  // null on CPU or in a CPU-only build
-  at::Tensor step_token_;     // [N, 1] int64
+  at::Tensor step_token_store_;  // [most rows, 1] int64
+  at::Tensor step_token_;     // [N, 1] int64: its first N rows
   at::Tensor step_position_;  // [1] int64: the token's position (the offset)
   bool step_inputs_written_ = false;  // by the kernel that chose the tokens (step_inputs_written)
 };

@@ -19,20 +19,32 @@ class CudaStepGraphs : public StepGraphs {
  public:
   explicit CudaStepGraphs(c10::Device device) : device_(device) {}
 
-  at::Tensor run(int64_t bucket, const std::function<at::Tensor()>& step) override {
+  at::Tensor run(int64_t key, const std::function<at::Tensor()>& step) override {
     c10::cuda::CUDAGuard device_guard(device_);
-    auto it = graphs_.find(bucket);
-    if (it == graphs_.end()) it = graphs_.emplace(bucket, capture(step)).first;
+    auto it = graphs_.find(key);
+    if (it == graphs_.end()) {
+      if (static_cast<int64_t>(graphs_.size()) >= kMaxStepGraphs) {
+        auto oldest = graphs_.begin();
+        for (auto g = graphs_.begin(); g != graphs_.end(); ++g) {
+          if (g->second.last_used < oldest->second.last_used) oldest = g;
+        }
+        graphs_.erase(oldest);
+      }
+      it = graphs_.emplace(key, capture(step)).first;
+    }
+    it->second.last_used = ++uses_;
     it->second.graph->replay();
     return it->second.output;
   }
 
   void clear() override { graphs_.clear(); }
+  int64_t size() const override { return static_cast<int64_t>(graphs_.size()); }
 
  private:
   struct Captured {
     std::unique_ptr<at::cuda::CUDAGraph> graph;
     at::Tensor output;
+    int64_t last_used = 0;  // uses_ at its last replay
   };
 
   // Capture on a side stream (a graph cannot be captured on the legacy default stream), ordered
@@ -88,6 +100,7 @@ class CudaStepGraphs : public StepGraphs {
 
   c10::Device device_;
   std::map<int64_t, Captured> graphs_;
+  int64_t uses_ = 0;  // replays so far
 };
 
 }  // namespace

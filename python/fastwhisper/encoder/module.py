@@ -10,7 +10,8 @@ from whisper.model import AudioEncoder, Whisper
 from .. import ops
 from .graphs import EncoderGraphs
 
-# Captured graphs kept per encoder (one per batch size / dtype / device); the oldest goes first.
+# Captured graphs kept per encoder (one per batch size / dtype / device); the oldest goes first. The engine's
+# encoder calls take powers of two up to its batch size: 8 graphs hold every size up to 128 windows.
 MAX_GRAPHS = 8
 
 

@@ -242,11 +242,14 @@ class Engine:
         return t
 
     def _encode_and_decode(self, model, rows: List[JobRow], members: List[int], max_rows: int, decoded: list):
-        """Encode rows `members` (one dtype) in calls of at most max_rows windows, then decode them."""
+        """Encode rows `members` (one dtype) in calls of at most max_rows windows (encoder_call_sizes), then decode
+        them."""
         t = time.monotonic()
         features = []
-        for start in range(0, len(members), max_rows):
-            chunk = members[start:start + max_rows]
+        start = 0
+        for size in encoder_call_sizes(len(members), max_rows, _replays_graphs(model.encoder)):
+            chunk = members[start:start + size]
+            start += size
             try:
                 features.append(model.encoder(torch.stack([rows[i].window.mel_segment for i in chunk])))
             except Exception as exc:  # the chunk's jobs fail (e.g. out of memory); the others go on
@@ -266,6 +269,26 @@ class Engine:
         for i, result in zip(kept, decode_with_fallback(model, stacked, decode_rows, max_rows)):
             decoded[i] = result
         self._timed("decode", t)
+
+
+def encoder_call_sizes(windows: int, max_rows: int, powers_of_two: bool) -> List[int]:
+    """How many windows each encoder call of a round takes: max_rows at a time, or, for an encoder that replays
+    CUDA graphs (powers_of_two), powers of two (42 windows: 32 + 8 + 2). Such an encoder captures a graph per
+    batch size, and a capture costs more than the encoding itself (a warm-up run, then the capture); in powers of
+    two the sizes repeat from round to round and every graph is kept (at most log2(max_rows) + 1 of them), however
+    the round's window count varies."""
+    sizes = []
+    while windows > 0:
+        size = min(windows, max_rows)
+        if powers_of_two:
+            size = 1 << (size.bit_length() - 1)
+        sizes.append(size)
+        windows -= size
+    return sizes
+
+
+def _replays_graphs(encoder) -> bool:
+    return isinstance(encoder, FastAudioEncoder) and encoder.cuda_graphs and encoder.conv1.weight.is_cuda
 
 
 def _options(row: JobRow) -> dict:
