@@ -225,6 +225,7 @@ void DecoderSession::set_audio(const at::Tensor& audio_features, int64_t group) 
   TORCH_CHECK(group >= 1, "fastwhisper.DecoderSession.set_audio: group (beams or samples per audio) must be >= 1, got ",
               group);
   at::NoGradGuard no_grad;
+  has_audio_ = false;  // until this window's buffers are all set (an allocation may run out of memory)
   dtype_ = audio_features.scalar_type();
   prepare_compute_weights();
   const int64_t n_audio = audio_features.size(0), n_ctx = audio_features.size(1);
@@ -237,14 +238,17 @@ void DecoderSession::set_audio(const at::Tensor& audio_features, int64_t group) 
   if (!head_major) {
     const bool fits = !cross_k_store_.empty() && cross_k_store_[0].size(0) >= n_audio &&
                       cross_k_store_[0].size(1) == n_ctx && cross_k_store_[0].scalar_type() == dtype_;
-    if (!fits) {
-      cross_k_store_.assign(n_layer_, at::Tensor());
-      cross_v_store_.assign(n_layer_, at::Tensor());
-      for (int64_t l = 0; l < n_layer_; ++l) {
-        cross_k_store_[l] = at::empty({n_audio, n_ctx, n_state_}, audio_features.options());
-        cross_v_store_[l] = at::empty({n_audio, n_ctx, n_state_}, audio_features.options());
-      }
+    if (!fits) {  // every layer's buffers or none (an allocation may run out of memory)
       invalidate_graphs();
+      cross_k_store_.clear();
+      cross_v_store_.clear();
+      std::vector<at::Tensor> k_store(n_layer_), v_store(n_layer_);
+      for (int64_t l = 0; l < n_layer_; ++l) {
+        k_store[l] = at::empty({n_audio, n_ctx, n_state_}, audio_features.options());
+        v_store[l] = at::empty({n_audio, n_ctx, n_state_}, audio_features.options());
+      }
+      cross_k_store_ = std::move(k_store);
+      cross_v_store_ = std::move(v_store);
     }
   }
   cross_k_.assign(n_layer_, at::Tensor());
