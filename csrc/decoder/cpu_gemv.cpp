@@ -28,9 +28,9 @@ static inline float reduce_lanes(__m128 a) {
 }
 
 // Rows shorter than kPrefetchRowFloats: four such rows are streams too short for the hardware prefetcher to
-// ramp up on, so each group of four rows asks for the bytes kPrefetchAhead floats (8 KB) past its own. On the
-// 2-core EPYC development machine (dev/cpu/gemv_prefetch.py) this takes tiny.en's 80 MB vocabulary projection
-// from 4.2 to 3.5 ms and its [1536, 384] MLP weight from 131 to 97 us; rows of 1536 floats got slower.
+// ramp up on, so each group of four rows asks for the bytes kPrefetchAhead floats (8 KB) past its own. Longer
+// rows are left to the hardware prefetcher, which keeps up with them and which the extra requests only slow
+// (dev/cpu/gemv_prefetch.py times both).
 constexpr int64_t kPrefetchRowFloats = 1024;
 constexpr int64_t kPrefetchAhead = 2048;
 

@@ -87,8 +87,8 @@ class DecoderSession : public torch::CustomClassHolder {
   bool uses_step_ops() const;
   // Whether t new tokens at once (the decoding loop's first step) go quicker as t one-token steps through
   // the step ops' CUDA graph than as one forward of ATen ops launched one by one from the host (about 30
-  // per layer: host-bound, 12-28 ms more per large-v3 call). Same logits up to rounding (the step ops' kernels);
-  // only where the step ops run anyway.
+  // per layer, so host-bound for a few tokens). Same logits up to rounding (the step ops' kernels); only where
+  // the step ops run anyway.
   bool prefills_by_steps(int64_t t) const;
 
   // source_indices [N] int64: cache row i <- cache row source_indices[i], in place (beam search).
@@ -166,7 +166,7 @@ class DecoderSession : public torch::CustomClassHolder {
   int64_t n_audio_ = 0, group_ = 1, n_rows_ = 0, offset_ = 0;
   // Per layer, the cross-attention K/V: [B, T_a, d] on CUDA (the step kernels' and graphs' layout); head-major
   // [B, H, T_a, Dh] on the CPU, where ATen's attention over a one-token query reads a [B, T_a, d] tensor's heads
-  // about 4x slower than contiguous heads, and that read bounds a CPU decode step.
+  // with a stride through memory (slower than contiguous heads), and that read bounds a CPU decode step.
   std::vector<at::Tensor> cross_k_, cross_v_;
   std::vector<at::Tensor> cross_k_store_, cross_v_store_;  // CUDA: per layer [most audios, T_a, d]; cross_k_ views
   at::Tensor kv_cache_;                        // [n_layer, 2 (K, V), most rows, n_text_ctx, d]

@@ -1,7 +1,7 @@
 // CUDA token choice of greedy decoding (CPU reference: decoder_greedy_update in cpu/decoder_step.cpp).
 //
-// Each row's logits are split into chunks, one block each (a single block per row was bound by its SM's
-// instruction issue: about 20 us for 51866 logits). A block makes one pass over its chunk, with the optional
+// Each row's logits are split into chunks, one block each (a single block per row is bound by its SM's
+// instruction issue). A block makes one pass over its chunk, with the optional
 // suppress mask applied as it reads (whisper's SuppressTokens / SuppressBlank index_fill with -inf): the
 // argmax (the first index among equal maxima, as torch.argmax) and the exp-sum relative to the chunk's max.
 // The chunks' statistics then meet in one block, which takes the chosen token's log-probability and does
