@@ -301,7 +301,7 @@ def test_gemm_problem_first_met_under_capture(dtype):
     gen = torch.Generator().manual_seed(29)
     args = linear_args((6203,), 768, 768, True, True, False, "cuda", dtype, gen=gen)
     graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):  # no eager warm-up: the choice is made while capturing
+    with torch.cuda.graph(graph):  # no eager call of this problem: its choice is made while capturing
         captured = ops.linear(*args)
     graph.replay()
     torch.cuda.synchronize()
