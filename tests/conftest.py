@@ -218,7 +218,13 @@ def assert_same_result(ours: dict, theirs: dict) -> None:
             assert a[field] == b[field], (field, a, b)
         for field in CLOSE_FIELDS:
             assert a[field] == pytest.approx(b[field], abs=1e-5), (field, a, b)
-        assert a.get("words") == b.get("words")
+        # words and their times exactly; a word's probability, a float of the alignment pass over the encoder's
+        # output (which equals openai-whisper's to float32 rounding), like avg_logprob
+        assert (a.get("words") is None) == (b.get("words") is None)
+        assert len(a.get("words") or []) == len(b.get("words") or [])
+        for x, y in zip(a.get("words") or [], b.get("words") or []):
+            assert (x["word"], x["start"], x["end"]) == (y["word"], y["start"], y["end"]), (x, y)
+            assert x["probability"] == pytest.approx(y["probability"], abs=1e-5), (x, y)
 
 
 # ---- the command line -------------------------------------------------------------------------------
