@@ -30,8 +30,8 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))  # benchmarks/common.py
-from common import (ceilings_text, decoder_floor, fixed_length_options, floor_for, make_mel,  # noqa: E402
-                    measure_ceilings, random_audio_features, random_whisper)
+from common import (ceilings_text, decoder_floor, encoder_dims, fixed_length_options, floor_for,  # noqa: E402
+                    make_mel, measure_ceilings, random_audio_features, random_whisper)
 
 
 def timed_rounds(sizes, fn) -> float:
@@ -74,8 +74,7 @@ def main() -> None:
     del source
     model.eval()
     dims = model.dims
-    mels = make_mel(tuple(getattr(dims, f) for f in ("n_mels", "n_audio_ctx", "n_audio_state", "n_audio_head",
-                                                     "n_audio_layer")), max(max(sizes), args.steady))
+    mels = make_mel(encoder_dims(args.model), max(max(sizes), args.steady))
     mels = mels.to("cuda").half()
     enc_params = sum(t.numel() for t in model.encoder.parameters())
     dec_params = sum(t.numel() for t in model.decoder.parameters())
@@ -118,8 +117,7 @@ def main() -> None:
             rows.append(row)
             print(json.dumps(row), flush=True)
     mean = windows / len(sizes)
-    enc_floor = floor_for(tuple(getattr(dims, f) for f in ("n_mels", "n_audio_ctx", "n_audio_state", "n_audio_head",
-                                                           "n_audio_layer")), 1, enc_params, ceilings)
+    enc_floor = floor_for(encoder_dims(args.model), 1, enc_params, ceilings)
     dec_floor = decoder_floor(dims, dec_params, round(mean), ceilings)
     floors = {"encoder_ms_per_window": enc_floor["floor_ms"],
               "decoder_ms_per_step_at_mean_rows": dec_floor["floor_ms"], "mean_rows": mean,
