@@ -126,7 +126,8 @@ def markdown_report(meta: Dict, rows: List[Dict]) -> str:
         lines += [f"**Stopped early: {meta['stopped']}**", ""]
     if meta.get("appended_to"):
         old = meta["appended_to"]
-        lines += [f"Rows of other sections kept from the run of commit `{old['commit']}`, {old['date']} (--append).", ""]
+        lines += [f"Rows this run did not measure are kept from the run of commit `{old['commit']}`, {old['date']} "
+                  "(--append).", ""]
     lines += [f"- `{impl}`: {text}" for impl, text in meta.get("impls", {}).items()] + [""]
     for title, group in table_groups(rows):
         lines += summary_table(title, group)
