@@ -331,7 +331,8 @@ def main(argv=None) -> int:
     p.add_argument("--words-only", action="store_true", help="skip the kernels' timing")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
-    result = {"threads": args.threads, "torch": torch.__version__, "times_us": {} if args.words_only else time_part(args.repeats, args.rounds),
+    times = {} if args.words_only else time_part(args.repeats, args.rounds)
+    result = {"threads": args.threads, "torch": torch.__version__, "times_us": times,
               "words": word_part(args.threads)}
     text = report(result)
     print(text)
