@@ -126,20 +126,6 @@ static void rows_f16(const float* x, const at::Half* h, float* y, int64_t begin,
   }
 }
 
-// x [1, K] float32, q [N, K] int8 (N a multiple of 4, K of 32), scale [N, K / 32] float32 -> [1, N] float32
-torch::Tensor gemv_i8_g32(torch::Tensor x, torch::Tensor q, torch::Tensor scale) {
-  TORCH_CHECK(q.size(0) % 4 == 0 && q.size(1) % 32 == 0 && q.is_contiguous() && x.is_contiguous() &&
-              scale.is_contiguous() && scale.numel() == q.numel() / 32);
-  const int64_t n = q.size(0), k = q.size(1);
-  auto out = torch::empty({1, n}, x.options());
-  const float* xp = x.data_ptr<float>();
-  const int8_t* qp = q.data_ptr<int8_t>();
-  const float* sp = scale.data_ptr<float>();
-  float* yp = out.data_ptr<float>();
-  at::parallel_for(0, n / 4, 16, [&](int64_t f, int64_t l) { rows_i8_g32(xp, qp, sp, yp, 4 * f, 4 * l, k); });
-  return out;
-}
-
 // x [1, K] float32, h [N, K] float16 (N a multiple of 4, K of 8) -> [1, N] float32
 torch::Tensor gemv_f16(torch::Tensor x, torch::Tensor h) {
   TORCH_CHECK(h.size(0) % 4 == 0 && h.size(1) % 8 == 0 && h.is_contiguous() && x.is_contiguous() &&
@@ -153,16 +139,25 @@ torch::Tensor gemv_f16(torch::Tensor x, torch::Tensor h) {
   return out;
 }
 
-// x [1, K] float32, q [N, K] int8 (N a multiple of 4, K of 8), scale [N] float32 -> [1, N] float32
+// x [1, K] float32, q [N, K] int8 (N a multiple of 4, K of 8), scale [N] (one per row) or [N, K / 32] (one per 32
+// inputs, K a multiple of 32) float32 -> [1, N] float32
 torch::Tensor gemv_i8(torch::Tensor x, torch::Tensor q, torch::Tensor scale) {
-  TORCH_CHECK(q.size(0) % 4 == 0 && q.size(1) % 8 == 0 && q.is_contiguous() && x.is_contiguous());
+  const bool groups = scale.dim() == 2;
+  TORCH_CHECK(q.size(0) % 4 == 0 && q.size(1) % (groups ? 32 : 8) == 0 && q.is_contiguous() && x.is_contiguous() &&
+              scale.is_contiguous() && scale.numel() == (groups ? q.numel() / 32 : q.size(0)));
   const int64_t n = q.size(0), k = q.size(1);
   auto out = torch::empty({1, n}, x.options());
   const float* xp = x.data_ptr<float>();
   const int8_t* qp = q.data_ptr<int8_t>();
   const float* sp = scale.data_ptr<float>();
   float* yp = out.data_ptr<float>();
-  at::parallel_for(0, n / 4, 16, [&](int64_t f, int64_t l) { rows_i8(xp, qp, sp, yp, 4 * f, 4 * l, k); });
+  at::parallel_for(0, n / 4, 16, [&](int64_t f, int64_t l) {
+    if (groups) {
+      rows_i8_g32(xp, qp, sp, yp, 4 * f, 4 * l, k);
+    } else {
+      rows_i8(xp, qp, sp, yp, 4 * f, 4 * l, k);
+    }
+  });
   return out;
 }
 """
@@ -260,7 +255,7 @@ def quantize_groups(weight: torch.Tensor, group: int = 32):
 
 
 def time_part(repeats: int, rounds: int) -> dict:
-    ext = load_inline("weight_only_int8", cpp_sources=INT8_SOURCE, functions=["gemv_i8", "gemv_i8_g32", "gemv_f16"],
+    ext = load_inline("weight_only_int8", cpp_sources=INT8_SOURCE, functions=["gemv_i8", "gemv_f16"],
                       extra_cflags=["-O3", "-mavx2", "-mfma", "-mf16c", "-fopenmp"], extra_ldflags=["-fopenmp"])
     float32_ext = build_float32_gemv(ROOT)
 
@@ -276,7 +271,7 @@ def time_part(repeats: int, rounds: int) -> dict:
             stored = {"int8 per row": [quantize_rows(w) for w in pool],
                       "int8 per 32": [quantize_groups(w) for w in pool],
                       "float16": [(w.half(),) for w in pool]}
-            kernels = {"int8 per row": ext.gemv_i8, "int8 per 32": ext.gemv_i8_g32, "float16": ext.gemv_f16}
+            kernels = {"int8 per row": ext.gemv_i8, "int8 per 32": ext.gemv_i8, "float16": ext.gemv_f16}
             # validation before timing: each kernel against float64 of the weights it stores
             q, scale = stored["int8 per row"][0]
             dense = {"int8 per row": q.double() * scale.double()[:, None],
