@@ -164,18 +164,24 @@ torch::Tensor gemv_i8(torch::Tensor x, torch::Tensor q, torch::Tensor scale) {
 
 
 
-def quantize_rows(weight: torch.Tensor):
-    """int8 weight and float32 scale per output row (symmetric, max |w| -> 127)."""
-    scale = (weight.abs().amax(dim=1) / 127).clamp_min(1e-12)
-    return torch.round(weight / scale[:, None]).clamp(-127, 127).to(torch.int8), scale.float()
+def quantize(weight: torch.Tensor, group: int = 0):
+    """int8 weight [N, K] and float32 scales [N, K / group] (symmetric, max |w| of a group -> 127; group 0: a row)."""
+    n, k = weight.shape
+    blocks = weight.reshape(n, -1, group if group else k)
+    scale = (blocks.abs().amax(dim=2, keepdim=True) / 127).clamp_min(1e-12)
+    q = torch.round(blocks / scale).clamp(-127, 127)
+    return q.to(torch.int8).reshape(n, k), scale.squeeze(2).float().contiguous()
+
+
+def dequantize(q: torch.Tensor, scale: torch.Tensor, dtype=torch.float32) -> torch.Tensor:
+    """The weights an int8 kernel multiplies by: q times its group's scale."""
+    n, k = q.shape
+    return (q.to(dtype).reshape(n, scale.shape[1], -1) * scale.to(dtype)[..., None]).reshape(n, k)
 
 
 def fake_quantize(weight: torch.Tensor, group: int) -> torch.Tensor:
     """weight rounded to int8 with one scale per `group` consecutive inputs of a row (0: the whole row)."""
-    n, k = weight.shape
-    blocks = weight.reshape(n, -1, group if group else k)
-    scale = (blocks.abs().amax(dim=2, keepdim=True) / 127).clamp_min(1e-12)
-    return (torch.round(blocks / scale).clamp(-127, 127) * scale).reshape(n, k)
+    return dequantize(*quantize(weight, group))
 
 
 def rounded(weight: torch.Tensor, spec) -> torch.Tensor:
@@ -245,15 +251,6 @@ def word_part(threads: int) -> dict:
 KERNELS = ("float32", "int8 per row", "int8 per 32", "float16")
 
 
-def quantize_groups(weight: torch.Tensor, group: int = 32):
-    """int8 weight and float32 scales [N, K / group] (symmetric, max |w| of a group -> 127)."""
-    n, k = weight.shape
-    blocks = weight.reshape(n, k // group, group)
-    scale = (blocks.abs().amax(dim=2) / 127).clamp_min(1e-12)
-    q = torch.round(blocks / scale[..., None]).clamp(-127, 127).to(torch.int8).reshape(n, k)
-    return q, scale.float().contiguous()
-
-
 def time_part(repeats: int, rounds: int) -> dict:
     ext = load_inline("weight_only_int8", cpp_sources=INT8_SOURCE, functions=["gemv_i8", "gemv_f16"],
                       extra_cflags=["-O3", "-mavx2", "-mfma", "-mf16c", "-fopenmp"], extra_ldflags=["-fopenmp"])
@@ -268,15 +265,13 @@ def time_part(repeats: int, rounds: int) -> dict:
             n -= n % 4
             x = torch.randn(1, k)
             pool = [torch.randn(n, k) for _ in range(max(2, 200_000_000 // (n * k * 4)))]
-            stored = {"int8 per row": [quantize_rows(w) for w in pool],
-                      "int8 per 32": [quantize_groups(w) for w in pool],
+            stored = {"int8 per row": [(q, scale[:, 0]) for q, scale in map(quantize, pool)],
+                      "int8 per 32": [quantize(w, 32) for w in pool],
                       "float16": [(w.half(),) for w in pool]}
             kernels = {"int8 per row": ext.gemv_i8, "int8 per 32": ext.gemv_i8, "float16": ext.gemv_f16}
             # validation before timing: each kernel against float64 of the weights it stores
-            q, scale = stored["int8 per row"][0]
-            dense = {"int8 per row": q.double() * scale.double()[:, None],
-                     "int8 per 32": (stored["int8 per 32"][0][0].double().reshape(n, -1, 32)
-                                     * stored["int8 per 32"][0][1].double()[..., None]).reshape(n, k),
+            dense = {"int8 per row": dequantize(*quantize(pool[0]), torch.float64),
+                     "int8 per 32": dequantize(*quantize(pool[0], 32), torch.float64),
                      "float16": stored["float16"][0][0].double()}
             for kind, fn in kernels.items():
                 expected = x.double() @ dense[kind].T
